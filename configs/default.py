@@ -1,0 +1,199 @@
+"""Shared base configuration (the "base" model size).
+
+Every other config starts from this one and changes what it needs. Every entry can be
+overridden on the command line, e.g. ``--config.loss.contrast_weight=0``; that is how ablations run.
+`pairalign_jax/config_validation.py` checks the result at start-up and names the key at fault.
+
+Choices that DESIGN.md leaves open are written down next to the entry that controls them.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # ---------------------------------------------------------------- run
+  config.seed = 0
+  config.batch_size = 32            # global batch (all hosts, all devices): pairs of views
+  config.num_train_steps = 20_000
+  config.log_every_steps = 50
+  config.eval_every_steps = 5_000   # 0 = only at the end
+  config.checkpoint_every_steps = 1_000
+  config.max_nonfinite_steps = 20   # abort after this many skipped (non-finite) updates in a row
+
+  # ---------------------------------------------------------------- audio
+  config.audio = ml_collections.ConfigDict()
+  config.audio.sample_rate = 16_000
+  config.audio.segment_seconds = 3.0   # 48 000 samples
+
+  # ---------------------------------------------------------------- front end (log-mel in JAX)
+  config.frontend = ml_collections.ConfigDict()
+  config.frontend.n_mels = 80
+  config.frontend.n_fft = 512
+  config.frontend.win_length = 400     # 25 ms
+  config.frontend.hop_length = 160     # 10 ms -> 300 frames per 3 s (librosa center=True, last frame dropped)
+  config.frontend.fmin = 0.0
+  config.frontend.fmax = 8_000.0
+  config.frontend.log_floor = 1e-5     # log(max(mel_power, floor))
+  config.frontend.normalize = True     # per-utterance mean/variance over time, per band
+  config.frontend.specaugment = ml_collections.ConfigDict()
+  config.frontend.specaugment.enabled = True   # train only
+  config.frontend.specaugment.freq_masks = 2
+  config.frontend.specaugment.freq_width = 8
+  config.frontend.specaugment.time_masks = 2
+  config.frontend.specaugment.time_width = 10
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  config.model.d_model = 256
+  config.model.num_heads = 4
+  config.model.mlp_dim = 1024
+  config.model.enc_layers = 6
+  config.model.dec_layers = 4
+  config.model.subsample = 2           # conv subsampling: 2 (20 ms frames, default) or 4
+  config.model.dropout_rate = 0.1
+  config.model.attention_dropout_rate = 0.0
+  config.model.codebook_size = 512     # K; vocabulary = K codes + BOS + EOS + PAD
+  config.model.code_dim = 64           # VQ code space (l2-normalized)
+  config.model.max_len = 128           # L: decoder steps; at most L-1 codes + EOS
+  config.model.scan_layers = True      # nn.scan over layers
+  config.model.remat = True            # nn.remat inside the scan (memory and, on CPU, speed)
+  config.model.dtype = 'float32'       # activations: 'float32' or 'bfloat16' (bf16 is for accelerators)
+  config.model.recon_channels = 128    # small conv decoder for the stage-0 mel reconstruction
+
+  # ---------------------------------------------------------------- VQ head
+  config.vq = ml_collections.ConfigDict()
+  config.vq.ema_decay = 0.99
+  config.vq.epsilon = 1e-5
+  config.vq.dead_code_threshold = 0.01  # EMA usage count below this -> re-seeded from batch vectors
+  config.vq.reseed = True
+
+  # ---------------------------------------------------------------- targets (stage 1)
+  config.targets = ml_collections.ConfigDict()
+  # Runs of a repeated VQ code shorter than this many encoder frames are merged into a neighbour.
+  # -1 = derive from config.length.target_rate (so stage-1 targets already span the segment at about
+  # the target rate; DESIGN §3 "How the string gets short").
+  config.targets.min_run_frames = -1
+
+  # ---------------------------------------------------------------- losses (weight 0 = ablated)
+  config.loss = ml_collections.ConfigDict()
+  config.loss.recon_weight = 1.0        # stage 0: mel reconstruction from quantized frames
+  config.loss.commit_weight = 0.25      # stage 0: commitment
+  config.loss.code_pred_weight = 0.5    # stage 0: view 2 frames predict view 1 codes
+  config.loss.cross_tf_weight = 1.0     # -l(y1|H2) - l(y2|H1)
+  config.loss.self_tf_weight = 0.0      # optional -l(y1|H1) - l(y2|H2)
+  config.loss.prefix_corruption = 0.15  # fraction p of teacher-forced inputs replaced by random codes
+  config.loss.corruption_delete = 0.0   # fraction of inputs deleted (shifted left)
+  config.loss.corruption_duplicate = 0.0  # fraction of inputs duplicated (shifted right)
+  config.loss.antibypass_weight = 0.5
+  config.loss.antibypass_margin = 0.5   # nats per token
+  config.loss.contrast_weight = 1.0
+  config.loss.contrast_temperature = 0.1
+  config.loss.contrast_negatives = 0    # 0 = every in-batch condition; k > 0 = k sampled negatives
+  config.loss.length_weight = 0.1       # length head regression (|y| from pooled H)
+  config.loss.timing_weight = 0.1       # token times vs VQ run centres (stage 1) / teacher times (stage 2)
+  config.loss.monotonic_weight = 0.1    # times must not go backwards
+  config.loss.coverage_weight = 0.1     # token times must span the voiced region
+  config.loss.max_gap_seconds = 0.4     # coverage: longest allowed gap between consecutive token times
+
+  # ---------------------------------------------------------------- length control
+  config.length = ml_collections.ConfigDict()
+  config.length.target_rate = 12.7      # tokens per second (paper: 12.71)
+  config.length.controller_gain = 0.05  # EOS-bias step per token of mean-length error
+  config.length.bias_limit = 8.0        # |EOS bias| clip
+
+  # ---------------------------------------------------------------- stages and EMA teacher
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.stage1_start = 2_000  # decoder on VQ-derived targets
+  config.schedule.stage2_start = 6_000  # EMA-teacher targets, contrast, anti-bypass, length control
+  config.schedule.ramp_steps = 4_000    # alpha(step): VQ targets -> teacher targets over this many steps
+  config.schedule.ema_decay = 0.999     # teacher <- decay * teacher + (1 - decay) * student
+  config.schedule.ema_warmup_steps = 1_000  # decay ramps from 0 to ema_decay over these steps (from stage 1)
+
+  # ---------------------------------------------------------------- optimizer
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 5e-4
+  config.optim.warmup_steps = 500
+  config.optim.end_learning_rate_factor = 0.1   # cosine decays to lr * factor
+  config.optim.weight_decay = 0.01
+  config.optim.grad_clip = 1.0
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.98
+
+  # ---------------------------------------------------------------- sharding
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1, 1)        # ('data', 'fsdp', 'tensor'); -1 = the remaining devices
+  # logical axis name -> mesh axis (or None). Parameters and activations carry the logical names.
+  config.mesh.logical_axis_rules = (
+      ('batch', ('data', 'fsdp')),
+      ('embed', 'fsdp'),
+      ('mlp', 'tensor'),
+      ('heads', 'tensor'),
+      ('kv', None),
+      ('vocab', 'tensor'),
+      ('codebook', None),
+      ('code', None),
+      ('length', None),
+      ('frames', None),
+      ('layers', None),
+      ('mel', None),
+      ('channels', None),
+  )
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'synthetic'      # synthetic | librispeech | timit | folder | manifest
+  config.data.path = ''                 # root folder (librispeech/timit/folder) or manifest file
+  config.data.eval_path = ''            # held-out tree/manifest; '' = the source's own held-out split
+  config.data.index_cache_dir = ''      # '' = next to the data if writable, else the workdir
+  config.data.worker_count = 0          # grain worker processes (0 = in the main process)
+  config.data.prefetch_buffer_size = 4
+  config.data.max_bad_fraction = 0.05   # stop with an error past this fraction of skipped files
+  config.data.timit_exclude_sa = True
+  config.data.shuffle = True
+
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.seed = 1234
+  config.data.synthetic.num_train_speakers = 64
+  config.data.synthetic.num_heldout_speakers = 16
+  config.data.synthetic.num_train_sentences = 400
+  config.data.synthetic.num_heldout_sentences = 100
+  config.data.synthetic.train_size = 100_000   # virtual examples (speaker x sentence draws) per epoch
+
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.gain_prob = 0.8
+  config.data.augment.gain_db = (-6.0, 6.0)
+  config.data.augment.noise_prob = 0.5
+  config.data.augment.snr_db = (10.0, 30.0)
+  config.data.augment.coloured_noise_prob = 0.5   # of noisy draws, share that are pink/brown not white
+  config.data.augment.reverb_prob = 0.3
+  config.data.augment.reverb_rt60 = (0.1, 0.5)
+  config.data.augment.eq_prob = 0.3
+  config.data.augment.eq_low_hz = (50.0, 300.0)
+  config.data.augment.eq_high_hz = (3_000.0, 7_500.0)
+  config.data.augment.pitch_prob = 0.3
+  config.data.augment.pitch_semitones = (-1.0, 1.0)
+  config.data.augment.speed_prob = 0.3
+  config.data.augment.speed = (0.95, 1.05)
+  config.data.augment.shift_prob = 0.5
+  config.data.augment.max_shift_ms = 100.0
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  config.eval.split = 'heldout'          # synthetic: held-out speakers and sentences
+  config.eval.num_items = 100            # content items in the retrieval archive
+  config.eval.queries_per_item = 3       # other speakers / augmentations of each item
+  config.eval.batch_size = 64
+  config.eval.sweep_shifts_ms = tuple(range(0, 101, 10))
+  config.eval.sweep_items = 32
+  config.eval.kmeans_clusters = -1       # -1 = same as codebook_size
+  config.eval.eos_bias = 0.0
+
+  # ---------------------------------------------------------------- checkpoints
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.max_to_keep = 3
+  config.checkpoint.keep_period = 0      # 0 = off; else keep every checkpoint whose step % period == 0
+  config.checkpoint.async_save = True
+
+  return config

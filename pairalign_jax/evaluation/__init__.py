@@ -1,0 +1,1 @@
+"""Evaluation: string metrics, edit-distance retrieval, the sweep probe, baselines and reports."""
