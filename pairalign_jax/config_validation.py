@@ -1,0 +1,218 @@
+"""Start-up validation of a run configuration.
+
+`validate_config(config)` raises `ConfigError` with a message that names the offending key
+(``config.loss.contrast_weight``) for unknown keys and impossible values, before any compile
+or data read. Unknown keys are found by comparing against ``configs/default.py``'s tree, so a
+typo in an ablation config fails loudly instead of being ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Iterable, Optional
+
+import ml_collections
+
+MESH_AXES = ('data', 'fsdp', 'tensor')
+SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
+# Keys whose value is a free-form mapping (their children are not checked against the default).
+_FREE_FORM = frozenset()
+
+
+class ConfigError(ValueError):
+  """A configuration entry is unknown or has an impossible value."""
+
+
+def default_config() -> ml_collections.ConfigDict:
+  from configs import default  # pylint: disable=import-outside-toplevel
+  return default.get_config()
+
+
+def _walk(cfg: Any, prefix: str) -> Iterable[tuple[str, Any]]:
+  for key, value in cfg.items():
+    name = f'{prefix}.{key}'
+    if isinstance(value, ml_collections.ConfigDict):
+      yield from _walk(value, name)
+    else:
+      yield name, value
+
+
+def _get(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
+  node = cfg
+  for part in dotted.split('.')[1:]:
+    node = node[part]
+  return node
+
+
+def check_unknown_keys(config: ml_collections.ConfigDict,
+                       reference: ml_collections.ConfigDict) -> None:
+  """Every key of `config` must exist in `reference` (the default config)."""
+  ref_keys = {name for name, _ in _walk(reference, 'config')}
+  ref_dicts = set()
+
+  def collect_dicts(cfg, prefix):
+    for key, value in cfg.items():
+      if isinstance(value, ml_collections.ConfigDict):
+        ref_dicts.add(f'{prefix}.{key}')
+        collect_dicts(value, f'{prefix}.{key}')
+  collect_dicts(reference, 'config')
+
+  unknown = []
+  for name, _ in _walk(config, 'config'):
+    if name in ref_keys or any(name.startswith(f + '.') for f in _FREE_FORM):
+      continue
+    unknown.append(name)
+  if unknown:
+    hints = []
+    for name in unknown:
+      parent = name.rsplit('.', 1)[0]
+      if parent in ref_dicts or parent == 'config':
+        siblings = sorted(k for k in ref_keys if k.rsplit('.', 1)[0] == parent)
+        hints.append(f'{name} (known keys under {parent}: {", ".join(s.rsplit(".", 1)[1] for s in siblings)})')
+      else:
+        hints.append(name)
+    raise ConfigError('Unknown config key(s): ' + '; '.join(hints))
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+  if not cond:
+    raise ConfigError(f'{key}: {message}')
+
+
+def max_tokens_for_target(config: ml_collections.ConfigDict) -> int:
+  """Codes a segment has at the configured target rate (rounded up)."""
+  return int(math.ceil(config.length.target_rate * config.audio.segment_seconds))
+
+
+def validate_config(config: ml_collections.ConfigDict,
+                    *, device_count: Optional[int] = None,
+                    reference: Optional[ml_collections.ConfigDict] = None) -> None:
+  """Raises ConfigError naming the first key at fault.
+
+  Args:
+    config: the run configuration.
+    device_count: global number of devices; when given, the mesh shape and the batch's
+      divisibility by the data-parallel size are checked too.
+    reference: the schema to check keys against (default: configs/default.py).
+  """
+  check_unknown_keys(config, reference if reference is not None else default_config())
+
+  # Run lengths and intervals.
+  for key in ('batch_size', 'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
+              'max_nonfinite_steps'):
+    _require(int(config[key]) > 0, f'config.{key}', f'must be a positive integer, got {config[key]!r}')
+  _require(int(config.eval_every_steps) >= 0, 'config.eval_every_steps', 'must be >= 0 (0 = only at the end)')
+
+  # Audio and front end.
+  fe = config.frontend
+  _require(config.audio.sample_rate > 0, 'config.audio.sample_rate', 'must be positive')
+  _require(config.audio.segment_seconds > 0, 'config.audio.segment_seconds', 'must be positive')
+  _require(fe.win_length <= fe.n_fft, 'config.frontend.win_length',
+           f'must be <= config.frontend.n_fft ({fe.n_fft}), got {fe.win_length}')
+  _require(0 < fe.hop_length <= fe.win_length, 'config.frontend.hop_length', 'must be in (0, win_length]')
+  _require(0 <= fe.fmin < fe.fmax <= config.audio.sample_rate / 2, 'config.frontend.fmax',
+           f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fe.fmin}, fmax={fe.fmax}')
+  _require(fe.log_floor > 0, 'config.frontend.log_floor', 'must be positive')
+
+  # Model.
+  m = config.model
+  _require(m.subsample in (2, 4), 'config.model.subsample', f'must be 2 or 4, got {m.subsample}')
+  _require(m.d_model % m.num_heads == 0, 'config.model.num_heads',
+           f'must divide config.model.d_model ({m.d_model}), got {m.num_heads}')
+  for key in ('d_model', 'mlp_dim', 'enc_layers', 'dec_layers', 'codebook_size', 'code_dim', 'max_len'):
+    _require(int(m[key]) > 0, f'config.model.{key}', f'must be positive, got {m[key]!r}')
+  _require(m.codebook_size >= 2, 'config.model.codebook_size', 'must be >= 2')
+  _require(m.dtype in ('float32', 'bfloat16'), 'config.model.dtype',
+           f"must be 'float32' or 'bfloat16', got {m.dtype!r}")
+  _require(0.0 <= m.dropout_rate < 1.0, 'config.model.dropout_rate', 'must be in [0, 1)')
+  needed = max_tokens_for_target(config) + 1  # codes + EOS
+  _require(m.max_len >= needed, 'config.model.max_len',
+           f'L={m.max_len} is smaller than the target length: {config.length.target_rate} tokens/s x '
+           f'{config.audio.segment_seconds} s needs at least {needed} steps (codes + EOS)')
+
+  # VQ.
+  _require(0.0 < config.vq.ema_decay < 1.0, 'config.vq.ema_decay', 'must be in (0, 1)')
+  _require(config.vq.epsilon > 0, 'config.vq.epsilon', 'must be positive')
+
+  # Loss weights and their parameters.
+  for name, value in config.loss.items():
+    if name.endswith('_weight'):
+      _require(value >= 0, f'config.loss.{name}', f'loss weights must be >= 0 (0 = ablated), got {value}')
+  for name in ('prefix_corruption', 'corruption_delete', 'corruption_duplicate'):
+    value = config.loss[name]
+    _require(0.0 <= value < 1.0, f'config.loss.{name}', f'must be a fraction in [0, 1), got {value}')
+  _require(config.loss.contrast_temperature > 0, 'config.loss.contrast_temperature', 'must be positive')
+  _require(config.loss.contrast_negatives >= 0, 'config.loss.contrast_negatives', 'must be >= 0')
+  _require(config.loss.contrast_negatives < config.batch_size, 'config.loss.contrast_negatives',
+           f'must be < config.batch_size ({config.batch_size})')
+  _require(config.loss.antibypass_margin >= 0, 'config.loss.antibypass_margin', 'must be >= 0')
+  _require(config.loss.max_gap_seconds > 0, 'config.loss.max_gap_seconds', 'must be positive')
+  _require(config.targets.min_run_frames == -1 or config.targets.min_run_frames >= 1,
+           'config.targets.min_run_frames', 'must be -1 (derive from the target rate) or >= 1')
+
+  # Length control.
+  _require(config.length.target_rate > 0, 'config.length.target_rate', 'must be positive')
+  _require(config.length.controller_gain >= 0, 'config.length.controller_gain', 'must be >= 0')
+  _require(config.length.bias_limit >= 0, 'config.length.bias_limit', 'must be >= 0')
+
+  # Schedule.
+  s = config.schedule
+  _require(0 <= s.stage1_start, 'config.schedule.stage1_start', 'must be >= 0')
+  _require(s.stage1_start <= s.stage2_start, 'config.schedule.stage2_start',
+           f'must be >= config.schedule.stage1_start ({s.stage1_start})')
+  _require(s.ramp_steps >= 0, 'config.schedule.ramp_steps', 'must be >= 0')
+  _require(0.0 <= s.ema_decay < 1.0, 'config.schedule.ema_decay', 'must be in [0, 1)')
+  _require(s.ema_warmup_steps >= 0, 'config.schedule.ema_warmup_steps', 'must be >= 0')
+
+  # Optimizer.
+  o = config.optim
+  _require(o.learning_rate > 0, 'config.optim.learning_rate', 'must be positive')
+  _require(o.warmup_steps >= 0, 'config.optim.warmup_steps', 'must be >= 0')
+  _require(0 <= o.end_learning_rate_factor <= 1, 'config.optim.end_learning_rate_factor', 'must be in [0, 1]')
+  _require(o.grad_clip >= 0, 'config.optim.grad_clip', 'must be >= 0 (0 = off)')
+  _require(o.weight_decay >= 0, 'config.optim.weight_decay', 'must be >= 0')
+
+  # Data.
+  d = config.data
+  _require(d.source in SOURCES, 'config.data.source', f'must be one of {SOURCES}, got {d.source!r}')
+  if d.source != 'synthetic':
+    _require(bool(d.path), 'config.data.path', f'is required for config.data.source={d.source!r}')
+  _require(d.worker_count >= 0, 'config.data.worker_count', 'must be >= 0')
+  _require(0.0 <= d.max_bad_fraction <= 1.0, 'config.data.max_bad_fraction', 'must be in [0, 1]')
+  for name, value in d.augment.items():
+    if name.endswith('_prob'):
+      _require(0.0 <= value <= 1.0, f'config.data.augment.{name}', f'must be a probability, got {value}')
+    elif isinstance(value, (tuple, list)):
+      _require(len(value) == 2 and value[0] <= value[1], f'config.data.augment.{name}',
+               f'must be a (low, high) range, got {value}')
+
+  # Checkpoints.
+  _require(config.checkpoint.max_to_keep >= 1, 'config.checkpoint.max_to_keep', 'must be >= 1')
+  _require(config.checkpoint.keep_period >= 0, 'config.checkpoint.keep_period', 'must be >= 0')
+
+  # Mesh.
+  shape = tuple(int(x) for x in config.mesh.shape)
+  _require(len(shape) == len(MESH_AXES), 'config.mesh.shape',
+           f'must have {len(MESH_AXES)} entries for axes {MESH_AXES}, got {shape}')
+  _require(sum(1 for x in shape if x == -1) <= 1, 'config.mesh.shape', f'at most one -1 allowed, got {shape}')
+  _require(all(x == -1 or x >= 1 for x in shape), 'config.mesh.shape', f'entries must be >= 1 or -1, got {shape}')
+  if device_count is not None:
+    resolved = resolve_mesh_shape(shape, device_count)
+    data_parallel = resolved[0] * resolved[1]
+    _require(config.batch_size % data_parallel == 0, 'config.batch_size',
+             f'{config.batch_size} is not divisible by the data-parallel size {data_parallel} '
+             f'(mesh {dict(zip(MESH_AXES, resolved))})')
+
+
+def resolve_mesh_shape(shape, device_count: int) -> tuple[int, int, int]:
+  """Replaces a -1 in `shape` by the remaining devices; checks the product."""
+  shape = tuple(int(x) for x in shape)
+  known = math.prod(x for x in shape if x != -1)
+  if -1 in shape:
+    if device_count % known:
+      raise ConfigError(f'config.mesh.shape: {shape} does not divide {device_count} devices')
+    shape = tuple(device_count // known if x == -1 else x for x in shape)
+  if math.prod(shape) != device_count:
+    raise ConfigError(f'config.mesh.shape: {shape} uses {math.prod(shape)} devices, '
+                      f'but {device_count} are available')
+  return shape

@@ -1,0 +1,122 @@
+"""Config files load and validate; impossible values fail with a message naming the key."""
+
+import configparser
+import os
+import re
+
+import ml_collections
+import pytest
+
+from configs import ablations
+from configs import default
+from configs import demo
+from configs import librispeech
+from configs import synthetic
+from configs import timit
+from pairalign_jax import config_validation as cv
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.mark.parametrize('module', [default, demo, synthetic])
+def test_shipped_configs_validate(module):
+  cv.validate_config(module.get_config(), device_count=8)
+
+
+@pytest.mark.parametrize('module', [librispeech, timit])
+def test_file_configs_need_a_path(module):
+  config = module.get_config()
+  with pytest.raises(cv.ConfigError, match=r'config\.data\.path'):
+    cv.validate_config(config)
+  config.data.path = '/data/x'
+  cv.validate_config(config)
+
+
+@pytest.mark.parametrize('name', sorted(ablations.ABLATIONS))
+def test_every_ablation_validates_and_differs(name):
+  config = ablations.get_config(name)
+  cv.validate_config(config)
+  if name != 'full':
+    assert config != ablations.get_config('full')
+
+
+def test_unknown_ablation():
+  with pytest.raises(ValueError, match='no_such'):
+    ablations.get_config('no_such')
+
+
+def _mutate(dotted, value):
+  config = demo.get_config()
+  node = config
+  *parents, leaf = dotted.split('.')
+  for p in parents:
+    node = node[p]
+  with config.unlocked() if hasattr(config, 'unlocked') else _null():
+    node[leaf] = value
+  return config
+
+
+class _null:
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *a):
+    return False
+
+
+@pytest.mark.parametrize('dotted,value,pattern', [
+    ('loss.contrast_weight', -1.0, r'config\.loss\.contrast_weight'),
+    ('loss.prefix_corruption', 1.5, r'config\.loss\.prefix_corruption'),
+    ('model.max_len', 20, r'config\.model\.max_len.*target length'),
+    ('model.subsample', 3, r'config\.model\.subsample'),
+    ('model.num_heads', 5, r'config\.model\.num_heads'),
+    ('model.dtype', 'float16', r'config\.model\.dtype'),
+    ('schedule.stage2_start', 10, r'config\.schedule\.stage2_start'),
+    ('data.source', 'mp3s', r'config\.data\.source'),
+    ('data.augment.noise_prob', 2.0, r'config\.data\.augment\.noise_prob'),
+    ('data.augment.snr_db', (30.0, 10.0), r'config\.data\.augment\.snr_db'),
+    ('batch_size', 0, r'config\.batch_size'),
+    ('mesh.shape', (-1, -1, 1), r'config\.mesh\.shape'),
+])
+def test_impossible_values_name_the_key(dotted, value, pattern):
+  with pytest.raises(cv.ConfigError, match=pattern):
+    cv.validate_config(_mutate(dotted, value))
+
+
+def test_batch_must_divide_data_parallel_size():
+  config = demo.get_config()
+  config.batch_size = 12
+  config.mesh.shape = (8, 1, 1)
+  with pytest.raises(cv.ConfigError, match=r'config\.batch_size.*divisible.*8'):
+    cv.validate_config(config, device_count=8)
+  config.mesh.shape = (4, 1, 2)
+  cv.validate_config(config, device_count=8)
+
+
+def test_mesh_shape_must_match_devices():
+  config = demo.get_config()
+  config.mesh.shape = (3, 1, 1)
+  with pytest.raises(cv.ConfigError, match=r'config\.mesh\.shape'):
+    cv.validate_config(config, device_count=8)
+  assert cv.resolve_mesh_shape((-1, 2, 1), 8) == (4, 2, 1)
+
+
+def test_unknown_keys_are_named():
+  config = demo.get_config()
+  config.loss.contrast_wieght = 1.0
+  config.new_top_level = 3
+  with pytest.raises(cv.ConfigError) as err:
+    cv.validate_config(config)
+  message = str(err.value)
+  assert 'config.loss.contrast_wieght' in message and 'contrast_weight' in message
+  assert 'config.new_top_level' in message
+
+
+def test_requirements_and_setup_cfg_pins_agree():
+  with open(os.path.join(ROOT, 'requirements.txt')) as f:
+    reqs = sorted(l.strip() for l in f if l.strip() and not l.startswith('#'))
+  parser = configparser.ConfigParser()
+  parser.read(os.path.join(ROOT, 'setup.cfg'))
+  install = sorted(l.strip() for l in parser['options']['install_requires'].splitlines() if l.strip())
+  assert reqs == install
+  assert all(re.fullmatch(r'[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.]*', r) for r in reqs)
