@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# Runs every ablation of configs/ablations.py (one switched-off term each, same seed and budget)
+# one after another, then prints the table of their reports.
+#   launch/ablations.sh WORKROOT [--config.key=value ...]
+set -euo pipefail
+ROOT=${1:?usage: $0 WORKROOT [--config.key=value ...]}; shift
+cd "$(dirname "$0")/.."
+NAMES=$(python -c 'from configs import ablations; print(" ".join(ablations.ABLATIONS))')
+for name in $NAMES; do
+  echo "=== ablation $name"
+  python -m pairalign_jax.main --config="configs/ablations.py:$name" --workdir="$ROOT/$name" "$@"
+done
+python -m pairalign_jax.evaluation.ablation_table "$ROOT"

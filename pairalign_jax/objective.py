@@ -1,0 +1,273 @@
+"""The PairAlign objective of one training stage: runs the model and combines the loss terms.
+
+Stages (DESIGN §3):
+  0  VQ prior: mel reconstruction + commitment + cross-view code prediction.
+  1  + decoder on VQ-derived targets: cross-paired teacher forcing with prefix corruption,
+     timing recovery (run centres), monotonicity, coverage, length head.
+  2  + EMA-teacher targets mixed in by the ramp alpha(step), likelihood contrast,
+     anti-bypass margin; the teacher's EOS bias is driven by the length controller (train.py).
+
+Every weight comes from `config.loss`; a term whose weight is 0 is not computed at all (the
+Python branch is resolved at trace time), so an ablation does not pay for the ablated term.
+
+All sequence scoring of a step is ONE batched `score` call: the rows are (target, condition)
+index pairs into the 2B sequences [y1; y2] and the 2B conditions [H1; H2], whose cross-attention
+keys/values are projected once (`PairAlign.condition`) and gathered per row. The likelihood matrix
+`S_ij = mean log p(y1_i | H2_j)` therefore needs no per-pair projection and no Python loop.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Optional
+
+import jax
+import jax.numpy as jnp
+import ml_collections
+
+from pairalign_jax import frontend
+from pairalign_jax import losses
+from pairalign_jax import models
+from pairalign_jax import sequences
+from pairalign_jax import vocab as vocab_lib
+
+# Names of every logged term, in a stable order (weights are config.loss.<name>_weight).
+TERM_NAMES = ('recon', 'commit', 'code_pred', 'cross_tf', 'self_tf', 'antibypass', 'contrast',
+              'length', 'timing', 'monotonic', 'coverage')
+STAGE_TERMS = {
+    0: ('recon', 'commit', 'code_pred'),
+    1: ('recon', 'commit', 'code_pred', 'cross_tf', 'self_tf', 'length', 'timing', 'monotonic',
+        'coverage'),
+    2: TERM_NAMES,
+}
+VOICED_THRESHOLD_DB = 30.0  # frames within this many dB of the loudest frame count as voiced
+
+
+@dataclasses.dataclass(frozen=True)
+class ObjectiveSettings:
+  """Everything the objective reads from the config (hashable: it is a static jit argument)."""
+  weights: tuple[tuple[str, float], ...]
+  prefix_corruption: float
+  corruption_delete: float
+  corruption_duplicate: float
+  antibypass_margin: float
+  contrast_temperature: float
+  contrast_negatives: int
+  max_gap_seconds: float
+  max_len: int
+  codebook_size: int
+  min_run_frames: int
+  frame_seconds: float          # encoder frame (after subsampling)
+  mel_frame_seconds: float      # front-end hop
+  specaugment: bool
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
+    weights = tuple((name, float(config.loss[f'{name}_weight'])) for name in TERM_NAMES)
+    mel_frame_seconds = config.frontend.hop_length / config.audio.sample_rate
+    frame_seconds = mel_frame_seconds * config.model.subsample
+    min_run = int(config.targets.min_run_frames)
+    if min_run < 0:
+      min_run = sequences.min_run_frames_for_rate(config.length.target_rate, frame_seconds)
+    return cls(
+        weights=weights,
+        prefix_corruption=float(config.loss.prefix_corruption),
+        corruption_delete=float(config.loss.corruption_delete),
+        corruption_duplicate=float(config.loss.corruption_duplicate),
+        antibypass_margin=float(config.loss.antibypass_margin),
+        contrast_temperature=float(config.loss.contrast_temperature),
+        contrast_negatives=int(config.loss.contrast_negatives),
+        max_gap_seconds=float(config.loss.max_gap_seconds),
+        max_len=int(config.model.max_len),
+        codebook_size=int(config.model.codebook_size),
+        min_run_frames=min_run,
+        frame_seconds=frame_seconds,
+        mel_frame_seconds=mel_frame_seconds,
+        specaugment=bool(config.frontend.specaugment.enabled),
+    )
+
+  def weight(self, name: str) -> float:
+    return dict(self.weights)[name]
+
+  def stage_weights(self, stage: int) -> dict[str, float]:
+    active = STAGE_TERMS[stage]
+    return {name: (w if name in active else 0.0) for name, w in self.weights}
+
+
+@dataclasses.dataclass
+class Targets:
+  """A batch of target sequences for both views, stacked as [y1; y2] along the batch."""
+  tokens: jax.Array    # [2B, L] int32
+  lengths: jax.Array   # [2B] int32
+  times: jax.Array     # [2B, L] seconds
+
+
+def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
+  """Waveforms [N, S] -> (model input mel [N, F, M], clean normalized mel [N, F, M], energy [N, F])."""
+  raw = frontend.log_mel(waves, fcfg)                    # [N, F, M]
+  clean = frontend.normalize(raw)                        # [N, F, M]
+  energy = jnp.mean(raw, axis=-1)                        # [N, F] log-mel energy
+  mel_in = clean
+  if train and specaugment:
+    mel_in = frontend.spec_augment(rng, clean, fcfg)
+  return mel_in, clean, energy
+
+
+def vq_targets(codes, settings: ObjectiveSettings) -> Targets:
+  """Collapsed (and run-pruned) VQ codes [N, T] -> target sequences (stop-gradient)."""
+  vocab = vocab_lib.Vocab(settings.codebook_size)
+  tokens, lengths, times, _ = sequences.collapse_runs(
+      jax.lax.stop_gradient(codes), settings.frame_seconds, max_len=settings.max_len, vocab=vocab,
+      min_run_frames=settings.min_run_frames)
+  return Targets(tokens=tokens, lengths=lengths, times=times)
+
+
+def _gather(tree, idx):
+  return jax.tree.map(lambda a: jnp.take(a, idx, axis=0), tree)
+
+
+def _row_pairs(b: int, stage: int, settings: ObjectiveSettings, rng):
+  """(target index, condition index) arrays into [y1; y2] x [H1; H2] and where each block lives.
+
+  Blocks: 'pos12' y1_i|H2_i, 'pos21' y2_i|H1_i, optionally 'self' y_v|H_v, 'other12'/'other21'
+  (rolled condition, anti-bypass) and 'neg' (contrast: y1_i under H2_j for all j, or k sampled j).
+  """
+  ar = jnp.arange(b)
+  blocks = {}
+  tgt, cnd = [], []
+
+  def add(name, t, c):
+    start = sum(x.shape[0] for x in tgt)
+    tgt.append(t)
+    cnd.append(c)
+    blocks[name] = (start, t.shape[0])
+
+  use_contrast = stage == 2 and settings.weight('contrast') > 0
+  use_antibypass = stage == 2 and settings.weight('antibypass') > 0
+  add('pos12', ar, b + ar)
+  add('pos21', b + ar, ar)
+  if settings.weight('self_tf') > 0:
+    add('self', jnp.arange(2 * b), jnp.arange(2 * b))
+  if use_antibypass:
+    rolled = jnp.roll(ar, 1)
+    add('other12', ar, b + rolled)
+    add('other21', b + ar, rolled)
+  if use_contrast:
+    k = settings.contrast_negatives
+    if k == 0:    # every in-batch condition (the diagonal duplicates pos12; kept for a clean matrix)
+      add('neg', jnp.repeat(ar, b), b + jnp.tile(ar, b))
+    else:         # k negatives per row, sampled without the positive
+      offs = jax.vmap(lambda r: jax.random.choice(r, b - 1, (k,), replace=False))(jax.random.split(rng, b))
+      neg = (ar[:, None] + 1 + offs) % b                 # [B, k], never == i
+      add('neg', jnp.repeat(ar, k), b + neg.reshape(-1))
+  return jnp.concatenate(tgt), jnp.concatenate(cnd), blocks
+
+
+def _block(x, blocks, name):
+  start, size = blocks[name]
+  return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
+
+
+def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[str, Any],
+                  targets_override: Optional[Targets], rngs: dict[str, jax.Array], *, stage: int,
+                  settings: ObjectiveSettings, train: bool = True):
+  """Runs the model for one stage and returns (terms dict, aux dict).
+
+  Args:
+    batch_mels: {'mel_in': [2B, F, M] (views stacked [v1; v2], possibly SpecAugmented),
+                 'mel_clean': [2B, F, M], 'energy': [2B, F]}.
+    targets_override: stage-2 targets (already mixed VQ/teacher), or None to use VQ targets.
+    rngs: 'dropout', 'vq', 'corrupt', 'negatives'.
+  Returns:
+    terms: every name in TERM_NAMES that is active and weighted (scalars).
+    aux: 'vq_stats' (updated), 'codes' [2B, T], 'targets' (Targets), 'perplexity', ...
+  """
+  weights = settings.stage_weights(stage)
+  variables = {'params': params, 'vq_stats': vq_stats}
+  mel_in = batch_mels['mel_in']
+  two_b = mel_in.shape[0]
+  b = two_b // 2
+  terms, aux = {}, {}
+
+  h = model.apply(variables, mel_in, train=train, method=models.PairAlign.encode,
+                  rngs={'dropout': rngs['dropout']})                           # [2B, T, d]
+  vq_out, mutated = model.apply(variables, h, train=train, method=models.PairAlign.quantize,
+                                mutable=['vq_stats'], rngs={'vq': rngs['vq']})
+  aux['vq_stats'] = mutated['vq_stats']
+  aux['codes'] = vq_out.codes                                                 # [2B, T]
+  aux['perplexity'] = vq_out.perplexity
+
+  if weights['recon'] > 0:
+    mel_hat = model.apply(variables, vq_out.quantized, method=models.PairAlign.reconstruct)
+    terms['recon'] = losses.vq_recon_loss(mel_hat, batch_mels['mel_clean'])
+  if weights['commit'] > 0:
+    terms['commit'] = vq_out.commit_loss
+  if weights['code_pred'] > 0:
+    logits = model.apply(variables, h, method=models.PairAlign.predict_codes)  # [2B, T, K]
+    swapped = jnp.concatenate([vq_out.codes[b:], vq_out.codes[:b]], axis=0)    # view v predicts the other's codes
+    terms['code_pred'] = losses.code_prediction_loss(logits, jax.lax.stop_gradient(swapped))
+  if stage == 0:
+    return terms, aux
+
+  targets = targets_override if targets_override is not None else vq_targets(vq_out.codes, settings)
+  aux['targets'] = targets
+  vocab = vocab_lib.Vocab(settings.codebook_size)
+
+  if weights['length'] > 0:
+    pred_len = model.apply(variables, h, method=models.PairAlign.predict_length)  # [2B]
+    terms['length'] = losses.length_loss(pred_len, targets.lengths)
+
+  cond = model.apply(variables, h, method=models.PairAlign.condition)
+  tgt_idx, cnd_idx, blocks = _row_pairs(b, stage, settings, rngs['negatives'])
+  tokens = jnp.take(targets.tokens, tgt_idx, axis=0)                           # [R, L]
+  lengths = jnp.take(targets.lengths, tgt_idx, axis=0)                         # [R]
+  mask = sequences.score_mask(tokens, lengths, vocab)                          # [R, L]
+  inputs = sequences.shift_right(tokens, vocab)                                # [R, L]
+  if settings.prefix_corruption > 0 or settings.corruption_delete > 0 or settings.corruption_duplicate > 0:
+    inputs = sequences.corrupt_inputs(
+        rngs['corrupt'], inputs, mask, p=settings.prefix_corruption, vocab=vocab,
+        p_delete=settings.corruption_delete, p_duplicate=settings.corruption_duplicate)
+  logits, times = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=train,
+                              method=models.PairAlign.score, rngs={'dropout': rngs['dropout']})
+  _, mean_ll = losses.sequence_log_likelihood(logits, tokens, mask)            # [R]
+
+  pos12 = _block(mean_ll, blocks, 'pos12')
+  pos21 = _block(mean_ll, blocks, 'pos21')
+  if weights['cross_tf'] > 0:
+    terms['cross_tf'] = losses.cross_teacher_forcing(pos12, pos21)
+  if weights['self_tf'] > 0:
+    self_ll = _block(mean_ll, blocks, 'self')
+    terms['self_tf'] = -jnp.mean(self_ll)
+  if weights['antibypass'] > 0 and 'other12' in blocks:
+    terms['antibypass'] = 0.5 * (
+        losses.antibypass(pos12, _block(mean_ll, blocks, 'other12'), settings.antibypass_margin)
+        + losses.antibypass(pos21, _block(mean_ll, blocks, 'other21'), settings.antibypass_margin))
+  if weights['contrast'] > 0 and 'neg' in blocks:
+    neg = _block(mean_ll, blocks, 'neg')
+    if settings.contrast_negatives == 0:
+      terms['contrast'] = losses.info_nce(neg.reshape(b, b), settings.contrast_temperature)
+    else:
+      terms['contrast'] = losses.info_nce_sampled(
+          pos12, neg.reshape(b, settings.contrast_negatives), settings.contrast_temperature)
+
+  # Timing recovery on the positive rows (each target once): y1|H2 then y2|H1.
+  pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])  # [2B, L]
+  pos_tokens = jnp.concatenate([_block(tokens, blocks, 'pos12'), _block(tokens, blocks, 'pos21')])
+  pos_lengths = jnp.concatenate([_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')])
+  code_mask = (jnp.arange(settings.max_len)[None, :] < pos_lengths[:, None]).astype(jnp.float32)  # codes only
+  tgt_times = jnp.concatenate([targets.times[:b], targets.times[b:]])
+  aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
+  del pos_tokens
+  if weights['timing'] > 0:
+    terms['timing'] = losses.timing_loss(pos_times, tgt_times, code_mask)
+  if weights['monotonic'] > 0:
+    terms['monotonic'] = losses.monotonic_penalty(pos_times, code_mask)
+  if weights['coverage'] > 0:
+    # The condition of row y1|H2 is view 2: its voiced region bounds the times.
+    energy = batch_mels['energy']
+    start, end = losses.voiced_region(energy, settings.mel_frame_seconds, VOICED_THRESHOLD_DB)   # [2B]
+    cond_start = jnp.concatenate([start[b:], start[:b]])
+    cond_end = jnp.concatenate([end[b:], end[:b]])
+    terms['coverage'] = losses.coverage_loss(pos_times, code_mask, cond_start, cond_end,
+                                             settings.max_gap_seconds)
+  return terms, aux
