@@ -206,7 +206,7 @@ class Trainer:
     rng = jax.random.PRNGKey(config.seed)
     init_fn = functools.partial(create_train_state, self.model, self.optimizer, config)
     boxed = jax.eval_shape(init_fn, rng)
-    self.abstract_state, self.state_sharding = sharding.state_shardings(boxed, self.mesh, self.rules)
+    self.abstract_state, self.state_sharding = sharding.abstract_state_and_shardings(boxed, self.mesh, self.rules)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._init = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=self.state_sharding)
     self._rng = rng
@@ -253,9 +253,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   data_iter = pipeline.make_train_iterator(config, process_index=jax.process_index(),
                                            process_count=jax.process_count())
   writer = metric_writer.MetricWriter(workdir)
-  ckpt = checkpointing.Checkpointer(
-      os.path.join(workdir, 'checkpoints'), max_to_keep=config.checkpoint.max_to_keep,
-      keep_period=config.checkpoint.keep_period or None, async_save=config.checkpoint.async_save)
+  ckpt = checkpointing.Checkpointer.from_config(os.path.join(workdir, 'checkpoints'), config)
   ckpt.install_preemption_handler()
 
   restored = ckpt.restore_latest(trainer.abstract_state, data_iter, state_sharding=trainer.state_sharding)
