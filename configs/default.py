@@ -152,6 +152,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.max_bad_fraction = 0.05   # stop with an error past this fraction of skipped files
   config.data.timit_exclude_sa = True
   config.data.shuffle = True
+  config.data.bad_min_reads = 100       # max_bad_fraction is enforced only after this many reads
+  config.data.read_threads = 4          # grain ReadOptions.num_threads per process
+  # librispeech/folder/manifest without eval_path: share of speakers (crc32 hash) held out.
+  config.data.heldout_fraction = 0.1
+  # Stage 0 (steps < schedule.stage1_start): no speed perturbation or time shift, so the two views
+  # stay time-aligned for the cross-view code prediction (DESIGN §3.1).
+  config.data.align_views_in_stage0 = True
 
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.seed = 1234
@@ -188,6 +195,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval.sweep_shifts_ms = tuple(range(0, 101, 10))
   config.eval.sweep_items = 32
   config.eval.kmeans_clusters = -1       # -1 = same as codebook_size
+  # k-means baseline (evaluation/baselines.py): frames pooled in groups of this many before clustering;
+  # -1 = config.model.subsample (k-means frames at the encoder / VQ rate), 1 = raw 10 ms frames.
+  config.eval.kmeans_subsample = -1
+  config.eval.kmeans_pool = 'mean'       # 'mean' (average the group) | 'stack' (concatenate it)
+  config.eval.kmeans_train_segments = 2_000   # training-split segments whose frames fit k-means
+  config.eval.kmeans_max_frames = 200_000     # at most this many frames are clustered (seeded draw)
+  # Retrieval ties (evaluation/retrieval.py): 'expected' (random tie order, in expectation),
+  # 'pessimistic' (true item after its ties) or 'optimistic'.
+  config.eval.retrieval_ties = 'expected'
   config.eval.eos_bias = 0.0
 
   # ---------------------------------------------------------------- checkpoints
