@@ -256,6 +256,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   ckpt = checkpointing.Checkpointer.from_config(os.path.join(workdir, 'checkpoints'), config)
   ckpt.install_preemption_handler()
 
+  data_stats = pipeline.make_bad_input_stats(config)   # counted from the batches (any worker count)
+
   restored = ckpt.restore_latest(trainer.abstract_state, data_iter, state_sharding=trainer.state_sharding)
   if restored is not None:
     state, start_step = restored
@@ -276,6 +278,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
     while step < config.num_train_steps:
       stage = stage_at(step, config)
       local_batch = next(data_iter)
+      data_stats.update_from_batch(local_batch)
       state, metrics = trainer.run_step(state, trainer.device_batch(local_batch), stage)
       step += 1
 
@@ -286,7 +289,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         last_log_time, last_log_step = now, step
         metrics['steps_per_second'] = steps_per_sec
         metrics['examples_per_second'] = steps_per_sec * config.batch_size
-        metrics.update({f'data/{k}': v for k, v in pipeline.data_stats(data_iter).items()})
+        metrics.update({f'data/{k}': v for k, v in data_stats.as_dict().items()})
         writer.write_scalars(step, metrics)
         eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
         logging.info('step %d/%d stage %d | loss %.4f | %s | %.2f steps/s, %.1f ex/s, ETA %s',
@@ -305,10 +308,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
             f'(config.max_nonfinite_steps={config.max_nonfinite_steps}).')
 
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
-        ckpt.save(step, state, data_iter, meta=_checkpoint_meta(config, data_iter))
+        ckpt.save(step, state, data_iter, meta=_checkpoint_meta(data_stats))
       if ckpt.should_stop(step):
         logging.warning('Preemption requested: saving step %d and exiting.', step)
-        ckpt.save(step, state, data_iter, force=True, meta=_checkpoint_meta(config, data_iter))
+        ckpt.save(step, state, data_iter, force=True, meta=_checkpoint_meta(data_stats))
         stop_early = True
         break
       if (config.eval_every_steps and step % config.eval_every_steps == 0
@@ -327,8 +330,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   return state
 
 
-def _checkpoint_meta(config, data_iter) -> dict[str, Any]:
-  return {'data_stats': {k: float(v) for k, v in pipeline.data_stats(data_iter).items()}}
+def _checkpoint_meta(data_stats) -> dict[str, Any]:
+  return {'data_stats': {k: float(v) for k, v in data_stats.as_dict().items()}}
 
 
 def _evaluate(config, workdir, step):
