@@ -198,7 +198,8 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   aux['perplexity'] = vq_out.perplexity
 
   if weights['recon'] > 0:
-    mel_hat = model.apply(variables, vq_out.quantized, method=models.PairAlign.reconstruct)
+    mel_hat = model.apply(variables, vq_out.quantized, batch_mels['mel_clean'].shape[1],
+                          method=models.PairAlign.reconstruct)                  # [2B, F, M]
     terms['recon'] = losses.vq_recon_loss(mel_hat, batch_mels['mel_clean'])
   if weights['commit'] > 0:
     terms['commit'] = vq_out.commit_loss
