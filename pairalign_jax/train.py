@@ -213,7 +213,9 @@ class Trainer:
     self._steps = {}
 
   def init_state(self) -> TrainState:
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+    # No logical-rules context here: the out_shardings place the parameters, and flax's
+    # DenseGeneral would otherwise constrain its flat init kernel with the 3-D names.
+    with jax.set_mesh(self.mesh):
       return self._init(self._rng)
 
   def step_fn(self, stage: int):
@@ -225,7 +227,10 @@ class Trainer:
     return self._steps[stage]
 
   def run_step(self, state: TrainState, batch: dict[str, jax.Array], stage: int):
-    with jax.set_mesh(self.mesh), nn.logical_axis_rules(self.rules):
+    # Parameters and batches are placed by the in/out shardings (from the logical names);
+    # activation layouts follow by propagation. (A logical-rules context here would make flax
+    # re-check DenseGeneral's flat init kernels against their 3-D names inside nn.scan.)
+    with jax.set_mesh(self.mesh):
       return self.step_fn(stage)(state, batch)
 
   def device_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
