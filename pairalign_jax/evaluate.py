@@ -119,7 +119,7 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
       'trained_eos_bias': tok.default_eos_bias, 'eval_eos_bias': eos_bias,
       'target_rate': float(ckpt_config.length.target_rate),
       'eos_bias_to_rate': [list(x) for x in calibration]}
-  report['checkpoint'] = {'path': os.path.abspath(path), 'step': checkpointing.latest_step_of(path)}
+  report['checkpoint'] = {'path': os.path.abspath(path), 'step': int(checkpointing.step_dir(path).name)}
   report['eval_seconds'] = time.time() - t0
   report_lib.write_report(report, outdir)
   h = report['headline']
