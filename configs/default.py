@@ -66,7 +66,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.vq = ml_collections.ConfigDict()
   config.vq.ema_decay = 0.99
   config.vq.epsilon = 1e-5
-  config.vq.dead_code_threshold = 0.01  # EMA usage count below this -> re-seeded from batch vectors
+  config.vq.dead_code_threshold = 1.0   # EMA count (frames per batch) below this -> re-seeded from batch vectors
   config.vq.reseed = True
 
   # ---------------------------------------------------------------- targets (stage 1)

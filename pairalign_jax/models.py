@@ -24,8 +24,9 @@ Decisions not fixed by DESIGN.md, documented here:
 - VQ: ``z = l2norm(W h)``; code = argmax ``z . e_k`` (= nearest in l2 on the unit sphere); commitment
   ``mean_frames ||z - sg(q)||^2``; EMA update (VQ-VAE-2, Laplace-smoothed counts) of the *sum* of the
   assigned vectors, codebook = l2norm(embed_sum / smoothed count). Dead codes (EMA count below the
-  threshold after the update) are re-seeded from random batch vectors with count 1.
-  Stats start at count 1 and ``embed_sum = codebook`` (random unit vectors).
+  threshold after the update; the count is about frames per batch) are re-seeded from random batch
+  vectors. Counts start at 0, so the first training step re-seeds every code from batch vectors (a
+  data-dependent codebook initialization; a random codebook collapses to 2-3 used codes).
 - Token times: expected frame-centre time under the cross-attention weights, heads and layers
   averaged (gradients flow through them, so the timing losses train the attention).
 """
@@ -73,7 +74,7 @@ class ModelConfig:
   enc_max_frames: int = 150          # learned encoder positions: table size (frames after subsampling)
   vq_ema_decay: float = 0.99
   vq_epsilon: float = 1e-5
-  dead_code_threshold: float = 0.01
+  dead_code_threshold: float = 1.0
   vq_reseed: bool = True
 
   def __post_init__(self):
@@ -302,8 +303,10 @@ class VectorQuantizer(nn.Module):
 
     codebook = self.variable('vq_stats', 'codebook',
                              nn.with_logical_partitioning(init_codebook, ('codebook', 'code')))
+    # Counts start at 0: with re-seeding on, every code is dead at the first training step and is
+    # re-seeded from that batch's vectors (a data-dependent initialization of the codebook).
     cluster_size = self.variable('vq_stats', 'cluster_size', nn.with_logical_partitioning(
-        lambda: jnp.ones((k,), jnp.float32), ('codebook',)))
+        lambda: jnp.zeros((k,), jnp.float32), ('codebook',)))
     embed_sum = self.variable('vq_stats', 'embed_sum', nn.with_logical_partitioning(
         lambda: codebook.value * 1.0, ('codebook', 'code')))
 
@@ -349,13 +352,19 @@ def ema_codebook_update(cluster_size, embed_sum, onehot, z, *, decay: float, eps
 
 
 def reseed_dead_codes(rng, cluster_size, embed_sum, codebook, z, threshold: float):
-  """Codes with cluster_size < threshold get a random batch vector z [N,c] and count 1."""
+  """Codes whose EMA count is below `threshold` get a random batch vector of z [N,c].
+
+  The EMA count of a code is about the number of frames per batch assigned to it, so `threshold`
+  reads "fewer than this many frames per batch". A re-seeded code restarts at count
+  `2 * threshold` (so it survives about log(2)/(1-decay) steps unused before it is re-seeded again).
+  """
   dead = cluster_size < threshold                                                     # [K]
   idx = jax.random.randint(rng, cluster_size.shape, 0, z.shape[0])
   fresh = jnp.take(z, idx, axis=0)                                                    # [K,c]
+  restart = 2.0 * threshold
   codebook = jnp.where(dead[:, None], fresh, codebook)
-  embed_sum = jnp.where(dead[:, None], fresh, embed_sum)
-  cluster_size = jnp.where(dead, 1.0, cluster_size)
+  embed_sum = jnp.where(dead[:, None], fresh * restart, embed_sum)
+  cluster_size = jnp.where(dead, restart, cluster_size)
   return cluster_size, embed_sum, codebook
 
 

@@ -238,7 +238,7 @@ def test_dead_codes_are_reseeded_from_batch(tiny):
   model, _, v = tiny
   dead = np.array([0, 5, 9])
   stats = jax.tree.map(lambda x: x, v['vq_stats'])
-  stats['vq']['cluster_size'] = stats['vq']['cluster_size'].at[dead].set(0.0)
+  stats['vq']['cluster_size'] = jnp.full((K,), 100.0).at[dead].set(0.0)   # live codes well used
   # Make codes 0/5/9 unreachable so they stay unused this step.
   stats['vq']['codebook'] = stats['vq']['codebook'].at[dead].set(0.0)
   vars_ = {'params': v['params'], 'vq_stats': stats}
@@ -248,12 +248,16 @@ def test_dead_codes_are_reseeded_from_batch(tiny):
   assert not np.isin(np.asarray(vq.codes), dead).any()
   new = mutated['vq_stats']['vq']
   z = np.asarray(vq.z).reshape(-1, 8)
+  restart = 2.0 * model.cfg.dead_code_threshold
   for k in dead:
-    assert new['cluster_size'][k] == 1.0
+    assert new['cluster_size'][k] == restart
     dist = np.min(np.linalg.norm(z - np.asarray(new['codebook'][k]), axis=1))
     assert dist < 1e-6, f'code {k} was not re-seeded from a batch vector'
   live = np.setdiff1d(np.arange(K), dead)
-  assert np.all(np.asarray(new['cluster_size'])[live] != 1.0) or True  # live ones follow the EMA
+  # Live codes follow the EMA: 0.99 * 100 + 0.01 * (frames assigned) >= 99, never re-seeded.
+  assert np.all(np.asarray(new['cluster_size'])[live] >= 99.0)
+  np.testing.assert_allclose(np.asarray(new['cluster_size'])[live].sum(),
+                             0.99 * 100.0 * len(live) + 0.01 * z.shape[0], rtol=1e-5)
   # Without re-seeding they stay dead.
   off = models.PairAlign(dataclasses.replace(model.cfg, vq_reseed=False))
   _, m2 = off.apply(vars_, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
@@ -357,3 +361,16 @@ def test_dropout_needs_rng_and_changes_outputs(tiny):
   h_tr = model.apply(v, mel, True, method=models.PairAlign.encode, rngs={'dropout': jax.random.PRNGKey(1)})
   assert not np.allclose(h_eval, h_tr)
   np.testing.assert_array_equal(h_eval, model.apply(v, mel, False, method=models.PairAlign.encode))
+
+
+def test_first_training_step_seeds_the_codebook_from_batch_vectors(tiny):
+  """Counts start at 0, so every code is re-seeded from the first batch (no random-codebook collapse)."""
+  model, _, v = tiny
+  np.testing.assert_array_equal(np.asarray(v['vq_stats']['vq']['cluster_size']), 0.0)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  vq, mutated = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
+                            rngs={'vq': jax.random.PRNGKey(0)})
+  z = np.asarray(vq.z).reshape(-1, vq.z.shape[-1])
+  codebook = np.asarray(mutated['vq_stats']['vq']['codebook'])
+  dist = np.min(np.linalg.norm(codebook[:, None, :] - z[None, :, :], axis=-1), axis=1)   # [K]
+  np.testing.assert_array_less(dist, 1e-5)
