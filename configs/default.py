@@ -64,10 +64,11 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- VQ head
   config.vq = ml_collections.ConfigDict()
-  config.vq.ema_decay = 0.99
+  config.vq.ema_decay = 0.9    # fast: a slow codebook lags the moving encoder in short runs (measured)
   config.vq.epsilon = 1e-5
   config.vq.dead_code_threshold = 1.0   # EMA count (frames per batch) below this -> re-seeded from batch vectors
   config.vq.reseed = True
+  config.vq.diversity_temperature = 0.02  # soft assignment softmax(z.e / T) of the diversity term
 
   # ---------------------------------------------------------------- targets (stage 1)
   config.targets = ml_collections.ConfigDict()
@@ -81,6 +82,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.recon_weight = 1.0        # stage 0: mel reconstruction from quantized frames
   config.loss.commit_weight = 0.25      # stage 0: commitment
   config.loss.code_pred_weight = 0.5    # stage 0: view 2 frames predict view 1 codes
+  config.loss.diversity_weight = 0.0    # codebook usage: 1 - perplexity(mean soft assignment) / K
   config.loss.cross_tf_weight = 1.0     # -l(y1|H2) - l(y2|H1)
   config.loss.self_tf_weight = 0.0      # optional -l(y1|H1) - l(y2|H2)
   config.loss.prefix_corruption = 0.15  # fraction p of teacher-forced inputs replaced by random codes
@@ -159,6 +161,11 @@ def get_config() -> ml_collections.ConfigDict:
   # Stage 0 (steps < schedule.stage1_start): no speed perturbation or time shift, so the two views
   # stay time-aligned for the cross-view code prediction (DESIGN §3.1).
   config.data.align_views_in_stage0 = True
+  # From stage 1 on, the probability that view 2 is ANOTHER SPEAKER reading the same content (from
+  # the start of the utterance) instead of a second augmentation of the same recording. Needs a
+  # source with parallel readings (the synthetic corpus). Our decision, not the paper's: same-
+  # speaker views let the likelihood contrast separate items by voice instead of content.
+  config.data.cross_speaker_views = 0.0
 
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.seed = 1234

@@ -133,6 +133,10 @@ def validate_config(config: ml_collections.ConfigDict,
   # VQ.
   _require(0.0 < config.vq.ema_decay < 1.0, 'config.vq.ema_decay', 'must be in (0, 1)')
   _require(config.vq.epsilon > 0, 'config.vq.epsilon', 'must be positive')
+  _require(0.0 <= config.data.cross_speaker_views <= 1.0, 'config.data.cross_speaker_views',
+           'is a probability and must be in [0, 1]')
+  _require(config.vq.diversity_temperature > 0, 'config.vq.diversity_temperature', 'must be positive')
+  _require(config.vq.dead_code_threshold >= 0, 'config.vq.dead_code_threshold', 'must be >= 0')
 
   # Loss weights and their parameters.
   for name, value in config.loss.items():

@@ -76,6 +76,7 @@ class ModelConfig:
   vq_epsilon: float = 1e-5
   dead_code_threshold: float = 1.0
   vq_reseed: bool = True
+  vq_diversity_temperature: float = 0.1
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -110,6 +111,7 @@ class ModelConfig:
         enc_max_frames=max(1, num_frames // int(m.subsample)),
         vq_ema_decay=float(vq.ema_decay), vq_epsilon=float(vq.epsilon),
         dead_code_threshold=float(vq.dead_code_threshold), vq_reseed=bool(vq.reseed),
+        vq_diversity_temperature=float(vq.get('diversity_temperature', 0.1)),
     )
 
   @property
@@ -132,6 +134,8 @@ class VQOutput:
   commit_loss: Array  # [] mean over frames of ||z - sg(q)||^2
   perplexity: Array   # [] exp(entropy) of the batch code histogram
   z: Array            # [B, T, c] l2-normalized projections
+  reseeded: Array     # [] int32: codes re-seeded from batch vectors by this call (0 unless updating)
+  diversity_loss: Array  # [] 1 - exp(H(mean soft assignment)) / K: 0 when all codes are used evenly
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -319,7 +323,14 @@ class VectorQuantizer(nn.Module):
     onehot = jax.nn.one_hot(codes, k, dtype=jnp.float32)                              # [B,T,K]
     probs = jnp.mean(onehot, axis=(0, 1))
     perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
+    # Codebook-usage (diversity) penalty, as wav2vec 2.0's: the batch-mean soft assignment
+    # softmax(z . e / temperature) should use every code; its gradient reaches z (and the encoder).
+    soft = jax.nn.softmax(sim / cfg.vq_diversity_temperature, axis=-1)               # [B,T,K]
+    mean_soft = jnp.mean(soft, axis=(0, 1))                                           # [K]
+    soft_ppl = jnp.exp(-jnp.sum(mean_soft * jnp.log(mean_soft + 1e-10)))
+    diversity_loss = 1.0 - soft_ppl / k
 
+    reseeded = jnp.zeros((), jnp.int32)
     if train and self.is_mutable_collection('vq_stats') and not self.is_initializing():
       flat_z = jax.lax.stop_gradient(z).reshape(-1, c)                                # [N,c]
       flat_onehot = onehot.reshape(-1, k)                                             # [N,K]
@@ -327,10 +338,12 @@ class VectorQuantizer(nn.Module):
           cluster_size.value, embed_sum.value, flat_onehot, flat_z,
           decay=cfg.vq_ema_decay, epsilon=cfg.vq_epsilon)
       if cfg.vq_reseed and cfg.dead_code_threshold > 0:
+        reseeded = jnp.sum(new_cs < cfg.dead_code_threshold).astype(jnp.int32)
         new_cs, new_es, new_cb = reseed_dead_codes(
             self.make_rng('vq'), new_cs, new_es, new_cb, flat_z, cfg.dead_code_threshold)
       cluster_size.value, embed_sum.value, codebook.value = new_cs, new_es, new_cb
-    return VQOutput(codes=codes, quantized=quantized, commit_loss=commit, perplexity=perplexity, z=z)
+    return VQOutput(codes=codes, quantized=quantized, commit_loss=commit, perplexity=perplexity, z=z,
+                    reseeded=reseeded, diversity_loss=diversity_loss)
 
 
 def ema_codebook_update(cluster_size, embed_sum, onehot, z, *, decay: float, epsilon: float):

@@ -1,7 +1,7 @@
 """The PairAlign objective of one training stage: runs the model and combines the loss terms.
 
 Stages (DESIGN §3):
-  0  VQ prior: mel reconstruction + commitment + cross-view code prediction.
+  0  VQ prior: mel reconstruction + commitment + codebook diversity + cross-view code prediction.
   1  + decoder on VQ-derived targets: cross-paired teacher forcing with prefix corruption,
      timing recovery (run centres), monotonicity, coverage, length head.
   2  + EMA-teacher targets mixed in by the ramp alpha(step), likelihood contrast,
@@ -32,11 +32,11 @@ from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
 # Names of every logged term, in a stable order (weights are config.loss.<name>_weight).
-TERM_NAMES = ('recon', 'commit', 'code_pred', 'cross_tf', 'self_tf', 'antibypass', 'contrast',
+TERM_NAMES = ('recon', 'commit', 'diversity', 'code_pred', 'cross_tf', 'self_tf', 'antibypass', 'contrast',
               'length', 'timing', 'monotonic', 'coverage')
 STAGE_TERMS = {
-    0: ('recon', 'commit', 'code_pred'),
-    1: ('recon', 'commit', 'code_pred', 'cross_tf', 'self_tf', 'length', 'timing', 'monotonic',
+    0: ('recon', 'commit', 'diversity', 'code_pred'),
+    1: ('recon', 'commit', 'diversity', 'code_pred', 'cross_tf', 'self_tf', 'length', 'timing', 'monotonic',
         'coverage'),
     2: TERM_NAMES,
 }
@@ -196,6 +196,7 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   aux['vq_stats'] = mutated['vq_stats']
   aux['codes'] = vq_out.codes                                                 # [2B, T]
   aux['perplexity'] = vq_out.perplexity
+  aux['reseeded'] = vq_out.reseeded
 
   if weights['recon'] > 0:
     mel_hat = model.apply(variables, vq_out.quantized, batch_mels['mel_clean'].shape[1],
@@ -203,6 +204,8 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     terms['recon'] = losses.vq_recon_loss(mel_hat, batch_mels['mel_clean'])
   if weights['commit'] > 0:
     terms['commit'] = vq_out.commit_loss
+  if weights['diversity'] > 0:
+    terms['diversity'] = vq_out.diversity_loss
   if weights['code_pred'] > 0:
     logits = model.apply(variables, h, method=models.PairAlign.predict_codes)  # [2B, T, K]
     swapped = jnp.concatenate([vq_out.codes[b:], vq_out.codes[:b]], axis=0)    # view v predicts the other's codes

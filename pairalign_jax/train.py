@@ -175,8 +175,9 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
       'grad_norm': optax.global_norm(grads),
       'finite': finite.astype(jnp.float32),
       'vq/perplexity': aux['perplexity'],
-      'vq/dead_codes': jnp.sum(cluster_size < config.vq.dead_code_threshold) if cluster_size is not None
-                       else jnp.zeros(()),
+      'vq/reseeded_codes': aux['reseeded'],   # dead codes (EMA count below the threshold) re-seeded
+      'vq/codes_in_use': (jnp.sum(cluster_size > 2.0 * config.vq.dead_code_threshold)
+                          if cluster_size is not None else jnp.zeros(())),
       'eos_bias': new_state.eos_bias,
       'ema_decay': decay,
       'stage': jnp.asarray(stage, jnp.float32),

@@ -77,6 +77,8 @@ class _null:
     ('data.augment.snr_db', (30.0, 10.0), r'config\.data\.augment\.snr_db'),
     ('batch_size', 0, r'config\.batch_size'),
     ('mesh.shape', (-1, -1, 1), r'config\.mesh\.shape'),
+    ('data.cross_speaker_views', 1.5, r'config\.data\.cross_speaker_views'),
+    ('vq.diversity_temperature', 0.0, r'config\.vq\.diversity_temperature'),
 ])
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):

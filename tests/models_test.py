@@ -374,3 +374,19 @@ def test_first_training_step_seeds_the_codebook_from_batch_vectors(tiny):
   codebook = np.asarray(mutated['vq_stats']['vq']['codebook'])
   dist = np.min(np.linalg.norm(codebook[:, None, :] - z[None, :, :], axis=-1), axis=1)   # [K]
   np.testing.assert_array_less(dist, 1e-5)
+
+
+def test_diversity_loss_formula_and_collapse(tiny):
+  model, _, v = tiny
+  h = jax.random.normal(jax.random.PRNGKey(4), (B, 20, 32))
+  vq = model.apply(v, h, method=models.PairAlign.quantize)
+  codebook = np.asarray(v['vq_stats']['vq']['codebook'])
+  sim = np.einsum('btc,kc->btk', np.asarray(vq.z, np.float64), codebook)
+  soft = np.exp((sim - sim.max(-1, keepdims=True)) / model.cfg.vq_diversity_temperature)
+  mean_soft = (soft / soft.sum(-1, keepdims=True)).mean(axis=(0, 1))
+  expected = 1.0 - np.exp(-np.sum(mean_soft * np.log(mean_soft + 1e-10))) / K
+  np.testing.assert_allclose(float(vq.diversity_loss), expected, rtol=1e-4, atol=1e-5)
+  collapsed = model.apply(v, jnp.ones_like(h), method=models.PairAlign.quantize)   # every frame alike
+  assert 0.0 <= float(vq.diversity_loss) < float(collapsed.diversity_loss) < 1.0
+  grad = jax.grad(lambda x: model.apply(v, x, method=models.PairAlign.quantize).diversity_loss)(h)
+  assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).max()) > 0

@@ -283,3 +283,27 @@ def test_synthetic_source_is_selected_and_batched():
   assert isinstance(pipeline.make_source(config, 'heldout'), synthetic.SyntheticSpeechSource)
   batch = next(pipeline.make_train_iterator(config, source=src))
   assert batch['view1'].shape == (2, 48000) and np.isfinite(batch['view1']).all()
+
+
+def test_cross_speaker_views_pair_two_speakers_from_stage_1():
+  pytest.importorskip('pairalign_jax.data.synthetic')
+  config = small_config(segment_seconds=1.0, batch_size=2, source='synthetic',
+                        cross_speaker_views=1.0, align_views_in_stage0=True)
+  config.schedule.stage1_start = 1                  # step 0 aligned (same recording), then cross-speaker
+  for k in ('gain_prob', 'noise_prob', 'reverb_prob', 'eq_prob', 'pitch_prob', 'speed_prob', 'shift_prob'):
+    config.data.augment[k] = 0.0                    # views = the raw readings
+  batches = take(pipeline.make_train_iterator(config), 2)
+  np.testing.assert_array_equal(batches[0]['view1'], batches[0]['view2'])   # stage 0: one recording
+  src = pipeline.make_source(config, 'train')
+  for row in range(2):
+    record = src[int(batches[1]['index'][row])]
+    own = pipeline.fit_audio(record['audio'], SR, SR, SR, crop='start')
+    np.testing.assert_array_equal(batches[1]['view1'][row], own)
+    assert not np.allclose(batches[1]['view2'][row], own)                   # another speaker's reading
+  assert_same_batches(batches, take(pipeline.make_train_iterator(config), 2))
+
+
+def test_cross_speaker_views_need_parallel_readings():
+  config = small_config(cross_speaker_views=0.5)
+  with pytest.raises(ValueError, match='cross_speaker_views'):
+    pipeline.make_train_iterator(config, source=ArraySource())

@@ -283,3 +283,16 @@ def test_public_lfilter_fallback_gives_the_same_audio(monkeypatch, heldout):
   fast = heldout[3]['audio']
   monkeypatch.setattr(synthetic, '_FAST_FILTER_OK', False)
   np.testing.assert_array_equal(heldout[3]['audio'], fast)
+
+
+def test_parallel_record_is_another_speaker_reading_the_same_sentence(train, train_records):
+  record = train_records[0]
+  a = train.parallel_record(record, np.random.default_rng(7))
+  b = train.parallel_record(record, np.random.default_rng(7))
+  np.testing.assert_array_equal(a['audio'], b['audio'])                  # deterministic given rng
+  assert a['speaker_index'] != record['speaker_index'] and a['speaker'] != record['speaker']
+  assert a['content_id'] == record['content_id'] and a['phones'] == record['phones']
+  assert a['audio'].shape == record['audio'].shape
+  assert not np.allclose(a['audio'], record['audio'])
+  others = {train.parallel_record(record, np.random.default_rng(s))['speaker_index'] for s in range(30)}
+  assert record['speaker_index'] not in others and len(others) > 1

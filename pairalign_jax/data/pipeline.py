@@ -169,19 +169,31 @@ class TwoViews:
   """
 
   def __init__(self, sample_rate: int, length: int, aug_cfg: dict[str, Any],
-               aligned_until_element: int = 0):
+               aligned_until_element: int = 0, cross_speaker_prob: float = 0.0,
+               parallel_record=None):
     self.sample_rate = int(sample_rate)
     self.length = int(length)
     self.aug_cfg = dict(aug_cfg)
     self.aligned_until_element = int(aligned_until_element)
+    self.cross_speaker_prob = float(cross_speaker_prob)
+    self.parallel_record = parallel_record   # record, rng -> same content, another speaker
 
   def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
     element_index, record = item
     wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate, self.length,
                      crop='random', rng=rng)
     time_warp = element_index >= self.aligned_until_element
+    wave2 = wave
+    # Cross-speaker views only after the aligned (stage-0) elements: another speaker's reading of
+    # the same sentence, from its start (the other speaker's rate moves everything after it).
+    if time_warp and self.cross_speaker_prob > 0 and rng.random() < self.cross_speaker_prob:
+      other = self.parallel_record(record, rng)
+      wave2 = fit_audio(other['audio'], int(other['sample_rate']), self.sample_rate, self.length,
+                        crop='start')
+      wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate, self.length,
+                       crop='start')
     view1 = augment.augment_view(wave, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
-    view2 = augment.augment_view(wave, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
+    view2 = augment.augment_view(wave2, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
     return {'view1': view1, 'view2': view2,
             'index': np.int64(record.get('_source_index', -1)),
             'bad_counts': np.asarray(record.get('_bad_counts', np.zeros(bad_input.NUM_REASONS)),
@@ -225,8 +237,16 @@ def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1
   ds = ds.repeat(num_epochs)
   aligned = (config.schedule.stage1_start * batch) if config.data.align_views_in_stage0 else 0
   ds = ds.map_with_index(_with_index)
+  cross = float(config.data.get('cross_speaker_views', 0.0))
+  parallel = None
+  if cross > 0:
+    base = src.source if isinstance(src, bad_input.SkippingSource) else src
+    parallel = getattr(base, 'parallel_record', None)
+    if parallel is None:
+      raise ValueError(f'config.data.cross_speaker_views={cross} needs a source with parallel '
+                       f'readings of the same content (the synthetic corpus); {base!r} has none')
   ds = ds.random_map(TwoViews(config.audio.sample_rate, segment_samples(config),
-                              _plain_dict(config.data.augment), aligned))
+                              _plain_dict(config.data.augment), aligned, cross, parallel))
   ds = ds.batch(batch, drop_remainder=True)
   it_ds = ds.to_iter_dataset(grain.ReadOptions(
       num_threads=config.data.read_threads,

@@ -809,6 +809,23 @@ class SyntheticSpeechSource:
     }
 
 
+  def parallel_record(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
+    """Another speaker of this split reading the same sentence as `record` (a content-preserving
+    view across speakers; `config.data.cross_speaker_views`). Deterministic given `rng`."""
+    if self.num_speakers < 2:
+      raise ValueError('parallel_record needs at least two speakers in the split')
+    own = int(record['speaker_index'])
+    other = int(rng.integers(self.num_speakers - 1))
+    other += other >= own                               # any speaker but the record's own
+    speaker = self.speakers[other]
+    sentence = self.sentences[int(record['sentence_index'])]
+    audio, phone_times = synthesize(sentence.phones, speaker, rng, self.sample_rate,
+                                    segment_seconds=self.segment_seconds,
+                                    word_index=sentence.word_index)
+    return dict(record, audio=audio, speaker=speaker.name, speaker_index=other,
+                phone_times=phone_times, id=f"{record['id']}-spk{other:03d}")
+
+
 # ------------------------------------------------------------------------ benchmark, figure
 
 
