@@ -16,7 +16,9 @@ ABLATIONS = {
     'no_timing': (('loss.timing_weight', 0.0), ('loss.monotonic_weight', 0.0)),
     'no_coverage': (('loss.coverage_weight', 0.0),),
     'no_length_control': (('length.controller_gain', 0.0), ('loss.length_weight', 0.0)),
-    'no_teacher': (('schedule.stage2_start', 10**9),),   # VQ targets only (stage 1 to the end)
+    # VQ targets to the end (alpha stays 0): stage 2 keeps contrast, anti-bypass and length control.
+    'no_teacher': (('schedule.ramp_steps', 10**9),),
+    'no_cross_speaker': (('data.cross_speaker_views', 0.0),),
     'no_run_pruning': (('targets.min_run_frames', 1),),
 }
 

@@ -68,6 +68,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.vq.epsilon = 1e-5
   config.vq.dead_code_threshold = 1.0   # EMA count (frames per batch) below this -> re-seeded from batch vectors
   config.vq.reseed = True
+  # Stop the codebook's EMA updates and re-seeding at stage 1: the decoder's targets are VQ codes,
+  # and codes that keep changing identity are targets it cannot learn.
+  config.vq.freeze_after_stage0 = True
   config.vq.diversity_temperature = 0.02  # soft assignment softmax(z.e / T) of the diversity term
 
   # ---------------------------------------------------------------- targets (stage 1)
@@ -111,7 +114,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.schedule.stage2_start = 6_000  # EMA-teacher targets, contrast, anti-bypass, length control
   config.schedule.ramp_steps = 4_000    # alpha(step): VQ targets -> teacher targets over this many steps
   config.schedule.ema_decay = 0.999     # teacher <- decay * teacher + (1 - decay) * student
-  config.schedule.ema_warmup_steps = 1_000  # decay ramps from 0 to ema_decay over these steps (from stage 1)
+  # Teacher: copies the student in stage 0, frozen in stage 1 (targets = the stage-0 VQ tokenizer),
+  # from stage 2 an EMA whose decay ramps from 0 to ema_decay over these steps.
+  config.schedule.ema_warmup_steps = 1_000
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()

@@ -60,6 +60,7 @@ class ObjectiveSettings:
   frame_seconds: float          # encoder frame (after subsampling)
   mel_frame_seconds: float      # front-end hop
   specaugment: bool
+  freeze_codebook_after_stage0: bool = True
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -84,6 +85,7 @@ class ObjectiveSettings:
         frame_seconds=frame_seconds,
         mel_frame_seconds=mel_frame_seconds,
         specaugment=bool(config.frontend.specaugment.enabled),
+        freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
     )
 
   def weight(self, name: str) -> float:
@@ -191,7 +193,10 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
 
   h = model.apply(variables, mel_in, train=train, method=models.PairAlign.encode,
                   rngs={'dropout': rngs['dropout']})                           # [2B, T, d]
-  vq_out, mutated = model.apply(variables, h, train=train, method=models.PairAlign.quantize,
+  # The codebook (EMA statistics, dead-code re-seeding) is updated in stage 0 only when
+  # `freeze_codebook_after_stage0`: stable code identities give the decoder stable targets.
+  update_codebook = train and (stage == 0 or not settings.freeze_codebook_after_stage0)
+  vq_out, mutated = model.apply(variables, h, train=update_codebook, method=models.PairAlign.quantize,
                                 mutable=['vq_stats'], rngs={'vq': rngs['vq']})
   aux['vq_stats'] = mutated['vq_stats']
   aux['codes'] = vq_out.codes                                                 # [2B, T]

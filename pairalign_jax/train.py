@@ -126,11 +126,17 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
 
   targets = None
   new_eos_bias = state.eos_bias
-  if stage == 2:
+  if stage >= 1:
+    # Targets come from the EMA teacher (stop-gradient), never from the student's own codes: the
+    # student's encoder moves every step and its codes with it, and a decoder chasing its own
+    # moving codes does not learn (measured: cross_tf stayed at chance even on one fixed batch).
     teacher_vars = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
     h_t = model.apply(teacher_vars, mel_clean, train=False, method=models.PairAlign.encode)   # [2B, T, d]
     vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
     vq_targets = objective.vq_targets(vq_t.codes, settings)
+    targets = objective.Targets(tokens=jax.lax.stop_gradient(vq_targets.tokens), lengths=vq_targets.lengths,
+                                times=jax.lax.stop_gradient(vq_targets.times))
+  if stage == 2:
     dec = decode.greedy_decode(model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=state.eos_bias)
     alpha = teacher_alpha(state.step, config)
     tokens, lengths, times = sequences.mix_targets(
@@ -160,9 +166,10 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
   new_state, finite = train_state_lib.apply_update_if_finite(
       state, grads, loss, optimizer, new_vq_stats=aux['vq_stats'], new_rng=rng)
 
-  decay = train_state_lib.ema_decay_at(new_state.step, start=config.schedule.stage1_start,
+  decay = train_state_lib.ema_decay_at(new_state.step, start=config.schedule.stage2_start,
                                        decay=config.schedule.ema_decay,
-                                       warmup_steps=config.schedule.ema_warmup_steps)
+                                       warmup_steps=config.schedule.ema_warmup_steps,
+                                       frozen_from=config.schedule.stage1_start)
   new_state = new_state.replace(
       teacher_params=train_state_lib.ema_update(new_state.teacher_params, new_state.params, decay),
       eos_bias=jnp.where(finite, new_eos_bias, state.eos_bias))

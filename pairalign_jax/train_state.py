@@ -28,18 +28,25 @@ class TrainState:
   nonfinite_steps: jax.Array  # [] int32: consecutive skipped updates (non-finite loss or grads)
 
 
-def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int):
-  """EMA decay at `step`: 0 before `start`, then linear ramp to `decay` over `warmup_steps`.
+def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int, frozen_from=None):
+  """EMA decay of the teacher at `step`.
 
-  With decay 0 the teacher copies the student, so the teacher starts from the stage-1 student
-  rather than from the random initialization.
+  Before `frozen_from` (stage 0): 0, the teacher copies the student. From `frozen_from` to `start`
+  (stage 1): 1, the teacher is frozen, so stage-1 targets are those of the stage-0 VQ tokenizer
+  and cannot drift with the student (a teacher that follows the student lets the encoder collapse
+  its own targets). From `start` (stage 2): a linear ramp from 0 to `decay` over `warmup_steps`, so
+  the teacher first takes the student's stage-1 decoder, then averages slowly.
+  Without `frozen_from` the decay is 0 before `start`.
   """
   step = jnp.asarray(step, jnp.float32)
   if warmup_steps <= 0:
     ramp = jnp.where(step >= start, 1.0, 0.0)
   else:
     ramp = jnp.clip((step - start) / warmup_steps, 0.0, 1.0)
-  return decay * ramp
+  value = decay * ramp
+  if frozen_from is not None:
+    value = jnp.where((step >= frozen_from) & (step < start), 1.0, value)
+  return value
 
 
 def ema_update(teacher_params, params, decay):
