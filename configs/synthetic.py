@@ -38,6 +38,9 @@ def get_config():
   # Stage-2 cost: k = 8 sampled negatives per row instead of all B (the all-pairs matrix is
   # most of the step on CPU).
   config.loss.contrast_negatives = 8
+  # A decoder that does not read its condition is the failure seen in short runs (stage-1 cross_tf
+  # near the unigram entropy of the targets): corrupt more of the teacher-forced prefix.
+  config.loss.prefix_corruption = 0.3
 
   # The corpus has parallel readings: from stage 1, half of the pairs are two speakers reading
   # the same sentence (see configs/default.py data.cross_speaker_views). Speakers already differ

@@ -165,6 +165,7 @@ def validate_config(config: ml_collections.ConfigDict,
   _require(s.stage1_start <= s.stage2_start, 'config.schedule.stage2_start',
            f'must be >= config.schedule.stage1_start ({s.stage1_start})')
   _require(s.ramp_steps >= 0, 'config.schedule.ramp_steps', 'must be >= 0')
+  _require(0.0 <= s.max_alpha <= 1.0, 'config.schedule.max_alpha', 'must be in [0, 1]')
   _require(0.0 <= s.ema_decay < 1.0, 'config.schedule.ema_decay', 'must be in [0, 1)')
   _require(s.ema_warmup_steps >= 0, 'config.schedule.ema_warmup_steps', 'must be >= 0')
 

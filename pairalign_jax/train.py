@@ -53,12 +53,14 @@ def stage_at(step: int, config: ml_collections.ConfigDict) -> int:
 
 
 def teacher_alpha(step, config: ml_collections.ConfigDict):
-  """alpha(step): share of teacher targets, 0 at stage-2 start rising linearly to 1 over ramp_steps."""
+  """alpha(step): share of teacher targets, 0 at stage-2 start rising linearly to
+  `schedule.max_alpha` over `ramp_steps` (the rest stay VQ-derived sequences)."""
   s = config.schedule
   step = jnp.asarray(step, jnp.float32)
+  max_alpha = float(s.max_alpha)
   if s.ramp_steps <= 0:
-    return jnp.where(step >= s.stage2_start, 1.0, 0.0)
-  return jnp.clip((step - s.stage2_start) / s.ramp_steps, 0.0, 1.0)
+    return jnp.where(step >= s.stage2_start, max_alpha, 0.0)
+  return max_alpha * jnp.clip((step - s.stage2_start) / s.ramp_steps, 0.0, 1.0)
 
 
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
