@@ -59,8 +59,11 @@ def sequence_log_likelihood(logits: Array, targets: Array, mask: Array):
   Returns:
     (total [B], mean [B]) float32.
   """
-  lp = token_log_probs(logits, targets)                                         # [B, L]
   scored = mask > 0
+  # Unscored logits are replaced before the softmax: a NaN/inf there would otherwise reach the
+  # gradient as 0 * NaN through the softmax backward.
+  logits = jnp.where(scored[..., None], logits, jnp.zeros((), logits.dtype))
+  lp = token_log_probs(logits, targets)                                         # [B, L]
   total = jnp.sum(jnp.where(scored, lp * mask, 0.0), axis=-1)                   # [B]
   count = jnp.sum(jnp.where(scored, mask, 0.0), axis=-1).astype(jnp.float32)   # [B]
   return total, _safe_div(total, count)

@@ -1,0 +1,209 @@
+"""Tests for pairalign_jax/decode.py: the cached greedy decode agrees with teacher forcing.
+
+Tiny model (d_model 32, 1 encoder + 2 decoder layers, K 16, L 12). The conditions H are random
+[B, T, d] arrays (the decoder only sees H through `PairAlign.condition`).
+"""
+
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from pairalign_jax import decode
+from pairalign_jax import models
+from pairalign_jax import sequences
+from pairalign_jax import vocab as vocab_lib
+
+B, T, K, L = 4, 25, 16, 12
+VOCAB = vocab_lib.Vocab(K)
+NO_EOS, NOW = -1e4, 1e4
+
+
+def tiny_cfg() -> models.ModelConfig:
+  config = default_config.get_config()
+  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=2,
+                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
+  return models.ModelConfig.from_config(config)
+
+
+@pytest.fixture(scope='module')
+def tiny():
+  cfg = tiny_cfg()
+  model = models.PairAlign(cfg)
+  rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
+  variables = nn.meta.unbox(model.init(rngs, jnp.zeros((1, 2 * T, cfg.n_mels)),
+                                       jnp.zeros((1, L), jnp.int32), train=False))
+  hcond = jax.random.normal(jax.random.PRNGKey(1), (B, T, cfg.d_model))
+  return model, variables, hcond
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(model, max_len, recompute=False):
+  fn = decode.greedy_decode_recompute if recompute else decode.greedy_decode
+  return jax.jit(lambda v, h, bias: fn(model, v, h, max_len=max_len, eos_bias=bias))
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_score(model):
+  def score(v, h, tokens):
+    cond = model.apply(v, h, method=models.PairAlign.condition)
+    return model.apply(v, cond, sequences.shift_right(tokens, VOCAB), False, method=models.PairAlign.score)
+  return jax.jit(score)
+
+
+def _np(out: decode.DecodeOutput):
+  return jax.tree.map(np.asarray, out)
+
+
+def _eos_margin(logits):
+  """[B, L] best-code logit minus EOS logit (EOS wins when eos_bias exceeds it)."""
+  logits = np.asarray(logits, np.float64)
+  return logits[..., :K].max(-1) - logits[..., VOCAB.eos]
+
+
+def _bias_ending_at(margin_row, t_max):
+  """An eos_bias whose decode stops at some step in [1, t_max] (not at 0), and that step.
+
+  The prefix of a decode does not depend on the bias until EOS, so EOS comes at the first step
+  whose margin is below the bias.
+  """
+  running = np.minimum.accumulate(margin_row)
+  candidates = [t for t in range(1, t_max + 1) if margin_row[t] < running[t - 1] - 0.02]
+  if not candidates:
+    return None, None
+  t = candidates[-1]
+  bias = margin_row[t] + 0.01
+  return bias, int(np.argmax(margin_row < bias))
+
+
+def check_sequence_invariants(out, max_len):
+  """tokens: codes, then EOS, then PAD only; lengths/terminated/times consistent with them."""
+  tokens, lengths, term, times = out.tokens, out.lengths, out.terminated, out.times
+  assert tokens.shape == (B, max_len) and tokens.dtype == np.int32
+  assert out.logits.shape == (B, max_len, VOCAB.size) and times.shape == (B, max_len)
+  assert lengths.dtype == np.int32 and term.dtype == np.bool_
+  assert not np.any(tokens == VOCAB.bos)
+  for b in range(B):
+    row, n = tokens[b], int(lengths[b])
+    assert np.all(row[:n] < K), row
+    if term[b]:
+      assert n < max_len and row[n] == VOCAB.eos, row
+      assert np.all(row[n + 1:] == VOCAB.pad), row
+    else:
+      assert n == max_len and not np.any(row == VOCAB.eos), row
+    assert np.sum(row == VOCAB.eos) == int(term[b])
+    np.testing.assert_array_equal(times[b][row == VOCAB.pad], 0.0)
+    assert np.all(times[b][row != VOCAB.pad] > 0)                    # attention times are positive
+
+
+def _biases(model, variables, hcond, max_len):
+  """A per-row eos_bias vector: row 0 never stops, row 1 stops at once, rows 2-3 end early."""
+  free = _np(_jitted(model, max_len)(variables, hcond, jnp.full((B,), NO_EOS)))
+  margin = _eos_margin(free.logits)                                     # [B, L]
+  bias = np.full((B,), NO_EOS, np.float32)
+  bias[1] = NOW
+  expected = {0: max_len, 1: 0}
+  for b in (2, 3):
+    if max_len > 1:
+      value, stop = _bias_ending_at(margin[b], max_len - 1)
+      if value is not None:
+        bias[b], expected[b] = value, stop
+  return jnp.asarray(bias), expected, free
+
+
+@pytest.mark.parametrize('max_len', [1, 5, L])
+def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
+  model, variables, hcond = tiny
+  bias, expected, _ = _biases(model, variables, hcond, max_len)
+  out = _np(_jitted(model, max_len)(variables, hcond, bias))
+  check_sequence_invariants(out, max_len)
+  for b, n in expected.items():
+    assert out.lengths[b] == n, (b, out.tokens[b])
+  if max_len == L:   # the construction gives rows that end early, not at once (tiny model: checked)
+    assert any(0 < out.lengths[b] < max_len for b in (2, 3)), out.lengths
+
+  logits, times = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens))
+  logits, times = np.asarray(logits), np.asarray(times)
+  mask = np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
+  assert mask.sum() == (out.lengths + out.terminated).sum()
+  np.testing.assert_allclose(out.logits[mask], logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(out.times[mask], times[mask], atol=1e-4, rtol=0)
+
+  # Greedy: each emitted token is the argmax of the biased logits (BOS/PAD never chosen).
+  biased = out.logits.copy()
+  biased[:, :, VOCAB.eos] += np.asarray(bias)[:, None]
+  biased[:, :, [VOCAB.bos, VOCAB.pad]] = -np.inf
+  np.testing.assert_array_equal(np.argmax(biased, -1)[mask], out.tokens[mask])
+
+
+@pytest.mark.parametrize('max_len', [5, L])
+def test_recompute_oracle_gives_identical_tokens(tiny, max_len):
+  model, variables, hcond = tiny
+  bias, _, _ = _biases(model, variables, hcond, max_len)
+  cached = _np(_jitted(model, max_len)(variables, hcond, bias))
+  ref = _np(_jitted(model, max_len, recompute=True)(variables, hcond, bias))
+  check_sequence_invariants(ref, max_len)
+  np.testing.assert_array_equal(cached.tokens, ref.tokens)
+  np.testing.assert_array_equal(cached.lengths, ref.lengths)
+  np.testing.assert_array_equal(cached.terminated, ref.terminated)
+  mask = cached.tokens != VOCAB.pad
+  np.testing.assert_allclose(cached.logits[mask], ref.logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(cached.times, ref.times, atol=1e-4, rtol=0)
+
+
+def test_huge_eos_bias_stops_at_once_and_negative_never(tiny):
+  model, variables, hcond = tiny
+  # A scalar bias (eager, not jitted) is broadcast to every row.
+  now = _np(decode.greedy_decode(model, variables, hcond, max_len=L, eos_bias=NOW))
+  check_sequence_invariants(now, L)
+  np.testing.assert_array_equal(now.lengths, 0)
+  assert now.terminated.all()
+  np.testing.assert_array_equal(now.tokens[:, 0], VOCAB.eos)
+  np.testing.assert_array_equal(now.tokens[:, 1:], VOCAB.pad)
+  np.testing.assert_array_equal(now.times[:, 1:], 0.0)
+
+  never = _np(_jitted(model, L)(variables, hcond, jnp.full((B,), NO_EOS)))
+  check_sequence_invariants(never, L)
+  np.testing.assert_array_equal(never.lengths, L)
+  assert not never.terminated.any()
+  assert np.all(never.tokens < K)
+  # The bias does not change the raw logits: step 0 sees the same input (BOS) either way.
+  np.testing.assert_allclose(now.logits[:, 0], never.logits[:, 0], atol=1e-5)
+
+
+def test_eos_bias_is_per_row(tiny):
+  model, variables, hcond = tiny
+  bias = jnp.asarray([NOW, NO_EOS, NOW, NO_EOS])
+  out = _np(_jitted(model, L)(variables, hcond, bias))
+  np.testing.assert_array_equal(out.lengths, [0, L, 0, L])
+  np.testing.assert_array_equal(out.terminated, [True, False, True, False])
+  # A frozen row does not disturb the others: rows 1 and 3 decode as without any EOS.
+  free = _np(_jitted(model, L)(variables, hcond, jnp.full((B,), NO_EOS)))
+  np.testing.assert_array_equal(out.tokens[[1, 3]], free.tokens[[1, 3]])
+
+
+def test_bad_shapes_and_max_len_raise(tiny):
+  model, variables, hcond = tiny
+  for fn in (decode.greedy_decode, decode.greedy_decode_recompute):
+    with pytest.raises(ValueError, match='H must be'):
+      fn(model, variables, hcond[0], max_len=4)
+    with pytest.raises(ValueError, match='max_len'):
+      fn(model, variables, hcond, max_len=0)
+    with pytest.raises(ValueError, match='max_len'):
+      fn(model, variables, hcond, max_len=L + 1)
+    with pytest.raises(ValueError, match='eos_bias'):
+      fn(model, variables, hcond, max_len=4, eos_bias=jnp.zeros((B + 1,)))
+    with pytest.raises(ValueError, match='eos_bias'):
+      fn(model, variables, hcond, max_len=4, eos_bias=jnp.zeros((B, 1)))
+
+
+def test_shift_right_matches_sequences():
+  tokens = jnp.asarray([[3, 4, VOCAB.eos, VOCAB.pad], [1, 2, 3, 4]], jnp.int32)
+  expected = [[VOCAB.bos, 3, 4, VOCAB.eos], [VOCAB.bos, 1, 2, 3]]
+  np.testing.assert_array_equal(decode.shift_right(tokens, VOCAB), expected)
+  np.testing.assert_array_equal(sequences.shift_right(tokens, VOCAB), expected)
+

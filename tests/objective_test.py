@@ -1,0 +1,315 @@
+"""Tests for pairalign_jax/objective.py: which terms each stage computes, ablations that remove
+compute, prefix corruption that never touches the targets, finite gradients for every term.
+
+Tiny sizes: d_model 32, 1+1 layers, K 16, L 8, 0.5 s (50 mel frames of 16 bands), B = 3 pairs.
+The loss-function spies below record, at trace time, what the objective hands to
+`losses.sequence_log_likelihood` and `sequences.corrupt_inputs`; the jitted functions return the
+recorded arrays, so the checks see the real values of the compiled step.
+"""
+
+import dataclasses
+import functools
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from pairalign_jax import losses
+from pairalign_jax import models
+from pairalign_jax import objective
+from pairalign_jax import sequences
+from pairalign_jax import vocab as vocab_lib
+
+B, F, M, K, L = 3, 50, 16, 16, 8
+VOCAB = vocab_lib.Vocab(K)
+DECODER_TERMS = ('cross_tf', 'self_tf', 'antibypass', 'contrast', 'length', 'timing', 'monotonic',
+                 'coverage')
+RELU_TERMS = ('monotonic', 'coverage', 'antibypass')   # exactly 0 (and no gradient) when satisfied
+
+
+def tiny_config(**loss):
+  config = default_config.get_config()
+  config.audio.segment_seconds = 0.5
+  config.length.target_rate = 10.0
+  config.frontend.n_mels = M
+  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1,
+                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
+  config.targets.min_run_frames = 2
+  config.loss.update(loss)
+  return config
+
+
+def settings_for(**loss) -> objective.ObjectiveSettings:
+  return objective.ObjectiveSettings.from_config(tiny_config(**loss))
+
+
+# ------------------------------------------------------------------------------ spies
+
+CAPTURE = {}
+
+
+@pytest.fixture(scope='module', autouse=True)
+def spies():
+  mp = pytest.MonkeyPatch()
+  real_ll, real_corrupt = losses.sequence_log_likelihood, sequences.corrupt_inputs
+
+  def ll_spy(logits, targets, mask):
+    CAPTURE['ll_targets'], CAPTURE['ll_mask'] = targets, mask
+    return real_ll(logits, targets, mask)
+
+  def corrupt_spy(rng, inputs, mask, **kw):
+    out = real_corrupt(rng, inputs, mask, **kw)
+    CAPTURE['clean_inputs'], CAPTURE['corrupt_inputs'] = inputs, out
+    return out
+
+  mp.setattr(losses, 'sequence_log_likelihood', ll_spy)
+  mp.setattr(sequences, 'corrupt_inputs', corrupt_spy)
+  yield
+  mp.undo()
+
+
+# ------------------------------------------------------------------------------ harness
+
+@pytest.fixture(scope='module')
+def setup():
+  config = tiny_config()
+  model = models.PairAlign(models.ModelConfig.from_config(config))
+  rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
+  variables = nn.meta.unbox(model.init(rngs, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32), train=False))
+  mel = jax.random.normal(jax.random.PRNGKey(1), (2 * B, F, M))
+  energy = np.full((2 * B, F), -20.0, np.float32)
+  energy[:, 10:41] = 0.0                                       # voiced 0.10 .. 0.41 s
+  mels = {'mel_in': mel, 'mel_clean': mel, 'energy': jnp.asarray(energy)}
+  keys = dict(zip(('dropout', 'vq', 'corrupt', 'negatives'), jax.random.split(jax.random.PRNGKey(2), 4)))
+  return model, variables, mels, keys
+
+
+def _terms_fn(model, settings, stage, grads):
+  """(params, vq_stats, mels, targets, rngs) -> (terms, aux, captured[, per-term grads])."""
+
+  def terms_and_aux(params, vq_stats, mels, targets, rngs):
+    CAPTURE.clear()
+    if targets is not None:       # (tokens, lengths, times): Targets is not a pytree
+      targets = objective.Targets(*targets)
+    terms, aux = objective.compute_terms(model, params, vq_stats, mels, targets, rngs, stage=stage,
+                                         settings=settings, train=True)
+    aux = dict(aux)
+    if 'targets' in aux:
+      aux['targets'] = {f.name: getattr(aux['targets'], f.name) for f in dataclasses.fields(objective.Targets)}
+    return terms, aux, dict(CAPTURE)
+
+  if not grads:
+    return terms_and_aux
+
+  def with_grads(params, vq_stats, mels, targets, rngs):
+    def vec(p):
+      terms, aux, cap = terms_and_aux(p, vq_stats, mels, targets, rngs)
+      return jnp.stack([terms[n] for n in sorted(terms)]), (terms, aux, cap)
+    jac, (terms, aux, cap) = jax.jacrev(vec, has_aux=True)(params)
+    return terms, aux, cap, jac
+
+  return with_grads
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted(model, settings, stage, grads):
+  return jax.jit(_terms_fn(model, settings, stage, grads))
+
+
+def run(setup, settings, stage, *, grads=False, targets=None):
+  model, variables, mels, keys = setup
+  out = _jitted(model, settings, stage, grads)(variables['params'], variables['vq_stats'], mels, targets, keys)
+  return jax.tree.map(np.asarray, out)
+
+
+def shapes(setup, settings, stage, targets=None):
+  """Shapes only (jax.eval_shape: traced, never compiled)."""
+  model, variables, mels, keys = setup
+  return jax.eval_shape(_terms_fn(model, settings, stage, False),
+                        variables['params'], variables['vq_stats'], mels, targets, keys)
+
+
+def expected_terms(settings, stage):
+  return {n for n in objective.STAGE_TERMS[stage] if settings.weight(n) > 0}
+
+
+def _norm(tree):
+  return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))))
+
+
+# ------------------------------------------------------------------------------ stages
+
+@pytest.mark.parametrize('stage', [0, 1, 2])
+def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
+  settings = settings_for()
+  terms, aux, cap, jac = run(setup, settings, stage, grads=True)
+  assert set(terms) == expected_terms(settings, stage)
+  if stage == 0:
+    assert {'recon', 'commit', 'code_pred'} <= set(terms)
+    assert not set(terms) & set(DECODER_TERMS)
+    assert 'targets' not in aux and not cap                     # the decoder is never scored
+  elif stage == 1:
+    assert {'recon', 'commit', 'code_pred', 'cross_tf', 'length', 'timing', 'monotonic',
+            'coverage'} <= set(terms)
+    assert not set(terms) & {'contrast', 'antibypass', 'self_tf'}   # stage 2 only / weight 0
+  else:
+    assert {'cross_tf', 'contrast', 'antibypass', 'timing', 'coverage'} <= set(terms)
+    assert 'self_tf' not in terms                                  # weight 0 by default
+  assert aux['codes'].shape == (2 * B, F // 2)
+
+  # Every term is finite with finite gradients; a term has a nonzero gradient unless it is a
+  # hinge that is already satisfied (exactly 0).
+  for i, name in enumerate(sorted(terms)):
+    value = float(terms[name])
+    assert np.isfinite(value), name
+    grad = jax.tree.map(lambda g, i=i: g[i], jac)
+    assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grad)), name
+    if name in RELU_TERMS and value == 0.0:
+      assert _norm(grad) == 0.0, name
+    else:
+      assert _norm(grad) > 0.0, name
+  # The decoder is only trained from stage 1 on.
+  dec_grad = sum(_norm(jax.tree.map(lambda g, i=i: g[i], jac['decoder'])) for i in range(len(terms)))
+  assert (dec_grad > 0) == (stage > 0)
+
+
+def test_cross_tf_is_the_cross_paired_likelihood(setup):
+  """cross_tf = -mean ℓ̄(y1|H2) - mean ℓ̄(y2|H1) of the rows the objective scored."""
+  terms, aux, cap = run(setup, settings_for(), 1)
+  tgt = objective.Targets(**aux['targets'])
+  rows = cap['ll_targets']                                          # [R, L]
+  # pos12 rows are y1 (targets[:B]) and pos21 rows are y2 (targets[B:]).
+  np.testing.assert_array_equal(rows[:B], tgt.tokens[:B])
+  np.testing.assert_array_equal(rows[B:2 * B], tgt.tokens[B:])
+  mask = cap['ll_mask']
+  np.testing.assert_array_equal(mask.sum(1), tgt.lengths[np.r_[0:2 * B]] + (tgt.lengths < L))
+  assert terms['cross_tf'] > 0                                     # -log-likelihoods are positive
+  # The targets are collapsed VQ codes: runs of the frame codes, EOS, PAD.
+  assert np.all(tgt.lengths >= 1) and np.all(tgt.lengths <= L - 1)
+  for b in range(2 * B):
+    n = int(tgt.lengths[b])
+    assert np.all(tgt.tokens[b, :n] < K) and tgt.tokens[b, n] == VOCAB.eos
+    assert np.all(np.diff(tgt.tokens[b, :n]) != 0)
+
+
+# ------------------------------------------------------------------------------ ablations
+
+@pytest.mark.parametrize('name', ['contrast', 'antibypass', 'self_tf', 'recon', 'code_pred', 'length',
+                                  'timing', 'coverage', 'cross_tf'])
+def test_zero_weight_term_is_absent(setup, name):
+  on = settings_for(**{f'{name}_weight': 0.7})
+  off = settings_for(**{f'{name}_weight': 0.0})
+  terms_on = shapes(setup, on, 2)[0]
+  terms_off = shapes(setup, off, 2)[0]
+  assert name in terms_on and name not in terms_off
+  assert set(terms_on) - set(terms_off) == {name}
+
+
+def _scored_rows(setup, settings):
+  return shapes(setup, settings, 2)[2]['ll_targets'].shape[0]
+
+
+def test_ablation_removes_scored_rows(setup):
+  # pos12 + pos21 = 2B; anti-bypass: 2B rolled rows; contrast: B x B (or B x k); self: 2B.
+  assert _scored_rows(setup, settings_for()) == 2 * B + 2 * B + B * B
+  assert _scored_rows(setup, settings_for(contrast_weight=0.0)) == 4 * B
+  assert _scored_rows(setup, settings_for(antibypass_weight=0.0)) == 2 * B + B * B
+  assert _scored_rows(setup, settings_for(contrast_weight=0.0, antibypass_weight=0.0)) == 2 * B
+  assert _scored_rows(setup, settings_for(contrast_negatives=2)) == 4 * B + 2 * B
+  assert _scored_rows(setup, settings_for(self_tf_weight=1.0)) == 2 * B + 2 * B + B * B + 2 * B
+
+
+def test_sampled_negatives_never_pick_the_positive():
+  for k in (1, 2):
+    settings = settings_for(contrast_negatives=k)
+    tgt, cnd, blocks = objective._row_pairs(B, 2, settings, jax.random.PRNGKey(5))
+    start, size = blocks['neg']
+    assert size == B * k
+    t, c = np.asarray(tgt[start:start + size]), np.asarray(cnd[start:start + size])
+    np.testing.assert_array_equal(t, np.repeat(np.arange(B), k))       # y1_i ...
+    assert np.all(c >= B) and np.all(c - B != t)                       # ... under H2_j, j != i
+    assert len(set(zip(t.tolist(), c.tolist()))) == B * k              # no repeated pair in a row
+  # k = 0: all in-batch conditions in row-major order (S_ij = y1_i | H2_j).
+  tgt, cnd, blocks = objective._row_pairs(B, 2, settings_for(), jax.random.PRNGKey(5))
+  start, size = blocks['neg']
+  np.testing.assert_array_equal(tgt[start:start + size], np.repeat(np.arange(B), B))
+  np.testing.assert_array_equal(cnd[start:start + size], B + np.tile(np.arange(B), B))
+  s, n = blocks['pos12']
+  np.testing.assert_array_equal(cnd[s:s + n], B + np.arange(B))
+  s, n = blocks['other12']
+  np.testing.assert_array_equal(cnd[s:s + n], B + np.roll(np.arange(B), 1))
+
+
+def test_contrast_weight_zero_lowers_flops(setup):
+  model, variables, mels, keys = setup
+
+  def flops(settings):
+    fn = jax.jit(_terms_fn(model, settings, 2, False))
+    cost = fn.lower(variables['params'], variables['vq_stats'], mels, None, keys).cost_analysis()
+    if isinstance(cost, (list, tuple)):
+      cost = cost[0]
+    return float(cost['flops'])
+
+  with_contrast = flops(settings_for())
+  without = flops(settings_for(contrast_weight=0.0))
+  assert without < 0.9 * with_contrast, (without, with_contrast)
+
+
+# ------------------------------------------------------------------------------ corruption
+
+def test_prefix_corruption_changes_inputs_never_targets(setup):
+  clean_settings = settings_for(prefix_corruption=0.0)
+  noisy_settings = settings_for(prefix_corruption=0.5, corruption_delete=0.2, corruption_duplicate=0.2)
+  assert noisy_settings.weight('cross_tf') > 0
+  t_clean, aux_clean, cap_clean = run(setup, clean_settings, 1)
+  t_noisy, aux_noisy, cap_noisy = run(setup, noisy_settings, 1)
+  assert 'corrupt_inputs' not in cap_clean                           # p = 0: no corruption at all
+
+  # Loss targets are the same sequences with and without corruption ...
+  np.testing.assert_array_equal(aux_clean['targets']['tokens'], aux_noisy['targets']['tokens'])
+  np.testing.assert_array_equal(cap_clean['ll_targets'], cap_noisy['ll_targets'])
+  np.testing.assert_array_equal(cap_clean['ll_mask'], cap_noisy['ll_mask'])
+  # ... and the corrupted inputs are the shifted targets with some codes changed.
+  targets, mask = cap_noisy['ll_targets'], cap_noisy['ll_mask']
+  clean_in, noisy_in = cap_noisy['clean_inputs'], cap_noisy['corrupt_inputs']
+  np.testing.assert_array_equal(clean_in, np.asarray(sequences.shift_right(jnp.asarray(targets), VOCAB)))
+  changed = clean_in != noisy_in
+  assert changed.any()
+  assert not changed[:, 0].any() and np.all(noisy_in[:, 0] == VOCAB.bos)   # BOS is never touched
+  assert np.all(mask[changed] > 0) and np.all(noisy_in[changed] < K)       # only scored code inputs
+  assert not np.array_equal(noisy_in, targets)
+  assert t_clean['cross_tf'] != t_noisy['cross_tf']
+  # The timing targets do not move either.
+  np.testing.assert_array_equal(aux_clean['targets']['times'], aux_noisy['targets']['times'])
+
+
+def test_targets_override_is_what_gets_scored(setup):
+  """Stage 2 scores the given (teacher/mixed) targets, not the student's VQ runs."""
+  settings = settings_for()
+  seqs = [[1, 2, 3], [4], [5, 6, 7, 8, 9, 10, 11], [0, 1], [2, 3, 4, 5], []]
+  tokens, lengths = sequences.from_lists(seqs, L, VOCAB)
+  times = np.where(np.arange(L)[None] < lengths[:, None], 0.05 * (np.arange(L)[None] + 1), 0.0)
+  override = (jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(times, jnp.float32))
+  terms, aux, cap = run(setup, settings, 2, targets=override)
+  np.testing.assert_array_equal(aux['targets']['tokens'], tokens)
+  np.testing.assert_array_equal(cap['ll_targets'][:2 * B], np.concatenate([tokens[:B], tokens[B:]]))
+  assert set(terms) == expected_terms(settings, 2)
+  assert all(np.isfinite(v) for v in terms.values())
+  assert float(aux['mean_target_length']) == pytest.approx(np.mean(lengths))
+
+
+def test_settings_from_config_resolve_min_run_frames():
+  s = settings_for()
+  assert s.min_run_frames == 2 and s.max_len == L and s.codebook_size == K
+  assert s.frame_seconds == pytest.approx(0.02) and s.mel_frame_seconds == pytest.approx(0.01)
+  config = tiny_config()
+  config.targets.min_run_frames = -1                                # 10 tokens/s at 20 ms -> 5
+  assert objective.ObjectiveSettings.from_config(config).min_run_frames == 5
+  hash(s)
+  weights = s.stage_weights(0)
+  assert set(weights) == set(objective.TERM_NAMES)
+  assert all(weights[n] == 0 for n in objective.TERM_NAMES if n not in objective.STAGE_TERMS[0])
+  assert dataclasses.replace(s, weights=tuple((n, 0.0) for n, _ in s.weights)).stage_weights(2)['contrast'] == 0
