@@ -2,10 +2,12 @@
 
     python -m pairalign_jax.evaluate --checkpoint=runs/demo [--config=configs/demo.py --config.eval.num_items=50]
 
-Writes report.json, report.md, PNG plots and calibration.json into the workdir (or --outdir).
+Writes report.json, report.md and PNG plots into the workdir (or --outdir), and
+calibration.json into the workdir (always: `Tokenizer.from_checkpoint` reads it there).
 Model and front-end settings always come from the checkpoint; `--config` (optional) supplies the
-evaluation and data settings (`config.eval.*`, `config.data.*`), else the checkpoint's own config
-is used. Training runs call `evaluate_workdir` at the end (and every `eval_every_steps`).
+evaluation and data settings (`config.eval.*`, `config.data.*`, `config.seed`), else the
+checkpoint's own config is used. Training runs call `evaluate_workdir` at the end (and every
+`eval_every_steps`).
 
 The eval set (`evaluation/runner.py`): the config's held-out split (synthetic corpus: held-out
 speakers reading held-out sentences); the archive holds one realization per content item and
@@ -81,11 +83,15 @@ def calibrate_length(tok: tokenizer_lib.Tokenizer, waves: np.ndarray, base_bias:
 
 def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] = None,
                      outdir: Optional[str] = None) -> dict[str, Any]:
-  """Evaluates the newest checkpoint under `path` and writes the report; returns the report."""
+  """Evaluates the newest checkpoint under `path` (or the step folder `path`) and writes the
+  report; returns the report."""
   t0 = time.time()
-  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, batch_size=64)
-  ckpt_config = tok.config
+  path = os.path.abspath(os.fspath(path))
+  # Pinned once: a run still training may commit newer steps while this one is evaluated.
+  step = int(checkpointing.step_dir(path).name)
+  ckpt_config = checkpointing.read_config(path, step)
   config = ckpt_config if config is None else _eval_config(ckpt_config, config)
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, step=step, batch_size=int(config.eval.batch_size))
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
   feats = features_fn(ckpt_config)
@@ -112,14 +118,14 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
 
   calibration = calibrate_length(tok, eval_set.waves[:CALIBRATION_SEGMENTS], tok.default_eos_bias)
   with open(os.path.join(workdir, tokenizer_lib.CALIBRATION_FILE), 'w', encoding='utf-8') as f:
-    json.dump({'eos_bias_to_rate': calibration, 'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves)))},
-              f, indent=1)
+    json.dump({'eos_bias_to_rate': calibration, 'step': step,
+               'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves)))}, f, indent=1)
   tok.calibration = sorted(calibration)
   report['length_control'] = {
       'trained_eos_bias': tok.default_eos_bias, 'eval_eos_bias': eos_bias,
       'target_rate': float(ckpt_config.length.target_rate),
       'eos_bias_to_rate': [list(x) for x in calibration]}
-  report['checkpoint'] = {'path': os.path.abspath(path), 'step': int(checkpointing.step_dir(path).name)}
+  report['checkpoint'] = {'path': os.path.abspath(path), 'step': step}
   report['eval_seconds'] = time.time() - t0
   report_lib.write_report(report, outdir)
   h = report['headline']

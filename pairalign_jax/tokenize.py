@@ -10,7 +10,8 @@ window is aligned to the end; a recording shorter than 3 s is one zero-padded wi
 window becomes one JSON line: `{"path", "start", "end", "tokens", "times"}` (times in seconds
 from the start of the recording). Files that cannot be read (unreadable, truncated, empty, NaN,
 silent) are reported with the reason and skipped; the run never stops for one bad file. The
-summary at the end counts windows, files and skips by reason.
+summary at the end (printed as one JSON line) counts windows, files and skips by reason and
+names the skipped files (the first 100; every one is logged). `--vq` windows the same way.
 """
 
 from __future__ import annotations
@@ -32,17 +33,26 @@ from pairalign_jax.data import manifest
 from pairalign_jax.data.bad_input import BadAudioError
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string('checkpoint', None, 'Workdir or checkpoint step directory.')
-flags.DEFINE_string('input', None, 'Audio file, folder, or manifest (.tsv/.jsonl).')
-flags.DEFINE_string('output', None, 'Output JSONL path.')
-flags.DEFINE_float('hop_seconds', 1.0, 'Hop between consecutive 3 s windows.')
-flags.DEFINE_float('eos_bias', None, 'EOS-logit bias (larger = shorter strings). Default: the trained bias.')
-flags.DEFINE_float('target_rate', None, 'Tokens per second, through the stored calibration.')
-flags.DEFINE_bool('vq', False, 'Emit the collapsed stage-0 VQ tokens instead of PairAlign strings.')
-flags.DEFINE_integer('batch_size', 64, 'Windows per compiled batch.')
-flags.mark_flags_as_required(['checkpoint', 'input', 'output'])
+
+
+def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+  """The CLI's flags (defined only when run as a program, so importing this module is free)."""
+  fv = dict(flag_values=flag_values)
+  flags.DEFINE_string('checkpoint', None, 'Workdir or checkpoint step directory.', **fv)
+  flags.DEFINE_string('input', None, 'Audio file, folder, or manifest (.tsv/.jsonl).', **fv)
+  flags.DEFINE_string('output', None, 'Output JSONL path.', **fv)
+  flags.DEFINE_float('hop_seconds', 1.0, 'Hop between consecutive 3 s windows.', **fv)
+  flags.DEFINE_float('eos_bias', None,
+                     'EOS-logit bias (larger = shorter strings). Default: the trained bias.', **fv)
+  flags.DEFINE_float('target_rate', None, 'Tokens per second, through the stored calibration.', **fv)
+  flags.DEFINE_bool('vq', False, 'Emit the collapsed stage-0 VQ tokens instead of PairAlign strings.',
+                    **fv)
+  flags.DEFINE_integer('batch_size', 64, 'Windows per compiled batch.', **fv)
+  flags.mark_flags_as_required(['checkpoint', 'input', 'output'], **fv)
+
 
 MANIFEST_SUFFIXES = ('.tsv', '.jsonl')
+MAX_LISTED_SKIPS = 100   # skipped files named in the summary (all of them are logged)
 
 
 def list_inputs(path: str) -> list[dict[str, Any]]:
@@ -59,7 +69,10 @@ def list_inputs(path: str) -> list[dict[str, Any]]:
 
 def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[float] = None,
                    use_vq: bool = False, progress: bool = True) -> Iterator[dict[str, Any]]:
-  """Yields one record per window, or {'error': reason, 'path', 'detail'} for a skipped file."""
+  """Yields one record per window, or {'error': reason, 'path', 'detail'} for a skipped file.
+
+  Every item gives either one error record or at least one window record.
+  """
   for item in tqdm.tqdm(items, desc='tokenize', unit='file', disable=not progress, file=sys.stderr):
     try:
       wave, sr = audio_io.read_audio(item['path'], item['start'], item['end'])
@@ -67,27 +80,11 @@ def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[f
       yield {'error': e.reason, 'path': item['path'], 'detail': e.detail}
       continue
     offset = float(item['start'] or 0.0)
-    if use_vq:
-      windows = _vq_windows(tokenizer, wave, sr, hop_seconds)
-    else:
-      windows = tokenizer.tokenize_long(wave, sr, hop_seconds=hop_seconds, eos_bias=eos_bias)
+    windows = tokenizer.tokenize_long(wave, sr, hop_seconds=hop_seconds, eos_bias=eos_bias, vq=use_vq)
     for w in windows:
       yield {'path': item['path'], 'start': round(w['start'] + offset, 4),
              'end': round(w['end'] + offset, 4), 'tokens': w['tokens'],
              'times': [round(t + offset, 4) for t in w['times']]}
-
-
-def _vq_windows(tokenizer, wave, sr, hop_seconds):
-  wave = audio_io.resample(wave, sr, tokenizer.sample_rate)
-  starts = tokenizer.window_starts(wave.shape[0], hop_seconds)
-  segs = [wave[s:s + tokenizer.segment_samples] for s in starts]
-  out = tokenizer.vq_tokenize(segs, tokenizer.sample_rate)
-  result = []
-  for s, seg, tok, tim in zip(starts, segs, out.tokens, out.times):
-    t0 = s / tokenizer.sample_rate
-    result.append({'start': t0, 'end': t0 + seg.shape[0] / tokenizer.sample_rate, 'tokens': tok,
-                   'times': [float(t) + t0 for t in tim]})
-  return result
 
 
 def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1.0,
@@ -95,29 +92,32 @@ def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1
         batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
   """Tokenizes everything under `input_path` into `output`; returns the summary."""
   from pairalign_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
+  if not hop_seconds > 0:
+    raise ValueError(f'--hop_seconds must be positive, got {hop_seconds}')
+  items = list_inputs(input_path)
   tokenizer = Tokenizer.from_checkpoint(checkpoint, batch_size=batch_size)
   if target_rate is not None:
     if eos_bias is not None:
       raise ValueError('pass --eos_bias or --target_rate, not both')
     eos_bias = tokenizer.eos_bias_for_rate(target_rate)
-  items = list_inputs(input_path)
   logging.info('Tokenizing %d recording(s) from %s', len(items), input_path)
-  summary = {'files': len(items), 'files_ok': 0, 'windows': 0, 'skipped': collections.Counter()}
+  summary = {'files': len(items), 'files_ok': 0, 'windows': 0, 'skipped': collections.Counter(),
+             'skipped_files': []}
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
-  last_path = None
   with open(output, 'w', encoding='utf-8') as f:
     for rec in tokenize_items(tokenizer, items, hop_seconds=hop_seconds, eos_bias=eos_bias,
                               use_vq=use_vq, progress=progress):
       if 'error' in rec:
         summary['skipped'][rec['error']] += 1
+        if len(summary['skipped_files']) < MAX_LISTED_SKIPS:
+          summary['skipped_files'].append({k: rec[k] for k in ('path', 'error', 'detail')})
         logging.warning('skipped %s: %s (%s)', rec['path'], rec['error'], rec['detail'])
         continue
-      if rec['path'] != last_path:
-        summary['files_ok'] += 1
-        last_path = rec['path']
       summary['windows'] += 1
       f.write(json.dumps(rec) + '\n')
   summary['skipped'] = dict(summary['skipped'])
+  # Every item yields one error or at least one window (a manifest may name a file twice).
+  summary['files_ok'] = summary['files'] - sum(summary['skipped'].values())
   logging.info('Wrote %d windows from %d of %d files to %s; skipped: %s', summary['windows'],
                summary['files_ok'], summary['files'], output, summary['skipped'] or 'none')
   return summary
@@ -133,4 +133,5 @@ def main(argv):
 
 
 if __name__ == '__main__':
+  _define_flags()
   app.run(main)

@@ -12,25 +12,38 @@ Guarantees (tested):
     nothing in the model mixes rows.
   * The front-end settings, vocabulary and model shape come from the config saved in the
     checkpoint, so the same audio always gives the same ids; no path is hard-coded.
-  * Input handling: audio at any sample rate is resampled (soxr) to the model's rate; stereo
-    ([n, channels]) is averaged to mono; a waveform shorter than the segment (3 s) is zero-padded
-    at the end; a longer one raises ValueError — use `tokenize_long`, which cuts sliding windows
-    of exactly one segment every `hop_seconds` (the last window is aligned to the end of the audio
-    when the audio is longer than one segment; deterministic).
-  * Length control: `eos_bias` (added to the EOS logit at every step; larger = shorter strings)
+  * Input handling: `waveforms` is one 1-D waveform, a 2-D array `[N, samples]` (a batch of N
+    mono waveforms of equal length) or a list of waveforms, each 1-D or `[samples, channels]`
+    (channels averaged to mono; pass a single multi-channel recording inside a list). Integer
+    PCM (e.g. int16) is scaled to [-1, 1]. Audio at any sample rate is resampled (soxr) to the
+    model's rate. A waveform shorter than the segment (3 s) is zero-padded at the end; a longer
+    one raises ValueError — use `tokenize_long`. Empty, NaN/inf or wrongly shaped input raises
+    ValueError naming the waveform.
+  * Long audio: `tokenize_long` cuts windows of exactly one segment starting every
+    `hop_seconds`; when the audio is longer than one segment, the last window is aligned to the
+    end of the audio, so with `hop_seconds <=` the segment length every sample lies in at least
+    one window (a larger hop leaves gaps between windows, e.g. for sparse sampling). Audio of
+    at most one segment is a single zero-padded window. Deterministic: the windows depend only
+    on the audio length, and each window is tokenized exactly as `tokenize` would.
+  * Length control: `eos_bias` (added to the EOS logit at every step; larger = shorter strings,
+    never longer: greedy decoding stops at the first step where the biased EOS wins)
     or `target_rate` (tokens/s, mapped to an EOS bias through the calibration measured by the
-    evaluation and stored in the workdir as calibration.json). Default: the EOS bias the length
-    controller reached in training (stored in the checkpoint).
+    evaluation and stored in the workdir as calibration.json; rates outside the calibrated range
+    get the nearest calibrated bias). Default: the EOS bias the length controller reached in
+    training (stored in the checkpoint).
+  * Times: one per token, in seconds from the start of the (padded) segment, the decoder's
+    cross-attention time; always within the segment. Times of a trained model are (nearly)
+    ordered; nothing forces an untrained one to be.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import os
 from typing import Optional, Sequence, Union
 
+from absl import logging
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -69,6 +82,7 @@ class Tokenizer:
     self.sample_rate = int(config.audio.sample_rate)
     self.segment_samples = int(round(config.audio.sample_rate * config.audio.segment_seconds))
     self.frame_seconds = config.frontend.hop_length * config.model.subsample / config.audio.sample_rate
+    self.max_len = int(config.model.max_len)
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
     self.batch_size = int(batch_size)
@@ -78,10 +92,18 @@ class Tokenizer:
 
   # ------------------------------------------------------------------ loading
   @classmethod
-  def from_checkpoint(cls, path: str, *, use_teacher: bool = True, batch_size: int = 64) -> 'Tokenizer':
-    """Loads params (EMA teacher by default) onto the default device; no optimizer state needed."""
-    config = checkpointing.read_config(path)
-    restored = checkpointing.restore_params(path)
+  def from_checkpoint(cls, path: str, *, step: Optional[int] = None, use_teacher: bool = True,
+                      batch_size: int = 64) -> 'Tokenizer':
+    """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
+
+    `path` is a workdir, its `checkpoints/` folder or one step folder (relative or absolute);
+    `step` picks a step (default: the newest committed one, or the step folder's own step).
+    Model, front end and vocabulary come from the config saved with that checkpoint.
+    """
+    # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
+    path = os.path.abspath(os.fspath(path))
+    config = checkpointing.read_config(path, step)
+    restored = checkpointing.restore_params(path, step=step)
     params = restored['teacher_params'] if use_teacher and restored.get('teacher_params') is not None \
         else restored['params']
     variables = {'params': params, 'vq_stats': restored['vq_stats']}
@@ -91,24 +113,30 @@ class Tokenizer:
     cal_path = os.path.join(workdir, CALIBRATION_FILE) if workdir else None
     if cal_path and os.path.exists(cal_path):
       with open(cal_path, encoding='utf-8') as f:
-        calibration = [tuple(x) for x in json.load(f)['eos_bias_to_rate']]
+        stored = json.load(f)
+      calibration = [tuple(x) for x in stored['eos_bias_to_rate']]
+      loaded_step = checkpointing.step_dir(path, step).name
+      if stored.get('step') is not None and str(stored['step']) != loaded_step:
+        logging.warning('%s was measured on step %s, but step %s is loaded: target_rate may be off',
+                        cal_path, stored['step'], loaded_step)
     return cls(config, variables, eos_bias=eos_bias, calibration=calibration, batch_size=batch_size)
 
   # ------------------------------------------------------------------ input handling
   def prepare(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> np.ndarray:
     """-> float32 [N, segment_samples] at the model's rate (see the module docstring)."""
     sample_rate = self.sample_rate if sample_rate is None else int(sample_rate)
-    if isinstance(waveforms, np.ndarray) and waveforms.ndim == 1:
-      waveforms = [waveforms]
+    if sample_rate <= 0:
+      raise ValueError(f'sample_rate must be positive, got {sample_rate}')
+    if not isinstance(waveforms, (list, tuple)):
+      waveforms = np.asarray(waveforms)
+      if waveforms.ndim == 1:
+        waveforms = [waveforms]
+      elif waveforms.ndim != 2:
+        raise ValueError('waveforms: expected one 1-D waveform, a [N, samples] batch or a list of '
+                         f'waveforms, got an array of shape {waveforms.shape}')
     out = np.zeros((len(waveforms), self.segment_samples), np.float32)
     for i, wave in enumerate(waveforms):
-      wave = np.asarray(wave, np.float32)
-      if wave.ndim == 2:
-        wave = wave.mean(axis=1) if wave.shape[1] <= 8 else wave.mean(axis=0)
-      if wave.ndim != 1:
-        raise ValueError(f'waveform {i}: expected 1-D mono (or [samples, channels]) audio, got {wave.shape}')
-      if not np.all(np.isfinite(wave)):
-        raise ValueError(f'waveform {i}: contains NaN or inf samples')
+      wave = self._mono(wave, f'waveform {i}')
       if sample_rate != self.sample_rate:
         wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
       if wave.shape[0] > self.segment_samples:
@@ -117,6 +145,25 @@ class Tokenizer:
             f'{self.segment_samples / self.sample_rate:.2f} s segment; use tokenize_long() for long audio')
       out[i, :wave.shape[0]] = wave
     return out
+
+  @staticmethod
+  def _mono(wave, name: str) -> np.ndarray:
+    """One waveform -> float32 [n] mono; ValueError for empty, non-finite or misshaped input."""
+    wave = np.asarray(wave)
+    if np.issubdtype(wave.dtype, np.integer):
+      wave = wave.astype(np.float32) / np.float32(np.iinfo(wave.dtype).max)
+    elif not np.issubdtype(wave.dtype, np.floating):
+      raise ValueError(f'{name}: expected numeric audio samples, got dtype {wave.dtype}')
+    wave = np.asarray(wave, np.float32)
+    if wave.ndim == 2:
+      wave = wave.mean(axis=1) if wave.shape[1] <= 8 else wave.mean(axis=0)
+    if wave.ndim != 1:
+      raise ValueError(f'{name}: expected 1-D mono (or [samples, channels]) audio, got shape {wave.shape}')
+    if wave.shape[0] == 0:
+      raise ValueError(f'{name}: empty waveform (no samples)')
+    if not np.all(np.isfinite(wave)):
+      raise ValueError(f'{name}: contains NaN or inf samples')
+    return wave
 
   def _batches(self, waves: np.ndarray):
     """Yields (start, fixed-size padded batch [batch_size, S], valid rows)."""
@@ -134,7 +181,7 @@ class Tokenizer:
 
   def _encode_decode_impl(self, variables, waves, eos_bias):
     h = self._encode(variables, waves)
-    out = decode.greedy_decode(self.model, variables, h, max_len=self.config.model.max_len, eos_bias=eos_bias)
+    out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
     return out.tokens, out.lengths, out.terminated, out.times
 
   def _vq_codes_impl(self, variables, waves):
@@ -155,14 +202,20 @@ class Tokenizer:
     if not self.calibration:
       raise ValueError('This tokenizer has no length calibration (calibration.json, written by '
                        '`python -m pairalign_jax.evaluate`); pass eos_bias instead of target_rate.')
-    biases = np.array([b for b, _ in self.calibration], np.float64)
-    rates = np.array([r for _, r in self.calibration], np.float64)
-    order = np.argsort(rates)   # the rate falls as the bias grows
-    return float(np.interp(target_rate, rates[order], biases[order]))
+    table = sorted(self.calibration)
+    biases = np.array([b for b, _ in table], np.float64)
+    # The rate never rises with the bias (module docstring); measured ties and noise are made
+    # monotone so that the inverse is well defined.
+    rates = np.minimum.accumulate(np.array([r for _, r in table], np.float64))
+    return float(np.interp(-float(target_rate), -rates, biases))
 
   def tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
                eos_bias: Optional[float] = None, target_rate: Optional[float] = None) -> TokenizerOutput:
-    """Tokenizes each waveform (at most one segment long) into codes with per-token times."""
+    """Tokenizes each waveform (at most one segment long) into codes with per-token times.
+
+    Every waveform is decoded on its own (batching never changes a result); `eos_bias` or
+    `target_rate` (not both) override the trained EOS bias (module docstring).
+    """
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if target_rate is not None:
@@ -192,25 +245,36 @@ class Tokenizer:
     return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
 
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):
-    """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean)."""
-    max_codes = self.config.model.max_len - 1
-    if len(tokens) > max_codes:
-      raise ValueError(f'{len(tokens)} tokens exceed the model limit of {max_codes}')
-    if any(not self.vocab.is_code(int(t)) for t in tokens):
+    """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean).
+
+    `total = sum_t log p(y_t | y_<t, H)` over the codes and the EOS after them (no EOS bias), the
+    sum of the decoder's log-softmax at those positions; `mean = total / scored tokens`. A string
+    of `max_len` codes (what an unterminated decode returns) has no room for EOS and is scored
+    without it, as in training.
+    """
+    tokens = [int(t) for t in np.asarray(tokens, np.int64).reshape(-1)]
+    if len(tokens) > self.max_len:
+      raise ValueError(f'{len(tokens)} tokens exceed the model limit of {self.max_len}')
+    if any(not self.vocab.is_code(t) for t in tokens):
       raise ValueError(f'tokens must be codes in [0, {self.vocab.codebook_size})')
     waves = self.prepare([waveform], sample_rate)
-    row = np.full((1, self.config.model.max_len), self.vocab.pad, np.int32)
+    row = np.full((1, self.max_len), self.vocab.pad, np.int32)
     row[0, :len(tokens)] = tokens
-    row[0, len(tokens)] = self.vocab.eos
+    if len(tokens) < self.max_len:
+      row[0, len(tokens)] = self.vocab.eos
     total, mean = self._score(self.variables, jnp.asarray(waves), jnp.asarray(row),
                               jnp.asarray([len(tokens)], jnp.int32))
     return float(total[0]), float(mean[0])
 
   def window_starts(self, num_samples: int, hop_seconds: float) -> list[int]:
-    """Start samples of the sliding windows `tokenize_long` uses (deterministic)."""
-    if hop_seconds <= 0:
-      raise ValueError('hop_seconds must be positive')
-    hop = int(round(hop_seconds * self.sample_rate))
+    """Start samples of the sliding windows `tokenize_long` uses (deterministic).
+
+    `0, hop, 2 hop, ...` while a whole segment fits, then one window aligned to the end of the
+    audio if the last one does not reach it; `[0]` for audio of at most one segment.
+    """
+    if not hop_seconds > 0:
+      raise ValueError(f'hop_seconds must be positive, got {hop_seconds}')
+    hop = max(1, int(round(hop_seconds * self.sample_rate)))
     if num_samples <= self.segment_samples:
       return [0]
     starts = list(range(0, num_samples - self.segment_samples + 1, hop))
@@ -219,22 +283,35 @@ class Tokenizer:
     return starts
 
   def tokenize_long(self, waveform: np.ndarray, sample_rate: Optional[int] = None, *,
-                    hop_seconds: float = 1.0, eos_bias: Optional[float] = None) -> list[dict]:
-    """Sliding 3 s windows every `hop_seconds`: [{'start', 'end', 'tokens', 'times'}], times absolute."""
+                    hop_seconds: float = 1.0, eos_bias: Optional[float] = None,
+                    target_rate: Optional[float] = None, vq: bool = False) -> list[dict]:
+    """Sliding windows (module docstring) -> [{'start', 'end', 'tokens', 'times'}] per window.
+
+    `start`/`end` are the window's span in seconds of the recording (`end` is the end of the
+    audio for a window that reaches it, so a short recording gives one window `[0, duration]`);
+    `times` are absolute (window start + the token's time in the window), rounded to 0.1 ms and
+    clipped to `[start, end]` (a short recording's zero padding is not part of the recording).
+    Each window is `tokenize`d (with `eos_bias` / `target_rate`), or with `vq=True` gets
+    `vq_tokenize`'s collapsed VQ string.
+    """
     sample_rate = self.sample_rate if sample_rate is None else int(sample_rate)
-    wave = np.asarray(waveform, np.float32)
-    if wave.ndim == 2:
-      wave = wave.mean(axis=1)
+    if sample_rate <= 0:
+      raise ValueError(f'sample_rate must be positive, got {sample_rate}')
+    wave = self._mono(waveform, 'waveform')
     if sample_rate != self.sample_rate:
       wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
     starts = self.window_starts(wave.shape[0], hop_seconds)
     windows = [wave[s:s + self.segment_samples] for s in starts]
-    out = self.tokenize(windows, self.sample_rate, eos_bias=eos_bias)
+    if vq:
+      out = self.vq_tokenize(windows, self.sample_rate)
+    else:
+      out = self.tokenize(windows, self.sample_rate, eos_bias=eos_bias, target_rate=target_rate)
     result = []
     for s, w, tok, tim in zip(starts, windows, out.tokens, out.times):
       t0 = s / self.sample_rate
-      result.append({'start': t0, 'end': t0 + w.shape[0] / self.sample_rate, 'tokens': tok,
-                     'times': [round(float(t) + t0, 4) for t in tim]})
+      t1 = t0 + w.shape[0] / self.sample_rate
+      result.append({'start': t0, 'end': t1, 'tokens': list(tok),
+                     'times': [min(max(round(float(t) + t0, 4), t0), t1) for t in tim]})
     return result
 
 

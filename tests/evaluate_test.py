@@ -1,0 +1,168 @@
+"""evaluate.evaluate_workdir end to end on the tiny checkpoint of tokenizer_test.py: report files,
+the documented report.json keys with finite numbers, the calibration the tokenizer then uses, and
+the checkpoint's model/front end winning over the caller's config."""
+
+import json
+import math
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+from configs import default as default_config
+from pairalign_jax import evaluate
+from pairalign_jax.evaluation import report as report_lib
+from pairalign_jax.tokenizer import Tokenizer
+import tokenizer_test
+
+NAMES = ('pairalign', 'vq', 'kmeans')
+EVAL_SET_KEYS = {'num_items', 'num_queries', 'num_segments', 'segment_seconds', 'sample_rate',
+                 'sweep_items', 'sweep_shifts_ms', 'ties'}
+# report.py's docstring: the stable keys of every tokenizer's block.
+SCALARS = ('tokens_per_second', 'vocab_usage', 'unigram_perplexity', 'unique_ratio',
+           'length_mean', 'length_std', 'length_min', 'length_median', 'length_max',
+           'cross_view_ned', 'unrelated_ned', 'ned_gap', 'recall_at_1', 'recall_at_5', 'mrr',
+           'archive_tokens', 'num_queries', 'archive_size', 'tokenize_seconds', 'segments_per_second')
+TOKENIZER_KEYS = set(SCALARS) | {'termination_rate', 'recall_vs_archive_size', 'sweep', 'phone', 'lengths'}
+RECALL_KEYS = {'sizes', 'recall_at_1', 'recall_at_5', 'mrr', 'num_queries'}
+SWEEP_KEYS = {'shifts_ms', 'edit_distance', 'normalized_edit_distance', 'bigram_jaccard', 'mean_length',
+              'length_std', 'length_range', 'mean_edit_distance', 'mean_normalized_edit_distance',
+              'local_overlap', 'num_items'}
+PHONE_KEYS = {'token_purity', 'phone_purity', 'nmi', 'unassigned_rate', 'num_tokens', 'num_phones'}
+HEADLINE_KEYS = {'primary', 'reference', 'archive_tokens_ratio', 'recall_at_1_difference'}
+SHIFTS = (0, 40)
+
+
+def eval_settings(config):
+  """Tiny evaluation: 3 items x 2 queries, 1 sweep item, k-means with 4 clusters on 3 segments."""
+  config.eval.update(num_items=3, queries_per_item=2, batch_size=4, sweep_items=1,
+                     sweep_shifts_ms=SHIFTS, kmeans_clusters=4, kmeans_train_segments=3,
+                     kmeans_max_frames=600)
+  config.data.synthetic.update(num_train_speakers=2, num_heldout_speakers=3, num_train_sentences=3,
+                               num_heldout_sentences=3, train_size=16)
+  return config
+
+
+@pytest.fixture(scope='module')
+def run(tmp_path_factory):
+  """A private copy of the tiny run (evaluation writes calibration.json into it), evaluated with
+  a caller config whose model and front end are configs/default.py's, not the checkpoint's."""
+  src = tokenizer_test.tiny_workdir(tmp_path_factory)
+  workdir = str(tmp_path_factory.mktemp('eval_run') / 'run')
+  shutil.copytree(src, workdir)
+  outdir = str(tmp_path_factory.mktemp('eval_out'))
+  user = eval_settings(default_config.get_config())
+  assert user.frontend.n_mels != tokenizer_test.tiny_config().frontend.n_mels
+  report = evaluate.evaluate_workdir(workdir, config=user, outdir=outdir)
+  with open(os.path.join(outdir, 'report.json')) as f:
+    data = json.load(f)
+  return {'workdir': workdir, 'outdir': outdir, 'report': report, 'json': data}
+
+
+def _finite(x):
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def test_files_are_written(run):
+  out, workdir = run['outdir'], run['workdir']
+  for name in ('report.json', 'report.md') + report_lib.PLOTS + (report_lib.EXAMPLE_PLOT,):
+    path = os.path.join(out, name)
+    assert os.path.getsize(path) > 0, name
+    if name.endswith('.png'):
+      with open(path, 'rb') as f:
+        assert f.read(8) == b'\x89PNG\r\n\x1a\n'
+  # The report goes to outdir; the calibration always next to the checkpoints.
+  assert os.path.exists(os.path.join(workdir, 'calibration.json'))
+  assert not os.path.exists(os.path.join(out, 'calibration.json'))
+  assert not os.path.exists(os.path.join(workdir, 'report.json'))
+  md = open(os.path.join(out, 'report.md')).read()
+  for text in ('## Headline', '| metric | PairAlign | VQ | k-means |', '| recall@1 |', 'sweep.png'):
+    assert text in md
+
+
+def test_report_json_has_the_documented_keys_and_finite_numbers(run):
+  data = run['json']
+  assert {'eval_set', 'tokenizers', 'headline', 'example', 'length_control', 'checkpoint'} <= set(data)
+  es = data['eval_set']
+  assert set(es) == EVAL_SET_KEYS
+  assert (es['num_items'], es['num_queries'], es['num_segments']) == (3, 6, 9)
+  assert es['sweep_shifts_ms'] == list(SHIFTS) and es['segment_seconds'] == 3.0
+  assert set(data['tokenizers']) == set(NAMES)
+  for name in NAMES:
+    block = data['tokenizers'][name]
+    assert TOKENIZER_KEYS <= set(block), (name, TOKENIZER_KEYS - set(block))
+    for key in SCALARS:
+      assert _finite(block[key]), (name, key, block[key])
+    assert len(block['lengths']) == es['num_segments']
+    assert block['length_mean'] == pytest.approx(np.mean(block['lengths']))
+    assert block['tokens_per_second'] == pytest.approx(np.mean(block['lengths']) / 3.0)
+    assert 0 <= block['recall_at_1'] <= block['recall_at_5'] <= 1
+    assert set(block['recall_vs_archive_size']) == RECALL_KEYS
+    assert set(block['sweep']) == SWEEP_KEYS and block['sweep']['shifts_ms'] == list(SHIFTS)
+    assert all(_finite(v) for v in block['sweep']['normalized_edit_distance'])
+    assert block['phone'] is not None and PHONE_KEYS <= set(block['phone'])  # synthetic phones
+  pa, vq = data['tokenizers']['pairalign'], data['tokenizers']['vq']
+  assert pa['length_max'] <= tokenizer_test.L
+  assert 0 <= pa['termination_rate'] <= 1 and vq['termination_rate'] == 1.0
+  assert data['tokenizers']['kmeans']['termination_rate'] is None     # not a decoder
+  h = data['headline']
+  assert set(h) == HEADLINE_KEYS and (h['primary'], h['reference']) == ('pairalign', 'vq')
+  assert h['archive_tokens_ratio'] == pytest.approx(pa['archive_tokens'] / vq['archive_tokens'])
+  assert h['recall_at_1_difference'] == pytest.approx(pa['recall_at_1'] - vq['recall_at_1'])
+  assert data['checkpoint']['step'] == tokenizer_test.STEPS[-1]
+  ex = data['example']
+  assert 'log_mel' not in ex and set(ex['tokens']) == set(NAMES)
+  assert all(len(ex['tokens'][n]) == len(ex['times'][n]) for n in NAMES)
+
+
+def test_model_and_front_end_come_from_the_checkpoint(run):
+  # The caller's config had 80 mel bands and the default model; the checkpoint's 40 were used.
+  assert np.asarray(run['report']['example']['log_mel']).shape == (300, 40)
+  lc = run['json']['length_control']
+  assert lc['trained_eos_bias'] == pytest.approx(tokenizer_test.TRAINED_EOS_BIAS)
+  assert lc['eval_eos_bias'] == pytest.approx(tokenizer_test.TRAINED_EOS_BIAS)   # eval.eos_bias 0
+  assert lc['target_rate'] == pytest.approx(tokenizer_test.tiny_config().length.target_rate)
+
+
+def test_calibration_is_written_and_used_by_target_rate(run):
+  with open(os.path.join(run['workdir'], 'calibration.json')) as f:
+    cal = json.load(f)
+  assert cal['step'] == tokenizer_test.STEPS[-1] and cal['segments'] == 9
+  table = [tuple(x) for x in cal['eos_bias_to_rate']]
+  biases = [b for b, _ in table]
+  assert biases == pytest.approx([tokenizer_test.TRAINED_EOS_BIAS + o for o in evaluate.CALIBRATION_OFFSETS])
+  rates = np.array([r for _, r in table])
+  assert np.all(np.isfinite(rates)) and np.all(rates >= 0) and np.all(rates <= tokenizer_test.L / 3.0)
+  assert np.all(np.diff(rates) <= 1e-9)                 # a larger EOS bias never lengthens
+  assert rates[0] > rates[-1]                           # and the table is not flat
+  assert table == [tuple(x) for x in run['json']['length_control']['eos_bias_to_rate']]
+
+  tok = Tokenizer.from_checkpoint(run['workdir'], batch_size=4)
+  assert tok.calibration == sorted(table)
+  waves = tokenizer_test.make_waves(4)
+  for b, r in table:
+    got = tok.eos_bias_for_rate(r)
+    # A calibrated rate maps back to a bias measured at that rate (ties: any of them).
+    assert any(abs(got - b2) < 1e-6 and r2 == r for b2, r2 in table)
+  mid = 0.5 * (rates[0] + rates[-1])
+  bias = tok.eos_bias_for_rate(mid)
+  assert biases[0] <= bias <= biases[-1]
+  a = tok.tokenize(waves, target_rate=mid)
+  b = tok.tokenize(waves, eos_bias=bias)
+  assert a.tokens == b.tokens
+  # The calibration is also found from the step folder.
+  step_tok = Tokenizer.from_checkpoint(os.path.join(run['workdir'], 'checkpoints', str(tokenizer_test.STEPS[-1])))
+  assert step_tok.calibration == tok.calibration
+
+
+def test_eval_config_keeps_the_checkpoint_model():
+  ckpt = tokenizer_test.tiny_config()
+  user = eval_settings(default_config.get_config())
+  user.seed = 11
+  merged = evaluate._eval_config(ckpt, user)   # pylint: disable=protected-access
+  assert merged.model.to_dict() == ckpt.model.to_dict()
+  assert merged.frontend.to_dict() == ckpt.frontend.to_dict()
+  assert merged.audio.to_dict() == ckpt.audio.to_dict()
+  assert merged.eval.to_dict() == user.eval.to_dict() and merged.seed == 11
+  assert merged.data.synthetic.to_dict() == user.data.synthetic.to_dict()
