@@ -254,10 +254,11 @@ def test_dead_codes_are_reseeded_from_batch(tiny):
     dist = np.min(np.linalg.norm(z - np.asarray(new['codebook'][k]), axis=1))
     assert dist < 1e-6, f'code {k} was not re-seeded from a batch vector'
   live = np.setdiff1d(np.arange(K), dead)
-  # Live codes follow the EMA: 0.99 * 100 + 0.01 * (frames assigned) >= 99, never re-seeded.
-  assert np.all(np.asarray(new['cluster_size'])[live] >= 99.0)
+  # Live codes follow the EMA: decay * 100 + (1 - decay) * (frames assigned), never re-seeded.
+  decay = model.cfg.vq_ema_decay
+  assert np.all(np.asarray(new['cluster_size'])[live] >= decay * 100.0)
   np.testing.assert_allclose(np.asarray(new['cluster_size'])[live].sum(),
-                             0.99 * 100.0 * len(live) + 0.01 * z.shape[0], rtol=1e-5)
+                             decay * 100.0 * len(live) + (1 - decay) * z.shape[0], rtol=1e-5)
   # Without re-seeding they stay dead.
   off = models.PairAlign(dataclasses.replace(model.cfg, vq_reseed=False))
   _, m2 = off.apply(vars_, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
@@ -364,16 +365,22 @@ def test_dropout_needs_rng_and_changes_outputs(tiny):
 
 
 def test_first_training_step_seeds_the_codebook_from_batch_vectors(tiny):
-  """Counts start at 0, so every code is re-seeded from the first batch (no random-codebook collapse)."""
+  """Counts start at 0, so after the first update every code that got fewer than
+  threshold / (1 - decay) frames is dead and re-seeded from a batch vector; none keeps its random init."""
   model, _, v = tiny
   np.testing.assert_array_equal(np.asarray(v['vq_stats']['vq']['cluster_size']), 0.0)
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
   vq, mutated = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
                             rngs={'vq': jax.random.PRNGKey(0)})
   z = np.asarray(vq.z).reshape(-1, vq.z.shape[-1])
+  frames = np.bincount(np.asarray(vq.codes).ravel(), minlength=K)                 # [K]
+  dead = frames * (1 - model.cfg.vq_ema_decay) < model.cfg.dead_code_threshold
+  assert dead.sum() > K // 2 and int(vq.reseeded) == int(dead.sum())
   codebook = np.asarray(mutated['vq_stats']['vq']['codebook'])
   dist = np.min(np.linalg.norm(codebook[:, None, :] - z[None, :, :], axis=-1), axis=1)   # [K]
-  np.testing.assert_array_less(dist, 1e-5)
+  np.testing.assert_array_less(dist[dead], 1e-5)
+  init = np.asarray(v['vq_stats']['vq']['codebook'])
+  assert np.all(np.linalg.norm(codebook - init, axis=1) > 1e-3)                    # nothing kept its init
 
 
 def test_diversity_loss_formula_and_collapse(tiny):
