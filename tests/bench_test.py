@@ -1,0 +1,132 @@
+"""Schema test of the speed benchmark: `python -m pairalign_jax.bench --tiny` (speeds not checked).
+
+The bench runs in a subprocess on the real CPU device (not the 8 simulated devices of conftest),
+with the test suite's persistent compilation cache, so a repeat run mostly loads compiled code.
+"""
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+import pytest
+
+from pairalign_jax import bench
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SECTIONS = ('train_step', 'decode', 'input', 'search')
+
+
+def _positive(x) -> bool:
+  return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) and x > 0
+
+
+def _env():
+  env = dict(os.environ)
+  flags = [f for f in env.get('XLA_FLAGS', '').split()
+           if not f.startswith('--xla_force_host_platform_device_count')]
+  env['XLA_FLAGS'] = ' '.join(flags)
+  env['JAX_PLATFORMS'] = 'cpu'
+  return env
+
+
+@pytest.fixture(scope='module')
+def tiny_run(tmp_path_factory):
+  out = tmp_path_factory.mktemp('bench') / 'bench.json'
+  cache = os.environ.get('PAIRALIGN_TEST_COMPILE_CACHE', os.path.join(ROOT, '.jax_test_cache'))
+  proc = subprocess.run(
+      [sys.executable, '-m', 'pairalign_jax.bench', '--tiny', f'--out={out}', f'--compile_cache={cache}'],
+      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+  assert proc.returncode == 0, proc.stderr[-4000:]
+  with open(out, encoding='utf-8') as f:
+    return json.load(f), proc.stdout
+
+
+def _check_device(section):
+  dev = section['device']
+  assert isinstance(dev['name'], str) and dev['name']
+  assert isinstance(dev['jax_version'], str) and dev['jax_version']
+  assert dev['platform'] in ('cpu', 'gpu', 'tpu', 'cuda', 'rocm')
+  assert isinstance(dev['cpu_cores'], int) and dev['cpu_cores'] >= 1
+
+
+def test_top_level(tiny_run):
+  results, stdout = tiny_run
+  assert results['schema_version'] == bench.SCHEMA_VERSION
+  assert results['tiny'] is True
+  for name in SECTIONS:
+    assert name in results, name
+    _check_device(results[name])
+  assert _positive(results['wall_s'])
+  assert set(results['goals']) == set(bench.GOALS)
+  for name, goal in results['goals'].items():
+    assert _positive(goal['value']), name
+    assert goal['goal'] == bench.GOALS[name][0]
+    assert isinstance(goal['met'], bool)
+    assert name in stdout                      # the printed table
+
+
+def test_train_step(tiny_run):
+  ts = tiny_run[0]['train_step']
+  assert _positive(ts['peak_flops_per_s_median'])
+  specs = [e['entry'] for e in ts['entries']]
+  assert specs == ['config:0', 'config:2', 'base:0', 'base:2@8']
+  for e in ts['entries']:
+    for key in ('step_s', 'examples_per_s', 'flops_per_step', 'achieved_flops_per_s',
+                'peak_flops_per_s', 'train_flops_ratio', 'compile_s', 'first_call_s',
+                'flops_unrolled_lowering'):
+      assert _positive(e[key]), (e['entry'], key)
+    assert e['stage'] in (0, 2)
+    assert len(e['step_s_all']) >= 1 and all(_positive(t) for t in e['step_s_all'])
+    assert isinstance(e['flops_method'], str) and 'scan_layers=False' in e['flops_method']
+    assert e['loss_finite'] is True
+    assert e['config']['batch_size'] >= 1
+  stage2 = [e for e in ts['entries'] if e['stage'] == 2]
+  assert all(_positive(e['flops_decode_correction']) for e in stage2)
+  assert ts['train_flops_ratio_entry'] == 'base:2@8'
+  assert _positive(ts['train_flops_ratio'])
+
+
+def test_decode(tiny_run):
+  dec = tiny_run[0]['decode']
+  assert _positive(dec['decode_cache_speedup'])
+  assert _positive(dec['tokenize_realtime_factor'])
+  g, t = dec['greedy'], dec['tokenize']
+  for key in ('cache_s', 'recompute_s'):
+    assert _positive(g[key])
+  assert 0.0 <= g['tokens_equal_fraction'] <= 1.0
+  for key in ('tokenize_s', 'encode_decode_jit_s', 'encode_jit_s', 'audio_seconds', 'first_call_s',
+              'peak_flops_per_s'):
+    assert _positive(t[key]), key
+  assert 0.0 <= t['terminated_fraction'] <= 1.0
+  assert 0.0 <= t['host_overhead_fraction'] <= 1.0
+  assert 0.0 <= t['decode_fraction'] <= 1.0
+
+
+def test_input(tiny_run):
+  inp = tiny_run[0]['input']
+  assert set(inp['sources']) == {'synthetic', 'flac_folder'}
+  for runs in inp['sources'].values():
+    assert sorted(r['worker_count'] for r in runs) == [0, 2]
+    for r in runs:
+      assert _positive(r['examples_per_s']) and _positive(r['seconds'])
+      assert r['measured_batches'] >= 1
+  assert _positive(inp['train_examples_per_s'])
+  assert inp['train_entry'] in ('config:0', 'config:2')
+  assert _positive(inp['input_headroom'])
+
+
+def test_search(tiny_run):
+  se = tiny_run[0]['search']
+  for key in ('project_s', 'direct_s', 'search_ratio', 'pairs_per_s_direct'):
+    assert _positive(se[key]), key
+  assert se['distances_identical'] is True
+  assert 0.0 <= se['recall_at_1'] <= 1.0
+
+
+def test_goals_table_flags_misses():
+  results = {'search': {'search_ratio': 0.5}, 'decode': {'decode_cache_speedup': 6.0}}
+  goals = bench.goals_table(results)
+  assert goals == {'decode_cache_speedup': {'value': 6.0, 'goal': 5.0, 'met': True},
+                   'search_ratio': {'value': 0.5, 'goal': 0.9, 'met': False}}
