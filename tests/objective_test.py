@@ -145,7 +145,7 @@ def _norm(tree):
 @pytest.mark.parametrize('stage', [0, 1, 2])
 def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
   settings = settings_for()
-  terms, aux, cap, jac = run(setup, settings, stage, grads=True)
+  terms, aux, cap = shapes(setup, settings, stage)
   assert set(terms) == expected_terms(settings, stage)
   if stage == 0:
     assert {'recon', 'commit', 'code_pred'} <= set(terms)
@@ -158,8 +158,15 @@ def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
   else:
     assert {'cross_tf', 'contrast', 'antibypass', 'timing', 'coverage'} <= set(terms)
     assert 'self_tf' not in terms                                  # weight 0 by default
+  assert all(v.shape == () for v in terms.values())
   assert aux['codes'].shape == (2 * B, F // 2)
 
+
+@pytest.mark.parametrize('stage', [0, 2])   # stage 2 computes every term of stage 1 as well
+def test_every_term_is_finite_with_gradients(setup, stage):
+  settings = settings_for()
+  terms, aux, _, jac = run(setup, settings, stage, grads=True)
+  assert set(terms) == expected_terms(settings, stage)
   # Every term is finite with finite gradients; a term has a nonzero gradient unless it is a
   # hinge that is already satisfied (exactly 0).
   for i, name in enumerate(sorted(terms)):
@@ -174,11 +181,19 @@ def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
   # The decoder is only trained from stage 1 on.
   dec_grad = sum(_norm(jax.tree.map(lambda g, i=i: g[i], jac['decoder'])) for i in range(len(terms)))
   assert (dec_grad > 0) == (stage > 0)
+  # The EMA codebook moves in stage 0 only (config.vq.freeze_after_stage0, on by default).
+  _, variables, _, _ = setup
+  moved = any(not np.array_equal(np.asarray(a), b) for a, b in
+              zip(jax.tree.leaves(variables['vq_stats']), jax.tree.leaves(aux['vq_stats'])))
+  assert settings.freeze_codebook_after_stage0 and moved == (stage == 0)
+
+
+NOISY = dict(prefix_corruption=0.5, corruption_delete=0.2, corruption_duplicate=0.2)
 
 
 def test_cross_tf_is_the_cross_paired_likelihood(setup):
   """cross_tf = -mean ℓ̄(y1|H2) - mean ℓ̄(y2|H1) of the rows the objective scored."""
-  terms, aux, cap = run(setup, settings_for(), 1)
+  terms, aux, cap = run(setup, settings_for(**NOISY), 1)      # the corruption test's run
   tgt = objective.Targets(**aux['targets'])
   rows = cap['ll_targets']                                          # [R, L]
   # pos12 rows are y1 (targets[:B]) and pos21 rows are y2 (targets[B:]).
@@ -261,29 +276,25 @@ def test_contrast_weight_zero_lowers_flops(setup):
 # ------------------------------------------------------------------------------ corruption
 
 def test_prefix_corruption_changes_inputs_never_targets(setup):
-  clean_settings = settings_for(prefix_corruption=0.0)
-  noisy_settings = settings_for(prefix_corruption=0.5, corruption_delete=0.2, corruption_duplicate=0.2)
-  assert noisy_settings.weight('cross_tf') > 0
-  t_clean, aux_clean, cap_clean = run(setup, clean_settings, 1)
-  t_noisy, aux_noisy, cap_noisy = run(setup, noisy_settings, 1)
-  assert 'corrupt_inputs' not in cap_clean                           # p = 0: no corruption at all
+  settings = settings_for(**NOISY)
+  assert settings.weight('cross_tf') > 0
+  terms, aux, cap = run(setup, settings, 1)
+  assert 'corrupt_inputs' not in shapes(setup, settings_for(prefix_corruption=0.0), 1)[2]   # p = 0: none
 
-  # Loss targets are the same sequences with and without corruption ...
-  np.testing.assert_array_equal(aux_clean['targets']['tokens'], aux_noisy['targets']['tokens'])
-  np.testing.assert_array_equal(cap_clean['ll_targets'], cap_noisy['ll_targets'])
-  np.testing.assert_array_equal(cap_clean['ll_mask'], cap_noisy['ll_mask'])
-  # ... and the corrupted inputs are the shifted targets with some codes changed.
-  targets, mask = cap_noisy['ll_targets'], cap_noisy['ll_mask']
-  clean_in, noisy_in = cap_noisy['clean_inputs'], cap_noisy['corrupt_inputs']
+  # The loss targets are the VQ-derived target sequences, row for row (pos12 = y1, pos21 = y2) ...
+  targets, mask = cap['ll_targets'], cap['ll_mask']
+  np.testing.assert_array_equal(targets[:2 * B], aux['targets']['tokens'])
+  vocab_codes = objective.vq_targets(jnp.asarray(aux['codes']), settings)
+  np.testing.assert_array_equal(aux['targets']['tokens'], vocab_codes.tokens)   # from the codes alone
+  np.testing.assert_array_equal(aux['targets']['times'], vocab_codes.times)
+  # ... and the teacher-forced inputs are the shifted targets with some codes changed.
+  clean_in, noisy_in = cap['clean_inputs'], cap['corrupt_inputs']
   np.testing.assert_array_equal(clean_in, np.asarray(sequences.shift_right(jnp.asarray(targets), VOCAB)))
   changed = clean_in != noisy_in
   assert changed.any()
   assert not changed[:, 0].any() and np.all(noisy_in[:, 0] == VOCAB.bos)   # BOS is never touched
   assert np.all(mask[changed] > 0) and np.all(noisy_in[changed] < K)       # only scored code inputs
-  assert not np.array_equal(noisy_in, targets)
-  assert t_clean['cross_tf'] != t_noisy['cross_tf']
-  # The timing targets do not move either.
-  np.testing.assert_array_equal(aux_clean['targets']['times'], aux_noisy['targets']['times'])
+  assert np.all(np.isfinite(list(terms.values())))
 
 
 def test_targets_override_is_what_gets_scored(setup):

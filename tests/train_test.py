@@ -304,6 +304,7 @@ def test_real_train_step_is_mesh_independent(mesh_reference, shape):
 
 # ------------------------------------------------------------------------------ exact resume
 
+@pytest.mark.slow   # the SIGKILL test below covers exact resume in the default run
 def test_resume_after_preemption_is_exact(reference, record_batches, tmp_path, monkeypatch):
   """Stopped (preemption path: save + exit) at step RESUME_AT, then resumed in the same workdir."""
   workdir = str(tmp_path)
