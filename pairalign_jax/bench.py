@@ -307,9 +307,12 @@ _TRAINERS: dict[str, Any] = {}
 
 
 def bench_train_entry(label: str, config, stage: int, peak: MatmulPeak, reps: int,
-                      overrides: Optional[dict[str, Any]] = None, keep_timer: str = '') -> dict[str, Any]:
+                      overrides: Optional[dict[str, Any]] = None, keep_timer: str = '',
+                      interleave: Optional[Callable[[], float]] = None) -> dict[str, Any]:
   """Compiles and times one (config, stage) train step; see the module docstring. With
-  `keep_timer`, a closure timing one more step is kept in TRAIN_TIMERS[keep_timer]."""
+  `keep_timer`, a closure timing one more step is kept in TRAIN_TIMERS[keep_timer]. With
+  `interleave` (another entry's timer), that step is also timed after every timed call, so the
+  two can be compared under the same load (`interleaved_step_s_all`)."""
   import jax  # pylint: disable=import-outside-toplevel
   import numpy as np  # pylint: disable=import-outside-toplevel
   from pairalign_jax import train  # pylint: disable=import-outside-toplevel
@@ -331,12 +334,14 @@ def bench_train_entry(label: str, config, stage: int, peak: MatmulPeak, reps: in
     t0 = _now()
     state, metrics = _block(compiled(state, batch))       # first call (warm-up), not counted
     first_s = _now() - t0
-    times, peaks = [], []
+    times, peaks, other = [], [], []
     for i in range(reps):
       t0 = _now()
       state, metrics = _block(compiled(state, batch))
       times.append(_now() - t0)
       peaks.append(peak.measure())
+      if interleave is not None:
+        other.append(interleave())
       if i + 1 < reps and sum(times) + times[-1] > FLAGS.budget_s:
         break
   step_s = _median(times)
@@ -355,7 +360,8 @@ def bench_train_entry(label: str, config, stage: int, peak: MatmulPeak, reps: in
     timer.entry = keep_timer   # type: ignore[attr-defined]
     TRAIN_TIMERS[keep_timer] = timer
   del state
-  return {
+  extra = {'interleaved_step_s_all': other} if other else {}
+  return {**extra,
       'label': label, 'stage': stage, 'overrides': dict(overrides or {}),
       'config': config_summary(config), 'compile_s': compile_s, 'first_call_s': first_s,
       'step_s': step_s, 'step_s_all': times, 'examples_per_s': config.batch_size / step_s,
@@ -419,26 +425,35 @@ def section_train_step(configs: dict[str, Any], reps: int) -> dict[str, Any]:
     which, stage, batch = _parse_entry(spec)
     label, config = configs[which]
     config = config_overrides(config, batch)
-    base = next((e for e in entries if e['entry'] == spec), None)
-    if base is None:
-      base = bench_train_entry(label, config, stage, peak, reps)
-      base['entry'] = spec
-      entries.append(base)
+    timer_key = f'lever-baseline:{spec}'
+    base = bench_train_entry(label, config, stage, peak, reps, keep_timer=timer_key)
+    base['entry'] = spec
+    entries.append(base)
     for name, overrides, xla_flag in lever_variants(config):
       logging.info('lever %s on %s', name, spec)
       if xla_flag:
         got = run_lever_subprocess(spec, xla_flag, reps)
         got['xla_flag'] = xla_flag
       else:
-        got = bench_train_entry(label, config, stage, peak, reps, overrides)
+        got = bench_train_entry(label, config, stage, peak, reps, overrides,
+                                interleave=TRAIN_TIMERS[timer_key])
         got['xla_flag'] = ''
       got.update({'lever': name, 'entry': spec,
                   'baseline_step_s': base['step_s'],
                   'baseline_train_flops_ratio': base['train_flops_ratio'],
+                  # Both normalized by their own interleaved matmul peaks:
                   'ratio_vs_baseline': got['train_flops_ratio'] / base['train_flops_ratio'],
                   'examples_per_s_vs_baseline': (got['examples_per_s'] / got['peak_flops_per_s'])
                                                 / (base['examples_per_s'] / base['peak_flops_per_s'])})
+      if got.get('interleaved_step_s_all'):
+        # The baseline step timed right after each lever step (same load): the most direct ratio.
+        base_s = _median(got['interleaved_step_s_all'])
+        got['flops_rate_vs_baseline_interleaved'] = ((got['flops_per_step'] / got['step_s'])
+                                                     / (base['flops_per_step'] / base_s))
+        got['examples_per_s_vs_baseline_interleaved'] = ((got['examples_per_s'])
+                                                         / (base['config']['batch_size'] / base_s))
       levers.append(got)
+    TRAIN_TIMERS.pop(timer_key, None)
   out = {'device': device_info(), 'peak_method': f'float32 jnp.matmul {peak.n}x{peak.n} @ {peak.n}x{peak.n}, '
                                                  'median of 3 calls, measured after every timed step',
          'peak_flops_per_s_median': _median(peak.samples), 'entries': entries}
@@ -759,13 +774,17 @@ def format_table(results: dict[str, Any]) -> str:
   ts = results.get('train_step')
   if ts:
     lines.append('')
-    lines.append(f"{'train step':<22} {'stage':>5} {'step s':>9} {'ex/s':>8} {'GFLOP':>9} "
-                 f"{'GFLOP/s':>9} {'peak':>8} {'ratio':>6}")
-    for e in ts['entries'] + ts.get('levers', []):
-      name = e['label'] + (f"+{e['lever']}" if e.get('lever') else '')
-      lines.append(f"{name:<22} {e['stage']:>5} {e['step_s']:>9.3f} {e['examples_per_s']:>8.2f} "
+    lines.append(f"{'train step':<40} {'stage':>5} {'step s':>9} {'ex/s':>8} {'GFLOP':>9} "
+                 f"{'GFLOP/s':>9} {'peak':>8} {'ratio':>6} {'vs base':>7}")
+    rows = ts['entries'] + [dict(e, lever='(lever baseline)') for e in ts.get('levers_baseline', [])]
+    for e in rows + ts.get('levers', []):
+      name = e['label'] + (f"@{e['config']['batch_size']}" if e['stage'] else '') \
+          + (f" {e['lever']}" if e.get('lever') else '')
+      vs = e.get('flops_rate_vs_baseline_interleaved', e.get('ratio_vs_baseline'))
+      lines.append(f"{name:<40} {e['stage']:>5} {e['step_s']:>9.3f} {e['examples_per_s']:>8.2f} "
                    f"{e['flops_per_step'] / 1e9:>9.1f} {e['achieved_flops_per_s'] / 1e9:>9.1f} "
-                   f"{e['peak_flops_per_s'] / 1e9:>8.1f} {e['train_flops_ratio']:>6.3f}")
+                   f"{e['peak_flops_per_s'] / 1e9:>8.1f} {e['train_flops_ratio']:>6.3f}"
+                   + (f" {vs:>7.2f}" if vs is not None else ''))
   dec = results.get('decode')
   if dec:
     g, t = dec['greedy'], dec['tokenize']
@@ -835,7 +854,7 @@ def run(argv) -> dict[str, Any]:
     results['input'] = section_input(config, timer)
   if 'search' in FLAGS.sections:
     results['search'] = section_search(reps or (2 if FLAGS.tiny else 3))
-  results['wall_s'] = _now() - t_start
+  results['wall_s'] = wall = _now() - t_start
 
   if FLAGS.update and os.path.exists(FLAGS.out):
     with open(FLAGS.out, encoding='utf-8') as f:
@@ -854,7 +873,7 @@ def run(argv) -> dict[str, Any]:
     json.dump(results, f, indent=1, sort_keys=False)
     f.write('\n')
   print(format_table(results))
-  print(f"\nwrote {FLAGS.out} ({results.get('wall_s', 0.0):.0f} s)")
+  print(f"\nwrote {FLAGS.out} ({wall:.0f} s)")
   return results
 
 

@@ -28,7 +28,8 @@ from pairalign_jax.data import pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-N_STEPS, RESUME_AT = 6, 3
+N_STEPS, RESUME_AT = 6, 2     # checkpoints every RESUME_AT steps; the SIGKILL comes after the first
+PREEMPT_AT = 3                # mid stage 1, between two periodic checkpoints
 SEGMENT = 16_000
 
 
@@ -133,7 +134,7 @@ def test_one_compile_per_stage(reference):
   assert len(reference['batches']) == N_STEPS
   assert reference['state']['step'] == N_STEPS
   ckpt_dir = os.path.join(reference['workdir'], 'checkpoints')
-  assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == [RESUME_AT, N_STEPS]
+  assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == list(range(RESUME_AT, N_STEPS + 1, RESUME_AT))
   # Distinct batches (the iterator moves on), all of the configured size.
   assert all(b.shape == (8,) for b in reference['batches'])
   assert len({tuple(b) for b in reference['batches']}) == N_STEPS
@@ -306,13 +307,14 @@ def test_real_train_step_is_mesh_independent(mesh_reference, shape):
 
 @pytest.mark.slow   # the SIGKILL test below covers exact resume in the default run
 def test_resume_after_preemption_is_exact(reference, record_batches, tmp_path, monkeypatch):
-  """Stopped (preemption path: save + exit) at step RESUME_AT, then resumed in the same workdir."""
+  """Stopped (preemption path: save + exit) at step PREEMPT_AT, then resumed in the same workdir."""
   workdir = str(tmp_path)
   real_should_stop = checkpointing.Checkpointer.should_stop
   monkeypatch.setattr(checkpointing.Checkpointer, 'should_stop',
-                      lambda self, step: step == RESUME_AT or real_should_stop(self, step))
+                      lambda self, step: step == PREEMPT_AT or real_should_stop(self, step))
   first = train.train_and_evaluate(tiny_config(), workdir, run_evaluation=False)
-  assert int(first.step) == RESUME_AT and len(record_batches) == RESUME_AT
+  assert int(first.step) == PREEMPT_AT and len(record_batches) == PREEMPT_AT
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(PREEMPT_AT)))   # the forced save
   monkeypatch.setattr(checkpointing.Checkpointer, 'should_stop', real_should_stop)
   final = train.train_and_evaluate(tiny_config(), workdir, run_evaluation=False)
   assert_states_close(state_arrays(final), reference['state'])
@@ -377,7 +379,7 @@ def test_resume_after_sigkill_is_exact(reference, record_batches, tmp_path):
   assert marker.exists() and alive, log.read()[-3000:]
   assert proc.returncode == -signal.SIGKILL
   assert (workdir / 'checkpoints' / str(RESUME_AT)).is_dir()
-  assert not (workdir / 'checkpoints' / str(N_STEPS)).exists()
+  assert not [d for d in os.listdir(workdir / 'checkpoints') if d.isdigit() and int(d) > RESUME_AT]
 
   final = train.train_and_evaluate(tiny_config(), str(workdir), run_evaluation=False)
   assert_states_close(state_arrays(final), reference['state'])
