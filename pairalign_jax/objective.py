@@ -261,14 +261,11 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
 
   # Timing recovery on the positive rows (each target once): y1|H2 then y2|H1.
   pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])  # [2B, L]
-  pos_tokens = jnp.concatenate([_block(tokens, blocks, 'pos12'), _block(tokens, blocks, 'pos21')])
   pos_lengths = jnp.concatenate([_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')])
   code_mask = (jnp.arange(settings.max_len)[None, :] < pos_lengths[:, None]).astype(jnp.float32)  # codes only
-  tgt_times = jnp.concatenate([targets.times[:b], targets.times[b:]])
   aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
-  del pos_tokens
   if weights['timing'] > 0:
-    terms['timing'] = losses.timing_loss(pos_times, tgt_times, code_mask)
+    terms['timing'] = losses.timing_loss(pos_times, targets.times, code_mask)
   if weights['monotonic'] > 0:
     terms['monotonic'] = losses.monotonic_penalty(pos_times, code_mask)
   if weights['coverage'] > 0:

@@ -176,7 +176,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
       teacher_params=train_state_lib.ema_update(new_state.teacher_params, new_state.params, decay),
       eos_bias=jnp.where(finite, new_eos_bias, state.eos_bias))
 
-  k = config.model.codebook_size
   cluster_size = _cluster_size(aux['vq_stats'])
   metrics.update({f'loss/{name}': value for name, value in logged.items()})
   metrics.update({
@@ -193,7 +192,6 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
   })
   if 'targets' in aux:
     metrics['targets/tokens_per_second'] = aux['mean_target_length'] / config.audio.segment_seconds
-  del k
   return new_state, metrics
 
 
