@@ -171,7 +171,7 @@ def tiny_config(config):
       'batch_size': 2, 'audio.segment_seconds': 1.0, 'frontend.n_mels': 20,
       'frontend.specaugment.freq_width': 4, 'model.d_model': 16, 'model.num_heads': 2,
       'model.mlp_dim': 32, 'model.enc_layers': 1, 'model.dec_layers': 1,
-      'model.codebook_size': 8, 'model.code_dim': 8, 'model.max_len': 6,
+      'model.codebook_size': 8, 'model.code_dim': 8, 'model.max_len': 6, 'targets.code_groups': 4,
       'model.recon_channels': 8, 'data.synthetic.num_train_speakers': 2,
       'data.synthetic.num_heldout_speakers': 1, 'data.synthetic.num_train_sentences': 4,
       'data.synthetic.num_heldout_sentences': 2, 'data.synthetic.train_size': 64,
@@ -253,8 +253,9 @@ def decode_step_flops(config, batch: int) -> float:
   cond = jax.eval_shape(lambda v, x: model.apply(v, x, method=models.PairAlign.condition), variables, h)
   cache = jax.eval_shape(lambda: models.init_cache(model.cfg, batch, config.model.max_len))
   token = jax.ShapeDtypeStruct((batch,), jnp.int32)
-  fn = jax.jit(lambda v, c, k, t: model.apply(v, c, k, t, 1, method=models.PairAlign.decode_step))
-  return _cost_flops(fn.lower(variables, cond, cache, token).cost_analysis())
+  prev_time = jax.ShapeDtypeStruct((batch,), jnp.float32)
+  fn = jax.jit(lambda v, c, k, t, pt: model.apply(v, c, k, t, 1, pt, method=models.PairAlign.decode_step))
+  return _cost_flops(fn.lower(variables, cond, cache, token, prev_time).cost_analysis())
 
 
 _FLOPS_MEMO: dict[Any, tuple[float, dict[str, Any]]] = {}

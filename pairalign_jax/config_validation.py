@@ -153,6 +153,13 @@ def validate_config(config: ml_collections.ConfigDict,
   _require(config.loss.max_gap_seconds > 0, 'config.loss.max_gap_seconds', 'must be positive')
   _require(config.targets.min_run_frames == -1 or config.targets.min_run_frames >= 1,
            'config.targets.min_run_frames', 'must be -1 (derive from the target rate) or >= 1')
+  groups = config.targets.code_groups
+  _require(groups == 0 or 2 <= groups <= config.model.codebook_size, 'config.targets.code_groups',
+           f'must be 0 (targets are codes) or in [2, model.codebook_size={config.model.codebook_size}], '
+           f'got {groups}')
+  _require(groups == 0 or config.vq.freeze_after_stage0, 'config.targets.code_groups',
+           'needs config.vq.freeze_after_stage0=True (the groups are computed from the codebook, '
+           'which must not change after stage 0)')
 
   # Length control.
   _require(config.length.target_rate > 0, 'config.length.target_rate', 'must be positive')

@@ -61,6 +61,35 @@ def _check(model: models.PairAlign, hcond: Array, max_len: int):
     raise ValueError(f'max_len must be in [1, model.max_len={model.cfg.max_len}], got {max_len}')
 
 
+def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len: int, next_token):
+  """The cached decoder run for `max_len` steps from BOS; `next_token(logits [B,V], done [B], t)`
+  picks each step's output (greedy choice or a given token). Each step's input is the previous
+  output and, for the location bias, the previous step's time; a finished row is fed PAD at time 0
+  (as `shift_times` of a finished sequence's times, which are 0 at PAD).
+  Returns (tokens [B, L], logits [B, L, V], times [B, L]) with the raw per-step times."""
+  cfg = model.cfg
+  vocab = vocab_lib.Vocab(cfg.codebook_size)
+  batch = hcond.shape[0]
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
+  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)                   # [Ld,B,H,L,hd]
+
+  def step(carry, t):
+    cache, token, prev_time, done = carry
+    logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
+                                   method=models.PairAlign.decode_step)             # [B,V], [B]
+    cache = {n: jax.lax.dynamic_update_slice_in_dim(
+        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+    nxt = next_token(logits, done, t)                                                 # [B]
+    next_time = jnp.where(done, 0.0, time)
+    done = done | (nxt == vocab.eos)
+    return (cache, nxt, next_time, done), (nxt, logits, time)
+
+  init = (cache, jnp.full((batch,), vocab.bos, jnp.int32), jnp.zeros((batch,), jnp.float32),
+          jnp.zeros((batch,), bool))
+  _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+  return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
+
+
 def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
                   eos_bias=0.0) -> DecodeOutput:
   """Greedy decode from BOS for `max_len` steps with a KV cache. Jittable (max_len static).
@@ -74,32 +103,39 @@ def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_
     DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask).
   """
   _check(model, hcond, max_len)
-  cfg = model.cfg
-  vocab = vocab_lib.Vocab(cfg.codebook_size)
-  batch = hcond.shape[0]
-  bias = _eos_bias_vector(eos_bias, batch)                                            # [B]
-  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
-  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)                   # [Ld,B,H,L,hd]
-
-  def step(carry, t):
-    cache, token, done = carry
-    logits, time, kv = model.apply(variables, cond, cache, token, t,
-                                   method=models.PairAlign.decode_step)             # [B,V], [B]
-    cache = {n: jax.lax.dynamic_update_slice_in_dim(
-        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
-    nxt = _choose(logits, bias, done, vocab)                                          # [B]
-    done = done | (nxt == vocab.eos)
-    return (cache, nxt, done), (nxt, logits, time)
-
-  init = (cache, jnp.full((batch,), vocab.bos, jnp.int32), jnp.zeros((batch,), bool))
-  _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
-  return _finish(tokens.T, jnp.swapaxes(logits, 0, 1), times.T, vocab)
+  vocab = vocab_lib.Vocab(model.cfg.codebook_size)
+  bias = _eos_bias_vector(eos_bias, hcond.shape[0])                                  # [B]
+  tokens, logits, times = _cached_steps(model, variables, hcond, max_len,
+                                        lambda logits, done, t: _choose(logits, bias, done, vocab))
+  return _finish(tokens, logits, times, vocab)
 
 
 def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
   """[B, L] targets -> teacher-forcing inputs [BOS, y_1 .. y_{L-1}]."""
   bos = jnp.full((tokens.shape[0], 1), vocab.bos, tokens.dtype)
   return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
+
+
+def shift_times(times: Array) -> Array:
+  """[B, L] token times -> the times of the teacher-forcing inputs: [0 (BOS), t_1 .. t_{L-1}]."""
+  return jnp.concatenate([jnp.zeros_like(times[:, :1]), times[:, :-1]], axis=1)
+
+
+def forced_decode(model: models.PairAlign, variables: Any, hcond: Array, tokens: Array) -> tuple[Array, Array]:
+  """Runs the cached decoder over *given* tokens [B, L] (codes, EOS, PAD) instead of its own choices.
+
+  Each step's input is the previous given token and, for the location bias, the previous step's
+  own output time: exactly what greedy decoding would have seen had it chosen these tokens. This is
+  how a sequence is scored when its times are unknown (`Tokenizer.score`). Returns
+  (logits [B, L, V] float32, times [B, L] seconds; 0 at PAD).
+  """
+  _check(model, hcond, tokens.shape[1])
+  vocab = vocab_lib.Vocab(model.cfg.codebook_size)
+  given = tokens.astype(jnp.int32)
+  _, logits, times = _cached_steps(
+      model, variables, hcond, tokens.shape[1],
+      lambda logits, done, t: jax.lax.dynamic_index_in_dim(given, t, axis=1, keepdims=False))
+  return logits, jnp.where(given == vocab.pad, 0.0, times)
 
 
 def greedy_decode_recompute(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
@@ -115,15 +151,17 @@ def greedy_decode_recompute(model: models.PairAlign, variables: Any, hcond: Arra
   cond = model.apply(variables, hcond, method=models.PairAlign.condition)
 
   def step(carry, t):
-    tokens, done = carry                                                              # [B,L], [B]
+    tokens, times, done = carry                                                       # [B,L], [B,L], [B]
     all_logits, all_times = model.apply(variables, cond, shift_right(tokens, vocab), False,
-                                        method=models.PairAlign.score)              # [B,L,V]
+                                        shift_times(times), method=models.PairAlign.score)  # [B,L,V]
     logits = jax.lax.dynamic_index_in_dim(all_logits, t, axis=1, keepdims=False)    # [B,V]
     time = jax.lax.dynamic_index_in_dim(all_times, t, axis=1, keepdims=False)       # [B]
     nxt = _choose(logits, bias, done, vocab)
     tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t, axis=1)
-    return (tokens, done | (nxt == vocab.eos)), (logits, time)
+    times = jax.lax.dynamic_update_slice_in_dim(times, jnp.where(done, 0.0, time)[:, None], t, axis=1)
+    return (tokens, times, done | (nxt == vocab.eos)), (logits, time)
 
-  init = (jnp.full((batch, max_len), vocab.pad, jnp.int32), jnp.zeros((batch,), bool))
-  (tokens, _), (logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+  init = (jnp.full((batch, max_len), vocab.pad, jnp.int32), jnp.zeros((batch, max_len), jnp.float32),
+          jnp.zeros((batch,), bool))
+  (tokens, _, _), (logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
   return _finish(tokens, jnp.swapaxes(logits, 0, 1), times.T, vocab)

@@ -111,8 +111,12 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
       'kmeans': kmeans,
   }
   k = config.model.codebook_size
+  codebook_sizes = {'pairalign': k, 'vq': k, 'kmeans': kmeans.codebook_size}
+  if int(ckpt_config.targets.get('code_groups', 0)) > 0:   # the stage-1 targets, for comparison
+    tokenizers['vq_groups'] = tok.vq_group_tokenize
+    codebook_sizes['vq_groups'] = int(ckpt_config.targets.code_groups)
   report = runner.evaluate_tokenizers(
-      tokenizers, eval_set, codebook_sizes={'pairalign': k, 'vq': k, 'kmeans': kmeans.codebook_size},
+      tokenizers, eval_set, codebook_sizes=codebook_sizes,
       batch_size=config.eval.batch_size, ties=config.eval.retrieval_ties, seed=config.seed,
       example_features_fn=feats, example_frame_seconds=config.frontend.hop_length / config.audio.sample_rate)
 

@@ -11,8 +11,8 @@ Methods (call with ``model.apply(variables, ..., method=PairAlign.<name>)``)::
   reconstruct(quantized [B,T,c], num_frames=None) -> mel_hat [B, num_frames or T*s, M]
   predict_codes(H) -> logits [B,T,K];   predict_length(H) -> [B]
   condition(H) -> {'k', 'v': [layers, B, heads, T, head_dim]}   # cross-attention K/V, once per H
-  score(cond, inputs [B,L], train) -> (logits [B,L,V] f32, times [B,L] seconds)
-  decode_step(cond, cache, token [B], position) -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
+  score(cond, inputs [B,L], train, input_times [B,L]) -> (logits [B,L,V] f32, times [B,L] seconds)
+  decode_step(cond, cache, token [B], position, prev_time [B]) -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
 
 The batch axis of ``cond`` is axis 1 (layers first, then batch, heads first): use `gather_condition`
 to pair conditions with other rows' token sequences (all-pairs scoring without re-projecting K/V).
@@ -29,6 +29,12 @@ Decisions not fixed by DESIGN.md, documented here:
   data-dependent codebook initialization; a random codebook collapses to 2-3 used codes).
 - Token times: expected frame-centre time under the cross-attention weights, heads and layers
   averaged (gradients flow through them, so the timing losses train the attention).
+- Location-aware cross-attention (``time_bias_frames > 0``): every cross-attention logit gets a
+  learned per-head, per-layer bias indexed by the offset, in encoder frames (rounded, clipped to
+  +-time_bias_frames), between the frame and the time of the position's *input* token. In decoding
+  that time is the previous step's output time; in teacher forcing, the (shifted) target times. A
+  decoder without it has to infer where it is in the audio from the token prefix alone, and in short
+  runs it did not: it learned a language model over the targets and ignored H (docs/results.md).
 """
 
 import dataclasses
@@ -77,6 +83,10 @@ class ModelConfig:
   dead_code_threshold: float = 1.0
   vq_reseed: bool = True
   vq_diversity_temperature: float = 0.1
+  # Location-aware cross-attention: > 0 adds a learned per-head bias over the offset (in encoder
+  # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
+  # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
+  time_bias_frames: int = 0
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -92,6 +102,8 @@ class ModelConfig:
       raise ValueError(f'model.codebook_size must be >= 2, got {self.codebook_size}')
     if self.max_len < 1:
       raise ValueError(f'model.max_len must be >= 1, got {self.max_len}')
+    if self.time_bias_frames < 0:
+      raise ValueError(f'model.time_bias_frames must be >= 0, got {self.time_bias_frames}')
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ModelConfig':
@@ -112,6 +124,7 @@ class ModelConfig:
         vq_ema_decay=float(vq.ema_decay), vq_epsilon=float(vq.epsilon),
         dead_code_threshold=float(vq.dead_code_threshold), vq_reseed=bool(vq.reseed),
         vq_diversity_temperature=float(vq.get('diversity_temperature', 0.1)),
+        time_bias_frames=int(m.get('time_bias_frames', 0)),
     )
 
   @property
@@ -193,10 +206,13 @@ def _layer_norm(cfg: ModelConfig, name: str):
                       name=name)
 
 
-def _attention_weights(q: Array, k: Array, mask: Optional[Array]) -> Array:
-  """q [B,Lq,H,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk] -> float32 weights [B,H,Lq,Lk]."""
+def _attention_weights(q: Array, k: Array, mask: Optional[Array], bias: Optional[Array] = None) -> Array:
+  """q [B,Lq,H,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk], optional additive bias
+  [B,H,Lq,Lk] -> float32 weights [B,H,Lq,Lk]."""
   scale = 1.0 / math.sqrt(q.shape[-1])
   s = jnp.einsum('bqhd,bhkd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  if bias is not None:
+    s = s + bias
   if mask is not None:
     s = jnp.where(mask, s, _NEG_INF)
   return jax.nn.softmax(s, axis=-1)
@@ -408,17 +424,34 @@ class MelDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- decoder
+def location_prior_init(key, shape, dtype=jnp.float32):
+  """Initial location bias table [2R+1, H]: a Gaussian bump over the frame offset from the input
+  token's time, ``-(o - mu_h)^2 / (2 sigma^2)`` with sigma = 3 frames and the heads' centres mu_h
+  spread over 2..6 frames *after* the previous token (about one token spacing at ~12 tokens/s and
+  20 ms frames). A zero table is learned far too slowly (Adam moves it ~lr per step) for the
+  decoder to find its place before it settles on ignoring H; the prior makes it local from step 0.
+  """
+  del key
+  size, heads = shape
+  r = (size - 1) // 2
+  offsets = jnp.arange(-r, r + 1, dtype=jnp.float32)[:, None]                          # [2R+1, 1]
+  centres = jnp.linspace(2.0, 6.0, heads) if heads > 1 else jnp.full((1,), 4.0)      # [H]
+  return (-(offsets - centres[None, :]) ** 2 / (2 * 3.0 ** 2)).astype(dtype)
+
+
 class DecoderLayer(nn.Module):
   """Pre-LN decoder block: causal self-attention, cross-attention to H, MLP.
 
   mode 'score': x [B,L,d]; layer_in {'k','v': [B,H,T,hd]} -> (x, {'times': [B,L]}).
   mode 'step':  x [B,1,d]; layer_in also has 'cache_k','cache_v' [B,H,Lmax,hd] (positions < pos
                 valid) -> (x, {'times': [B,1], 'k','v': [B,H,hd] of this position}).
+  in_times [B,Lq]: the time (seconds) of each position's input token, for the location bias
+  (``cfg.time_bias_frames > 0``); unused otherwise.
   """
   cfg: ModelConfig
 
   @nn.compact
-  def __call__(self, x, layer_in, pos, train: bool, mode: str):
+  def __call__(self, x, layer_in, pos, in_times, train: bool, mode: str):
     cfg = self.cfg
     h, hd = cfg.num_heads, cfg.head_dim
     out = {}
@@ -452,7 +485,16 @@ class DecoderLayer(nn.Module):
     y = _layer_norm(cfg, 'ln_cross')(x)
     q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'cross_query')(y)
     ck, cv = layer_in['k'], layer_in['v']                                             # [B,H,T,hd]
-    w = _attention_weights(q, ck, None)                                               # [B,H,Lq,T]
+    bias = None
+    if cfg.time_bias_frames > 0:
+      r = cfg.time_bias_frames
+      table = self.param('time_bias', nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
+                         (2 * r + 1, h))
+      centres = frame_centres(ck.shape[2], cfg.frame_seconds)                         # [T]
+      offset = (centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]) / cfg.frame_seconds
+      idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r                   # [B,Lq,T]
+      bias = jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)    # [B,H,Lq,T]
+    w = _attention_weights(q, ck, None, bias)                                         # [B,H,Lq,T]
     out['times'] = jnp.einsum('bhqt,t->bq', w, frame_centres(ck.shape[2], cfg.frame_seconds)) / h
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
     o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(cv.dtype), cv)
@@ -491,12 +533,12 @@ class Decoder(nn.Module):
         nn.initializers.normal(0.02), ('length', 'embed')), (cfg.max_len, cfg.d_model))
     if cfg.scan_layers:
       self.layers = _stack(DecoderLayer, cfg, cfg.dec_layers, 'layers',
-                           (0, nn.broadcast, nn.broadcast, nn.broadcast), (4, 5))
+                           (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), (5, 6))
       self.cross_kv = nn.scan(CrossKV, variable_axes={'params': 0}, split_rngs={'params': True},
                               in_axes=(nn.broadcast,), length=cfg.dec_layers,
                               metadata_params={nn.PARTITION_NAME: 'layers'})(cfg)
     else:
-      layer_cls = nn.remat(DecoderLayer, static_argnums=(4, 5)) if cfg.remat else DecoderLayer
+      layer_cls = nn.remat(DecoderLayer, static_argnums=(5, 6)) if cfg.remat else DecoderLayer
       self.layers = [layer_cls(cfg) for _ in range(cfg.dec_layers)]
       self.cross_kv = [CrossKV(cfg) for _ in range(cfg.dec_layers)]
     self.dropout = nn.Dropout(cfg.dropout_rate)
@@ -512,19 +554,29 @@ class Decoder(nn.Module):
       kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
     return kv                                                                         # [Ld,B,H,T,hd]
 
-  def _run_layers(self, x, layer_in, pos, train, mode):
+  def _run_layers(self, x, layer_in, pos, in_times, train, mode):
     if self.cfg.scan_layers:
-      return self.layers(x, layer_in, pos, train, mode)
+      return self.layers(x, layer_in, pos, in_times, train, mode)
     outs = []
     for i, layer in enumerate(self.layers):
-      x, o = layer(x, jax.tree.map(lambda a: a[i], layer_in), pos, train, mode)
+      x, o = layer(x, jax.tree.map(lambda a: a[i], layer_in), pos, in_times, train, mode)
       outs.append(o)
     return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
 
   def _logits(self, x):
     return self.logits_proj(self.ln_out(x)).astype(jnp.float32)
 
-  def score(self, cond, inputs, train: bool):
+  def _input_times(self, in_times, shape):
+    if self.cfg.time_bias_frames == 0:
+      return jnp.zeros(shape, jnp.float32)                 # unused
+    if in_times is None:
+      raise ValueError('model.time_bias_frames > 0: the decoder needs the time of every input token '
+                       '(input_times / prev_time; decode.shift_times of the target times)')
+    if in_times.shape != shape:
+      raise ValueError(f'input times must have shape {shape}, got {in_times.shape}')
+    return in_times.astype(jnp.float32)
+
+  def score(self, cond, inputs, train: bool, input_times=None):
     cfg = self.cfg
     if inputs.ndim != 2:
       raise ValueError(f'inputs must be [batch, length] int32, got shape {inputs.shape}')
@@ -534,19 +586,21 @@ class Decoder(nn.Module):
     if cond['k'].shape[1] != inputs.shape[0]:
       raise ValueError(f"cond batch ({cond['k'].shape[1]}) != inputs batch ({inputs.shape[0]}); "
                        'gather the condition with gather_condition')
+    in_times = self._input_times(input_times, inputs.shape)
     x = self.embed(inputs) + self.pos_embed[None, :length].astype(cfg.activation_dtype)
     x = self.dropout(x, deterministic=not train)
     x = _constrain(x, ('batch', 'length', 'embed'))
-    x, outs = self._run_layers(x, cond, None, train, 'score')
+    x, outs = self._run_layers(x, cond, None, in_times, train, 'score')
     return self._logits(x), jnp.mean(outs['times'], axis=0)                          # [B,L,V], [B,L]
 
-  def decode_step(self, cond, cache, token, position):
+  def decode_step(self, cond, cache, token, position, prev_time=None):
     cfg = self.cfg
+    in_times = self._input_times(None if prev_time is None else prev_time[:, None], (token.shape[0], 1))
     x = self.embed(token[:, None])                                                    # [B,1,d]
     pos = jax.lax.dynamic_slice_in_dim(self.pos_embed, position, 1, axis=0)          # [1,d]
     x = x + pos[None].astype(cfg.activation_dtype)
     layer_in = {'k': cond['k'], 'v': cond['v'], 'cache_k': cache['k'], 'cache_v': cache['v']}
-    x, outs = self._run_layers(x, layer_in, position, False, 'step')
+    x, outs = self._run_layers(x, layer_in, position, in_times, False, 'step')
     logits = self._logits(x)[:, 0]                                                    # [B,V]
     times = jnp.mean(outs['times'], axis=0)[:, 0]                                     # [B]
     return logits, times, {'k': outs['k'], 'v': outs['v']}                            # [Ld,B,H,hd]
@@ -600,23 +654,27 @@ class PairAlign(nn.Module):
     """H [B,T,d] -> {'k','v': [dec_layers, B, heads, T, head_dim]} (batch axis 1)."""
     return self.decoder.condition(hcond)
 
-  def score(self, cond, inputs, train: bool = False):
+  def score(self, cond, inputs, train: bool = False, input_times=None):
     """Teacher forcing: inputs [B,L] = [BOS, y_1 .. y_{L-1}] -> (logits [B,L,V] float32,
-    times [B,L] seconds). `cond` may be gathered (gather_condition) to any batch B."""
-    return self.decoder.score(cond, inputs, train)
+    times [B,L] seconds). `cond` may be gathered (gather_condition) to any batch B.
+    input_times [B,L]: time of each input token (0 at BOS; `decode.shift_times` of the target
+    times); required when `cfg.time_bias_frames > 0`, ignored otherwise."""
+    return self.decoder.score(cond, inputs, train, input_times)
 
-  def decode_step(self, cond, cache, token, position):
+  def decode_step(self, cond, cache, token, position, prev_time=None):
     """One cached decoder step (no dropout). cache {'k','v': [layers,B,heads,Lmax,hd]} valid at
-    positions < position; token [B] is the input at `position`. Returns (logits [B,V] float32,
-    times [B], {'k','v': [layers,B,heads,hd]} for this position)."""
-    return self.decoder.decode_step(cond, cache, token, position)
+    positions < position; token [B] is the input at `position`, prev_time [B] its time (required
+    when `cfg.time_bias_frames > 0`). Returns (logits [B,V] float32, times [B],
+    {'k','v': [layers,B,heads,hd]} for this position)."""
+    return self.decoder.decode_step(cond, cache, token, position, prev_time)
 
   def __call__(self, mel, tokens, train: bool = False):
     """Touches every submodule (for init): returns a dict of all head outputs."""
     hcond = self.encode(mel, train)
     vq = self.quantize(hcond, train)
     mel_hat = self.reconstruct(vq.quantized, mel.shape[1])
-    logits, times = self.score(self.condition(hcond), tokens, train)
+    logits, times = self.score(self.condition(hcond), tokens, train,
+                               jnp.zeros(tokens.shape, jnp.float32))
     return {'h': hcond, 'vq': vq, 'mel_hat': mel_hat, 'code_logits': self.predict_codes(hcond),
             'length': self.predict_length(hcond), 'logits': logits, 'times': times}
 

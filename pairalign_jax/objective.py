@@ -25,6 +25,8 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pairalign_jax import code_groups
+from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
 from pairalign_jax import models
@@ -61,6 +63,8 @@ class ObjectiveSettings:
   mel_frame_seconds: float      # front-end hop
   specaugment: bool
   freeze_codebook_after_stage0: bool = True
+  code_groups: int = 0          # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
+  time_jitter_seconds: float = 0.0   # std of the noise on the location-aware decoder's input times
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -86,6 +90,8 @@ class ObjectiveSettings:
         mel_frame_seconds=mel_frame_seconds,
         specaugment=bool(config.frontend.specaugment.enabled),
         freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
+        code_groups=int(config.targets.code_groups),
+        time_jitter_seconds=float(config.loss.time_jitter_seconds),
     )
 
   def weight(self, name: str) -> float:
@@ -115,11 +121,17 @@ def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
   return mel_in, clean, energy
 
 
-def vq_targets(codes, settings: ObjectiveSettings) -> Targets:
-  """Collapsed (and run-pruned) VQ codes [N, T] -> target sequences (stop-gradient)."""
+def vq_targets(codes, settings: ObjectiveSettings, vq_stats=None) -> Targets:
+  """VQ codes [N, T] -> target sequences (stop-gradient): codes mapped to their code group when
+  ``settings.code_groups > 0`` (groups of the codebook in ``vq_stats``), then run-pruned and collapsed."""
   vocab = vocab_lib.Vocab(settings.codebook_size)
+  codes = jax.lax.stop_gradient(codes)
+  if settings.code_groups > 0:
+    if vq_stats is None:
+      raise ValueError('vq_targets: targets.code_groups > 0 needs the vq_stats holding the codebook')
+    codes = code_groups.map_codes(codes, code_groups.groups_from_vq_stats(vq_stats, settings.code_groups))
   tokens, lengths, times, _ = sequences.collapse_runs(
-      jax.lax.stop_gradient(codes), settings.frame_seconds, max_len=settings.max_len, vocab=vocab,
+      codes, settings.frame_seconds, max_len=settings.max_len, vocab=vocab,
       min_run_frames=settings.min_run_frames)
   return Targets(tokens=tokens, lengths=lengths, times=times)
 
@@ -165,6 +177,25 @@ def _row_pairs(b: int, stage: int, settings: ObjectiveSettings, rng):
   return jnp.concatenate(tgt), jnp.concatenate(cnd), blocks
 
 
+def _times_on_condition_clock(times, tgt_idx, cnd_idx, energy, settings: ObjectiveSettings):
+  """Target token times [R, L] (on the target view's clock) -> on the condition view's clock.
+
+  The location-aware decoder is told where each input token is in *its condition's* audio. For a
+  self row that is the target time itself; for a cross row (another augmentation, time shift,
+  speed, or another speaker) the exact correspondence is unknown, so the time is mapped linearly
+  from the target view's voiced region onto the condition view's voiced region (this absorbs
+  shifts, speed changes and a speaker's overall rate). The mapping is the identity when the
+  target and condition view are the same. Returns [R, L] seconds (stop-gradient).
+  """
+  start, end = losses.voiced_region(energy, settings.mel_frame_seconds, VOICED_THRESHOLD_DB)   # [2B]
+  ts, te = jnp.take(start, tgt_idx)[:, None], jnp.take(end, tgt_idx)[:, None]                  # [R,1]
+  cs, ce = jnp.take(start, cnd_idx)[:, None], jnp.take(end, cnd_idx)[:, None]
+  scale = (ce - cs) / jnp.maximum(te - ts, settings.frame_seconds)
+  mapped = cs + (times - ts) * scale
+  mapped = jnp.where((tgt_idx == cnd_idx)[:, None], times, mapped)
+  return jax.lax.stop_gradient(jnp.where(times > 0, mapped, 0.0))
+
+
 def _block(x, blocks, name):
   start, size = blocks[name]
   return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
@@ -179,7 +210,7 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     batch_mels: {'mel_in': [2B, F, M] (views stacked [v1; v2], possibly SpecAugmented),
                  'mel_clean': [2B, F, M], 'energy': [2B, F]}.
     targets_override: stage-2 targets (already mixed VQ/teacher), or None to use VQ targets.
-    rngs: 'dropout', 'vq', 'corrupt', 'negatives'.
+    rngs: 'dropout', 'vq', 'corrupt', 'negatives', and 'jitter' when settings.time_jitter_seconds > 0.
   Returns:
     terms: every name in TERM_NAMES that is active and weighted (scalars).
     aux: 'vq_stats' (updated), 'codes' [2B, T], 'targets' (Targets), 'perplexity', ...
@@ -218,7 +249,8 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   if stage == 0:
     return terms, aux
 
-  targets = targets_override if targets_override is not None else vq_targets(vq_out.codes, settings)
+  targets = (targets_override if targets_override is not None
+             else vq_targets(vq_out.codes, settings, aux['vq_stats']))
   aux['targets'] = targets
   vocab = vocab_lib.Vocab(settings.codebook_size)
 
@@ -235,9 +267,21 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   if settings.prefix_corruption > 0 or settings.corruption_delete > 0 or settings.corruption_duplicate > 0:
     inputs = sequences.corrupt_inputs(
         rngs['corrupt'], inputs, mask, p=settings.prefix_corruption, vocab=vocab,
-        p_delete=settings.corruption_delete, p_duplicate=settings.corruption_duplicate)
+        p_delete=settings.corruption_delete, p_duplicate=settings.corruption_duplicate,
+        num_codes=settings.code_groups or None)
+  input_times = None
+  if model.cfg.time_bias_frames > 0:
+    row_times = _times_on_condition_clock(jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx,
+                                          batch_mels['energy'], settings)                   # [R, L]
+    if train and settings.time_jitter_seconds > 0:
+      # In decoding the input times are the decoder's own (imperfect) times: train it to find the
+      # next token from an approximate anchor rather than trusting an exact one (exposure bias).
+      noise = settings.time_jitter_seconds * jax.random.normal(rngs['jitter'], row_times.shape)
+      row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
+    input_times = decode.shift_times(row_times)
   logits, times = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=train,
-                              method=models.PairAlign.score, rngs={'dropout': rngs['dropout']})
+                              input_times=input_times, method=models.PairAlign.score,
+                              rngs={'dropout': rngs['dropout']})
   _, mean_ll = losses.sequence_log_likelihood(logits, tokens, mask)            # [R]
 
   pos12 = _block(mean_ll, blocks, 'pos12')
@@ -259,9 +303,18 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
       terms['contrast'] = losses.info_nce_sampled(
           pos12, neg.reshape(b, settings.contrast_negatives), settings.contrast_temperature)
 
-  # Timing recovery on the positive rows (each target once): y1|H2 then y2|H1.
-  pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])  # [2B, L]
-  pos_lengths = jnp.concatenate([_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')])
+  # Timing recovery, each target once. With the self rows (y_v|H_v) present the times are
+  # supervised there: the condition is the target's own view, so target times and attention share
+  # one clock. Otherwise on the cross rows y1|H2, y2|H1, whose target times are on the *other*
+  # view's clock (exact only for time-aligned views; docs/results.md §4).
+  if 'self' in blocks:
+    pos_times = _block(times, blocks, 'self')                                    # [2B, L]
+    pos_lengths = _block(lengths, blocks, 'self')
+    cond_view = jnp.arange(2 * b)                                                # condition of row r
+  else:
+    pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])
+    pos_lengths = jnp.concatenate([_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')])
+    cond_view = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
   code_mask = (jnp.arange(settings.max_len)[None, :] < pos_lengths[:, None]).astype(jnp.float32)  # codes only
   aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
   if weights['timing'] > 0:
@@ -269,11 +322,10 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   if weights['monotonic'] > 0:
     terms['monotonic'] = losses.monotonic_penalty(pos_times, code_mask)
   if weights['coverage'] > 0:
-    # The condition of row y1|H2 is view 2: its voiced region bounds the times.
+    # The voiced region of each row's condition view bounds its times.
     energy = batch_mels['energy']
     start, end = losses.voiced_region(energy, settings.mel_frame_seconds, VOICED_THRESHOLD_DB)   # [2B]
-    cond_start = jnp.concatenate([start[b:], start[:b]])
-    cond_end = jnp.concatenate([end[b:], end[:b]])
+    cond_start, cond_end = jnp.take(start, cond_view), jnp.take(end, cond_view)
     terms['coverage'] = losses.coverage_loss(pos_times, code_mask, cond_start, cond_end,
                                              settings.max_gap_seconds)
   return terms, aux

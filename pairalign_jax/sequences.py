@@ -212,7 +212,8 @@ def score_mask(tokens: Array, lengths: Array, vocab: vocab_lib.Vocab) -> Array:
 
 
 def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: vocab_lib.Vocab,
-                   p_delete: float = 0.0, p_duplicate: float = 0.0) -> Array:
+                   p_delete: float = 0.0, p_duplicate: float = 0.0,
+                   num_codes: Optional[int] = None) -> Array:
   """Prefix corruption (DESIGN §3.3) of teacher-forcing inputs; the targets are never touched.
 
   Only input positions holding a code and scored (``mask > 0``) are eligible: never the BOS at
@@ -233,6 +234,8 @@ def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: v
     inputs: int32 [B, L] from :func:`shift_right`.
     mask: [B, L] the targets' :func:`score_mask` (1 at scored positions).
     p, p_delete, p_duplicate: static probabilities in [0, 1].
+    num_codes: static; substitutes are drawn from codes ``[0, num_codes)`` (the ids the targets
+      actually use, e.g. ``targets.code_groups``); default all K codes.
   Returns:
     int32 [B, L] corrupted inputs (positions that are not eligible are unchanged).
   """
@@ -258,10 +261,13 @@ def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: v
     out = jnp.where(mask > 0, gathered, inputs)
 
   if p > 0:
+    n = k if num_codes is None else int(num_codes)
+    if not 2 <= n <= k:
+      raise ValueError(f'corrupt_inputs: num_codes must be in [2, {k}], got {num_codes}')
     sub = eligible & jax.random.bernoulli(k_sub, p, (b, length))
-    # A uniformly random code different from the current one: current + U{1..K-1} mod K.
-    offset = jax.random.randint(k_code, (b, length), 1, k)
-    replacement = (jnp.clip(out, 0, k - 1) + offset) % k
+    # A uniformly random code different from the current one: current + U{1..n-1} mod n.
+    offset = jax.random.randint(k_code, (b, length), 1, n)
+    replacement = (jnp.clip(out, 0, n - 1) + offset) % n
     out = jnp.where(sub & (out < k), replacement, out)
   return out.astype(inputs.dtype)
 

@@ -51,6 +51,7 @@ import numpy as np
 import soxr
 
 from pairalign_jax import checkpointing
+from pairalign_jax import code_groups
 from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
@@ -88,6 +89,7 @@ class Tokenizer:
     self.batch_size = int(batch_size)
     self._encode_decode = jax.jit(self._encode_decode_impl)
     self._vq_codes = jax.jit(self._vq_codes_impl)
+    self._group_codes = jax.jit(lambda variables, waves: self._target_codes(variables, self._encode(variables, waves)))
     self._score = jax.jit(self._score_impl)
 
   # ------------------------------------------------------------------ loading
@@ -179,6 +181,17 @@ class Tokenizer:
     mel = frontend.normalize(frontend.log_mel(waves, self.fcfg))                   # [B, F, M]
     return self.model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
 
+  def _target_codes(self, variables, h):
+    """Frame codes [B, T] as the stage-1 targets were made: code groups (if any), short runs merged."""
+    codes = self.model.apply(variables, h, train=False, method=models.PairAlign.quantize).codes
+    num_groups = int(self.config.targets.get('code_groups', 0))
+    if num_groups > 0:
+      codes = code_groups.map_codes(codes, code_groups.groups_from_vq_stats(variables['vq_stats'], num_groups))
+    min_run = int(self.config.targets.min_run_frames)
+    if min_run < 0:
+      min_run = sequences.min_run_frames_for_rate(self.config.length.target_rate, self.frame_seconds)
+    return sequences.prune_short_runs(codes, min_run)
+
   def _encode_decode_impl(self, variables, waves, eos_bias):
     h = self._encode(variables, waves)
     out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
@@ -190,9 +203,13 @@ class Tokenizer:
 
   def _score_impl(self, variables, waves, tokens, lengths):
     h = self._encode(variables, waves)
-    cond = self.model.apply(variables, h, method=models.PairAlign.condition)
-    inputs = sequences.shift_right(tokens, self.vocab)
-    logits, _ = self.model.apply(variables, cond, inputs, train=False, method=models.PairAlign.score)
+    if self.model.cfg.time_bias_frames > 0:
+      # The location bias needs each input token's time: the decoder's own times, step by step.
+      logits, _ = decode.forced_decode(self.model, variables, h, tokens)
+    else:
+      cond = self.model.apply(variables, h, method=models.PairAlign.condition)
+      inputs = sequences.shift_right(tokens, self.vocab)
+      logits, _ = self.model.apply(variables, cond, inputs, train=False, method=models.PairAlign.score)
     mask = sequences.score_mask(tokens, lengths, self.vocab)
     return losses.sequence_log_likelihood(logits, tokens, mask)
 
@@ -244,8 +261,27 @@ class Tokenizer:
         times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
     return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
 
+  def vq_group_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
+    """The stage-1 targets as a tokenizer: frame codes mapped to their code group
+    (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed.
+    Shows how much the decoder adds to (or loses from) what it was first trained to write."""
+    num_groups = int(self.config.targets.get('code_groups', 0))
+    if num_groups <= 0:
+      raise ValueError('vq_group_tokenize needs targets.code_groups > 0 in the model config')
+    waves = self.prepare(waveforms, sample_rate)
+    tokens, times = [], []
+    for _, batch, n in self._batches(waves):
+      codes = np.asarray(jax.device_get(self._group_codes(self.variables, jnp.asarray(batch))))
+      for row in range(n):
+        seq, centres = collapse_codes(codes[row])
+        tokens.append(seq)
+        times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
+    return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
+
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):
     """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean).
+    With the location-aware decoder (`model.time_bias_frames > 0`) each input token's time is the
+    decoder's own time for it (`decode.forced_decode`), as in greedy decoding.
 
     `total = sum_t log p(y_t | y_<t, H)` over the codes and the EOS after them (no EOS bias), the
     sum of the decoder's log-softmax at those positions; `mean = total / scored tokens`. A string

@@ -118,7 +118,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
   TRACE_COUNT[stage] += 1
   fcfg = frontend.FrontendConfig.from_config(config)
   rng, step_rng = jax.random.split(state.rng)
-  keys = dict(zip(('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix'), jax.random.split(step_rng, 6)))
+  keys = dict(zip(('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix', 'jitter'),
+                  jax.random.split(step_rng, 7)))
 
   waves = jnp.concatenate([batch['view1'], batch['view2']], axis=0)                 # [2B, S]
   mel_in, mel_clean, energy = objective.view_features(
@@ -135,7 +136,7 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
     teacher_vars = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
     h_t = model.apply(teacher_vars, mel_clean, train=False, method=models.PairAlign.encode)   # [2B, T, d]
     vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
-    vq_targets = objective.vq_targets(vq_t.codes, settings)
+    vq_targets = objective.vq_targets(vq_t.codes, settings, state.vq_stats)
     targets = objective.Targets(tokens=jax.lax.stop_gradient(vq_targets.tokens), lengths=vq_targets.lengths,
                                 times=jax.lax.stop_gradient(vq_targets.times))
   if stage == 2:

@@ -79,6 +79,9 @@ class _null:
     ('mesh.shape', (-1, -1, 1), r'config\.mesh\.shape'),
     ('data.cross_speaker_views', 1.5, r'config\.data\.cross_speaker_views'),
     ('vq.diversity_temperature', 0.0, r'config\.vq\.diversity_temperature'),
+    ('targets.code_groups', 1, r'config\.targets\.code_groups'),
+    ('targets.code_groups', 100_000, r'config\.targets\.code_groups'),
+    ('vq.freeze_after_stage0', False, r'config\.targets\.code_groups.*freeze_after_stage0'),
 ])
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):

@@ -1,7 +1,9 @@
 """Tests for pairalign_jax/decode.py: the cached greedy decode agrees with teacher forcing.
 
-Tiny model (d_model 32, 1 encoder + 2 decoder layers, K 16, L 12). The conditions H are random
-[B, T, d] arrays (the decoder only sees H through `PairAlign.condition`).
+Tiny model (d_model 32, 1 encoder + 2 decoder layers, K 16, L 12), with the location-aware
+cross-attention on and its bias tables set to random values (they start at 0), so the feedback of
+each step's time into the next step is exercised. The conditions H are random [B, T, d] arrays (the
+decoder only sees H through `PairAlign.condition`).
 """
 
 import functools
@@ -26,8 +28,19 @@ NO_EOS, NOW = -1e4, 1e4
 def tiny_cfg() -> models.ModelConfig:
   config = default_config.get_config()
   config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=2,
-                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
+                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0,
+                      time_bias_frames=4)
   return models.ModelConfig.from_config(config)
+
+
+def _randomize_time_bias(variables):
+  leaves = jax.tree_util.tree_flatten_with_path(variables)[0]
+  found = [jax.tree_util.keystr(p) for p, _ in leaves if 'time_bias' in jax.tree_util.keystr(p)]
+  assert found, 'the tiny model has no location bias'
+  keys = iter(jax.random.split(jax.random.PRNGKey(7), len(leaves)))
+  return jax.tree_util.tree_map_with_path(
+      lambda p, x: 2.0 * jax.random.normal(next(keys), x.shape) if 'time_bias' in jax.tree_util.keystr(p) else x,
+      variables)
 
 
 @pytest.fixture(scope='module')
@@ -37,6 +50,7 @@ def tiny():
   rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
   variables = nn.meta.unbox(model.init(rngs, jnp.zeros((1, 2 * T, cfg.n_mels)),
                                        jnp.zeros((1, L), jnp.int32), train=False))
+  variables = _randomize_time_bias(variables)
   hcond = jax.random.normal(jax.random.PRNGKey(1), (B, T, cfg.d_model))
   return model, variables, hcond
 
@@ -49,9 +63,10 @@ def _jitted(model, max_len, recompute=False):
 
 @functools.lru_cache(maxsize=None)
 def _jitted_score(model):
-  def score(v, h, tokens):
+  def score(v, h, tokens, times):
     cond = model.apply(v, h, method=models.PairAlign.condition)
-    return model.apply(v, cond, sequences.shift_right(tokens, VOCAB), False, method=models.PairAlign.score)
+    return model.apply(v, cond, sequences.shift_right(tokens, VOCAB), False, decode.shift_times(times),
+                       method=models.PairAlign.score)
   return jax.jit(score)
 
 
@@ -126,12 +141,22 @@ def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
   if max_len == L:   # the construction gives rows that end early, not at once (tiny model: checked)
     assert any(0 < out.lengths[b] < max_len for b in (2, 3)), out.lengths
 
-  logits, times = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens))
+  # Teacher forcing with the decode's own times as the input times reproduces every step.
+  logits, times = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times))
   logits, times = np.asarray(logits), np.asarray(times)
   mask = np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
   assert mask.sum() == (out.lengths + out.terminated).sum()
   np.testing.assert_allclose(out.logits[mask], logits[mask], atol=1e-4, rtol=0)
   np.testing.assert_allclose(out.times[mask], times[mask], atol=1e-4, rtol=0)
+  # Forced decoding of the same tokens (how Tokenizer.score runs) gives the same logits and times.
+  forced_logits, forced_times = jax.jit(functools.partial(decode.forced_decode, model))(
+      variables, hcond, jnp.asarray(out.tokens))
+  np.testing.assert_allclose(np.asarray(forced_logits)[mask], out.logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+  # The times matter: teacher forcing with all input times at 0 gives other logits.
+  zero_logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.zeros(out.times.shape))
+  if max_len > 1:
+    assert not np.allclose(np.asarray(zero_logits)[mask], out.logits[mask], atol=1e-3)
 
   # Greedy: each emitted token is the argmax of the biased logits (BOS/PAD never chosen).
   biased = out.logits.copy()

@@ -16,7 +16,7 @@ from pairalign_jax.evaluation import report as report_lib
 from pairalign_jax.tokenizer import Tokenizer
 import tokenizer_test
 
-NAMES = ('pairalign', 'vq', 'kmeans')
+NAMES = ('pairalign', 'vq', 'kmeans', 'vq_groups')   # vq_groups: the tiny config has targets.code_groups > 0
 EVAL_SET_KEYS = {'num_items', 'num_queries', 'num_segments', 'segment_seconds', 'sample_rate',
                  'sweep_items', 'sweep_shifts_ms', 'ties'}
 # report.py's docstring: the stable keys of every tokenizer's block.

@@ -19,7 +19,7 @@ B, F, M, L, K = 3, 50, 80, 12, 16   # 0.5 s of 10 ms frames
 def tiny_cfg(**kw) -> models.ModelConfig:
   config = default_config.get_config()
   config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=2, dec_layers=2,
-                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16)
+                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, time_bias_frames=0)
   return dataclasses.replace(models.ModelConfig.from_config(config), **kw)
 
 
@@ -397,3 +397,26 @@ def test_diversity_loss_formula_and_collapse(tiny):
   assert 0.0 <= float(vq.diversity_loss) < float(collapsed.diversity_loss) < 1.0
   grad = jax.grad(lambda x: model.apply(v, x, method=models.PairAlign.quantize).diversity_loss)(h)
   assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).max()) > 0
+
+
+# ------------------------------------------------------------------------ location-aware decoder
+def test_location_bias_follows_the_input_times():
+  cfg = tiny_cfg(time_bias_frames=8)
+  model, _, v = init(cfg)
+  table = [x for p, x in jax.tree_util.tree_flatten_with_path(v)[0] if 'time_bias' in jax.tree_util.keystr(p)]
+  assert len(table) == 1 and table[0].shape == (cfg.dec_layers, 17, cfg.num_heads)
+  prior = np.asarray(table[0][0])                                   # [17, H]: peaks after offset 0
+  assert np.all(np.argmax(prior, axis=0) - 8 >= 2) and np.all(np.argmax(prior, axis=0) - 8 <= 6)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  inputs = _shift_right(_tokens(3, B, [L - 1] * B))
+  with pytest.raises(ValueError, match='time of every input token'):
+    model.apply(v, cond, inputs, False, method=models.PairAlign.score)
+  with pytest.raises(ValueError, match='input times must have shape'):
+    model.apply(v, cond, inputs, False, jnp.zeros((B, L - 1)), method=models.PairAlign.score)
+  # At init the attention sits a few frames after each input token's time, wherever that is.
+  for start in (0.05, 0.2):
+    in_times = jnp.broadcast_to(start + 0.02 * jnp.arange(L, dtype=jnp.float32), (B, L))
+    _, times = model.apply(v, cond, inputs, False, in_times, method=models.PairAlign.score)
+    lag = np.asarray(times) - np.asarray(in_times)
+    assert np.all(lag > 0.0) and np.all(lag < 0.2), lag

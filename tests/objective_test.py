@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 
 from configs import default as default_config
+from pairalign_jax import code_groups
 from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import objective
@@ -38,6 +39,7 @@ def tiny_config(**loss):
   config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1,
                       codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
   config.targets.min_run_frames = 2
+  config.targets.code_groups = 4
   config.loss.update(loss)
   return config
 
@@ -83,7 +85,7 @@ def setup():
   energy = np.full((2 * B, F), -20.0, np.float32)
   energy[:, 10:41] = 0.0                                       # voiced 0.10 .. 0.41 s
   mels = {'mel_in': mel, 'mel_clean': mel, 'energy': jnp.asarray(energy)}
-  keys = dict(zip(('dropout', 'vq', 'corrupt', 'negatives'), jax.random.split(jax.random.PRNGKey(2), 4)))
+  keys = dict(zip(('dropout', 'vq', 'corrupt', 'negatives', 'jitter'), jax.random.split(jax.random.PRNGKey(2), 5)))
   return model, variables, mels, keys
 
 
@@ -154,10 +156,10 @@ def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
   elif stage == 1:
     assert {'recon', 'commit', 'code_pred', 'cross_tf', 'length', 'timing', 'monotonic',
             'coverage'} <= set(terms)
-    assert not set(terms) & {'contrast', 'antibypass', 'self_tf'}   # stage 2 only / weight 0
+    assert 'self_tf' in terms                                       # on by default
+    assert not set(terms) & {'contrast', 'antibypass'}              # stage 2 only
   else:
-    assert {'cross_tf', 'contrast', 'antibypass', 'timing', 'coverage'} <= set(terms)
-    assert 'self_tf' not in terms                                  # weight 0 by default
+    assert {'cross_tf', 'self_tf', 'contrast', 'antibypass', 'timing', 'coverage'} <= set(terms)
   assert all(v.shape == () for v in terms.values())
   assert aux['codes'].shape == (2 * B, F // 2)
 
@@ -200,7 +202,9 @@ def test_cross_tf_is_the_cross_paired_likelihood(setup):
   np.testing.assert_array_equal(rows[:B], tgt.tokens[:B])
   np.testing.assert_array_equal(rows[B:2 * B], tgt.tokens[B:])
   mask = cap['ll_mask']
-  np.testing.assert_array_equal(mask.sum(1), tgt.lengths[np.r_[0:2 * B]] + (tgt.lengths < L))
+  np.testing.assert_array_equal(mask.sum(1)[:2 * B], tgt.lengths + (tgt.lengths < L))
+  # The self rows (on by default) follow: y1|H1, y2|H2, the same targets.
+  np.testing.assert_array_equal(rows[2 * B:4 * B], tgt.tokens)
   assert terms['cross_tf'] > 0                                     # -log-likelihoods are positive
   # The targets are collapsed VQ codes: runs of the frame codes, EOS, PAD.
   assert np.all(tgt.lengths >= 1) and np.all(tgt.lengths <= L - 1)
@@ -229,12 +233,13 @@ def _scored_rows(setup, settings):
 
 def test_ablation_removes_scored_rows(setup):
   # pos12 + pos21 = 2B; anti-bypass: 2B rolled rows; contrast: B x B (or B x k); self: 2B.
-  assert _scored_rows(setup, settings_for()) == 2 * B + 2 * B + B * B
-  assert _scored_rows(setup, settings_for(contrast_weight=0.0)) == 4 * B
-  assert _scored_rows(setup, settings_for(antibypass_weight=0.0)) == 2 * B + B * B
-  assert _scored_rows(setup, settings_for(contrast_weight=0.0, antibypass_weight=0.0)) == 2 * B
-  assert _scored_rows(setup, settings_for(contrast_negatives=2)) == 4 * B + 2 * B
-  assert _scored_rows(setup, settings_for(self_tf_weight=1.0)) == 2 * B + 2 * B + B * B + 2 * B
+  no_self = dict(self_tf_weight=0.0)
+  assert _scored_rows(setup, settings_for(**no_self)) == 2 * B + 2 * B + B * B
+  assert _scored_rows(setup, settings_for(contrast_weight=0.0, **no_self)) == 4 * B
+  assert _scored_rows(setup, settings_for(antibypass_weight=0.0, **no_self)) == 2 * B + B * B
+  assert _scored_rows(setup, settings_for(contrast_weight=0.0, antibypass_weight=0.0, **no_self)) == 2 * B
+  assert _scored_rows(setup, settings_for(contrast_negatives=2, **no_self)) == 4 * B + 2 * B
+  assert _scored_rows(setup, settings_for()) == 2 * B + 2 * B + B * B + 2 * B
 
 
 def test_sampled_negatives_never_pick_the_positive():
@@ -284,8 +289,17 @@ def test_prefix_corruption_changes_inputs_never_targets(setup):
   # The loss targets are the VQ-derived target sequences, row for row (pos12 = y1, pos21 = y2) ...
   targets, mask = cap['ll_targets'], cap['ll_mask']
   np.testing.assert_array_equal(targets[:2 * B], aux['targets']['tokens'])
-  vocab_codes = objective.vq_targets(jnp.asarray(aux['codes']), settings)
+  vocab_codes = objective.vq_targets(jnp.asarray(aux['codes']), settings, aux['vq_stats'])
   np.testing.assert_array_equal(aux['targets']['tokens'], vocab_codes.tokens)   # from the codes alone
+  # Targets are code groups (targets.code_groups = 4): ids < 4, the codes' groups collapsed.
+  groups = code_groups.groups_from_vq_stats(aux['vq_stats'], 4)
+  grouped = sequences.collapse_runs(code_groups.map_codes(jnp.asarray(aux['codes']), groups), 0.02,
+                                    max_len=L, vocab=VOCAB, min_run_frames=2)[0]
+  np.testing.assert_array_equal(aux['targets']['tokens'], grouped)
+  codes_in_targets = aux['targets']['tokens'][aux['targets']['tokens'] < K]
+  assert codes_in_targets.size and codes_in_targets.max() < 4
+  # Substituted inputs are drawn from the group ids too.
+  assert np.all(cap['corrupt_inputs'][cap['clean_inputs'] != cap['corrupt_inputs']] < 4)
   np.testing.assert_array_equal(aux['targets']['times'], vocab_codes.times)
   # ... and the teacher-forced inputs are the shifted targets with some codes changed.
   clean_in, noisy_in = cap['clean_inputs'], cap['corrupt_inputs']
@@ -324,3 +338,20 @@ def test_settings_from_config_resolve_min_run_frames():
   assert set(weights) == set(objective.TERM_NAMES)
   assert all(weights[n] == 0 for n in objective.TERM_NAMES if n not in objective.STAGE_TERMS[0])
   assert dataclasses.replace(s, weights=tuple((n, 0.0) for n, _ in s.weights)).stage_weights(2)['contrast'] == 0
+
+
+def test_input_times_move_onto_the_condition_views_clock():
+  settings = settings_for()
+  energy = np.full((4, F), -40.0, np.float32)
+  energy[0, 5:25] = 0.0          # view 0 voiced 0.05 .. 0.25 s
+  energy[1, 10:50] = 0.0         # view 1 voiced 0.10 .. 0.50 s (twice as long, later)
+  energy[2:, :] = 0.0
+  times = jnp.asarray([[0.05, 0.15, 0.25, 0.0], [0.05, 0.15, 0.25, 0.0]], jnp.float32)
+  tgt, cnd = jnp.asarray([0, 0]), jnp.asarray([0, 1])
+  out = np.asarray(objective._times_on_condition_clock(times, tgt, cnd, jnp.asarray(energy), settings))
+  np.testing.assert_allclose(out[0], times[0])                      # self row: unchanged
+  start, end = (np.asarray(x) for x in losses.voiced_region(jnp.asarray(energy), 0.01, objective.VOICED_THRESHOLD_DB))
+  expected = start[1] + (np.asarray(times[1, :3]) - start[0]) * (end[1] - start[1]) / (end[0] - start[0])
+  np.testing.assert_allclose(out[1, :3], expected, atol=1e-6)       # linear map of the voiced regions
+  assert out[1, 3] == 0.0                                           # EOS/PAD stay 0
+  assert expected[0] == pytest.approx(start[1]) and expected[2] == pytest.approx(end[1])

@@ -224,6 +224,20 @@ def test_corrupt_inputs_delete_duplicate_never_leak_targets(p_delete, p_duplicat
     assert np.any(codes < pos - 1)                               # some shifted right
 
 
+def test_corrupt_inputs_num_codes_limits_substitutes():
+  rng = np.random.default_rng(5)
+  tokens, lengths = _random_batch(rng, 64, 24)
+  tokens = jnp.where(tokens < VOCAB.codebook_size, tokens % 4, tokens)   # targets use ids 0..3 only
+  mask = sequences.score_mask(tokens, lengths, VOCAB)
+  inputs = np.asarray(sequences.shift_right(tokens, VOCAB))
+  out = np.asarray(sequences.corrupt_inputs(jax.random.key(1), jnp.asarray(inputs), mask, p=0.5,
+                                            vocab=VOCAB, num_codes=4))
+  changed = out != inputs
+  assert changed.any() and np.all(out[changed] < 4)
+  with pytest.raises(ValueError, match='num_codes'):
+    sequences.corrupt_inputs(jax.random.key(1), jnp.asarray(inputs), mask, p=0.5, vocab=VOCAB, num_codes=1)
+
+
 def test_corrupt_inputs_rejects_bad_probabilities():
   x = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match='p_delete'):

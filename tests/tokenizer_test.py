@@ -9,6 +9,7 @@ config would fail. `tiny_workdir(tmp_path_factory)` builds it once for every mod
 (The real training loop writing a checkpoint the tokenizer loads is the slow test at the end.)
 """
 
+import copy
 import json
 import os
 import shutil
@@ -21,8 +22,10 @@ import soxr
 
 from configs import default as default_config
 from pairalign_jax import checkpointing
+from pairalign_jax import code_groups
 from pairalign_jax import decode
 from pairalign_jax import frontend
+from pairalign_jax import sequences
 from pairalign_jax import sharding
 from pairalign_jax import train
 from pairalign_jax.tokenizer import Tokenizer, collapse_codes
@@ -46,6 +49,7 @@ def tiny_config():
   c.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1, codebook_size=K,
                  code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
   c.frontend.n_mels = 40
+  c.targets.code_groups = 4
   c.length.target_rate = 4.0          # 4 tokens/s x 3 s + EOS <= L
   c.data.synthetic.update(num_train_speakers=2, num_heldout_speakers=3, num_train_sentences=3,
                           num_heldout_sentences=3, train_size=16)
@@ -407,6 +411,32 @@ def test_vq_tokenize(tok, waves):
     seq, centres = collapse_codes(codes[i])
     assert seq == out.tokens[i]
     np.testing.assert_allclose(out.times[i], (centres + 0.5) * frame, atol=1e-6)
+
+
+def test_vq_group_tokenize_is_the_stage1_target_recipe(tok, waves):
+  groups_n = int(tok.config.targets.code_groups)
+  min_run = int(tok.config.targets.min_run_frames)
+  assert 2 <= groups_n < K and min_run >= 1
+  out = tok.vq_group_tokenize(waves)
+  vq = tok.vq_tokenize(waves)
+  groups = code_groups.groups_from_vq_stats(tok.variables['vq_stats'], groups_n)
+  codes = tok._vq_codes(tok.variables, jnp.asarray(tok.prepare(waves[:4])))
+  pruned = np.asarray(sequences.prune_short_runs(code_groups.map_codes(codes, groups), min_run))
+  for i, (seq, times) in enumerate(zip(out.tokens, out.times)):
+    assert all(0 <= t < groups_n for t in seq) and all(a != b for a, b in zip(seq, seq[1:]))
+    assert 1 <= len(seq) <= len(vq.tokens[i])                     # never longer than the codes
+    assert times.shape == (len(seq),) and np.all(np.diff(times) > 0)
+    if i < 4:
+      assert seq == collapse_codes(pruned[i])[0]
+  no_groups = Tokenizer(_with(tok.config, code_groups=0), tok.variables)
+  with pytest.raises(ValueError, match='code_groups'):
+    no_groups.vq_group_tokenize(waves[:1])
+
+
+def _with(config, **targets):
+  config = copy.deepcopy(config)
+  config.targets.update(targets)
+  return config
 
 
 # ---------------------------------------------------------------------------------- long audio

@@ -6,7 +6,8 @@ writes into `outdir`:
 * `report.json` — the report with numpy values made plain and NaN written as null. Keys:
     eval_set: {num_items, num_queries, num_segments, segment_seconds, sample_rate, sweep_items,
                sweep_shifts_ms, ties}
-    tokenizers: {<name>: {
+    tokenizers: {<name>: {    # 'pairalign', 'vq', 'kmeans'; 'vq_groups' (the stage-1 targets)
+                              # when the model has targets.code_groups > 0
         tokens_per_second, vocab_usage, unigram_perplexity, unique_ratio,
         termination_rate (null: not a decoder),
         length_mean, length_std, length_min, length_median, length_max,
@@ -44,8 +45,9 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-DISPLAY_NAMES = {'pairalign': 'PairAlign', 'vq': 'VQ', 'kmeans': 'k-means'}
-_ORDER = ('pairalign', 'vq', 'kmeans')
+DISPLAY_NAMES = {'pairalign': 'PairAlign', 'vq': 'VQ', 'kmeans': 'k-means',
+                 'vq_groups': 'VQ groups (stage-1 targets)'}
+_ORDER = ('pairalign', 'vq', 'kmeans', 'vq_groups')
 
 # (key path in a tokenizer's block, row label, format)
 TABLE_ROWS = (
