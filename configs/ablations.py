@@ -2,8 +2,12 @@
 
 Pick one with a config argument: `--config=configs/ablations.py:no_contrast`; run them all with
 `launch/ablations.sh WORKROOT`. `--config=configs/ablations.py` alone is the full model.
+A `@demo` suffix (`configs/ablations.py:no_contrast@demo`) applies the same switch to the demo's
+budget (`configs/demo.py`, 360 steps, about 7 minutes on 2 CPU cores) instead of `synthetic.py`'s:
+`ABLATION_BUDGET=demo launch/ablations.sh WORKROOT`.
 """
 
+from configs import demo
 from configs import synthetic
 
 # name -> (dotted key, value) overrides applied on top of configs/synthetic.py
@@ -12,7 +16,10 @@ ABLATIONS = {
     'no_contrast': (('loss.contrast_weight', 0.0),),
     'no_antibypass': (('loss.antibypass_weight', 0.0),),
     'no_prefix_corruption': (('loss.prefix_corruption', 0.0),),
-    'no_cross_tf': (('loss.cross_tf_weight', 0.0), ('loss.self_tf_weight', 1.0)),
+    'no_cross_tf': (('loss.cross_tf_weight', 0.0),),
+    'no_self_tf': (('loss.self_tf_weight', 0.0),),   # timing then on the cross rows
+    'no_code_groups': (('targets.code_groups', 0),),  # targets are the raw VQ codes
+    'no_time_bias': (('model.time_bias_frames', 0),),  # decoder without the location bias
     'no_timing': (('loss.timing_weight', 0.0), ('loss.monotonic_weight', 0.0)),
     'no_coverage': (('loss.coverage_weight', 0.0),),
     'no_length_control': (('length.controller_gain', 0.0), ('loss.length_weight', 0.0)),
@@ -24,9 +31,13 @@ ABLATIONS = {
 
 
 def get_config(name: str = 'full'):
+  name, _, budget = name.partition('@')
   if name not in ABLATIONS:
     raise ValueError(f'Unknown ablation {name!r}; choose one of {sorted(ABLATIONS)}')
-  config = synthetic.get_config()
+  budgets = {'': synthetic, 'synthetic': synthetic, 'demo': demo}
+  if budget not in budgets:
+    raise ValueError(f"Unknown budget {budget!r} in the ablation name: '@demo' or none")
+  config = budgets[budget].get_config()
   for dotted, value in ABLATIONS[name]:
     node = config
     *parents, leaf = dotted.split('.')

@@ -43,6 +43,15 @@ def test_every_ablation_validates_and_differs(name):
 def test_unknown_ablation():
   with pytest.raises(ValueError, match='no_such'):
     ablations.get_config('no_such')
+  with pytest.raises(ValueError, match='budget'):
+    ablations.get_config('no_contrast@huge')
+
+
+def test_demo_budget_ablation_is_the_demo_with_one_switch():
+  config = ablations.get_config('no_contrast@demo')
+  cv.validate_config(config)
+  assert config.num_train_steps == demo.get_config().num_train_steps
+  assert config.loss.contrast_weight == 0.0 and ablations.get_config('full@demo').loss.contrast_weight > 0
 
 
 def _mutate(dotted, value):
