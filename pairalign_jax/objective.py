@@ -2,8 +2,11 @@
 
 Stages (DESIGN §3):
   0  VQ prior: mel reconstruction + commitment + codebook diversity + cross-view code prediction.
-  1  + decoder on VQ-derived targets: cross-paired teacher forcing with prefix corruption,
-     timing recovery (run centres), monotonicity, coverage, length head.
+  1  + decoder on VQ-derived targets (the teacher's codes, mapped to code groups when
+     `targets.code_groups` > 0): cross-paired teacher forcing with prefix corruption, self rows
+     y_v|H_v (where the timing loss is supervised, on one clock), timing recovery (run centres),
+     monotonicity, coverage, length head. The location-aware decoder (`model.time_bias_frames`)
+     gets each input token's time, mapped onto the condition view's clock for cross rows.
   2  + EMA-teacher targets mixed in by the ramp alpha(step), likelihood contrast,
      anti-bypass margin; the teacher's EOS bias is driven by the length controller (train.py).
 

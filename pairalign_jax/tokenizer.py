@@ -251,27 +251,22 @@ class Tokenizer:
 
   def vq_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
     """The stage-0 baseline: frame VQ codes with consecutive repeats collapsed (run-centre times)."""
-    waves = self.prepare(waveforms, sample_rate)
-    tokens, times = [], []
-    for _, batch, n in self._batches(waves):
-      codes = np.asarray(jax.device_get(self._vq_codes(self.variables, jnp.asarray(batch))))
-      for row in range(n):
-        seq, centres = collapse_codes(codes[row])
-        tokens.append(seq)
-        times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
-    return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
+    return self._collapsed_frame_codes(self._vq_codes, waveforms, sample_rate)
 
   def vq_group_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
     """The stage-1 targets as a tokenizer: frame codes mapped to their code group
     (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed.
     Shows how much the decoder adds to (or loses from) what it was first trained to write."""
-    num_groups = int(self.config.targets.get('code_groups', 0))
-    if num_groups <= 0:
+    if int(self.config.targets.get('code_groups', 0)) <= 0:
       raise ValueError('vq_group_tokenize needs targets.code_groups > 0 in the model config')
+    return self._collapsed_frame_codes(self._group_codes, waveforms, sample_rate)
+
+  def _collapsed_frame_codes(self, codes_fn, waveforms, sample_rate) -> TokenizerOutput:
+    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre times."""
     waves = self.prepare(waveforms, sample_rate)
     tokens, times = [], []
     for _, batch, n in self._batches(waves):
-      codes = np.asarray(jax.device_get(self._group_codes(self.variables, jnp.asarray(batch))))
+      codes = np.asarray(jax.device_get(codes_fn(self.variables, jnp.asarray(batch))))
       for row in range(n):
         seq, centres = collapse_codes(codes[row])
         tokens.append(seq)
