@@ -485,17 +485,17 @@ class DecoderLayer(nn.Module):
     y = _layer_norm(cfg, 'ln_cross')(x)
     q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'cross_query')(y)
     ck, cv = layer_in['k'], layer_in['v']                                             # [B,H,T,hd]
+    centres = frame_centres(ck.shape[2], cfg.frame_seconds)                           # [T]
     bias = None
     if cfg.time_bias_frames > 0:
       r = cfg.time_bias_frames
       table = self.param('time_bias', nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
                          (2 * r + 1, h))
-      centres = frame_centres(ck.shape[2], cfg.frame_seconds)                         # [T]
       offset = (centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]) / cfg.frame_seconds
       idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r                   # [B,Lq,T]
       bias = jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)    # [B,H,Lq,T]
     w = _attention_weights(q, ck, None, bias)                                         # [B,H,Lq,T]
-    out['times'] = jnp.einsum('bhqt,t->bq', w, frame_centres(ck.shape[2], cfg.frame_seconds)) / h
+    out['times'] = jnp.einsum('bhqt,t->bq', w, centres) / h
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
     o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(cv.dtype), cv)
     o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'cross_out', axis=(-2, -1))(o)

@@ -124,18 +124,24 @@ def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
   return mel_in, clean, energy
 
 
-def vq_targets(codes, settings: ObjectiveSettings, vq_stats=None) -> Targets:
-  """VQ codes [N, T] -> target sequences (stop-gradient): codes mapped to their code group when
-  ``settings.code_groups > 0`` (groups of the codebook in ``vq_stats``), then run-pruned and collapsed."""
-  vocab = vocab_lib.Vocab(settings.codebook_size)
+def target_frame_codes(codes, settings: ObjectiveSettings, vq_stats=None):
+  """VQ frame codes [N, T] -> the frame codes the targets collapse (stop-gradient): mapped to their
+  code group when ``settings.code_groups > 0`` (groups of the codebook in ``vq_stats``), then runs
+  shorter than ``settings.min_run_frames`` merged into a neighbour. [N, T] int32."""
   codes = jax.lax.stop_gradient(codes)
   if settings.code_groups > 0:
     if vq_stats is None:
-      raise ValueError('vq_targets: targets.code_groups > 0 needs the vq_stats holding the codebook')
+      raise ValueError('target_frame_codes: targets.code_groups > 0 needs the vq_stats holding the codebook')
     codes = code_groups.map_codes(codes, code_groups.groups_from_vq_stats(vq_stats, settings.code_groups))
+  return sequences.prune_short_runs(codes, settings.min_run_frames)
+
+
+def vq_targets(codes, settings: ObjectiveSettings, vq_stats=None) -> Targets:
+  """VQ codes [N, T] -> target sequences: :func:`target_frame_codes`, repeats collapsed."""
+  vocab = vocab_lib.Vocab(settings.codebook_size)
   tokens, lengths, times, _ = sequences.collapse_runs(
-      codes, settings.frame_seconds, max_len=settings.max_len, vocab=vocab,
-      min_run_frames=settings.min_run_frames)
+      target_frame_codes(codes, settings, vq_stats), settings.frame_seconds,
+      max_len=settings.max_len, vocab=vocab)
   return Targets(tokens=tokens, lengths=lengths, times=times)
 
 
@@ -180,7 +186,7 @@ def _row_pairs(b: int, stage: int, settings: ObjectiveSettings, rng):
   return jnp.concatenate(tgt), jnp.concatenate(cnd), blocks
 
 
-def _times_on_condition_clock(times, tgt_idx, cnd_idx, energy, settings: ObjectiveSettings):
+def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end, settings: ObjectiveSettings):
   """Target token times [R, L] (on the target view's clock) -> on the condition view's clock.
 
   The location-aware decoder is told where each input token is in *its condition's* audio. For a
@@ -188,11 +194,11 @@ def _times_on_condition_clock(times, tgt_idx, cnd_idx, energy, settings: Objecti
   speed, or another speaker) the exact correspondence is unknown, so the time is mapped linearly
   from the target view's voiced region onto the condition view's voiced region (this absorbs
   shifts, speed changes and a speaker's overall rate). The mapping is the identity when the
-  target and condition view are the same. Returns [R, L] seconds (stop-gradient).
+  target and condition view are the same. voiced_start, voiced_end: [2B] seconds
+  (`losses.voiced_region` of the views). Returns [R, L] seconds (stop-gradient).
   """
-  start, end = losses.voiced_region(energy, settings.mel_frame_seconds, VOICED_THRESHOLD_DB)   # [2B]
-  ts, te = jnp.take(start, tgt_idx)[:, None], jnp.take(end, tgt_idx)[:, None]                  # [R,1]
-  cs, ce = jnp.take(start, cnd_idx)[:, None], jnp.take(end, cnd_idx)[:, None]
+  ts, te = jnp.take(voiced_start, tgt_idx)[:, None], jnp.take(voiced_end, tgt_idx)[:, None]    # [R,1]
+  cs, ce = jnp.take(voiced_start, cnd_idx)[:, None], jnp.take(voiced_end, cnd_idx)[:, None]
   scale = (ce - cs) / jnp.maximum(te - ts, settings.frame_seconds)
   mapped = cs + (times - ts) * scale
   mapped = jnp.where((tgt_idx == cnd_idx)[:, None], times, mapped)
@@ -272,10 +278,13 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
         rngs['corrupt'], inputs, mask, p=settings.prefix_corruption, vocab=vocab,
         p_delete=settings.corruption_delete, p_duplicate=settings.corruption_duplicate,
         num_codes=settings.code_groups or None)
+  # Voiced region of every view [2B] (seconds): bounds the coverage term, maps input times.
+  voiced_start, voiced_end = losses.voiced_region(batch_mels['energy'], settings.mel_frame_seconds,
+                                                  VOICED_THRESHOLD_DB)
   input_times = None
   if model.cfg.time_bias_frames > 0:
     row_times = _times_on_condition_clock(jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx,
-                                          batch_mels['energy'], settings)                   # [R, L]
+                                          voiced_start, voiced_end, settings)               # [R, L]
     if train and settings.time_jitter_seconds > 0:
       # In decoding the input times are the decoder's own (imperfect) times: train it to find the
       # next token from an approximate anchor rather than trusting an exact one (exposure bias).
@@ -326,9 +335,7 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     terms['monotonic'] = losses.monotonic_penalty(pos_times, code_mask)
   if weights['coverage'] > 0:
     # The voiced region of each row's condition view bounds its times.
-    energy = batch_mels['energy']
-    start, end = losses.voiced_region(energy, settings.mel_frame_seconds, VOICED_THRESHOLD_DB)   # [2B]
-    cond_start, cond_end = jnp.take(start, cond_view), jnp.take(end, cond_view)
+    cond_start, cond_end = jnp.take(voiced_start, cond_view), jnp.take(voiced_end, cond_view)
     terms['coverage'] = losses.coverage_loss(pos_times, code_mask, cond_start, cond_end,
                                              settings.max_gap_seconds)
   return terms, aux

@@ -51,11 +51,11 @@ import numpy as np
 import soxr
 
 from pairalign_jax import checkpointing
-from pairalign_jax import code_groups
 from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
 from pairalign_jax import models
+from pairalign_jax import objective
 from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
@@ -182,15 +182,10 @@ class Tokenizer:
     return self.model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
 
   def _target_codes(self, variables, h):
-    """Frame codes [B, T] as the stage-1 targets were made: code groups (if any), short runs merged."""
+    """Frame codes [B, T] as the stage-1 targets were made (`objective.target_frame_codes`)."""
     codes = self.model.apply(variables, h, train=False, method=models.PairAlign.quantize).codes
-    num_groups = int(self.config.targets.get('code_groups', 0))
-    if num_groups > 0:
-      codes = code_groups.map_codes(codes, code_groups.groups_from_vq_stats(variables['vq_stats'], num_groups))
-    min_run = int(self.config.targets.min_run_frames)
-    if min_run < 0:
-      min_run = sequences.min_run_frames_for_rate(self.config.length.target_rate, self.frame_seconds)
-    return sequences.prune_short_runs(codes, min_run)
+    settings = objective.ObjectiveSettings.from_config(self.config)
+    return objective.target_frame_codes(codes, settings, variables['vq_stats'])
 
   def _encode_decode_impl(self, variables, waves, eos_bias):
     h = self._encode(variables, waves)

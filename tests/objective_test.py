@@ -348,9 +348,9 @@ def test_input_times_move_onto_the_condition_views_clock():
   energy[2:, :] = 0.0
   times = jnp.asarray([[0.05, 0.15, 0.25, 0.0], [0.05, 0.15, 0.25, 0.0]], jnp.float32)
   tgt, cnd = jnp.asarray([0, 0]), jnp.asarray([0, 1])
-  out = np.asarray(objective._times_on_condition_clock(times, tgt, cnd, jnp.asarray(energy), settings))
-  np.testing.assert_allclose(out[0], times[0])                      # self row: unchanged
   start, end = (np.asarray(x) for x in losses.voiced_region(jnp.asarray(energy), 0.01, objective.VOICED_THRESHOLD_DB))
+  out = np.asarray(objective._times_on_condition_clock(times, tgt, cnd, jnp.asarray(start), jnp.asarray(end), settings))
+  np.testing.assert_allclose(out[0], times[0])                      # self row: unchanged
   expected = start[1] + (np.asarray(times[1, :3]) - start[0]) * (end[1] - start[1]) / (end[0] - start[0])
   np.testing.assert_allclose(out[1, :3], expected, atol=1e-6)       # linear map of the voiced regions
   assert out[1, 3] == 0.0                                           # EOS/PAD stay 0

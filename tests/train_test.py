@@ -90,24 +90,9 @@ def waves(seed, batch=8):
   return {'view1': v1.astype(np.float32), 'view2': v2.astype(np.float32)}
 
 
-@pytest.fixture
-def record_batches(monkeypatch):
-  """Records the dataset 'index' of every batch the train loop feeds to the step."""
-  seen = []
-  real = train.Trainer.device_batch
-
-  def device_batch(self, local_batch):
-    seen.append(np.asarray(local_batch['index']).copy())
-    return real(self, local_batch)
-
-  monkeypatch.setattr(train.Trainer, 'device_batch', device_batch)
-  return seen
-
-
-@pytest.fixture(scope='module')
-def reference(tmp_path_factory):
-  """An uninterrupted N-step run through all three stages (and what it compiled and read)."""
-  mp = pytest.MonkeyPatch()
+def _record_device_batches(mp) -> list:
+  """Patches `Trainer.device_batch` (through MonkeyPatch `mp`) to record the dataset 'index' of
+  every batch the train loop feeds to the step; returns the list it appends to."""
   seen = []
   real = train.Trainer.device_batch
 
@@ -116,6 +101,20 @@ def reference(tmp_path_factory):
     return real(self, local_batch)
 
   mp.setattr(train.Trainer, 'device_batch', device_batch)
+  return seen
+
+
+@pytest.fixture
+def record_batches(monkeypatch):
+  """Records the dataset 'index' of every batch the train loop feeds to the step."""
+  return _record_device_batches(monkeypatch)
+
+
+@pytest.fixture(scope='module')
+def reference(tmp_path_factory):
+  """An uninterrupted N-step run through all three stages (and what it compiled and read)."""
+  mp = pytest.MonkeyPatch()
+  seen = _record_device_batches(mp)
   try:
     before = dict(train.TRACE_COUNT)
     workdir = str(tmp_path_factory.mktemp('reference'))
