@@ -19,7 +19,8 @@ ABLATIONS = {
     'no_cross_tf': (('loss.cross_tf_weight', 0.0),),
     'no_self_tf': (('loss.self_tf_weight', 0.0),),   # timing then on the cross rows
     'no_code_groups': (('targets.code_groups', 0),),  # targets are the raw VQ codes
-    'no_time_bias': (('model.time_bias_frames', 0),),  # decoder without the location bias
+    # decoder without the location bias (and so without input times to train on)
+    'no_time_bias': (('model.time_bias_frames', 0), ('loss.own_time_prob', 0.0)),
     'no_timing': (('loss.timing_weight', 0.0), ('loss.monotonic_weight', 0.0)),
     'no_coverage': (('loss.coverage_weight', 0.0),),
     'no_length_control': (('length.controller_gain', 0.0), ('loss.length_weight', 0.0)),

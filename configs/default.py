@@ -110,6 +110,10 @@ def get_config() -> ml_collections.ConfigDict:
   # Std (seconds) of Gaussian noise on the location-aware decoder's teacher-forced input times: in
   # decoding they are its own times, so it must not rely on exact anchors (model.time_bias_frames).
   config.loss.time_jitter_seconds = 0.04
+  # Exposure bias in the time channel: this share of rows is trained on the decoder's own input
+  # times, from `own_time_passes` stop-gradient forward passes (objective._own_input_times).
+  config.loss.own_time_prob = 0.0
+  config.loss.own_time_passes = 1
   config.loss.timing_weight = 0.1       # token times vs VQ run centres (stage 1) / teacher times (stage 2)
   config.loss.monotonic_weight = 0.1    # times must not go backwards
   config.loss.coverage_weight = 0.1     # token times must span the voiced region
@@ -120,6 +124,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.length.target_rate = 12.7      # tokens per second (paper: 12.71)
   config.length.controller_gain = 0.05  # EOS-bias step per token of mean-length error
   config.length.bias_limit = 8.0        # |EOS bias| clip
+  # The controller never lowers the bias while fewer of the teacher's decodes than this end with
+  # EOS: a mean length is otherwise met by short strings mixed with loops (losses.eos_bias_update).
+  config.length.min_termination = 0.98
 
   # ---------------------------------------------------------------- stages and EMA teacher
   config.schedule = ml_collections.ConfigDict()

@@ -151,6 +151,13 @@ def validate_config(config: ml_collections.ConfigDict,
            f'must be < config.batch_size ({config.batch_size})')
   _require(config.loss.antibypass_margin >= 0, 'config.loss.antibypass_margin', 'must be >= 0')
   _require(config.loss.max_gap_seconds > 0, 'config.loss.max_gap_seconds', 'must be positive')
+  _require(config.loss.time_jitter_seconds >= 0, 'config.loss.time_jitter_seconds', 'must be >= 0')
+  _require(0.0 <= config.loss.own_time_prob <= 1.0, 'config.loss.own_time_prob',
+           f'must be a fraction in [0, 1], got {config.loss.own_time_prob}')
+  _require(config.loss.own_time_passes >= 1, 'config.loss.own_time_passes',
+           f'must be >= 1, got {config.loss.own_time_passes}')
+  _require(config.loss.own_time_prob == 0 or config.model.time_bias_frames > 0, 'config.loss.own_time_prob',
+           'needs the location-aware decoder (config.model.time_bias_frames > 0): only it reads input times')
   _require(config.targets.min_run_frames == -1 or config.targets.min_run_frames >= 1,
            'config.targets.min_run_frames', 'must be -1 (derive from the target rate) or >= 1')
   groups = config.targets.code_groups
@@ -165,6 +172,8 @@ def validate_config(config: ml_collections.ConfigDict,
   _require(config.length.target_rate > 0, 'config.length.target_rate', 'must be positive')
   _require(config.length.controller_gain >= 0, 'config.length.controller_gain', 'must be >= 0')
   _require(config.length.bias_limit >= 0, 'config.length.bias_limit', 'must be >= 0')
+  _require(0.0 <= config.length.min_termination <= 1.0, 'config.length.min_termination',
+           f'must be a fraction in [0, 1], got {config.length.min_termination}')
 
   # Schedule.
   s = config.schedule

@@ -263,14 +263,24 @@ def length_loss(pred_len: Array, lengths: Array, beta: float = 0.1) -> Array:
 
 
 def eos_bias_update(bias: Array, mean_length: Array, target_length: float, gain: float,
-                    limit: float) -> Array:
+                    limit: float, termination_rate: Optional[Array] = None,
+                    min_termination: float = 0.0) -> Array:
   """Proportional length controller for the teacher's EOS-logit bias (DESIGN §3.6).
 
-  ``clip(bias + gain · (mean_length - target_length), -limit, limit)``: the bias is added to the
-  EOS logit, so decodes that are too long raise it (earlier EOS) and too short lower it.
+  ``clip(bias + gain · err, -limit, limit)`` with ``err = mean_length - target_length``: the bias
+  is added to the EOS logit, so decodes that are too long raise it (earlier EOS) and too short
+  lower it. ``mean_length`` should be over the decodes that emitted EOS.
+
+  A mean length can be met by a mixture of short strings and loops that run to L without EOS
+  (measured: 31% of the teacher's decodes looped at a target above its natural rate). So while
+  ``termination_rate < min_termination`` the bias is never lowered:
+  ``err = max(err, 0) + (min_termination - termination_rate) · target_length``.
   """
-  new = bias + gain * (jnp.asarray(mean_length, jnp.float32) - target_length)
-  return jnp.clip(new, -limit, limit).astype(jnp.float32)
+  err = jnp.asarray(mean_length, jnp.float32) - target_length
+  if termination_rate is not None and min_termination > 0:
+    shortfall = min_termination - jnp.asarray(termination_rate, jnp.float32)
+    err = jnp.where(shortfall > 0, jnp.maximum(err, 0.0) + shortfall * target_length, err)
+  return jnp.clip(bias + gain * err, -limit, limit).astype(jnp.float32)
 
 
 # ----------------------------------------------------------------------------- total

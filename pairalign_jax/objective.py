@@ -68,6 +68,8 @@ class ObjectiveSettings:
   freeze_codebook_after_stage0: bool = True
   code_groups: int = 0          # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
   time_jitter_seconds: float = 0.0   # std of the noise on the location-aware decoder's input times
+  own_time_prob: float = 0.0         # share of rows whose input times are the decoder's own (below)
+  own_time_passes: int = 1           # forward passes that produce those times (1 = one step of drift)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -95,6 +97,8 @@ class ObjectiveSettings:
         freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
         code_groups=int(config.targets.code_groups),
         time_jitter_seconds=float(config.loss.time_jitter_seconds),
+        own_time_prob=float(config.loss.own_time_prob),
+        own_time_passes=int(config.loss.own_time_passes),
     )
 
   def weight(self, name: str) -> float:
@@ -205,6 +209,30 @@ def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end,
   return jax.lax.stop_gradient(jnp.where(times > 0, mapped, 0.0))
 
 
+def _own_input_times(model, variables, cond, cnd_idx, inputs, true_input_times, rng,
+                     settings: ObjectiveSettings):
+  """Input times [R, L] where a share of rows carry the decoder's *own* times (exposure bias).
+
+  Teacher forcing tells the location-aware decoder where the previous token truly was; greedy
+  decoding tells it where the decoder itself put it, and the error compounds (measured: token-time
+  error 0.04 s with true times, 0.34 s with its own). Here the decoder is run forward
+  (stop-gradient, no dropout) `own_time_passes` times, each pass fed the previous pass's output
+  times, and a random `own_time_prob` share of rows is then trained on those times, so that it
+  learns to find the next token from where it actually is rather than from an exact anchor.
+  inputs: [R, L] (already corrupted); true_input_times: [R, L] (shifted). Returns [R, L] seconds.
+  """
+  hcond = models.gather_condition(cond, cnd_idx)
+  times_in = true_input_times
+  for _ in range(settings.own_time_passes):
+    _, own = model.apply(variables, hcond, inputs, train=False, input_times=times_in,
+                         method=models.PairAlign.score)                         # [R, L]
+    own = jnp.where(true_input_times > 0, decode.shift_times(own), 0.0)    # PAD/BOS stay at 0
+    # A pass takes over only where it is used: later passes compound the earlier passes' drift.
+    times_in = jax.lax.stop_gradient(own)
+  use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
+  return jnp.where(use_own, times_in, true_input_times)
+
+
 def _block(x, blocks, name):
   start, size = blocks[name]
   return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
@@ -219,7 +247,8 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     batch_mels: {'mel_in': [2B, F, M] (views stacked [v1; v2], possibly SpecAugmented),
                  'mel_clean': [2B, F, M], 'energy': [2B, F]}.
     targets_override: stage-2 targets (already mixed VQ/teacher), or None to use VQ targets.
-    rngs: 'dropout', 'vq', 'corrupt', 'negatives', and 'jitter' when settings.time_jitter_seconds > 0.
+    rngs: 'dropout', 'vq', 'corrupt', 'negatives'; 'jitter' when settings.time_jitter_seconds > 0,
+      'own_times' when settings.own_time_prob > 0 (training only).
   Returns:
     terms: every name in TERM_NAMES that is active and weighted (scalars).
     aux: 'vq_stats' (updated), 'codes' [2B, T], 'targets' (Targets), 'perplexity', ...
@@ -291,6 +320,9 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
       noise = settings.time_jitter_seconds * jax.random.normal(rngs['jitter'], row_times.shape)
       row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
     input_times = decode.shift_times(row_times)
+    if train and settings.own_time_prob > 0:
+      input_times = _own_input_times(model, variables, cond, cnd_idx, inputs, input_times,
+                                     rngs['own_times'], settings)
   logits, times = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=train,
                               input_times=input_times, method=models.PairAlign.score,
                               rngs={'dropout': rngs['dropout']})

@@ -118,8 +118,8 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
   TRACE_COUNT[stage] += 1
   fcfg = frontend.FrontendConfig.from_config(config)
   rng, step_rng = jax.random.split(state.rng)
-  keys = dict(zip(('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix', 'jitter'),
-                  jax.random.split(step_rng, 7)))
+  keys = dict(zip(('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix', 'jitter', 'own_times'),
+                  jax.random.split(step_rng, 8)))
 
   waves = jnp.concatenate([batch['view1'], batch['view2']], axis=0)                 # [2B, S]
   mel_in, mel_clean, energy = objective.view_features(
@@ -148,12 +148,19 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
     targets = objective.Targets(tokens=jax.lax.stop_gradient(tokens), lengths=lengths,
                                 times=jax.lax.stop_gradient(times))
     mean_len = jnp.mean(dec.lengths.astype(jnp.float32))
+    terminated = dec.terminated.astype(jnp.float32)
+    termination_rate = jnp.mean(terminated)
+    # Length of the decodes that ended with EOS (all of them if none did: the rate floor acts then).
+    mean_terminated_len = jnp.where(
+        termination_rate > 0,
+        jnp.sum(dec.lengths * terminated) / jnp.maximum(jnp.sum(terminated), 1.0), mean_len)
     target_len = config.length.target_rate * config.audio.segment_seconds
-    new_eos_bias = losses.eos_bias_update(state.eos_bias, mean_len, target_len,
-                                          config.length.controller_gain, config.length.bias_limit)
+    new_eos_bias = losses.eos_bias_update(state.eos_bias, mean_terminated_len, target_len,
+                                          config.length.controller_gain, config.length.bias_limit,
+                                          termination_rate, config.length.min_termination)
     metrics.update({
         'teacher/tokens_per_second': mean_len / config.audio.segment_seconds,
-        'teacher/termination_rate': jnp.mean(dec.terminated.astype(jnp.float32)),
+        'teacher/termination_rate': termination_rate,
         'teacher/alpha': alpha,
     })
 

@@ -91,10 +91,24 @@ class _null:
     ('targets.code_groups', 1, r'config\.targets\.code_groups'),
     ('targets.code_groups', 100_000, r'config\.targets\.code_groups'),
     ('vq.freeze_after_stage0', False, r'config\.targets\.code_groups.*freeze_after_stage0'),
+    ('loss.own_time_prob', 1.5, r'config\.loss\.own_time_prob'),
+    ('loss.own_time_passes', 0, r'config\.loss\.own_time_passes'),
+    ('loss.time_jitter_seconds', -0.1, r'config\.loss\.time_jitter_seconds'),
+    ('length.min_termination', 1.2, r'config\.length\.min_termination'),
 ])
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):
     cv.validate_config(_mutate(dotted, value))
+
+
+def test_own_times_need_the_location_aware_decoder():
+  config = _mutate('loss.own_time_prob', 0.5)
+  cv.validate_config(config)
+  config.model.time_bias_frames = 0
+  with pytest.raises(cv.ConfigError, match=r'config\.loss\.own_time_prob.*time_bias_frames'):
+    cv.validate_config(config)
+  config.loss.own_time_prob = 0.0
+  cv.validate_config(config)
 
 
 def test_batch_must_divide_data_parallel_size():

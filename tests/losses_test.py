@@ -291,6 +291,20 @@ def test_eos_bias_update_direction_and_clip():
   assert int(decode._choose(logits, jnp.broadcast_to(up, (1,)), done, vocab)[0]) == vocab.eos
 
 
+def test_eos_bias_is_never_lowered_while_decodes_loop():
+  # Terminated decodes too short (5 < 10), but only 70% terminated (floor 0.98): the bias rises by
+  # gain * (0 + 0.28 * 10) instead of falling.
+  got = losses.eos_bias_update(jnp.float32(-1.0), 5.0, 10.0, 0.05, 8.0, jnp.float32(0.7), 0.98)
+  np.testing.assert_allclose(float(got), -1.0 + 0.05 * 0.28 * 10.0, rtol=1e-5)
+  # Too long and looping: both push the same way.
+  got = losses.eos_bias_update(jnp.float32(0.0), 14.0, 10.0, 0.05, 8.0, jnp.float32(0.9), 0.98)
+  np.testing.assert_allclose(float(got), 0.05 * (4.0 + 0.08 * 10.0), rtol=1e-5)
+  # At or above the floor the plain proportional update applies, as does a floor of 0.
+  for rate, floor in ((0.99, 0.98), (0.5, 0.0)):
+    got = losses.eos_bias_update(jnp.float32(0.0), 5.0, 10.0, 0.05, 8.0, jnp.float32(rate), floor)
+    np.testing.assert_allclose(float(got), -0.25, rtol=1e-6)
+
+
 # ----------------------------------------------------------------------------- total
 
 def test_total_from_terms_sums_weighted_and_skips_zero_weights():

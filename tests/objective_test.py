@@ -18,6 +18,7 @@ import pytest
 
 from configs import default as default_config
 from pairalign_jax import code_groups
+from pairalign_jax import decode
 from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import objective
@@ -86,6 +87,7 @@ def setup():
   energy[:, 10:41] = 0.0                                       # voiced 0.10 .. 0.41 s
   mels = {'mel_in': mel, 'mel_clean': mel, 'energy': jnp.asarray(energy)}
   keys = dict(zip(('dropout', 'vq', 'corrupt', 'negatives', 'jitter'), jax.random.split(jax.random.PRNGKey(2), 5)))
+  keys['own_times'] = jax.random.PRNGKey(7)
   return model, variables, mels, keys
 
 
@@ -355,3 +357,45 @@ def test_input_times_move_onto_the_condition_views_clock():
   np.testing.assert_allclose(out[1, :3], expected, atol=1e-6)       # linear map of the voiced regions
   assert out[1, 3] == 0.0                                           # EOS/PAD stay 0
   assert expected[0] == pytest.approx(start[1]) and expected[2] == pytest.approx(end[1])
+
+
+def test_own_input_times_are_the_decoders_own_pass_by_pass(setup):
+  model, variables, mels, _ = setup
+  h = model.apply(variables, mels['mel_in'], train=False, method=models.PairAlign.encode)
+  cond = model.apply(variables, h, method=models.PairAlign.condition)
+  rows = 2 * B
+  cnd_idx = jnp.arange(rows)[::-1]
+  inputs = jax.random.randint(jax.random.PRNGKey(3), (rows, L), 0, K).at[:, 0].set(vocab_lib.Vocab(K).bos)
+  true_times = jnp.tile(jnp.linspace(0.0, 0.4, L)[None], (rows, 1)).at[:, -2:].set(0.0)   # [R, L], PAD at 0
+  rng = jax.random.PRNGKey(5)
+
+  def own(prob, passes):
+    settings = dataclasses.replace(settings_for(), own_time_prob=prob, own_time_passes=passes)
+    return np.asarray(objective._own_input_times(model, variables, cond, cnd_idx, inputs, true_times, rng, settings))
+
+  def one_pass(times_in):
+    _, out = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=False,
+                         input_times=times_in, method=models.PairAlign.score)
+    return jnp.where(true_times > 0, decode.shift_times(out), 0.0)
+
+  first = one_pass(true_times)
+  np.testing.assert_allclose(own(1.0, 1), first, atol=1e-6)
+  np.testing.assert_allclose(own(1.0, 2), one_pass(first), atol=1e-6)     # pass 2 reads pass 1's times
+  assert not np.allclose(own(1.0, 1), true_times, atol=1e-3)            # they are not the true times
+  np.testing.assert_array_equal(own(0.0, 2), true_times)
+  assert (own(1.0, 2)[np.asarray(true_times) == 0] == 0).all()          # BOS / PAD stay at 0
+  mixed = own(0.5, 1)
+  is_own = [np.allclose(r, f, atol=1e-6) for r, f in zip(mixed, np.asarray(first))]
+  is_true = [np.array_equal(r, t) for r, t in zip(mixed, np.asarray(true_times))]
+  assert all(a or b for a, b in zip(is_own, is_true))                   # whole rows, one or the other
+  assert 0 < sum(is_own) < rows
+  np.testing.assert_array_equal(mixed, own(0.5, 1))                     # deterministic in the key
+
+
+def test_own_time_rows_train_with_finite_gradients_and_change_the_loss(setup):
+  base = run(setup, settings_for(), 1, grads=True)
+  own = run(setup, settings_for(own_time_prob=1.0, own_time_passes=2), 1, grads=True)
+  for terms, _, _, jac in (base, own):
+    assert all(np.isfinite(v) for v in terms.values())
+    assert all(np.isfinite(x).all() for x in jax.tree.leaves(jac))
+  assert own[0]['self_tf'] != pytest.approx(base[0]['self_tf'], abs=1e-7)
