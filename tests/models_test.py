@@ -420,3 +420,34 @@ def test_location_bias_follows_the_input_times():
     _, times = model.apply(v, cond, inputs, False, in_times, method=models.PairAlign.score)
     lag = np.asarray(times) - np.asarray(in_times)
     assert np.all(lag > 0.0) and np.all(lag < 0.2), lag
+
+
+def test_token_times_mix_heads_uniformly_at_init_and_as_weighted():
+  head_times = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 4, 5))        # [Ld, B, H, Lq]
+  uniform = models.token_times(head_times, jnp.zeros((2, 4)))
+  np.testing.assert_allclose(uniform, head_times.mean(axis=(0, 2)), rtol=1e-6)
+  # A dominant logit picks that layer's head.
+  logits = jnp.zeros((2, 4)).at[1, 2].set(20.0 / models.TIME_HEAD_LOGIT_SCALE)
+  np.testing.assert_allclose(models.token_times(head_times, logits), head_times[1, :, 2], atol=1e-6)
+
+
+def test_time_head_logits_are_learned_per_layer_and_drive_the_times():
+  cfg = tiny_cfg(time_bias_frames=8)
+  model, _, v = init(cfg)
+  found = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(v)[0]
+           if 'time_head_logits' in jax.tree_util.keystr(p)}
+  assert [x.shape for x in found.values()] == [(cfg.dec_layers, cfg.num_heads)]
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  inputs = _shift_right(_tokens(3, B, [L - 1] * B))
+  in_times = jnp.broadcast_to(0.05 + 0.02 * jnp.arange(L, dtype=jnp.float32), (B, L))
+
+  def times_for(params):
+    return model.apply({**v, 'params': params}, cond, inputs, False, in_times, method=models.PairAlign.score)[1]
+
+  grads = jax.grad(lambda p: jnp.sum(times_for(p)))(v['params'])
+  g = [x for p, x in jax.tree_util.tree_flatten_with_path(grads)[0] if 'time_head_logits' in jax.tree_util.keystr(p)]
+  assert np.abs(np.asarray(g[0])).max() > 0                          # the timing losses reach them
+  moved = jax.tree_util.tree_map_with_path(
+      lambda p, x: x.at[0, 0].set(10.0) if 'time_head_logits' in jax.tree_util.keystr(p) else x, v['params'])
+  assert not np.allclose(times_for(moved), times_for(v['params']), atol=1e-4)
