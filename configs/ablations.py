@@ -19,6 +19,7 @@ ABLATIONS = {
     'no_cross_tf': (('loss.cross_tf_weight', 0.0),),
     'no_self_tf': (('loss.self_tf_weight', 0.0),),   # timing then on the cross rows
     'no_code_groups': (('targets.code_groups', 0),),  # targets are the raw VQ codes
+    'no_own_times': (('loss.own_time_prob', 0.0),),   # teacher forcing on true input times only
     # decoder without the location bias (and so without input times to train on)
     'no_time_bias': (('model.time_bias_frames', 0), ('loss.own_time_prob', 0.0)),
     'no_timing': (('loss.timing_weight', 0.0), ('loss.monotonic_weight', 0.0)),
