@@ -112,7 +112,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.time_jitter_seconds = 0.04
   # Exposure bias in the time channel: this share of rows is trained on the decoder's own input
   # times, from `own_time_passes` stop-gradient forward passes (objective._own_input_times).
-  # Measured (demo budget, synthetic): own-time error 0.34 -> 0.18 s, recall@1 0.52 -> 0.56.
+  # Measured (demo budget, synthetic): own-time error 0.34 -> 0.18 s, recall@1 0.52 -> 0.56; with
+  # the head-mixed token times, drift 0.155 -> 0.110 s but recall@1 not better (0.72 without them,
+  # 0.66 with; docs/results.md). Whether they pay at the full budget is still open.
   config.loss.own_time_prob = 0.5
   config.loss.own_time_passes = 3
   # Token times vs VQ run centres (stage 1) / teacher times (stage 2). The location-aware decoder

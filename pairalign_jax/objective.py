@@ -209,7 +209,7 @@ def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end,
   return jax.lax.stop_gradient(jnp.where(times > 0, mapped, 0.0))
 
 
-def _own_input_times(model, variables, cond, cnd_idx, inputs, true_input_times, rng,
+def _own_input_times(model, variables, row_cond, inputs, true_input_times, rng,
                      settings: ObjectiveSettings):
   """Input times [R, L] where a share of rows carry the decoder's *own* times (exposure bias).
 
@@ -219,15 +219,15 @@ def _own_input_times(model, variables, cond, cnd_idx, inputs, true_input_times, 
   (stop-gradient, no dropout) `own_time_passes` times, each pass fed the previous pass's output
   times, and a random `own_time_prob` share of rows is then trained on those times, so that it
   learns to find the next token from where it actually is rather than from an exact anchor.
-  inputs: [R, L] (already corrupted); true_input_times: [R, L] (shifted). Returns [R, L] seconds.
+  row_cond: the condition gathered to the rows (`models.gather_condition`); inputs: [R, L]
+  (already corrupted); true_input_times: [R, L] (shifted). Returns [R, L] seconds.
   """
-  hcond = models.gather_condition(cond, cnd_idx)
   times_in = true_input_times
   for _ in range(settings.own_time_passes):
-    _, own = model.apply(variables, hcond, inputs, train=False, input_times=times_in,
+    _, own = model.apply(variables, row_cond, inputs, train=False, input_times=times_in,
                          method=models.PairAlign.score)                         # [R, L]
     own = jnp.where(true_input_times > 0, decode.shift_times(own), 0.0)    # PAD/BOS stay at 0
-    # A pass takes over only where it is used: later passes compound the earlier passes' drift.
+    # The next pass reads these times, so each pass adds one more step of drift.
     times_in = jax.lax.stop_gradient(own)
   use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
   return jnp.where(use_own, times_in, true_input_times)
@@ -310,6 +310,7 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   # Voiced region of every view [2B] (seconds): bounds the coverage term, maps input times.
   voiced_start, voiced_end = losses.voiced_region(batch_mels['energy'], settings.mel_frame_seconds,
                                                   VOICED_THRESHOLD_DB)
+  row_cond = models.gather_condition(cond, cnd_idx)
   input_times = None
   if model.cfg.time_bias_frames > 0:
     row_times = _times_on_condition_clock(jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx,
@@ -321,9 +322,9 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
       row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
     input_times = decode.shift_times(row_times)
     if train and settings.own_time_prob > 0:
-      input_times = _own_input_times(model, variables, cond, cnd_idx, inputs, input_times,
+      input_times = _own_input_times(model, variables, row_cond, inputs, input_times,
                                      rngs['own_times'], settings)
-  logits, times = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=train,
+  logits, times = model.apply(variables, row_cond, inputs, train=train,
                               input_times=input_times, method=models.PairAlign.score,
                               rngs={'dropout': rngs['dropout']})
   _, mean_ll = losses.sequence_log_likelihood(logits, tokens, mask)            # [R]
