@@ -247,6 +247,11 @@ def get_config() -> ml_collections.ConfigDict:
   # 'pessimistic' (true item after its ties) or 'optimistic'.
   config.eval.retrieval_ties = 'expected'
   config.eval.eos_bias = 0.0
+  # PairAlign decoding in the evaluation (and its length calibration): 1 = greedy, K > 1 = beam
+  # search keeping K prefixes per segment (decode.beam_decode); the final string is the beam with
+  # the best log-probability / (tokens incl. EOS) ** beam_length_penalty.
+  config.eval.beam_size = 1
+  config.eval.beam_length_penalty = 0.0
 
   # ---------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

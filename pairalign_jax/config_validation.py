@@ -175,6 +175,16 @@ def validate_config(config: ml_collections.ConfigDict,
   _require(0.0 <= config.length.min_termination <= 1.0, 'config.length.min_termination',
            f'must be a fraction in [0, 1], got {config.length.min_termination}')
 
+  # Evaluation.
+  ev = config.eval
+  for key in ('num_items', 'queries_per_item', 'batch_size'):
+    _require(int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}')
+  _require(1 <= int(ev.beam_size) <= m.codebook_size and int(ev.beam_size) == ev.beam_size,
+           'config.eval.beam_size',
+           f'must be an integer in [1, codebook_size={m.codebook_size}] (1 = greedy), got {ev.beam_size!r}')
+  _require(ev.beam_length_penalty >= 0, 'config.eval.beam_length_penalty',
+           f'must be >= 0, got {ev.beam_length_penalty!r}')
+
   # Schedule.
   s = config.schedule
   _require(0 <= s.stage1_start, 'config.schedule.stage1_start', 'must be >= 0')

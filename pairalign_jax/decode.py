@@ -1,4 +1,4 @@
-"""Greedy decoding of token strings from a condition H, with a KV cache inside `jax.lax.scan`.
+"""Greedy and beam decoding of token strings from a condition H, with a KV cache in `jax.lax.scan`.
 
 Layout (fast on CPU and accelerators): the cross-attention K/V are projected once per H
 (`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) outside the loop, and the self-attention
@@ -11,7 +11,7 @@ Outputs follow the token-sequence convention of docs/ARCHITECTURE.md: ``tokens [
 then EOS, then PAD; ``lengths`` = number of codes; a row with ``L`` codes has no EOS (not terminated).
 """
 
-from typing import Any
+from typing import Any, Optional
 
 import flax
 import jax
@@ -28,7 +28,9 @@ class DecodeOutput:
   tokens: Array      # [B, L] int32: codes, EOS, PAD...
   lengths: Array     # [B] int32: number of codes (no EOS)
   terminated: Array  # [B] bool: EOS emitted within L steps
-  logits: Array      # [B, L, V] float32: raw per-step logits (before eos_bias and the BOS/PAD mask)
+  # [B, L, V] float32: raw per-step logits (before eos_bias and the BOS/PAD mask); None from
+  # `beam_decode` (score the chosen strings with `forced_decode` when they are needed).
+  logits: Optional[Array]
   times: Array       # [B, L] float32 seconds: cross-attention time of each token; 0 at PAD
 
 
@@ -47,7 +49,7 @@ def _choose(logits: Array, eos_bias: Array, done: Array, vocab: vocab_lib.Vocab)
   return jnp.where(done, jnp.int32(vocab.pad), nxt)
 
 
-def _finish(tokens: Array, logits: Array, times: Array, vocab: vocab_lib.Vocab) -> DecodeOutput:
+def _finish(tokens: Array, logits: Optional[Array], times: Array, vocab: vocab_lib.Vocab) -> DecodeOutput:
   lengths = jnp.sum(tokens < vocab.codebook_size, axis=1).astype(jnp.int32)
   terminated = jnp.any(tokens == vocab.eos, axis=1)
   times = jnp.where(tokens == vocab.pad, 0.0, times)
@@ -108,6 +110,75 @@ def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_
   tokens, logits, times = _cached_steps(model, variables, hcond, max_len,
                                         lambda logits, done, t: _choose(logits, bias, done, vocab))
   return _finish(tokens, logits, times, vocab)
+
+
+def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int, beam_size: int,
+                eos_bias=0.0, length_penalty: float = 0.0) -> DecodeOutput:
+  """Beam search from BOS for `max_len` steps with a KV cache (per beam). Jittable.
+
+  Each row keeps the `beam_size` most likely prefixes under the same choice rule as
+  `greedy_decode`: log-probabilities are taken from the logits with `eos_bias` added to EOS and
+  BOS/PAD excluded, so `beam_size=1` is exactly greedy decoding. A beam that emitted EOS is frozen
+  (it continues with PAD at no cost, its cache rows are never read again) and keeps competing with
+  the live beams. Every beam feeds its own token times back to the location bias, as in greedy
+  decoding. The returned string of a row is the beam with the best
+  ``score / (number of emitted tokens incl. EOS) ** length_penalty`` (0 = plain log-probability).
+
+  Args:
+    model, variables, hcond [B, T, d], max_len, eos_bias: as in `greedy_decode`.
+    beam_size: K >= 1 (at most the number of codes).
+    length_penalty: exponent of the length normalization of the final choice (>= 0).
+  Returns:
+    DecodeOutput of the chosen beams, with ``logits=None``.
+  """
+  _check(model, hcond, max_len)
+  cfg = model.cfg
+  vocab = vocab_lib.Vocab(cfg.codebook_size)
+  if not 1 <= beam_size <= cfg.codebook_size:
+    raise ValueError(f'beam_size must be in [1, codebook_size={cfg.codebook_size}], got {beam_size}')
+  if length_penalty < 0:
+    raise ValueError(f'length_penalty must be >= 0, got {length_penalty}')
+  batch, k, v = hcond.shape[0], beam_size, cfg.vocab_size
+  rows = batch * k                                                                    # N = B * K
+  bias = jnp.repeat(_eos_bias_vector(eos_bias, batch), k)                            # [N]
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
+  cond = models.gather_condition(cond, jnp.repeat(jnp.arange(batch), k))           # [Ld,N,H,T,hd]
+  cache = models.init_cache(cfg, rows, max_len, cond['k'].dtype)                    # [Ld,N,H,L,hd]
+  # All beams of a row start as the same BOS prefix: only the first is live, so that the first
+  # step's K best tokens fill the K beams.
+  scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), batch)           # [N]
+  pad_only = jnp.full((v,), -jnp.inf).at[vocab.pad].set(0.0)                        # [V]
+  row_base = (jnp.arange(batch) * k)[:, None]                                       # [B, 1]
+
+  def step(carry, t):
+    cache, token, prev_time, done, scores, tokens, times = carry
+    logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
+                                   method=models.PairAlign.decode_step)             # [N,V], [N]
+    cache = {n: jax.lax.dynamic_update_slice_in_dim(
+        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+    biased = logits.at[:, vocab.eos].add(bias)
+    biased = biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
+    logp = jnp.where(done[:, None], pad_only[None, :], jax.nn.log_softmax(biased, axis=-1))  # [N,V]
+    cand = (scores[:, None] + logp).reshape(batch, k * v)                          # [B, K*V]
+    top, idx = jax.lax.top_k(cand, k)                                               # [B, K]
+    parent = (row_base + idx // v).reshape(rows)                                    # [N] source beam
+    nxt = (idx % v).astype(jnp.int32).reshape(rows)                                 # [N]
+    cache = jax.tree.map(lambda a: jnp.take(a, parent, axis=1), cache)
+    was_done = jnp.take(done, parent)
+    step_time = jnp.where(was_done, 0.0, jnp.take(time, parent))                    # [N]
+    tokens = jnp.take(tokens, parent, axis=0).at[:, t].set(nxt)                     # [N, L]
+    times = jnp.take(times, parent, axis=0).at[:, t].set(step_time)                 # [N, L]
+    done = was_done | (nxt == vocab.eos)
+    return (cache, nxt, step_time, done, top.reshape(rows), tokens, times), None
+
+  init = (cache, jnp.full((rows,), vocab.bos, jnp.int32), jnp.zeros((rows,), jnp.float32),
+          jnp.zeros((rows,), bool), scores, jnp.full((rows, max_len), vocab.pad, jnp.int32),
+          jnp.zeros((rows, max_len), jnp.float32))
+  (_, _, _, _, scores, tokens, times), _ = jax.lax.scan(step, init, jnp.arange(max_len))
+  emitted = jnp.sum(tokens != vocab.pad, axis=1).astype(jnp.float32)               # [N] codes + EOS
+  ranked = (scores / jnp.maximum(emitted, 1.0) ** length_penalty).reshape(batch, k)  # [B, K]
+  best = (jnp.arange(batch) * k + jnp.argmax(ranked, axis=1)).astype(jnp.int32)    # [B]
+  return _finish(jnp.take(tokens, best, axis=0), None, jnp.take(times, best, axis=0), vocab)
 
 
 def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:

@@ -13,7 +13,8 @@ The eval set (`evaluation/runner.py`): the config's held-out split (synthetic co
 speakers reading held-out sentences); the archive holds one realization per content item and
 the queries are other speakers' realizations. The k-means baseline is fitted on log-mel frames of
 training-split segments, pooled to the encoder frame rate. PairAlign decodes with the EOS bias the
-length controller reached in training plus `config.eval.eos_bias`. The length calibration
+length controller reached in training plus `config.eval.eos_bias`, greedily or with a beam of
+`config.eval.beam_size` (the length calibration and the report use the same decoding). The length calibration
 (EOS bias -> tokens/s on held-out segments) is what `Tokenizer(target_rate=...)` interpolates.
 """
 
@@ -91,7 +92,10 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   step = int(checkpointing.step_dir(path).name)
   ckpt_config = checkpointing.read_config(path, step)
   config = ckpt_config if config is None else _eval_config(ckpt_config, config)
-  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, step=step, batch_size=int(config.eval.batch_size))
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, step=step, batch_size=int(config.eval.batch_size),
+                                                # configs saved before beam search: greedy
+                                                beam_size=int(config.eval.get('beam_size', 1)),
+                                                length_penalty=float(config.eval.get('beam_length_penalty', 0.0)))
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
   feats = features_fn(ckpt_config)
@@ -128,6 +132,7 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   report['length_control'] = {
       'trained_eos_bias': tok.default_eos_bias, 'eval_eos_bias': eos_bias,
       'target_rate': float(ckpt_config.length.target_rate),
+      'beam_size': tok.beam_size, 'beam_length_penalty': tok.length_penalty,
       'eos_bias_to_rate': [list(x) for x in calibration]}
   report['checkpoint'] = {'path': os.path.abspath(path), 'step': step}
   report['eval_seconds'] = time.time() - t0

@@ -48,6 +48,7 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_bool('vq', False, 'Emit the collapsed stage-0 VQ tokens instead of PairAlign strings.',
                     **fv)
   flags.DEFINE_integer('batch_size', 64, 'Windows per compiled batch.', **fv)
+  flags.DEFINE_integer('beam_size', 1, 'Beam search width (1 = greedy decoding).', **fv)
   flags.mark_flags_as_required(['checkpoint', 'input', 'output'], **fv)
 
 
@@ -89,13 +90,13 @@ def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[f
 
 def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1.0,
         eos_bias: Optional[float] = None, target_rate: Optional[float] = None, use_vq: bool = False,
-        batch_size: int = 64, progress: bool = True) -> dict[str, Any]:
+        batch_size: int = 64, progress: bool = True, beam_size: int = 1) -> dict[str, Any]:
   """Tokenizes everything under `input_path` into `output`; returns the summary."""
   from pairalign_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
   if not hop_seconds > 0:
     raise ValueError(f'--hop_seconds must be positive, got {hop_seconds}')
   items = list_inputs(input_path)
-  tokenizer = Tokenizer.from_checkpoint(checkpoint, batch_size=batch_size)
+  tokenizer = Tokenizer.from_checkpoint(checkpoint, batch_size=batch_size, beam_size=beam_size)
   if target_rate is not None:
     if eos_bias is not None:
       raise ValueError('pass --eos_bias or --target_rate, not both')
@@ -128,7 +129,7 @@ def main(argv):
     raise app.UsageError('Too many command-line arguments.')
   summary = run(FLAGS.checkpoint, FLAGS.input, FLAGS.output, hop_seconds=FLAGS.hop_seconds,
                 eos_bias=FLAGS.eos_bias, target_rate=FLAGS.target_rate, use_vq=FLAGS.vq,
-                batch_size=FLAGS.batch_size)
+                batch_size=FLAGS.batch_size, beam_size=FLAGS.beam_size)
   print(json.dumps(summary))
 
 

@@ -31,6 +31,11 @@ Guarantees (tested):
     evaluation and stored in the workdir as calibration.json; rates outside the calibrated range
     get the nearest calibrated bias). Default: the EOS bias the length controller reached in
     training (stored in the checkpoint).
+  * Decoding: greedy by default; `beam_size` K > 1 (constructor, `from_checkpoint` or per call)
+    keeps the K most likely prefixes per segment (`decode.beam_decode`, each beam with its own
+    fed-back times) and returns the most likely string (`length_penalty` > 0 divides its
+    log-probability by its length to that power). With a beam, a larger EOS bias is not
+    guaranteed to shorten every string (the calibration is made monotone before it is inverted).
   * Times: one per token, in seconds from the start of the (padded) segment, the decoder's
     cross-attention time; always within the segment. Times of a trained model are (nearly)
     ordered; nothing forces an untrained one to be.
@@ -74,7 +79,8 @@ class Tokenizer:
   """A trained PairAlign tokenizer (parameters + the config it was trained with)."""
 
   def __init__(self, config: ml_collections.ConfigDict, variables: dict, *, eos_bias: float = 0.0,
-               calibration: Optional[list[tuple[float, float]]] = None, batch_size: int = 64):
+               calibration: Optional[list[tuple[float, float]]] = None, batch_size: int = 64,
+               beam_size: int = 1, length_penalty: float = 0.0):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
     self.variables = variables
@@ -87,7 +93,8 @@ class Tokenizer:
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
     self.batch_size = int(batch_size)
-    self._encode_decode = jax.jit(self._encode_decode_impl)
+    self.beam_size, self.length_penalty = self._check_beam(beam_size, length_penalty)
+    self._encode_decode = jax.jit(self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty'))
     self._vq_codes = jax.jit(self._vq_codes_impl)
     self._group_codes = jax.jit(lambda variables, waves: self._target_codes(variables, self._encode(variables, waves)))
     self._score = jax.jit(self._score_impl)
@@ -95,12 +102,13 @@ class Tokenizer:
   # ------------------------------------------------------------------ loading
   @classmethod
   def from_checkpoint(cls, path: str, *, step: Optional[int] = None, use_teacher: bool = True,
-                      batch_size: int = 64) -> 'Tokenizer':
+                      batch_size: int = 64, beam_size: int = 1, length_penalty: float = 0.0) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
     `path` is a workdir, its `checkpoints/` folder or one step folder (relative or absolute);
     `step` picks a step (default: the newest committed one, or the step folder's own step).
     Model, front end and vocabulary come from the config saved with that checkpoint.
+    `beam_size` / `length_penalty`: the default decoding (module docstring).
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
@@ -121,7 +129,8 @@ class Tokenizer:
       if stored.get('step') is not None and str(stored['step']) != loaded_step:
         logging.warning('%s was measured on step %s, but step %s is loaded: target_rate may be off',
                         cal_path, stored['step'], loaded_step)
-    return cls(config, variables, eos_bias=eos_bias, calibration=calibration, batch_size=batch_size)
+    return cls(config, variables, eos_bias=eos_bias, calibration=calibration, batch_size=batch_size,
+               beam_size=beam_size, length_penalty=length_penalty)
 
   # ------------------------------------------------------------------ input handling
   def prepare(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> np.ndarray:
@@ -187,9 +196,21 @@ class Tokenizer:
     settings = objective.ObjectiveSettings.from_config(self.config)
     return objective.target_frame_codes(codes, settings, variables['vq_stats'])
 
-  def _encode_decode_impl(self, variables, waves, eos_bias):
+  def _check_beam(self, beam_size, length_penalty) -> tuple[int, float]:
+    if isinstance(beam_size, bool) or int(beam_size) != beam_size or not 1 <= beam_size <= self.vocab.codebook_size:
+      raise ValueError(f'beam_size must be an integer in [1, codebook_size={self.vocab.codebook_size}], '
+                       f'got {beam_size!r}')
+    if not length_penalty >= 0:
+      raise ValueError(f'length_penalty must be >= 0, got {length_penalty!r}')
+    return int(beam_size), float(length_penalty)
+
+  def _encode_decode_impl(self, variables, waves, eos_bias, *, beam_size: int, length_penalty: float):
     h = self._encode(variables, waves)
-    out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
+    if beam_size == 1:
+      out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
+    else:
+      out = decode.beam_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias,
+                               beam_size=beam_size, length_penalty=length_penalty)
     return out.tokens, out.lengths, out.terminated, out.times
 
   def _vq_codes_impl(self, variables, waves):
@@ -222,12 +243,17 @@ class Tokenizer:
     return float(np.interp(-float(target_rate), -rates, biases))
 
   def tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
-               eos_bias: Optional[float] = None, target_rate: Optional[float] = None) -> TokenizerOutput:
+               eos_bias: Optional[float] = None, target_rate: Optional[float] = None,
+               beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> TokenizerOutput:
     """Tokenizes each waveform (at most one segment long) into codes with per-token times.
 
     Every waveform is decoded on its own (batching never changes a result); `eos_bias` or
-    `target_rate` (not both) override the trained EOS bias (module docstring).
+    `target_rate` (not both) override the trained EOS bias, `beam_size` / `length_penalty` the
+    tokenizer's decoding (module docstring).
     """
+    beam_size, length_penalty = self._check_beam(
+        self.beam_size if beam_size is None else beam_size,
+        self.length_penalty if length_penalty is None else length_penalty)
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if target_rate is not None:
@@ -236,7 +262,8 @@ class Tokenizer:
     waves = self.prepare(waveforms, sample_rate)
     tokens, times, terminated = [], [], []
     for _, batch, n in self._batches(waves):
-      tok, lengths, term, tim = jax.device_get(self._encode_decode(self.variables, jnp.asarray(batch), bias))
+      tok, lengths, term, tim = jax.device_get(self._encode_decode(
+          self.variables, jnp.asarray(batch), bias, beam_size=beam_size, length_penalty=length_penalty))
       for row in range(n):
         length = int(lengths[row])
         tokens.append([int(t) for t in tok[row, :length]])

@@ -95,6 +95,10 @@ class _null:
     ('loss.own_time_passes', 0, r'config\.loss\.own_time_passes'),
     ('loss.time_jitter_seconds', -0.1, r'config\.loss\.time_jitter_seconds'),
     ('length.min_termination', 1.2, r'config\.length\.min_termination'),
+    ('eval.beam_size', 0, r'config\.eval\.beam_size'),
+    ('eval.beam_size', 100_000, r'config\.eval\.beam_size'),
+    ('eval.beam_length_penalty', -0.5, r'config\.eval\.beam_length_penalty'),
+    ('eval.queries_per_item', 0, r'config\.eval\.queries_per_item'),
 ])
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):

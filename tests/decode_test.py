@@ -99,7 +99,8 @@ def check_sequence_invariants(out, max_len):
   """tokens: codes, then EOS, then PAD only; lengths/terminated/times consistent with them."""
   tokens, lengths, term, times = out.tokens, out.lengths, out.terminated, out.times
   assert tokens.shape == (B, max_len) and tokens.dtype == np.int32
-  assert out.logits.shape == (B, max_len, VOCAB.size) and times.shape == (B, max_len)
+  assert out.logits is None or out.logits.shape == (B, max_len, VOCAB.size)
+  assert times.shape == (B, max_len)
   assert lengths.dtype == np.int32 and term.dtype == np.bool_
   assert not np.any(tokens == VOCAB.bos)
   for b in range(B):
@@ -209,6 +210,93 @@ def test_eos_bias_is_per_row(tiny):
   # A frozen row does not disturb the others: rows 1 and 3 decode as without any EOS.
   free = _np(_jitted(model, L)(variables, hcond, jnp.full((B,), NO_EOS)))
   np.testing.assert_array_equal(out.tokens[[1, 3]], free.tokens[[1, 3]])
+
+
+@functools.lru_cache(maxsize=None)
+def _jitted_beam(model, max_len, beam_size, length_penalty=0.0):
+  return jax.jit(lambda v, h, bias: decode.beam_decode(model, v, h, max_len=max_len, beam_size=beam_size,
+                                                       eos_bias=bias, length_penalty=length_penalty))
+
+
+def _forced_log_prob(model, variables, hcond, out, bias):
+  """Sum over emitted tokens (codes and EOS) of log p under the decode rule (EOS biased, BOS/PAD
+  excluded), with the decoder's own times fed back (forced decoding). [B]"""
+  logits, times = jax.jit(functools.partial(decode.forced_decode, model))(variables, hcond,
+                                                                          jnp.asarray(out.tokens))
+  biased = np.asarray(logits, np.float64).copy()
+  biased[:, :, VOCAB.eos] += np.asarray(bias, np.float64)[:, None]
+  biased[:, :, [VOCAB.bos, VOCAB.pad]] = -np.inf
+  logp = biased - np.log(np.sum(np.exp(biased - biased.max(-1, keepdims=True)), -1, keepdims=True)) \
+      - biased.max(-1, keepdims=True)
+  mask = out.tokens != VOCAB.pad
+  picked = np.take_along_axis(logp, out.tokens[..., None].astype(np.int64), -1)[..., 0]
+  return np.where(mask, picked, 0.0).sum(-1), np.asarray(times)
+
+
+def test_beam_of_one_is_greedy(tiny):
+  model, variables, hcond = tiny
+  bias, _, _ = _biases(model, variables, hcond, L)
+  greedy = _np(_jitted(model, L)(variables, hcond, bias))
+  beam = _np(_jitted_beam(model, L, 1)(variables, hcond, bias))
+  check_sequence_invariants(beam, L)
+  np.testing.assert_array_equal(beam.tokens, greedy.tokens)
+  np.testing.assert_array_equal(beam.lengths, greedy.lengths)
+  np.testing.assert_array_equal(beam.terminated, greedy.terminated)
+  np.testing.assert_allclose(beam.times, greedy.times, atol=1e-5, rtol=0)
+
+
+def test_beam_finds_the_best_two_token_string(tiny):
+  """With EOS ruled out, max_len 2 and a beam as wide as the codebook, beam search is exhaustive:
+  it must return the most likely of all K * K strings (each scored by forced decoding)."""
+  model, variables, hcond = tiny
+  bias = jnp.full((B,), NO_EOS)
+  beam = _np(_jitted_beam(model, 2, K)(variables, hcond, bias))
+  check_sequence_invariants(beam, 2)
+  pairs = np.stack(np.meshgrid(np.arange(K), np.arange(K), indexing='ij'), -1).reshape(-1, 2)   # [K*K, 2]
+  best = []
+  for b in range(B):
+    h = jnp.repeat(hcond[b:b + 1], len(pairs), axis=0)
+    cand = decode.DecodeOutput(tokens=pairs.astype(np.int32), lengths=None, terminated=None, logits=None,
+                               times=None)
+    lp, _ = _forced_log_prob(model, variables, h, cand, np.full((len(pairs),), NO_EOS))
+    best.append(pairs[int(np.argmax(lp))])
+  np.testing.assert_array_equal(beam.tokens, np.stack(best))
+  greedy = _np(_jitted(model, 2)(variables, hcond, bias))
+  beam_lp, _ = _forced_log_prob(model, variables, hcond, beam, bias)
+  greedy_lp, _ = _forced_log_prob(model, variables, hcond, greedy, bias)
+  assert np.all(beam_lp >= greedy_lp - 1e-4)
+  assert np.any(beam_lp > greedy_lp + 1e-4), 'the tiny model should have a row where greedy is not best'
+
+
+@pytest.mark.parametrize('length_penalty', [0.0, 1.0])
+def test_beam_strings_and_times_are_their_own(tiny, length_penalty):
+  """Beam reordering keeps each beam's tokens, times and cache together: forced decoding of the
+  returned string reproduces its times, and the string is at least as likely as greedy's
+  (plain log-probability; K = 4 keeps greedy's prefix on this tiny model)."""
+  model, variables, hcond = tiny
+  bias, _, _ = _biases(model, variables, hcond, L)
+  beam = _np(_jitted_beam(model, L, 4, length_penalty)(variables, hcond, bias))
+  check_sequence_invariants(beam, L)
+  beam_lp, forced_times = _forced_log_prob(model, variables, hcond, beam, bias)
+  np.testing.assert_allclose(beam.times, np.where(beam.tokens == VOCAB.pad, 0.0, forced_times),
+                             atol=1e-4, rtol=0)
+  np.testing.assert_array_equal(beam.lengths[:2], [L, 0])        # the never-stop and stop-at-once rows
+  if length_penalty == 0.0:
+    greedy = _np(_jitted(model, L)(variables, hcond, bias))
+    greedy_lp, _ = _forced_log_prob(model, variables, hcond, greedy, bias)
+    assert np.all(beam_lp >= greedy_lp - 1e-4), (beam_lp, greedy_lp)
+
+
+def test_beam_bad_arguments_raise(tiny):
+  model, variables, hcond = tiny
+  with pytest.raises(ValueError, match='beam_size'):
+    decode.beam_decode(model, variables, hcond, max_len=4, beam_size=0)
+  with pytest.raises(ValueError, match='beam_size'):
+    decode.beam_decode(model, variables, hcond, max_len=4, beam_size=K + 1)
+  with pytest.raises(ValueError, match='length_penalty'):
+    decode.beam_decode(model, variables, hcond, max_len=4, beam_size=2, length_penalty=-1.0)
+  with pytest.raises(ValueError, match='max_len'):
+    decode.beam_decode(model, variables, hcond, max_len=L + 1, beam_size=2)
 
 
 def test_bad_shapes_and_max_len_raise(tiny):

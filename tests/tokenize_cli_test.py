@@ -110,6 +110,12 @@ def test_deterministic_single_file_vq_and_eos_bias(workdir, audio_dir, tok, tmp_
   short = tmp_path / 'short.jsonl'
   cli.run(workdir, b, str(short), hop_seconds=1.0, eos_bias=100.0, batch_size=4, progress=False)
   assert all(r['tokens'] == [] for r in _read_jsonl(short))
+  beam = tmp_path / 'beam.jsonl'
+  cli.run(workdir, b, str(beam), hop_seconds=1.0, batch_size=4, progress=False, beam_size=3)
+  wave, sr = audio_io.read_audio(b)
+  beam_tok = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=3)
+  assert [r['tokens'] for r in _read_jsonl(beam)] == [
+      w['tokens'] for w in beam_tok.tokenize_long(wave, sr, hop_seconds=1.0)]
   vq = tmp_path / 'vq.jsonl'
   summary = cli.run(workdir, b, str(vq), hop_seconds=2.0, use_vq=True, batch_size=4, progress=False)
   records = _read_jsonl(vq)

@@ -330,6 +330,40 @@ def test_score_prefers_the_greedy_string(tok, waves):
         assert tok.score(other, waves[i])[1] < own
 
 
+def test_beam_tokenize_is_the_beam_decode_and_batch_independent(workdir, tok, waves):
+  """`beam_size` > 1 returns `decode.beam_decode`'s strings and times, batched equals one by one,
+  beam 1 is the default greedy decoding, and the constructor default is used by `tokenize`."""
+  beam = tok.tokenize(waves, beam_size=3)
+  wav = jnp.asarray(tok.prepare(waves[:4]))
+  h = tok._encode(tok.variables, wav)
+  ref = jax.device_get(decode.beam_decode(tok.model, tok.variables, h, max_len=L, beam_size=3,
+                                          eos_bias=TRAINED_EOS_BIAS))
+  for i in range(4):
+    n = int(ref.lengths[i])
+    assert beam.tokens[i] == ref.tokens[i, :n].tolist()
+    np.testing.assert_allclose(beam.times[i], ref.times[i, :n], atol=1e-5)
+  singles = [tok.tokenize(w, beam_size=3) for w in waves]
+  assert beam.tokens == [s.tokens[0] for s in singles]
+  _same_output(tok.tokenize(waves, beam_size=1), tok.tokenize(waves))
+  by_default = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=3)
+  assert by_default.beam_size == 3
+  _same_output(by_default.tokenize(waves), beam)
+  # The returned strings are at least as likely as the greedy ones under `score` here (beam
+  # search does not promise it in general; this model is small enough that it holds).
+  greedy = tok.tokenize(waves[:4])
+  for i in range(4):
+    if beam.terminated[i] and greedy.terminated[i]:
+      assert tok.score(beam.tokens[i], waves[i])[0] >= tok.score(greedy.tokens[i], waves[i])[0] - 1e-3
+
+
+@pytest.mark.parametrize('kwargs, match', [
+    ({'beam_size': 0}, 'beam_size'), ({'beam_size': K + 1}, 'beam_size'), ({'beam_size': 2.5}, 'beam_size'),
+    ({'beam_size': 2, 'length_penalty': -1.0}, 'length_penalty')])
+def test_bad_beam_settings_raise(tok, waves, kwargs, match):
+  with pytest.raises(ValueError, match=match):
+    tok.tokenize(waves[:1], **kwargs)
+
+
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
     tok.score([1, K], waves[0])                       # BOS is not a code
