@@ -204,7 +204,7 @@ class Tokenizer:
       raise ValueError(f'length_penalty must be >= 0, got {length_penalty!r}')
     return int(beam_size), float(length_penalty)
 
-  def _encode_decode_impl(self, variables, waves, eos_bias, *, beam_size: int, length_penalty: float):
+  def _encode_decode_impl(self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0):
     h = self._encode(variables, waves)
     if beam_size == 1:
       out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
