@@ -1,4 +1,5 @@
-"""Ablations of `synthetic.py`: one run per switched-off term, same seed and budget.
+"""Ablations of `synthetic.py`: one run per switched-off term, same seed and budget (and
+`teacher_strings`, which switches on the teacher's decoded targets that synthetic.py leaves off).
 
 Pick one with a config argument: `--config=configs/ablations.py:no_contrast`; run them all with
 `launch/ablations.sh WORKROOT`. `--config=configs/ablations.py` alone is the full model.
@@ -25,8 +26,9 @@ ABLATIONS = {
     'no_timing': (('loss.timing_weight', 0.0), ('loss.monotonic_weight', 0.0)),
     'no_coverage': (('loss.coverage_weight', 0.0),),
     'no_length_control': (('length.controller_gain', 0.0), ('loss.length_weight', 0.0)),
-    # VQ targets to the end (alpha stays 0): stage 2 keeps contrast, anti-bypass and length control.
-    'no_teacher': (('schedule.ramp_steps', 10**9),),
+    # The other way round: synthetic.py trains on the EMA teacher's VQ-derived strings only
+    # (schedule.max_alpha 0); this mixes in its greedy decodes, up to half of the targets.
+    'teacher_strings': (('schedule.max_alpha', 0.5),),
     'no_cross_speaker': (('data.cross_speaker_views', 0.0),),
     'no_run_pruning': (('targets.min_run_frames', 1),),
 }
