@@ -41,11 +41,31 @@ def _eos_bias_vector(eos_bias, batch: int) -> Array:
   return jnp.broadcast_to(bias, (batch,))
 
 
+def _biased(logits: Array, eos_bias: Array, vocab: vocab_lib.Vocab) -> Array:
+  """The decoding rule's logits [B, V]: `eos_bias` [B] added to EOS, BOS and PAD never chosen."""
+  biased = logits.at[:, vocab.eos].add(eos_bias)
+  return biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
+
+
+def _write_cache(cache, kv, t):
+  """Writes one step's self-attention K/V {'k','v': [Ld,B,H,hd]} at position `t` of the cache."""
+  return {n: jax.lax.dynamic_update_slice_in_dim(
+      cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+
+
+def check_beam_settings(beam_size, length_penalty, codebook_size: int) -> tuple[int, float]:
+  """Validates beam search settings (an integer beam in [1, codebook_size], a penalty >= 0)."""
+  if (isinstance(beam_size, bool) or int(beam_size) != beam_size
+      or not 1 <= beam_size <= codebook_size):
+    raise ValueError(f'beam_size must be an integer in [1, codebook_size={codebook_size}], got {beam_size!r}')
+  if not length_penalty >= 0:
+    raise ValueError(f'length_penalty must be >= 0, got {length_penalty!r}')
+  return int(beam_size), float(length_penalty)
+
+
 def _choose(logits: Array, eos_bias: Array, done: Array, vocab: vocab_lib.Vocab) -> Array:
   """Greedy choice from raw logits [B, V]: EOS biased, BOS/PAD never, PAD once done. -> [B]."""
-  biased = logits.at[:, vocab.eos].add(eos_bias)
-  biased = biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
-  nxt = jnp.argmax(biased, axis=-1).astype(jnp.int32)
+  nxt = jnp.argmax(_biased(logits, eos_bias, vocab), axis=-1).astype(jnp.int32)
   return jnp.where(done, jnp.int32(vocab.pad), nxt)
 
 
@@ -79,8 +99,7 @@ def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len
     cache, token, prev_time, done = carry
     logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
                                    method=models.PairAlign.decode_step)             # [B,V], [B]
-    cache = {n: jax.lax.dynamic_update_slice_in_dim(
-        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+    cache = _write_cache(cache, kv, t)
     nxt = next_token(logits, done, t)                                                 # [B]
     next_time = jnp.where(done, 0.0, time)
     done = done | (nxt == vocab.eos)
@@ -134,10 +153,7 @@ def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_le
   _check(model, hcond, max_len)
   cfg = model.cfg
   vocab = vocab_lib.Vocab(cfg.codebook_size)
-  if not 1 <= beam_size <= cfg.codebook_size:
-    raise ValueError(f'beam_size must be in [1, codebook_size={cfg.codebook_size}], got {beam_size}')
-  if length_penalty < 0:
-    raise ValueError(f'length_penalty must be >= 0, got {length_penalty}')
+  beam_size, length_penalty = check_beam_settings(beam_size, length_penalty, cfg.codebook_size)
   batch, k, v = hcond.shape[0], beam_size, cfg.vocab_size
   rows = batch * k                                                                    # N = B * K
   bias = jnp.repeat(_eos_bias_vector(eos_bias, batch), k)                            # [N]
@@ -154,11 +170,9 @@ def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_le
     cache, token, prev_time, done, scores, tokens, times = carry
     logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
                                    method=models.PairAlign.decode_step)             # [N,V], [N]
-    cache = {n: jax.lax.dynamic_update_slice_in_dim(
-        cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
-    biased = logits.at[:, vocab.eos].add(bias)
-    biased = biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
-    logp = jnp.where(done[:, None], pad_only[None, :], jax.nn.log_softmax(biased, axis=-1))  # [N,V]
+    cache = _write_cache(cache, kv, t)
+    logp = jax.nn.log_softmax(_biased(logits, bias, vocab), axis=-1)                # [N,V]
+    logp = jnp.where(done[:, None], pad_only[None, :], logp)
     cand = (scores[:, None] + logp).reshape(batch, k * v)                          # [B, K*V]
     top, idx = jax.lax.top_k(cand, k)                                               # [B, K]
     parent = (row_base + idx // v).reshape(rows)                                    # [N] source beam
@@ -177,7 +191,7 @@ def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_le
   (_, _, _, _, scores, tokens, times), _ = jax.lax.scan(step, init, jnp.arange(max_len))
   emitted = jnp.sum(tokens != vocab.pad, axis=1).astype(jnp.float32)               # [N] codes + EOS
   ranked = (scores / jnp.maximum(emitted, 1.0) ** length_penalty).reshape(batch, k)  # [B, K]
-  best = (jnp.arange(batch) * k + jnp.argmax(ranked, axis=1)).astype(jnp.int32)    # [B]
+  best = (row_base[:, 0] + jnp.argmax(ranked, axis=1)).astype(jnp.int32)          # [B]
   return _finish(jnp.take(tokens, best, axis=0), None, jnp.take(times, best, axis=0), vocab)
 
 

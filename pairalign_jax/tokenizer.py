@@ -93,7 +93,8 @@ class Tokenizer:
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
     self.batch_size = int(batch_size)
-    self.beam_size, self.length_penalty = self._check_beam(beam_size, length_penalty)
+    self.beam_size, self.length_penalty = decode.check_beam_settings(beam_size, length_penalty,
+                                                                     self.vocab.codebook_size)
     self._encode_decode = jax.jit(self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty'))
     self._vq_codes = jax.jit(self._vq_codes_impl)
     self._group_codes = jax.jit(lambda variables, waves: self._target_codes(variables, self._encode(variables, waves)))
@@ -196,14 +197,6 @@ class Tokenizer:
     settings = objective.ObjectiveSettings.from_config(self.config)
     return objective.target_frame_codes(codes, settings, variables['vq_stats'])
 
-  def _check_beam(self, beam_size, length_penalty) -> tuple[int, float]:
-    if isinstance(beam_size, bool) or int(beam_size) != beam_size or not 1 <= beam_size <= self.vocab.codebook_size:
-      raise ValueError(f'beam_size must be an integer in [1, codebook_size={self.vocab.codebook_size}], '
-                       f'got {beam_size!r}')
-    if not length_penalty >= 0:
-      raise ValueError(f'length_penalty must be >= 0, got {length_penalty!r}')
-    return int(beam_size), float(length_penalty)
-
   def _encode_decode_impl(self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0):
     h = self._encode(variables, waves)
     if beam_size == 1:
@@ -251,9 +244,9 @@ class Tokenizer:
     `target_rate` (not both) override the trained EOS bias, `beam_size` / `length_penalty` the
     tokenizer's decoding (module docstring).
     """
-    beam_size, length_penalty = self._check_beam(
+    beam_size, length_penalty = decode.check_beam_settings(
         self.beam_size if beam_size is None else beam_size,
-        self.length_penalty if length_penalty is None else length_penalty)
+        self.length_penalty if length_penalty is None else length_penalty, self.vocab.codebook_size)
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if target_rate is not None:

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 
 from configs import default as default_config
 from pairalign_jax import decode
@@ -226,8 +227,7 @@ def _forced_log_prob(model, variables, hcond, out, bias):
   biased = np.asarray(logits, np.float64).copy()
   biased[:, :, VOCAB.eos] += np.asarray(bias, np.float64)[:, None]
   biased[:, :, [VOCAB.bos, VOCAB.pad]] = -np.inf
-  logp = biased - np.log(np.sum(np.exp(biased - biased.max(-1, keepdims=True)), -1, keepdims=True)) \
-      - biased.max(-1, keepdims=True)
+  logp = scipy.special.log_softmax(biased, axis=-1)
   mask = out.tokens != VOCAB.pad
   picked = np.take_along_axis(logp, out.tokens[..., None].astype(np.int64), -1)[..., 0]
   return np.where(mask, picked, 0.0).sum(-1), np.asarray(times)
