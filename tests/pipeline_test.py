@@ -11,6 +11,7 @@ import soundfile as sf
 from configs import default as default_config
 from pairalign_jax.data import bad_input
 from pairalign_jax.data import folder
+from pairalign_jax.data import manifest
 from pairalign_jax.data import pipeline
 
 SR = 16_000
@@ -59,13 +60,15 @@ def assert_same_batches(a, b):
 def test_batch_format():
   config = small_config()
   batch = next(pipeline.make_train_iterator(config, source=ArraySource()))
-  assert sorted(batch) == ['bad_counts', 'index', 'view1', 'view2']
+  assert sorted(batch) == ['bad_counts', 'cross_speaker', 'index', 'view1', 'view2']
   assert batch['view1'].shape == batch['view2'].shape == (4, 4000)
   assert batch['view1'].dtype == np.float32 and batch['index'].dtype == np.int64
   assert batch['bad_counts'].shape == (4, bad_input.NUM_REASONS)
   assert batch['bad_counts'].dtype == np.int32 and not batch['bad_counts'].any()
   assert np.isfinite(batch['view1']).all() and not np.array_equal(batch['view1'], batch['view2'])
   assert len(set(batch['index'].tolist())) == 4
+  assert batch['cross_speaker'].dtype == np.int32
+  assert (batch['cross_speaker'] == pipeline.VIEW2_SAME).all()
 
 
 def test_same_seed_same_batches_other_seed_differs():
@@ -303,7 +306,76 @@ def test_cross_speaker_views_pair_two_speakers_from_stage_1():
   assert_same_batches(batches, take(pipeline.make_train_iterator(config), 2))
 
 
-def test_cross_speaker_views_need_parallel_readings():
-  config = small_config(cross_speaker_views=0.5)
-  with pytest.raises(ValueError, match='cross_speaker_views'):
-    pipeline.make_train_iterator(config, source=ArraySource())
+def no_augmentation(config):
+  for k in config.data.augment:
+    if k.endswith('_prob'):
+      config.data.augment[k] = 0.0                # views = the raw readings
+  return config
+
+
+def test_cross_speaker_views_from_a_manifest_with_shared_text(tmp_path):
+  # ann and bob read the same text (different constant levels); cat's texts have no other reader.
+  levels = {'ann.wav': 0.1, 'bob.wav': 0.4, 'cat1.wav': 0.7, 'cat2.wav': -0.2}
+  for name, level in levels.items():
+    sf.write(tmp_path / name, np.full(SR // 2, level, np.float32), SR, subtype='FLOAT')
+  (tmp_path / 'm.tsv').write_text('path\tspeaker\ttext\n' 'ann.wav\tann\tHello world\n'
+                                  'bob.wav\tbob\thello, WORLD!\n' 'cat1.wav\tcat\tsomething\n'
+                                  'cat2.wav\tcat\tsomething\n')
+  config = no_augmentation(small_config(batch_size=4, source='manifest',
+                                        path=str(tmp_path / 'm.tsv'), cross_speaker_views=1.0))
+  src = manifest.ManifestSource(str(tmp_path / 'm.tsv'))
+  assert src.num_parallel_items == 2
+  ann = src[0]
+  assert src.parallel_record(ann, np.random.default_rng(0))['speaker'] == 'bob'
+  assert src.parallel_record(src[2], np.random.default_rng(0)) is None     # cat2 is cat too
+  batches = take(pipeline.make_train_iterator(config, source=src), 3)
+  for batch in batches:
+    for row in range(4):
+      name = os.path.basename(src.entries[int(batch['index'][row])]['path'])
+      np.testing.assert_allclose(batch['view1'][row], levels[name], atol=1e-6)
+      if name in ('ann.wav', 'bob.wav'):                 # view 2 = the other speaker's reading
+        other = 'bob.wav' if name == 'ann.wav' else 'ann.wav'
+        assert batch['cross_speaker'][row] == pipeline.VIEW2_OTHER_SPEAKER
+        np.testing.assert_allclose(batch['view2'][row, :SR // 2], levels[other], atol=1e-6)
+      else:                                              # no other reader: the same recording
+        assert batch['cross_speaker'][row] == pipeline.VIEW2_FALLBACK
+        np.testing.assert_array_equal(batch['view2'][row], batch['view1'][row])
+  assert_same_batches(batches, take(pipeline.make_train_iterator(config, source=src), 3))
+
+
+def test_bad_parallel_reading_falls_back_and_is_counted(tmp_path):
+  sf.write(tmp_path / 'ann.wav', tone(0.5), SR)
+  sf.write(tmp_path / 'bob.wav', np.zeros(SR // 2, np.float32), SR)      # silent: bad
+  (tmp_path / 'm.jsonl').write_text('{"path": "ann.wav", "speaker": "ann", "text": "hi"}\n'
+                                    '{"path": "bob.wav", "speaker": "bob", "text": "hi"}\n')
+  config = no_augmentation(small_config(batch_size=2, cross_speaker_views=1.0,
+                                        max_bad_fraction=1.0))
+  batch = next(pipeline.make_train_iterator(config, source=manifest.ManifestSource(
+      str(tmp_path / 'm.jsonl'))))
+  assert batch['index'].tolist() == [0, 0]                                 # bob -> ann
+  assert (batch['cross_speaker'] == pipeline.VIEW2_FALLBACK).all()
+  silent = bad_input.REASONS.index('silent')
+  # bob itself is skipped (replaced by ann) and ann's parallel reading (bob) is bad too.
+  assert batch['bad_counts'][:, silent].sum() == 3
+
+
+def test_source_without_parallel_readings_warns_instead_of_refusing(tmp_path, monkeypatch):
+  for s in range(4):
+    os.makedirs(tmp_path / f'spk{s}')
+    sf.write(tmp_path / f'spk{s}' / 'u.wav', tone(0.5, 200 + 100 * s), SR)
+  warnings = []
+  monkeypatch.setattr(pipeline.logging, 'warning', lambda msg, *a, **k: warnings.append(msg % a))
+  config = small_config(batch_size=2, cross_speaker_views=0.5)
+  for src in (folder.FolderSource(str(tmp_path)), ArraySource()):
+    warnings.clear()
+    batches = take(pipeline.make_train_iterator(config, source=src), 2)
+    assert len(warnings) == 1 and 'cross_speaker_views=0.5' in warnings[0]
+    assert repr(src) in warnings[0]
+    assert all((b['cross_speaker'] == pipeline.VIEW2_SAME).all() for b in batches)
+    # Augmentation-only views: exactly the batches of cross_speaker_views=0.
+    assert_same_batches(batches, take(pipeline.make_train_iterator(
+        small_config(batch_size=2), source=src), 2))
+  config.data.source, config.data.path = 'folder', str(tmp_path)
+  warnings.clear()
+  pipeline.make_train_dataset(config)                      # make_source path, as main does
+  assert len(warnings) == 1

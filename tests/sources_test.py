@@ -37,7 +37,7 @@ LIBRI = {  # subset -> {utterance id: transcript}
     'train-clean-100': {'19-198-0000': "NORTHANGER ABBEY, CHAPTER one!",
                         '19-198-0001': 'IT WAS THE  BEST OF TIMES',
                         '26-495-0000': "the TUTOR'S   tale"},
-    'dev-clean': {'84-121123-0000': 'GO DO YOU HEAR'},
+    'dev-clean': {'84-121123-0000': 'GO DO YOU HEAR', '174-50561-0000': 'FORGOTTEN TOO'},
 }
 
 
@@ -101,6 +101,7 @@ TIMIT = [  # (split, dialect, speaker, sentence, text, words)
     ('TRAIN', 'DR1', 'FCJF0', 'SI648', 'Dogs run.', ['dogs', 'run']),
     ('TRAIN', 'DR2', 'MABC0', 'SX123', 'A big cat sat.', ['a', 'big']),
     ('TEST', 'DR3', 'FDEF0', 'SX200', 'Test sentence here.', ['test', 'sentence']),
+    ('TEST', 'DR4', 'MGHI0', 'SX201', 'Another test one.', ['another', 'test']),
 ]
 
 
@@ -139,10 +140,21 @@ def test_timit_labels_splits_and_case(tmp_path, lower):
       'FCJF0', 'MABC0']
   with_sa = timit.TimitSource(str(tmp_path), 'train', exclude_sa=False)
   assert len(with_sa) == 4
-  test = timit.TimitSource(str(tmp_path), 'heldout')
-  assert [e['id'] for e in test.entries] == ['TEST/DR3/FDEF0/SX200']
+  # TEST is halved by speaker into validation / test; 'heldout' is 'test'.
+  val = timit.TimitSource(str(tmp_path), 'validation')
+  test = timit.TimitSource(str(tmp_path), 'test')
+  assert sorted(e['id'] for e in val.entries + test.entries) == [
+      'TEST/DR3/FDEF0/SX200', 'TEST/DR4/MGHI0/SX201']
+  assert len(val) == len(test) == 1
+  assert timit.TimitSource(str(tmp_path), 'heldout').entries == test.entries
   direct = timit.TimitSource(str(tmp_path / ('test' if lower else 'TEST')), 'train')
-  assert len(direct) == 1                     # a split folder given directly: all of it
+  assert len(direct) == 2                     # a split folder given directly: all of it
+  # Parallel readings: the other speaker of SX123, never one of the same speaker.
+  assert train.num_parallel_items == 2 and val.num_parallel_items == 0
+  other = train.parallel_record(r, np.random.default_rng(0))
+  assert other['speaker'] == 'FCJF0' and other['content_id'] == 'SX123'
+  si = train[[e['id'] for e in train.entries].index('TRAIN/DR1/FCJF0/SI648')]
+  assert train.parallel_record(si, np.random.default_rng(0)) is None
 
 
 def test_timit_missing_split_is_named(tmp_path):
@@ -170,19 +182,22 @@ def test_folder_recursive_and_split(tmp_path):
   r = everything[0]
   assert r['id'] == os.path.join('spk0', 'session', 'u0') and r['speaker'] == 'session'
   assert r['content_id'] == r['id'] and r['audio'].shape == (3200,)
-  train = folder.FolderSource(str(tmp_path), 'train', heldout_fraction=0.2)
-  held = folder.FolderSource(str(tmp_path), 'heldout', heldout_fraction=0.2)
+  parts = [folder.FolderSource(str(tmp_path), split, heldout_fraction=0.2)
+           for split in ('train', 'validation', 'test')]
   ids = lambda s: {e['id'] for e in s.entries}
-  assert ids(train) | ids(held) == ids(everything) and not ids(train) & ids(held)
-  assert 0 < len(held) < len(train)
+  assert set.union(*map(ids, parts)) == ids(everything)
+  assert sum(len(p) for p in parts) == len(everything)
+  assert 0 < len(parts[1]) < len(parts[0]) and 0 < len(parts[2]) < len(parts[0])
+  assert everything.num_parallel_items == 0                 # a file is its own content
 
 
 def test_split_by_speaker_is_speaker_disjoint():
   entries = [{'id': f'{s}/{u}', 'speaker': f'speaker{s}'} for s in range(50) for u in range(3)]
-  train = folder.split_entries(entries, 'train', 0.2)
-  held = folder.split_entries(entries, 'heldout', 0.2)
-  assert len(train) + len(held) == 150 and held
-  assert not {e['speaker'] for e in train} & {e['speaker'] for e in held}
+  parts = [folder.split_entries(entries, split, 0.2) for split in ('train', 'validation', 'test')]
+  assert sum(map(len, parts)) == 150 and all(parts)
+  speakers = [{e['speaker'] for e in p} for p in parts]
+  assert not (speakers[0] & speakers[1] or speakers[0] & speakers[2] or speakers[1] & speakers[2])
+  assert folder.split_entries(entries, 'heldout', 0.2) == parts[2]
   with pytest.raises(ValueError, match='split'):
     folder.split_entries(entries, 'dev', 0.2)
 
@@ -231,6 +246,28 @@ def test_manifest_errors_name_the_line(tmp_path):
     manifest.ManifestSource(str(bad))
 
 
+def test_manifest_bad_lines_are_collected_when_asked(tmp_path):
+  m = tmp_path / 'm.jsonl'
+  m.write_text('{"path": "a.wav"}\n\nnot json\n{"text": "no path"}\n{"path": "b.wav", "start": "x"}\n'
+               '{"path": "c.wav"}\n')
+  with pytest.raises(ValueError, match='m.jsonl:3: not valid JSON'):
+    manifest.read_manifest(str(m))                       # strict by default (training sources)
+  bad = []
+  entries = manifest.read_manifest(str(m), bad_lines=bad)
+  assert [(e['line'], os.path.basename(e['path'])) for e in entries] == [(1, 'a.wav'), (6, 'c.wav')]
+  assert [n for n, _ in bad] == [3, 4, 5]
+  assert 'not valid JSON' in bad[0][1] and '"path"' in bad[1][1] and 'seconds' in bad[2][1]
+  tsv = tmp_path / 'm.tsv'
+  tsv.write_text('path\tstart\na.wav\t\n"b\nc.wav"\tx\nd.wav\t1\n')   # a quoted field spans lines 3-4
+  bad = []
+  entries = manifest.read_manifest(str(tsv), bad_lines=bad)
+  assert [e['line'] for e in entries] == [2, 5] and [n for n, _ in bad] == [4]
+  only_bad = tmp_path / 'bad.jsonl'
+  only_bad.write_text('nope\n')
+  bad = []
+  assert manifest.read_manifest(str(only_bad), bad_lines=bad) == [] and len(bad) == 1
+
+
 # ---------------------------------------------------------------------------- make_source
 def test_make_source_selects_by_config(tmp_path):
   make_librispeech(tmp_path / 'libri')
@@ -241,14 +278,17 @@ def test_make_source_selects_by_config(tmp_path):
   config.data.path = str(tmp_path / 'libri' / 'train-clean-100')
   config.data.eval_path = str(tmp_path / 'libri' / 'dev-clean')
   assert len(pipeline.make_source(config, 'train')) == 3      # eval_path set: all of path
-  assert [e['id'] for e in pipeline.make_source(config, 'heldout').entries] == ['84-121123-0000']
+  evals = [pipeline.make_source(config, s).entries for s in ('validation', 'test')]
+  assert sorted(e['id'] for e in evals[0] + evals[1]) == ['174-50561-0000', '84-121123-0000']
+  assert len(evals[0]) == len(evals[1]) == 1                  # eval_path halved by speaker
+  assert pipeline.make_source(config, 'heldout').entries == evals[1]
   config.data.source, config.data.eval_path = 'timit', ''
   config.data.path = str(tmp_path / 'timit')
   assert isinstance(pipeline.make_source(config, 'train'), timit.TimitSource)
   assert len(pipeline.make_source(config, 'heldout')) == 1
   config.data.source, config.data.path = 'folder', str(tmp_path / 'folder')
-  train, held = pipeline.make_source(config, 'train'), pipeline.make_source(config, 'heldout')
-  assert len(train) + len(held) == 60 and len(held) > 0
+  parts = [pipeline.make_source(config, s) for s in ('train', 'validation', 'test')]
+  assert sum(map(len, parts)) == 60 and all(len(p) > 0 for p in parts)
   config.data.path = ''
   with pytest.raises(ValueError, match='config.data.path'):
     pipeline.make_source(config, 'train')

@@ -261,7 +261,7 @@ def test_other_sample_rate():
 
 def test_errors():
   with pytest.raises(ValueError, match='split'):
-    synthetic.SyntheticSpeechSource(_cfg(), 'test')
+    synthetic.SyntheticSpeechSource(_cfg(), 'valid')
   with pytest.raises(KeyError, match='num_heldout_sentences'):
     synthetic.SyntheticSpeechSource(dict(seed=0, num_train_speakers=2, num_heldout_speakers=2,
                                          num_train_sentences=2, train_size=3), 'train')
@@ -296,3 +296,47 @@ def test_parallel_record_is_another_speaker_reading_the_same_sentence(train, tra
   assert not np.allclose(a['audio'], record['audio'])
   others = {train.parallel_record(record, np.random.default_rng(s))['speaker_index'] for s in range(30)}
   assert record['speaker_index'] not in others and len(others) > 1
+
+
+def test_validation_and_test_splits_are_disjoint_from_each_other_and_from_train():
+  cfg = _cfg(num_validation_speakers=3, num_validation_sentences=5)
+  splits = {s: synthetic.SyntheticSpeechSource(cfg, s) for s in ('train', 'validation', 'test')}
+  assert synthetic.SyntheticSpeechSource(cfg, 'heldout').split == 'test'
+  assert len(splits['validation']) == 3 * 5 and splits['validation'].is_grid
+  words = {s: {w.text for w in src.words} for s, src in splits.items()}
+  texts = {s: {x.text for x in src.sentences} for s, src in splits.items()}
+  for a, b in (('train', 'validation'), ('train', 'test'), ('validation', 'test')):
+    assert not words[a] & words[b], (a, b)
+    assert not texts[a] & texts[b], (a, b)
+    # Speakers are independent draws: no two splits share a voice.
+    voices = lambda s: {(sp.f0_mean, sp.formant_scale) for sp in splits[s].speakers}
+    assert not voices(a) & voices(b), (a, b)
+  rec = splits['validation'][splits['validation'].index_of(2, 4)]
+  assert rec['id'] == 'validation-spk002-s0004' and rec['content_id'] == 'validation-s0004'
+  assert set(rec['text'].split()) <= words['validation']
+  with pytest.raises(ValueError, match='split must be one of'):
+    synthetic.SyntheticSpeechSource(cfg, 'dev')
+
+
+def test_validation_sizes_default_to_the_test_split_for_old_configs():
+  cfg = _cfg()     # written before the validation split: no num_validation_* keys
+  assert 'num_validation_speakers' not in cfg
+  val = synthetic.SyntheticSpeechSource(cfg, 'validation')
+  assert (val.num_speakers, val.num_sentences) == (cfg.num_heldout_speakers,
+                                                   cfg.num_heldout_sentences)
+
+
+def test_train_grid_is_a_fixed_small_corpus():
+  cfg = _cfg(train_grid=True, num_train_speakers=3, num_train_sentences=4)
+  grid = synthetic.SyntheticSpeechSource(cfg, 'train')
+  assert len(grid) == 12 and grid.is_grid
+  rec = grid[grid.index_of(1, 2)]
+  assert (rec['speaker_index'], rec['sentence_index']) == (1, 2)
+  assert rec['id'] == 'train-spk001-s0002' and rec['content_id'] == 'train-s0002'
+  np.testing.assert_array_equal(rec['audio'], grid[6]['audio'])     # fixed recordings
+  assert {(r['speaker_index'], r['sentence_index']) for r in (grid[i] for i in range(12))} == {
+      (s, t) for s in range(3) for t in range(4)}
+  # The speakers and sentences are those of the drawn train split of the same config.
+  drawn = synthetic.SyntheticSpeechSource(_cfg(num_train_speakers=3, num_train_sentences=4), 'train')
+  assert [s.name for s in drawn.speakers] == [s.name for s in grid.speakers]
+  assert [s.text for s in drawn.sentences] == [s.text for s in grid.sentences]

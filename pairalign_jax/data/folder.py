@@ -14,11 +14,25 @@ data (in `root`, as `.pairalign_index_*.json`) if writable, else in `fallback_di
 `<workdir>/cache`), else in `~/.cache/pairalign_jax`. Writes are atomic (`os.replace`), so hosts
 building the same index at once do not corrupt it. A bar (tqdm) shows progress on large trees.
 
-Splits without a separate held-out tree (`split_entries`). A deterministic hash of the speaker
-(crc32) puts about `heldout_fraction` of the speakers in 'heldout' and the rest in 'train'
-(speaker-disjoint, as retrieval evaluation wants). If that leaves either side empty (too few
-speakers) the hash of the item id is used instead, and for tiny sets the `ceil(fraction * n)`
-items of smallest id hash. `split='all'` keeps everything.
+Splits (`split_entries`): 'train', 'validation', 'test' ('heldout' = 'test', for old configs)
+or 'all' (everything). Two steps, both deterministic and speaker-disjoint where the speakers allow:
+
+1. Held-out part. A hash of the speaker (crc32) puts about `heldout_fraction` of the speakers in
+   the held-out part and the rest in 'train'. With `heldout_fraction=1.0` the whole tree is held
+   out (`config.data.eval_path`, TIMIT's TEST folder) and 'train' is refused.
+2. 'validation' / 'test'. A second, independent hash of the speaker (sha1) halves the held-out
+   part: about half its speakers are 'test', the others 'validation'.
+
+In either step, if the speaker hash leaves a side empty (too few speakers) the same hash of the
+item id is used instead (then the sides may share a speaker), and for tiny sets the
+`ceil(fraction * n)` items of smallest id hash. A side is never empty when there are >= 2 items
+to divide; otherwise asking for it raises a ValueError naming `config.data.heldout_fraction` /
+`config.data.eval_path`. 'train' is exactly what the earlier train/heldout rule gave.
+
+Parallel readings (`IndexedAudioSource.parallel_record`): entries with the same `content_id` read
+by another speaker, from a map built once from the entries (no audio reads); used for
+`config.data.cross_speaker_views` (`pipeline.TwoViews`). Folder items are their own content, so a
+folder has none.
 """
 
 import hashlib
@@ -36,7 +50,7 @@ from pairalign_jax.data import audio_io
 
 AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.opus', '.mp3', '.aiff', '.aif', '.aifc',
                     '.au', '.snd', '.sph', '.nist', '.caf', '.w64', '.rf64')
-SPLITS = ('train', 'heldout', 'all')
+SPLITS = ('train', 'validation', 'test', 'all')   # and 'heldout', an alias of 'test'
 INDEX_VERSION = 1
 PROGRESS_MIN_FILES = 500   # show a progress bar from this many files on
 
@@ -134,34 +148,75 @@ def cached_index(root: str, kind: str, relpaths: Sequence[str],
 
 # ---------------------------------------------------------------------------- splits
 def _hash_fraction(s: str) -> float:
+  """Step-1 hash in [0, 1): crc32 (kept as it was, so 'train' does not move)."""
   return (zlib.crc32(s.encode('utf-8')) % 10_000) / 10_000.0
+
+
+def _half_hash_fraction(s: str) -> float:
+  """Step-2 hash in [0, 1), independent of `_hash_fraction`."""
+  return int(hashlib.sha1(f'validation-test\0{s}'.encode('utf-8')).hexdigest()[:8], 16) / 2**32
+
+
+def _pick(entries: Sequence[dict[str, Any]], fraction: float,
+          hash_fraction: Callable[[str], float]) -> list[bool] | None:
+  """True for the entries on the `fraction` side: by speaker hash; if that leaves a side empty, by
+  item-id hash; else the `ceil(fraction * n)` items of smallest id hash. None with < 2 entries."""
+  def by(key):
+    chosen = [hash_fraction(e[key]) < fraction for e in entries]
+    return chosen if 0 < sum(chosen) < len(entries) else None
+  chosen = by('speaker') or by('id')
+  if chosen is None:   # tiny sets
+    if len(entries) < 2:
+      return None
+    k = int(np.ceil(fraction * len(entries)))
+    order = sorted(range(len(entries)), key=lambda i: (hash_fraction(entries[i]['id']), i))
+    first = set(order[:k])
+    chosen = [i in first for i in range(len(entries))]
+  return chosen
+
+
+def canonical_split(split: str) -> str:
+  """'heldout' -> 'test'; 'train' | 'validation' | 'test' | 'all' unchanged; else ValueError."""
+  split = 'test' if split == 'heldout' else split
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS} (or 'heldout' = 'test'), got {split!r}")
+  return split
 
 
 def split_entries(entries: Sequence[dict[str, Any]], split: str, heldout_fraction: float,
                   ) -> list[dict[str, Any]]:
-  """Speaker-disjoint deterministic train/heldout split (see the module docstring)."""
-  if split not in SPLITS:
-    raise ValueError(f'split must be one of {SPLITS}, got {split!r}')
+  """The `split` part of `entries` (see the module docstring); `heldout_fraction=1.0`: all of
+  `entries` is held out (a separate evaluation tree), to be halved into validation / test."""
+  split = canonical_split(split)
   entries = list(entries)
   if split == 'all':
     return entries
-  if not 0.0 < heldout_fraction < 1.0:
-    raise ValueError('config.data.heldout_fraction must be in (0, 1) to split one tree into '
-                     f'train/heldout, got {heldout_fraction}')
-  def pick(key):
-    held = [_hash_fraction(e[key]) < heldout_fraction for e in entries]
-    return held if 0 < sum(held) < len(entries) else None
-  held = pick('speaker') or pick('id')
-  if held is None:   # tiny sets: the ceil(fraction * n) items of smallest id hash
-    if len(entries) < 2:
-      raise ValueError(f'cannot split {len(entries)} item(s) into train and heldout; '
+  if heldout_fraction == 1.0:
+    held = [True] * len(entries)
+    if split == 'train':
+      raise ValueError('no train split: all of the tree is held out (config.data.eval_path, '
+                       'TIMIT TEST, or config.data.heldout_fraction=1.0)')
+  else:
+    if not 0.0 < heldout_fraction < 1.0:
+      raise ValueError('config.data.heldout_fraction must be in (0, 1) to split one tree into '
+                       f'train/validation/test, got {heldout_fraction}')
+    held = _pick(entries, heldout_fraction, _hash_fraction)
+    if held is None:
+      raise ValueError(f'cannot split {len(entries)} item(s) into train and held-out parts; '
                        'set config.data.eval_path')
-    k = int(np.ceil(heldout_fraction * len(entries)))
-    order = sorted(range(len(entries)), key=lambda i: (_hash_fraction(entries[i]['id']), i))
-    chosen = set(order[:k])
-    held = [i in chosen for i in range(len(entries))]
-  want = split == 'heldout'
-  return [e for e, h in zip(entries, held) if h == want]
+  if split == 'train':
+    return [e for e, h in zip(entries, held) if not h]
+  held_out = [e for e, h in zip(entries, held) if h]
+  is_test = _pick(held_out, 0.5, _half_hash_fraction)
+  if is_test is None:
+    fix = ('put more speakers in config.data.eval_path (or the TIMIT TEST folder)'
+           if heldout_fraction == 1.0 else
+           f'raise config.data.heldout_fraction (now {heldout_fraction}) or set '
+           'config.data.eval_path')
+    raise ValueError(f'the held-out part has {len(held_out)} item(s), too few for both a '
+                     f'validation and a test split (each needs >= 1); {fix}')
+  want = split == 'test'
+  return [e for e, t in zip(held_out, is_test) if t == want]
 
 
 # ---------------------------------------------------------------------------- sources
@@ -173,6 +228,9 @@ class IndexedAudioSource:
   `audio` float32 mono, `sample_rate`, `id`, `speaker`, `content_id`, `path` and the entry's
   optional labels (`text`, `phones`, `phone_times` float32[P, 2] seconds, `words`,
   `word_times`). Bad files raise `bad_input.BadAudioError` (wrap with `SkippingSource`).
+
+  `parallel_record(record, rng)`: another speaker's reading of the record's content (see the
+  module docstring); `num_parallel_items`: entries that have one.
   """
 
   name = 'files'
@@ -180,6 +238,12 @@ class IndexedAudioSource:
   def __init__(self, root: str, entries: Sequence[dict[str, Any]]):
     self.root = os.path.abspath(root)
     self.entries = list(entries)
+    # content_id -> indices of its entries; built once from the entries (no audio reads).
+    self._by_content: dict[str, list[int]] = {}
+    for i, e in enumerate(self.entries):
+      self._by_content.setdefault(e['content_id'], []).append(i)
+    speakers = {c: {self.entries[i]['speaker'] for i in idx} for c, idx in self._by_content.items()}
+    self.num_parallel_items = sum(len(speakers[e['content_id']]) > 1 for e in self.entries)
 
   def __len__(self) -> int:
     return len(self.entries)
@@ -206,6 +270,16 @@ class IndexedAudioSource:
       if k in e:
         record[k] = np.asarray(e[k], np.float32).reshape(-1, 2)
     return record
+
+  def parallel_record(self, record: dict[str, Any], rng: np.random.Generator
+                      ) -> dict[str, Any] | None:
+    """The record of another speaker reading `record`'s `content_id`, drawn uniformly with `rng`
+    (deterministic given it); None when no other speaker reads it. May raise `BadAudioError`."""
+    others = [i for i in self._by_content.get(record['content_id'], ())
+              if self.entries[i]['speaker'] != record['speaker']]
+    if not others:
+      return None
+    return self[others[int(rng.integers(len(others)))]]
 
 
 class FolderSource(IndexedAudioSource):

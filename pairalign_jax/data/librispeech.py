@@ -9,6 +9,8 @@ transcript, and `content_id` = the **normalized transcript** (`normalize_text`: 
 apostrophes kept, other punctuation dropped, whitespace collapsed): LibriSpeech has no repeated
 prompts by design, so identical text is the only sound notion of "same content" (it matches the
 rare exact repeats across readers; retrieval otherwise uses augmented views of one utterance).
+Those repeats are also the only parallel readings (`parallel_record`) for
+`config.data.cross_speaker_views`. Splits: `folder.split_entries`.
 """
 
 import os
@@ -71,8 +73,9 @@ def _entries(root: str, relpaths: Sequence[str]) -> list[dict[str, Any]]:
 class LibriSpeechSource(folder.IndexedAudioSource):
   """LibriSpeech utterances under `root` (see the module docstring).
 
-  `split`: 'all' (a tree given for one purpose, e.g. `config.data.eval_path`), or 'train' /
-  'heldout' to split one tree by speaker (`folder.split_entries`).
+  `split`: 'all', or 'train' / 'validation' / 'test' ('heldout' = 'test') to split one tree by
+  speaker (`folder.split_entries`; `heldout_fraction=1.0`: the whole tree is held out, e.g.
+  `config.data.eval_path`, and halved into validation / test).
   """
 
   name = 'librispeech'

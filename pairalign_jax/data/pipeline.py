@@ -13,21 +13,36 @@ Training (`make_train_dataset`), per host:
     .to_iter_dataset(ReadOptions(read_threads, prefetch_buffer_size))
     .mp_prefetch(worker_count)          # when config.data.worker_count > 0
 
-Batch: `{'view1': f32[b, S], 'view2': f32[b, S], 'index': i64[b], 'bad_counts': i32[b, R]}` with
-`S = sample_rate * segment_seconds`, `index` the source index actually read (after bad-item
-replacement) and `bad_counts` the bad items skipped to produce each example, by reason
-(`bad_input.REASONS`); numeric arrays only. Every random choice is a function of `config.seed`
-and the element index (Grain's per-index rngs and index shuffle; bad items are replaced by the
-next good index), so the batches do not depend on `worker_count` or threads, and the iterator
-state (`get_state`/`set_state`, or `grain.checkpoint.CheckpointSave/Restore` through Orbax)
-resumes exactly.
+Batch: `{'view1': f32[b, S], 'view2': f32[b, S], 'index': i64[b], 'bad_counts': i32[b, R],
+'cross_speaker': i32[b]}` with `S = sample_rate * segment_seconds`, `index` the source index
+actually read (after bad-item replacement), `bad_counts` the bad items skipped to produce each
+example, by reason (`bad_input.REASONS`; a bad parallel reading counts too), and `cross_speaker`
+what view 2 is (`VIEW2_SAME`, `VIEW2_OTHER_SPEAKER`, `VIEW2_FALLBACK`); numeric arrays only.
+Every random choice is a function of `config.seed` and the element index (Grain's per-index
+rngs and index shuffle; bad items are replaced by the next good index; a parallel reading is
+drawn with the example's rng), so the batches do not depend on `worker_count` or threads, and
+the iterator state (`get_state`/`set_state`, or `grain.checkpoint.CheckpointSave/Restore`
+through Orbax) resumes exactly.
 
 Stage 0 (views kept time-aligned, DESIGN §3.1): when `config.data.align_views_in_stage0`, the
 elements of steps `< config.schedule.stage1_start` (step = per-host element index // local
 batch) get neither speed perturbation nor time shift, so the two views share one time axis.
 
-Evaluation: `make_source(config, 'heldout')` and `load_segment(record, config, crop='center')`
-(deterministic); `eval_records(source)` yields the good records and skips (and counts) bad ones.
+Cross-speaker views (`config.data.cross_speaker_views = p`): from stage 1, with probability p view 2
+is another speaker reading the same content (`source.parallel_record(record, rng)`: the synthetic
+corpus, and file sources whose items share a `content_id` across speakers: TIMIT prompts, manifest
+rows with the same text). An example whose content has no other speaker (or whose parallel file is
+bad) falls back to an augmentation of its own recording (`cross_speaker == VIEW2_FALLBACK`). A
+source with no parallel readings at all (a folder) gets augmentation-only views and one warning.
+
+Splits (`SPLITS`): 'train', 'validation', 'test' ('heldout' = 'test', `canonical_split`). For file
+sources validation and test are the two speaker-disjoint halves (by a second speaker hash) of the
+held-out part: the `heldout_fraction` speakers of `config.data.path`, or all of
+`config.data.eval_path`, or TIMIT's TEST folder (`folder.split_entries`); 'train' is unchanged.
+
+Evaluation: `make_source(config, 'test')` (or 'validation') and `load_segment(record, config,
+crop='center')` (deterministic); `eval_records(source)` yields the good records and skips (and
+counts) bad ones.
 """
 
 from typing import Any, Iterator, Sequence
@@ -44,6 +59,11 @@ from pairalign_jax.data.augment import augment_view  # noqa: F401  (re-exported,
 from pairalign_jax.data.bad_input import BadAudioError, BadInputError, BadInputStats  # noqa: F401
 
 SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
+SPLITS = ('train', 'validation', 'test')
+# batch['cross_speaker']: what view 2 of an example is.
+VIEW2_SAME = 0            # an augmentation of the same recording (no cross-speaker draw)
+VIEW2_OTHER_SPEAKER = 1   # another speaker's reading of the same content
+VIEW2_FALLBACK = 2        # drawn, but no other speaker's (good) reading: the same recording
 
 
 def segment_samples(config) -> int:
@@ -52,36 +72,45 @@ def segment_samples(config) -> int:
 
 
 # ---------------------------------------------------------------------------- sources
+def canonical_split(split: str) -> str:
+  """One of `SPLITS`: 'heldout' (old configs) -> 'test'; anything else unknown -> ValueError."""
+  split = 'test' if split == 'heldout' else split
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS} (or 'heldout', an alias of 'test'), "
+                     f'got {split!r}')
+  return split
+
+
 def make_source(config, split: str = 'train', *, cache_dir: str | None = None):
-  """The random-access source named by `config.data.source` for `split` ('train' | 'heldout').
+  """The random-access source named by `config.data.source` for `split` (`SPLITS` or 'heldout').
 
   Paths: with `config.data.eval_path` set, 'train' reads all of `config.data.path` and
-  'heldout' all of `eval_path`; else both are parts of `config.data.path`: TIMIT's TRAIN / TEST
-  folders, the synthetic corpus' train / held-out speakers and sentences, or for
-  librispeech/folder/manifest a speaker-disjoint hash split of `config.data.heldout_fraction`
-  (`folder.split_entries`). `cache_dir` is where file indexes go when
-  `config.data.index_cache_dir` is empty and the data folder is read-only (e.g.
-  `<workdir>/cache`).
+  'validation' / 'test' the two speaker-disjoint halves of `eval_path`; else all are parts of
+  `config.data.path`: TIMIT's TRAIN folder and the halves of TEST, the synthetic corpus' splits,
+  or for librispeech/folder/manifest a speaker-disjoint hash split (`folder.split_entries`:
+  `config.data.heldout_fraction` of the speakers held out, then halved). `cache_dir` is where
+  file indexes go when `config.data.index_cache_dir` is empty and the data folder is read-only
+  (e.g. `<workdir>/cache`).
   """
   kind = config.data.source
   if kind not in SOURCES:
     raise ValueError(f'config.data.source must be one of {SOURCES}, got {kind!r}')
-  if split not in ('train', 'heldout'):
-    raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+  split = canonical_split(split)
   if kind == 'synthetic':
     from pairalign_jax.data import synthetic  # pylint: disable=g-import-not-at-top
     return synthetic.SyntheticSpeechSource(
         config.data.synthetic, split, sample_rate=config.audio.sample_rate,
         segment_seconds=config.audio.segment_seconds)
-  if split == 'heldout' and config.data.eval_path:
-    root, sub, key = config.data.eval_path, 'all', 'config.data.eval_path'
+  frac = config.data.heldout_fraction
+  if split != 'train' and config.data.eval_path:
+    root, sub, key = config.data.eval_path, split, 'config.data.eval_path'
+    frac = 1.0                                   # every speaker of eval_path is held out
   else:
     root, key = config.data.path, 'config.data.path'
     sub = 'all' if config.data.eval_path else split
   if not root:
     raise ValueError(f'{key} must be set for config.data.source={kind!r}')
   kwargs = dict(cache_dir=config.data.index_cache_dir, fallback_dir=cache_dir)
-  frac = config.data.heldout_fraction
   if kind == 'librispeech':
     from pairalign_jax.data import librispeech  # pylint: disable=g-import-not-at-top
     return librispeech.LibriSpeechSource(root, sub, heldout_fraction=frac, **kwargs)
@@ -165,7 +194,9 @@ def _with_index(index: int, record):
 class TwoViews:
   """Grain random map: `(element_index, record), rng -> example` (see the module docstring).
 
-  A plain picklable class (Grain sends it to worker processes). Both views come from one crop.
+  A plain picklable class (Grain sends it to worker processes). Both views come from one crop,
+  except cross-speaker ones: `parallel_record(record, rng) -> record | None` (None: the content
+  has no other speaker; a `BadAudioError` is counted in `bad_counts`), both from their starts.
   """
 
   def __init__(self, sample_rate: int, length: int, aug_cfg: dict[str, Any],
@@ -178,26 +209,41 @@ class TwoViews:
     self.cross_speaker_prob = float(cross_speaker_prob)
     self.parallel_record = parallel_record   # record, rng -> same content, another speaker
 
+  def _other_reading(self, record, rng) -> tuple[dict[str, Any] | None, list[BadAudioError]]:
+    """(another speaker's validated record or None, bad parallel files met)."""
+    try:
+      other = self.parallel_record(record, rng)
+      if other is not None:
+        audio_io.validate_audio(other['audio'], other.get('id', 'parallel reading'))
+      return other, []
+    except BadAudioError as e:
+      return None, [e]
+
   def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
     element_index, record = item
     wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate, self.length,
-                     crop='random', rng=rng)
+                     crop='random', rng=rng)                                         # [S]
     time_warp = element_index >= self.aligned_until_element
-    wave2 = wave
+    wave2, kind, bad = wave, VIEW2_SAME, []
     # Cross-speaker views only after the aligned (stage-0) elements: another speaker's reading of
     # the same sentence, from its start (the other speaker's rate moves everything after it).
     if time_warp and self.cross_speaker_prob > 0 and rng.random() < self.cross_speaker_prob:
-      other = self.parallel_record(record, rng)
-      wave2 = fit_audio(other['audio'], int(other['sample_rate']), self.sample_rate, self.length,
-                        crop='start')
-      wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate, self.length,
-                       crop='start')
+      other, bad = self._other_reading(record, rng)
+      if other is None:
+        kind = VIEW2_FALLBACK                           # same recording, augmented twice
+      else:
+        kind = VIEW2_OTHER_SPEAKER
+        wave2 = fit_audio(other['audio'], int(other['sample_rate']), self.sample_rate,
+                          self.length, crop='start')
+        wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate,
+                         self.length, crop='start')
     view1 = augment.augment_view(wave, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
     view2 = augment.augment_view(wave2, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
+    bad_counts = np.asarray(record.get('_bad_counts', np.zeros(bad_input.NUM_REASONS)), np.int32)
     return {'view1': view1, 'view2': view2,
             'index': np.int64(record.get('_source_index', -1)),
-            'bad_counts': np.asarray(record.get('_bad_counts', np.zeros(bad_input.NUM_REASONS)),
-                                     np.int32)}
+            'bad_counts': bad_counts + bad_input.reason_counts(bad),             # [R]
+            'cross_speaker': np.int32(kind)}
 
 
 def _plain_dict(cfg) -> dict[str, Any]:
@@ -210,6 +256,21 @@ def local_batch_size(config, process_count: int = 1) -> int:
     raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the '
                      f'process count {process_count}')
   return config.batch_size // process_count
+
+
+def _parallel_readings(source, cross: float):
+  """(source.parallel_record, cross), or (None, 0.0) with one warning when it has no readings."""
+  parallel = getattr(source, 'parallel_record', None)
+  num = getattr(source, 'num_parallel_items', None)     # None: unknown (e.g. synthetic: all)
+  if parallel is None or num == 0:
+    logging.warning('config.data.cross_speaker_views=%g: %r has no parallel readings (no content '
+                    'read by two speakers); view 2 is an augmentation of the same recording',
+                    cross, source)
+    return None, 0.0
+  if num is not None:
+    logging.info('Cross-speaker views: %d of %d training items have another speaker reading '
+                 'the same content; the others fall back to the same recording', num, len(source))
+  return parallel, cross
 
 
 def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1,
@@ -241,10 +302,7 @@ def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1
   parallel = None
   if cross > 0:
     base = src.source if isinstance(src, bad_input.SkippingSource) else src
-    parallel = getattr(base, 'parallel_record', None)
-    if parallel is None:
-      raise ValueError(f'config.data.cross_speaker_views={cross} needs a source with parallel '
-                       f'readings of the same content (the synthetic corpus); {base!r} has none')
+    parallel, cross = _parallel_readings(base, cross)
   ds = ds.random_map(TwoViews(config.audio.sample_rate, segment_samples(config),
                               _plain_dict(config.data.augment), aligned, cross, parallel))
   ds = ds.batch(batch, drop_remainder=True)

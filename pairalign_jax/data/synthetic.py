@@ -38,21 +38,30 @@ Synthesizer (`synthesize`):
 
 Corpus (`SyntheticSpeechSource`):
 
-* Lexicon (`make_lexicon`): `NUM_TRAIN_WORDS` + `NUM_HELDOUT_WORDS` distinct words of 1-3
-  syllables (V/CV/CVC/CCVC), drawn from `seed`; the held-out words are never used in training.
-* Sentences: several words whose nominal duration is 1.6-2.25 s at the neutral rate; train
-  sentences use only train words, held-out sentences only held-out words.
-* Speakers: `num_train_speakers` and `num_heldout_speakers` independent parameter draws.
+* Lexicon (`make_lexicon`): `NUM_TRAIN_WORDS` + `NUM_HELDOUT_WORDS` + `NUM_VALIDATION_WORDS`
+  distinct words of 1-3 syllables (V/CV/CVC/CCVC), drawn from `seed`, in three disjoint lists:
+  train, test ("held-out") and validation words. Neither evaluation list is used in training.
+* Sentences: several words whose nominal duration is 1.6-2.25 s at the neutral rate; each
+  split's sentences use only its own words.
+* Speakers: `num_train_speakers`, `num_heldout_speakers` (test) and `num_validation_speakers`
+  independent parameter draws.
 * Utterance layout: a leading silence of 0.1-0.3 s, optional 40-120 ms pauses between words, and
   the whole sentence always ends at least `_TAIL_SECONDS` before the end of the segment (slow
   speakers are compressed if needed), so every content item lies inside the window for every
   speaker. The rest is padded with a very low noise floor (-70 dB re. peak).
 * 'train' split: `cfg.train_size` virtual examples; example `i` draws its (train speaker, train
-  sentence) pair and all its variation from `np.random.default_rng([seed, 5, i])`.
-* 'heldout' split: the grid of `num_heldout_speakers x num_heldout_sentences`, index
-  `= speaker * num_heldout_sentences + sentence` (`heldout_index`), so the same sentence
-  (`content_id`, `text`) is available from every held-out speaker; the variation of item `i` comes
-  from `np.random.default_rng([seed, 6, i])`.
+  sentence) pair and all its variation from `np.random.default_rng([seed, 5, i])`. With
+  `cfg.train_grid` the split is instead the fixed grid of `num_train_speakers x
+  num_train_sentences` recordings (index `= speaker * num_train_sentences + sentence`, variation
+  from the same generator): a small corpus of fixed recordings, as a user's own would be.
+* 'test' split (also called 'heldout', its name in configs): the grid of `num_heldout_speakers x
+  num_heldout_sentences`, index `= speaker * num_heldout_sentences + sentence` (`heldout_index`),
+  so the same sentence (`content_id`, `text`) is available from every test speaker; the variation
+  of item `i` comes from `np.random.default_rng([seed, 6, i])`. Claims are reported here only.
+* 'validation' split: the same kind of grid with its own speakers, words and sentences
+  (`num_validation_speakers x num_validation_sentences`, generators `[seed, 7, i]` for speakers,
+  `[seed, 8]` for sentences, `[seed, 9, i]` for item variation). Every setting is chosen here.
+  Adding it left the train and test splits bit-identical to the corpus without it.
 """
 
 import dataclasses
@@ -223,6 +232,7 @@ def make_speaker(rng: np.random.Generator | int | Sequence[int], name: str = '')
 
 NUM_TRAIN_WORDS = 300
 NUM_HELDOUT_WORDS = 100
+NUM_VALIDATION_WORDS = 100
 _ONSETS = tuple(c for c in CONSONANTS if c != 'ng')
 _CLUSTERS = (('s', 'p'), ('s', 't'), ('s', 'k'), ('s', 'm'), ('s', 'n'), ('s', 'l'), ('s', 'w'),
              ('p', 'r'), ('p', 'l'), ('b', 'r'), ('b', 'l'), ('k', 'r'), ('k', 'l'), ('g', 'r'),
@@ -239,13 +249,14 @@ class Word:
 
 @dataclasses.dataclass(frozen=True)
 class Lexicon:
-  """Disjoint word lists (by phones and by spelling): `train` and `heldout`."""
+  """Disjoint word lists (by phones and by spelling): `train`, `heldout` (test) and `validation`."""
   train: tuple[Word, ...]
   heldout: tuple[Word, ...]
+  validation: tuple[Word, ...] = ()
 
   def words(self, split: str) -> tuple[Word, ...]:
-    _check_split(split)
-    return self.train if split == 'train' else self.heldout
+    split = canonical_split(split)
+    return {'train': self.train, 'test': self.heldout, 'validation': self.validation}[split]
 
 
 def _syllable(rng: np.random.Generator, first: bool) -> list[str]:
@@ -277,21 +288,32 @@ def _make_word(rng: np.random.Generator) -> tuple[str, ...]:
 
 @functools.lru_cache(maxsize=8)
 def make_lexicon(seed: int, num_train_words: int = NUM_TRAIN_WORDS,
-                 num_heldout_words: int = NUM_HELDOUT_WORDS) -> Lexicon:
-  """The corpus lexicon for `seed`: distinct words split into train and held-out parts."""
+                 num_heldout_words: int = NUM_HELDOUT_WORDS,
+                 num_validation_words: int = NUM_VALIDATION_WORDS) -> Lexicon:
+  """The corpus lexicon for `seed`: distinct words split into train, test and validation parts.
+
+  The validation words are drawn after the train and test words are fixed (same generator, so
+  the first two lists do not depend on `num_validation_words`)."""
   rng = np.random.default_rng([seed, 4])
   by_phones, texts = {}, set()
-  while len(by_phones) < num_train_words + num_heldout_words:
-    phones = _make_word(rng)
-    text = _spell(phones)
-    if phones in by_phones or text in texts:
-      continue
-    by_phones[phones] = text
-    texts.add(text)
+
+  def draw(total):
+    while len(by_phones) < total:
+      phones = _make_word(rng)
+      text = _spell(phones)
+      if phones in by_phones or text in texts:
+        continue
+      by_phones[phones] = text
+      texts.add(text)
+
+  draw(num_train_words + num_heldout_words)
   words = [Word(text, phones) for phones, text in by_phones.items()]
   order = rng.permutation(len(words))
   words = [words[i] for i in order]
-  return Lexicon(train=tuple(words[:num_train_words]), heldout=tuple(words[num_train_words:]))
+  draw(len(words) + num_validation_words)
+  validation = [Word(text, phones) for phones, text in list(by_phones.items())[len(words):]]
+  return Lexicon(train=tuple(words[:num_train_words]), heldout=tuple(words[num_train_words:]),
+                 validation=tuple(validation))
 
 
 # -------------------------------------------------------------------------------- sentences
@@ -705,9 +727,19 @@ def synthesize(phones: Sequence[str], speaker: Speaker, rng: np.random.Generator
 # ----------------------------------------------------------------------------------- source
 
 
-def _check_split(split: str) -> None:
-  if split not in ('train', 'heldout'):
-    raise ValueError(f"split must be 'train' or 'heldout', got {split!r}")
+SPLITS = ('train', 'validation', 'test')
+# split -> (speaker stream, sentence stream, item-variation stream, config size prefix, id prefix)
+_STREAMS = {'train': (0, 2, 5, 'train', 'train'), 'test': (1, 3, 6, 'heldout', 'heldout'),
+            'validation': (7, 8, 9, 'validation', 'validation')}
+
+
+def canonical_split(split: str) -> str:
+  """'train' | 'validation' | 'test'; 'heldout' (the configs' name of the test split) -> 'test'."""
+  if split == 'heldout':
+    return 'test'
+  if split not in SPLITS:
+    raise ValueError(f"split must be one of {SPLITS} (or 'heldout' = 'test'), got {split!r}")
+  return split
 
 
 def _cfg_get(cfg: Any, key: str) -> Any:
@@ -717,8 +749,15 @@ def _cfg_get(cfg: Any, key: str) -> Any:
     raise KeyError(f'synthetic corpus config lacks {key!r} (config.data.synthetic)') from e
 
 
+def _cfg_get_or(cfg: Any, key: str, default: Any) -> Any:
+  try:
+    return _cfg_get(cfg, key)
+  except KeyError:
+    return default
+
+
 def heldout_index(speaker_index: int, sentence_index: int, num_sentences: int) -> int:
-  """Index of (held-out speaker, held-out sentence) in the 'heldout' split."""
+  """Index of (speaker, sentence) in a grid split ('test', 'validation', or a 'train' grid)."""
   return speaker_index * num_sentences + sentence_index
 
 
@@ -732,7 +771,7 @@ class SyntheticSpeechSource:
 
   def __init__(self, cfg: Any, split: str, *, sample_rate: int = 16_000,
                segment_seconds: float = 3.0):
-    _check_split(split)
+    split = canonical_split(split)
     self.split = split
     self.seed = int(_cfg_get(cfg, 'seed'))
     self.sample_rate = int(sample_rate)
@@ -742,22 +781,29 @@ class SyntheticSpeechSource:
     sizes = {k: int(_cfg_get(cfg, k)) for k in (
         'num_train_speakers', 'num_heldout_speakers', 'num_train_sentences',
         'num_heldout_sentences', 'train_size')}
+    # Configs written before the validation split have no sizes for it: those of the test split.
+    for k in ('speakers', 'sentences'):
+      sizes[f'num_validation_{k}'] = int(_cfg_get_or(cfg, f'num_validation_{k}',
+                                                     sizes[f'num_heldout_{k}']))
     for k, v in sizes.items():
       if v <= 0:
         raise ValueError(f'config.data.synthetic.{k} must be positive, got {v}')
+    speaker_stream, sentence_stream, self._item_stream, size_key, prefix = _STREAMS[split]
     self.lexicon = make_lexicon(self.seed)
     self.words = self.lexicon.words(split)
-    stream = 0 if split == 'train' else 1
-    num_speakers = sizes[f'num_{split}_speakers']
-    num_sentences = sizes[f'num_{split}_sentences']
+    num_speakers = sizes[f'num_{size_key}_speakers']
+    num_sentences = sizes[f'num_{size_key}_sentences']
+    self._id_prefix = prefix
     self.speakers = tuple(
-        make_speaker(np.random.default_rng([self.seed, stream, i]), f'{split}-spk{i:03d}')
+        make_speaker(np.random.default_rng([self.seed, speaker_stream, i]), f'{prefix}-spk{i:03d}')
         for i in range(num_speakers))
-    self.sentences = make_sentences(np.random.default_rng([self.seed, 2 + stream]), self.words,
-                                    num_sentences, split)
+    self.sentences = make_sentences(np.random.default_rng([self.seed, sentence_stream]), self.words,
+                                    num_sentences, prefix)
     self.num_speakers = num_speakers
     self.num_sentences = num_sentences
-    self._length = sizes['train_size'] if split == 'train' else num_speakers * num_sentences
+    # Evaluation splits, and the train split with `train_grid`, are speaker x sentence grids.
+    self.is_grid = split != 'train' or bool(_cfg_get_or(cfg, 'train_grid', False))
+    self._length = num_speakers * num_sentences if self.is_grid else sizes['train_size']
 
   def __len__(self) -> int:
     return self._length
@@ -767,9 +813,10 @@ class SyntheticSpeechSource:
             f'speakers={self.num_speakers}, sentences={self.num_sentences})')
 
   def index_of(self, speaker_index: int, sentence_index: int) -> int:
-    """'heldout' only: the index of the given (speaker, sentence) grid cell."""
-    if self.split != 'heldout':
-      raise ValueError('index_of is defined on the heldout split only (train pairs are drawn)')
+    """Grid splits only: the index of the given (speaker, sentence) grid cell."""
+    if not self.is_grid:
+      raise ValueError('index_of is defined on grid splits only (train pairs are drawn unless '
+                       'config.data.synthetic.train_grid)')
     if not (0 <= speaker_index < self.num_speakers and 0 <= sentence_index < self.num_sentences):
       raise IndexError(f'(speaker {speaker_index}, sentence {sentence_index}) outside the '
                        f'{self.num_speakers} x {self.num_sentences} grid')
@@ -781,15 +828,14 @@ class SyntheticSpeechSource:
     index = int(index)
     if not 0 <= index < self._length:
       raise IndexError(f'index {index} out of range for {self!r}')
-    if self.split == 'train':
-      rng = np.random.default_rng([self.seed, 5, index])
+    rng = np.random.default_rng([self.seed, self._item_stream, index])
+    if self.is_grid:
+      speaker_index, sentence_index = divmod(index, self.num_sentences)
+      record_id = f'{self._id_prefix}-spk{speaker_index:03d}-s{sentence_index:04d}'
+    else:
       speaker_index = int(rng.integers(self.num_speakers))
       sentence_index = int(rng.integers(self.num_sentences))
       record_id = f'train-{index:07d}'
-    else:
-      rng = np.random.default_rng([self.seed, 6, index])
-      speaker_index, sentence_index = divmod(index, self.num_sentences)
-      record_id = f'heldout-spk{speaker_index:03d}-s{sentence_index:04d}'
     speaker = self.speakers[speaker_index]
     sentence = self.sentences[sentence_index]
     audio, phone_times = synthesize(sentence.phones, speaker, rng, self.sample_rate,
@@ -853,8 +899,8 @@ def plot_examples(source: SyntheticSpeechSource, path: str, sentences: Sequence[
   matplotlib.use('Agg')
   import matplotlib.pyplot as plt
   # pylint: enable=g-import-not-at-top
-  if source.split != 'heldout':
-    raise ValueError('plot_examples needs the heldout split (same sentence, several speakers)')
+  if source.split == 'train':
+    raise ValueError('plot_examples needs an evaluation split (same sentence, several speakers)')
   f0 = [s.f0_mean for s in source.speakers]
   low, high = int(np.argmin(f0)), int(np.argmax(f0))
   cells = [(low, sentences[0]), (high, sentences[0])] + [(low, j) for j in sentences[1:]]

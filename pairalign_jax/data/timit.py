@@ -2,15 +2,20 @@
 
 Upper- and lower-case trees are both accepted (`train/dr1/fcjf0/sa1.wav`), as are copies whose
 `.WAV` was converted to RIFF (soundfile detects the container from the header, not the name).
-Splits: 'train' = the `TRAIN` folder, 'heldout' = `TEST` (found directly under `root` or one
-level down, e.g. `TIMIT/data/TRAIN`); when `root` itself holds the `DR*` folders (a split folder
-given directly) every sentence is used (`split='all'`).
+Splits: 'train' = the `TRAIN` folder; 'validation' and 'test' ('heldout' = 'test') = the two
+speaker-disjoint halves of `TEST` by a hash of the speaker (`folder.split_entries` with the whole
+folder held out). The folders are found directly under `root` or one level down (e.g.
+`TIMIT/data/TRAIN`); when `root` itself holds the `DR*` folders (a split folder given directly,
+e.g. `config.data.eval_path`) 'train' and 'all' use every sentence and 'validation' / 'test'
+its halves.
 
 Record: `id` = `'TRAIN/DR1/FCJF0/SX123'`, `speaker` = `'FCJF0'`, `content_id` = the sentence id
 (`'SX123'`), so other speakers reading the same prompt are the retrieval queries; `text` from
 `.TXT`; `phones` and `phone_times` (float32[P, 2], seconds = sample index / sample rate) from
 `.PHN`; `words` and `word_times` from `.WRD`. The dialect-calibration sentences SA1/SA2 (read by
-every speaker) are dropped when `exclude_sa` (config.data.timit_exclude_sa).
+every speaker) are dropped when `exclude_sa` (config.data.timit_exclude_sa). Parallel readings
+(`parallel_record`, for `config.data.cross_speaker_views`): other speakers' readings of the same
+sentence id (SX prompts are read by about 7 speakers, SA by all).
 """
 
 import os
@@ -21,7 +26,7 @@ from absl import logging
 
 from pairalign_jax.data import folder
 
-SPLIT_DIRS = {'train': 'train', 'heldout': 'test'}
+SPLIT_DIRS = {'train': 'train', 'validation': 'test', 'test': 'test'}
 _SENTENCE = re.compile(r'^s[aix]\d+$', re.IGNORECASE)
 _DIALECT = re.compile(r'^dr\d+$', re.IGNORECASE)
 
@@ -55,8 +60,10 @@ def find_split_root(root: str, split: str) -> tuple[str, str]:
   names = os.listdir(root)
   if any(_DIALECT.match(n) for n in names):
     return root, 'all'
+  split = folder.canonical_split(split)
   if split not in SPLIT_DIRS:
-    raise ValueError(f"TIMIT split must be 'train' or 'heldout', got {split!r}")
+    raise ValueError(f'TIMIT split must be one of {tuple(SPLIT_DIRS)} (or heldout = test), '
+                     f'got {split!r}')
   want = SPLIT_DIRS[split]
   for base in [root] + [os.path.join(root, n) for n in sorted(names)
                         if os.path.isdir(os.path.join(root, n))]:
@@ -106,9 +113,10 @@ class TimitSource(folder.IndexedAudioSource):
 
   def __init__(self, root: str, split: str = 'train', *, exclude_sa: bool = True,
                cache_dir: str = '', fallback_dir: str | None = None):
-    split_root, split = find_split_root(root, split)
+    split = folder.canonical_split(split)
+    split_root, found = find_split_root(root, split)
     split_name = os.path.basename(os.path.normpath(split_root)).upper()
-    if split == 'all' and split_name.startswith('DR'):
+    if found == 'all' and split_name.startswith('DR'):
       split_name = 'ALL'
     relpaths = folder.list_files(split_root, ('.wav', '.phn', '.wrd', '.txt'))
     entries = folder.cached_index(split_root, 'timit', relpaths,
@@ -119,4 +127,6 @@ class TimitSource(folder.IndexedAudioSource):
     if not entries:
       raise FileNotFoundError(f'no TIMIT sentences (DR*/SPEAKER/S[AIX]*.WAV) under {split_root!r}'
                               + (' after excluding SA sentences' if exclude_sa else ''))
+    if split in ('validation', 'test'):     # halves of the held-out folder, by speaker hash
+      entries = folder.split_entries(entries, split, 1.0)
     super().__init__(split_root, entries)
