@@ -9,10 +9,14 @@ evaluation and data settings (`config.eval.*`, `config.data.*`, `config.seed`), 
 checkpoint's own config is used. Training runs call `evaluate_workdir` at the end (and every
 `eval_every_steps`).
 
-The eval set (`evaluation/runner.py`): the config's held-out split (synthetic corpus: held-out
-speakers reading held-out sentences); the archive holds one realization per content item and
-the queries are other speakers' realizations. The k-means baseline is fitted on log-mel frames of
-training-split segments, pooled to the encoder frame rate. PairAlign decodes with the EOS bias the
+The eval set (`evaluation/runner.py`): the split `config.eval.split` ('validation', where every
+setting is chosen, or 'test', where claims are reported; synthetic corpus: that split's own
+speakers reading its own sentences); the archive holds one realization per content item and the
+queries are other speakers' realizations, with the archive rotated over the speakers
+(`config.eval.archive_rotations`). The baselines are fitted on training-split segments only:
+k-means on log-mel frames pooled to the encoder frame rate, and the MFCC k-means recipes of
+`evaluation/baselines.py` (`mfcc_kmeans`: 64 clusters on 10 ms MFCC frames; `mfcc_kmeans_matched`:
+16 clusters, 20 ms frames, runs under 2 frames merged, near PairAlign's token rate). PairAlign decodes with the EOS bias the
 length controller reached in training plus `config.eval.eos_bias`, greedily or with a beam of
 `config.eval.beam_size` (the length calibration and the report use the same decoding). The length calibration
 (EOS bias -> tokens/s on held-out segments) is what `Tokenizer(target_rate=...)` interpolates.
@@ -37,6 +41,7 @@ import numpy as np
 from pairalign_jax import checkpointing
 from pairalign_jax import frontend
 from pairalign_jax import tokenizer as tokenizer_lib
+from pairalign_jax.data import augment
 from pairalign_jax.data import pipeline
 from pairalign_jax.evaluation import baselines
 from pairalign_jax.evaluation import report as report_lib
@@ -53,22 +58,72 @@ def features_fn(config: ml_collections.ConfigDict):
   return lambda waves: np.asarray(fn(jnp.asarray(waves, jnp.float32)))
 
 
-def fit_kmeans_baseline(config: ml_collections.ConfigDict, feats) -> baselines.KMeansTokenizer:
-  """k-means on training-split frames (deterministic: the first N training records)."""
+def query_augmentation(config: ml_collections.ConfigDict, source) -> Optional[runner.AugmentFn]:
+  """None when `source` has parallel readings (queries are other speakers' readings); else the
+  training augmentation (`config.data.augment`) applied to every query, so that a corpus without
+  repeated content (a folder, most of LibriSpeech) is evaluated on augmented copies."""
+  parallel = runner.parallel_item_count(source)
+  if parallel >= 2:
+    return None
+  logging.warning('the %s source has %d content items read more than once: the queries are '
+                  'augmented copies of the archive recordings (config.data.augment)',
+                  config.data.source, parallel)
+  aug_cfg, sr = config.data.augment, int(config.audio.sample_rate)
+  return lambda wave, rng: augment.augment_view(wave, rng, aug_cfg, sr, time_warp=True)
+
+
+def check_evaluation_source(config: ml_collections.ConfigDict) -> None:
+  """Raises ValueError, naming the settings, when the evaluation split cannot give an eval set
+  (at least two records: with parallel readings two content items, else augmented queries).
+  Training calls it before the first step."""
+  split = pipeline.canonical_split(config.eval.split)
+  source = pipeline.make_source(config, split)
+  if len(source) < 2:
+    raise ValueError(f'the {split!r} split of config.data.source={config.data.source!r} has '
+                     f'{len(source)} record(s); the evaluation needs at least 2 (set '
+                     'config.data.eval_path, or raise config.data.heldout_fraction)')
+  logging.info('evaluation split %r: %d records', split, len(source))
+
+
+def training_segments(config: ml_collections.ConfigDict) -> list[np.ndarray]:
+  """Batches `[<= 64, S]` of the first `config.eval.kmeans_train_segments` training-split
+  segments (centre crops): what the k-means baselines are fitted on (deterministic)."""
   source = pipeline.make_source(config, 'train')
   n = min(int(config.eval.kmeans_train_segments), len(source))
-  waves = []
-  for _, record in pipeline.eval_records(source, range(n)):
-    waves.append(pipeline.load_segment(record, config, crop='center'))
-  batches = [np.stack(waves[i:i + 64]) for i in range(0, len(waves), 64)]
+  waves = [pipeline.load_segment(record, config, crop='center')
+           for _, record in pipeline.eval_records(source, range(n))]
+  if not waves:
+    raise ValueError('the k-means baselines need training segments; the training split is empty '
+                     '(config.eval.kmeans_train_segments, config.data.path)')
+  return [np.stack(waves[i:i + 64]) for i in range(0, len(waves), 64)]
+
+
+def fit_kmeans_baseline(config: ml_collections.ConfigDict, feats,
+                        train_batches: Optional[list[np.ndarray]] = None
+                        ) -> baselines.KMeansTokenizer:
+  """k-means on log-mel frames of training-split segments."""
+  batches = training_segments(config) if train_batches is None else train_batches
   k = config.eval.kmeans_clusters if config.eval.kmeans_clusters > 0 else config.model.codebook_size
   sub = config.eval.kmeans_subsample if config.eval.kmeans_subsample > 0 else config.model.subsample
-  logging.info('fitting k-means (K=%d) on %d training segments', k, len(waves))
+  logging.info('fitting log-mel k-means (K=%d) on %d training segments', k,
+               sum(len(b) for b in batches))
   return baselines.fit_kmeans(feats, batches, n_clusters=int(k), subsample=int(sub),
                               pool=config.eval.kmeans_pool, seed=config.seed,
                               max_frames=int(config.eval.kmeans_max_frames),
                               frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
                               sample_rate=config.audio.sample_rate)
+
+
+def fit_mfcc_baselines(config: ml_collections.ConfigDict, train_batches: list[np.ndarray]
+                       ) -> dict[str, baselines.KMeansTokenizer]:
+  """The MFCC k-means baselines (`baselines.MFCC_RECIPES`), fitted on training-split segments."""
+  out = {}
+  for name, recipe in baselines.MFCC_RECIPES.items():
+    logging.info('fitting %s (%s)', name, recipe)
+    out[name] = baselines.fit_mfcc_kmeans(train_batches, sample_rate=config.audio.sample_rate,
+                                          seed=config.seed,
+                                          max_frames=int(config.eval.kmeans_max_frames), **recipe)
+  return out
 
 
 def calibrate_length(tok: tokenizer_lib.Tokenizer, waves: np.ndarray, base_bias: float
@@ -100,15 +155,20 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   outdir = outdir or workdir
   feats = features_fn(ckpt_config)
 
-  source = pipeline.make_source(config, config.eval.split)
+  split = pipeline.canonical_split(config.eval.split)
+  source = pipeline.make_source(config, split)
+  logging.info('evaluating step %d on the %r split', step, split)
   eval_set = runner.build_eval_set(
       source, num_items=config.eval.num_items, queries_per_item=config.eval.queries_per_item,
       seed=config.seed, sample_rate=config.audio.sample_rate,
       segment_seconds=config.audio.segment_seconds, sweep_items=config.eval.sweep_items,
-      sweep_shifts_ms=config.eval.sweep_shifts_ms)
+      sweep_shifts_ms=config.eval.sweep_shifts_ms,
+      archive_rotations=int(config.eval.get('archive_rotations', 1)),
+      augment_fn=query_augmentation(config, source))
 
   eos_bias = tok.default_eos_bias + float(config.eval.eos_bias)
-  kmeans = fit_kmeans_baseline(config, feats)
+  train_batches = training_segments(config)
+  kmeans = fit_kmeans_baseline(config, feats, train_batches)
   tokenizers = {
       'pairalign': lambda w, sr: tok.tokenize(w, sr, eos_bias=eos_bias),
       'vq': tok.vq_tokenize,
@@ -116,6 +176,9 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   }
   k = config.model.codebook_size
   codebook_sizes = {'pairalign': k, 'vq': k, 'kmeans': kmeans.codebook_size}
+  for name, baseline in fit_mfcc_baselines(config, train_batches).items():
+    tokenizers[name] = baseline
+    codebook_sizes[name] = baseline.codebook_size
   if int(ckpt_config.targets.get('code_groups', 0)) > 0:   # the stage-1 targets, for comparison
     tokenizers['vq_groups'] = tok.vq_group_tokenize
     codebook_sizes['vq_groups'] = int(ckpt_config.targets.code_groups)
@@ -135,6 +198,7 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
       'beam_size': tok.beam_size, 'beam_length_penalty': tok.length_penalty,
       'eos_bias_to_rate': [list(x) for x in calibration]}
   report['checkpoint'] = {'path': os.path.abspath(path), 'step': step}
+  report['eval_set']['split'] = split
   report['eval_seconds'] = time.time() - t0
   report_lib.write_report(report, outdir)
   h = report['headline']

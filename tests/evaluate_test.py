@@ -16,31 +16,36 @@ from pairalign_jax.evaluation import report as report_lib
 from pairalign_jax.tokenizer import Tokenizer
 import tokenizer_test
 
-NAMES = ('pairalign', 'vq', 'kmeans', 'vq_groups')   # vq_groups: the tiny config has targets.code_groups > 0
-EVAL_SET_KEYS = {'num_items', 'num_queries', 'num_segments', 'segment_seconds', 'sample_rate',
-                 'sweep_items', 'sweep_shifts_ms', 'ties'}
+# vq_groups: the tiny config has targets.code_groups > 0
+NAMES = ('pairalign', 'vq', 'kmeans', 'vq_groups', 'mfcc_kmeans', 'mfcc_kmeans_matched')
+EVAL_SET_KEYS = {'split', 'num_items', 'num_rotations', 'num_queries', 'num_segments',
+                 'segment_seconds', 'sample_rate', 'sweep_items', 'sweep_shifts_ms', 'ties'}
 # report.py's docstring: the stable keys of every tokenizer's block.
 SCALARS = ('tokens_per_second', 'vocab_usage', 'unigram_perplexity', 'unique_ratio',
            'length_mean', 'length_std', 'length_min', 'length_median', 'length_max',
            'cross_view_ned', 'unrelated_ned', 'ned_gap', 'recall_at_1', 'recall_at_5', 'mrr',
            'archive_tokens', 'num_queries', 'archive_size', 'tokenize_seconds', 'segments_per_second')
-TOKENIZER_KEYS = set(SCALARS) | {'termination_rate', 'recall_vs_archive_size', 'sweep', 'phone', 'lengths'}
+TOKENIZER_KEYS = set(SCALARS) | {'termination_rate', 'recall_vs_archive_size', 'sweep', 'phone', 'lengths',
+                                 'recall_at_1_ci95', 'num_rotations', 'rotations', 'per_item'}
 RECALL_KEYS = {'sizes', 'recall_at_1', 'recall_at_5', 'mrr', 'num_queries'}
 SWEEP_KEYS = {'shifts_ms', 'edit_distance', 'normalized_edit_distance', 'bigram_jaccard', 'mean_length',
               'length_std', 'length_range', 'mean_edit_distance', 'mean_normalized_edit_distance',
               'local_overlap', 'num_items'}
 PHONE_KEYS = {'token_purity', 'phone_purity', 'nmi', 'unassigned_rate', 'num_tokens', 'num_phones'}
-HEADLINE_KEYS = {'primary', 'reference', 'archive_tokens_ratio', 'recall_at_1_difference'}
+HEADLINE_KEYS = {'primary', 'reference', 'archive_tokens_ratio', 'recall_at_1_difference',
+                 'archive_tokens_ratio_ci95', 'recall_at_1_difference_ci95', 'comparisons'}
 SHIFTS = (0, 40)
 
 
 def eval_settings(config):
-  """Tiny evaluation: 3 items x 2 queries, 1 sweep item, k-means with 4 clusters on 3 segments."""
+  """Tiny evaluation on the validation split: 3 items read by 3 speakers, each speaker the archive
+  once (2 queries per item and rotation), 1 sweep item, k-means on 3 training segments."""
   config.eval.update(num_items=3, queries_per_item=2, batch_size=4, sweep_items=1,
                      sweep_shifts_ms=SHIFTS, kmeans_clusters=4, kmeans_train_segments=3,
-                     kmeans_max_frames=600)
+                     kmeans_max_frames=600, archive_rotations=-1, split='validation')
   config.data.synthetic.update(num_train_speakers=2, num_heldout_speakers=3, num_train_sentences=3,
-                               num_heldout_sentences=3, train_size=16)
+                               num_heldout_sentences=3, num_validation_speakers=3,
+                               num_validation_sentences=3, train_size=16)
   return config
 
 
@@ -77,7 +82,8 @@ def test_files_are_written(run):
   assert not os.path.exists(os.path.join(out, 'calibration.json'))
   assert not os.path.exists(os.path.join(workdir, 'report.json'))
   md = open(os.path.join(out, 'report.md')).read()
-  for text in ('## Headline', '| metric | PairAlign | VQ | k-means |', '| recall@1 |', 'sweep.png'):
+  for text in ('## Headline', '| metric | PairAlign | VQ | MFCC k-means |', '| recall@1 |',
+               '| recall@1 95% interval (items) |', '| against |', 'sweep.png'):
     assert text in md
 
 
@@ -86,7 +92,9 @@ def test_report_json_has_the_documented_keys_and_finite_numbers(run):
   assert {'eval_set', 'tokenizers', 'headline', 'example', 'length_control', 'checkpoint'} <= set(data)
   es = data['eval_set']
   assert set(es) == EVAL_SET_KEYS
-  assert (es['num_items'], es['num_queries'], es['num_segments']) == (3, 6, 9)
+  assert (es['num_items'], es['num_rotations'], es['num_queries'], es['num_segments']) == (3, 3, 18, 9)
+  assert es['split'] == 'validation'
+  assert run['report']['example']['id'].startswith('validation-spk000-')
   assert es['sweep_shifts_ms'] == list(SHIFTS) and es['segment_seconds'] == 3.0
   assert set(data['tokenizers']) == set(NAMES)
   for name in NAMES:
@@ -110,6 +118,13 @@ def test_report_json_has_the_documented_keys_and_finite_numbers(run):
   assert set(h) == HEADLINE_KEYS and (h['primary'], h['reference']) == ('pairalign', 'vq')
   assert h['archive_tokens_ratio'] == pytest.approx(pa['archive_tokens'] / vq['archive_tokens'])
   assert h['recall_at_1_difference'] == pytest.approx(pa['recall_at_1'] - vq['recall_at_1'])
+  lo, hi = h['recall_at_1_difference_ci95']
+  assert lo <= h['recall_at_1_difference'] + 1e-9 and h['recall_at_1_difference'] <= hi + 1e-9
+  assert set(h['comparisons']) == set(NAMES) - {'pairalign'}
+  assert h['comparisons']['vq']['archive_tokens_ratio'] == h['archive_tokens_ratio']
+  mfcc = data['tokenizers']['mfcc_kmeans']
+  assert mfcc['termination_rate'] is None and mfcc['vocab_usage'] <= 1.0
+  assert data['tokenizers']['mfcc_kmeans_matched']['tokens_per_second'] < mfcc['tokens_per_second']
   assert data['checkpoint']['step'] == tokenizer_test.STEPS[-1]
   ex = data['example']
   assert 'log_mel' not in ex and set(ex['tokens']) == set(NAMES)
@@ -166,3 +181,21 @@ def test_eval_config_keeps_the_checkpoint_model():
   assert merged.audio.to_dict() == ckpt.audio.to_dict()
   assert merged.eval.to_dict() == user.eval.to_dict() and merged.seed == 11
   assert merged.data.synthetic.to_dict() == user.data.synthetic.to_dict()
+
+
+def test_training_stops_at_start_when_the_evaluation_split_is_too_small(tmp_path):
+  soundfile = pytest.importorskip('soundfile')
+  from pairalign_jax import train
+  data = tmp_path / 'audio'
+  for i in range(3):   # three speakers, one file each: the held-out half-splits are too small
+    (data / f'spk{i}').mkdir(parents=True)
+    soundfile.write(str(data / f'spk{i}' / 'a.wav'), 0.1 * np.ones(8000, np.float32), 16000)
+  config = tokenizer_test.tiny_config()
+  config.data.source = 'folder'
+  config.data.path = str(data)
+  config.data.heldout_fraction = 0.3
+  config.batch_size = 8                # the tests' 8 host devices
+  workdir = tmp_path / 'run'
+  with pytest.raises(ValueError, match='heldout_fraction|eval_path'):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()          # nothing trained, nothing written

@@ -82,9 +82,9 @@ def test_write_report_files_json_and_markdown(tmp_path):
 
   with open(paths['report.md']) as f:
     md = f.read()
-  assert '| metric | PairAlign | VQ | k-means |' in md            # fixed column order
+  assert '| metric | PairAlign | VQ | log-mel k-means |' in md    # fixed column order
   assert '| recall@1 | 0.820 | 0.800 | 0.500 |' in md
-  assert '| archive tokens | 3810 | 8400 | 12000 |' in md
+  assert '| archive tokens (mean over rotations) | 3810 | 8400 | 12000 |' in md
   assert '| termination rate | 0.990 | – | – |' in md
   assert '| tokens / s | 12.70 | 28.00 | 40.00 |' in md
   assert '**0.454**' in md and '**+0.020**' in md

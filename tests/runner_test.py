@@ -177,3 +177,52 @@ def test_default_archive_sizes():
   assert runner.default_archive_sizes(100) == [2, 5, 10, 20, 50, 100]
   assert runner.default_archive_sizes(30) == [2, 5, 10, 20, 30]
   assert runner.default_archive_sizes(2) == [2]
+
+
+def test_archive_rotations_cover_every_speaker_once():
+  es = _eval_set(archive_rotations=-1, queries_per_item=NUM_SPEAKERS - 1)
+  assert len(es.rotations) == NUM_SPEAKERS
+  # Every distinct segment is tokenized once: 4 items x 3 speakers.
+  assert es.waves.shape[0] == 4 * NUM_SPEAKERS and es.total_queries == 4 * NUM_SPEAKERS * 2
+  for r, rot in enumerate(es.rotations):
+    assert {es.speakers[i] for i in rot.archive_rows} == {f'spk{r}'}
+    assert f'spk{r}' not in {es.speakers[i] for i in rot.query_rows}
+    for q, t in zip(rot.query_rows, rot.query_targets):
+      assert es.content_ids[q] == es.content_ids[rot.archive_rows[t]]
+  # Rotation 0 keeps the single-archive layout: archive rows [0, A), queries next.
+  np.testing.assert_array_equal(es.rotations[0].archive_rows, np.arange(4))
+  np.testing.assert_array_equal(es.rotations[0].query_rows, np.arange(4, 12))
+  # Same rotation-0 segments as the single-archive set of the same seed.
+  single = _eval_set(queries_per_item=NUM_SPEAKERS - 1)
+  np.testing.assert_array_equal(single.source_indices, es.source_indices[:12])
+  with pytest.raises(ValueError, match='archive_rotations'):
+    _eval_set(archive_rotations=0)
+
+
+def test_rotations_pool_queries_and_keep_per_item_counts():
+  es = _eval_set(archive_rotations=-1, queries_per_item=2, num_items=-1)
+  assert es.num_archive == NUM_SENTENCES
+  # A tokenizer that reads the speaker only for speaker 2: its strings differ from the others'.
+  def speaker_marked(waves, sample_rate):
+    out = tone_tokenizer(waves, sample_rate)
+    loud = np.abs(waves).max(1) > 0.5           # speaker 2's amplitude is 0.6
+    return runner.TokenizerOutput(tokens=[t + [7, 7, 7, 7, 7, 7] if l else t
+                                          for t, l in zip(out.tokens, loud)])
+  rep = runner.evaluate_tokenizers({'pairalign': speaker_marked, 'vq': tone_tokenizer}, es,
+                                   codebook_sizes=8, archive_sizes=(2,))
+  pa, vq = rep['tokenizers']['pairalign'], rep['tokenizers']['vq']
+  assert pa['num_rotations'] == 3 and pa['num_queries'] == NUM_SENTENCES * 3 * 2
+  assert vq['recall_at_1'] == 1.0 and vq['recall_at_1_ci95'] == [1.0, 1.0]
+  assert pa['per_item']['queries'] == [6.0] * NUM_SENTENCES
+  # Archive tokens: 5 per string, speaker 2's archive (rotation 2) 11 per string.
+  assert pa['rotations']['archive_tokens'] == [30.0, 30.0, 66.0]
+  assert pa['archive_tokens'] == pytest.approx(42.0)
+  assert pa['per_item']['archive_tokens'] == [7.0] * NUM_SENTENCES
+  h = rep['headline']
+  assert h['archive_tokens_ratio'] == pytest.approx(42 / 30)
+  # Every item's archive ratio is 7/5: the interval collapses onto it.
+  assert h['archive_tokens_ratio_ci95'] == pytest.approx([1.4, 1.4])
+  lo, hi = h['recall_at_1_difference_ci95']
+  assert lo <= h['recall_at_1_difference'] <= hi <= 0.0
+  assert set(h['comparisons']) == {'vq'}
+  assert rep['eval_set']['num_rotations'] == 3

@@ -4,15 +4,19 @@
 writes into `outdir`:
 
 * `report.json` — the report with numpy values made plain and NaN written as null. Keys:
-    eval_set: {num_items, num_queries, num_segments, segment_seconds, sample_rate, sweep_items,
-               sweep_shifts_ms, ties}
-    tokenizers: {<name>: {    # 'pairalign', 'vq', 'kmeans'; 'vq_groups' (the stage-1 targets)
-                              # when the model has targets.code_groups > 0
+    eval_set: {split, num_items, num_rotations, num_queries (all rotations), num_segments,
+               segment_seconds, sample_rate, sweep_items, sweep_shifts_ms, ties}
+    tokenizers: {<name>: {    # 'pairalign', 'vq', 'mfcc_kmeans', 'mfcc_kmeans_matched', 'kmeans'
+                              # (log-mel); 'vq_groups' (the stage-1 targets) when the model has
+                              # targets.code_groups > 0
         tokens_per_second, vocab_usage, unigram_perplexity, unique_ratio,
         termination_rate (null: not a decoder),
         length_mean, length_std, length_min, length_median, length_max,
         cross_view_ned, unrelated_ned, ned_gap,
-        recall_at_1, recall_at_5, mrr, archive_tokens, num_queries, archive_size,
+        recall_at_1, recall_at_1_ci95 ([low, high]), recall_at_5, mrr, archive_tokens (mean over
+        rotations), num_queries, archive_size, num_rotations,
+        rotations: {recall_at_1, archive_tokens} (one entry per rotation),
+        per_item: {hits_at_1, queries, archive_tokens} (one entry per content item),
         recall_vs_archive_size: {sizes, recall_at_1, recall_at_5, mrr, num_queries},
         sweep: {shifts_ms, edit_distance, normalized_edit_distance, bigram_jaccard, mean_length,
                 length_std, length_range, mean_edit_distance, mean_normalized_edit_distance,
@@ -20,12 +24,14 @@ writes into `outdir`:
         phone: null | {token_purity, phone_purity, nmi, unassigned_rate, num_tokens, num_phones},
         lengths: [int per segment], tokenize_seconds, segments_per_second}}
     headline: {primary, reference, archive_tokens_ratio (primary / reference archive tokens),
-               recall_at_1_difference (primary - reference)}
+               recall_at_1_difference (primary - reference), archive_tokens_ratio_ci95,
+               recall_at_1_difference_ci95 ([low, high], bootstrap over content items),
+               comparisons: {<name>: the same four figures, primary against that tokenizer}}
     example: (when given) {index, id, frame_seconds, phones, phone_times, tokens: {name: [...]},
               times: {name: [...]}} — the log-mel itself is not written to JSON.
   Metric definitions: `metrics.py`, `retrieval.py`, `sweep.py`; eval set: `runner.py`.
 * `report.md` — the headline, then a table with one row per metric (`TABLE_ROWS`) and one column
-  per tokenizer (PairAlign, VQ, k-means first, others after), then the plots.
+  per tokenizer (PairAlign, VQ, the MFCC k-means baselines first, others after), then the plots.
 * `sweep.png` (edit distance vs shift per tokenizer), `lengths.png` (length histograms),
   `recall_vs_archive_size.png`, and `example_tokens.png` (a log-mel spectrogram with each
   tokenizer's tokens at their times; only when an example with `log_mel` is given, as the
@@ -45,9 +51,10 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-DISPLAY_NAMES = {'pairalign': 'PairAlign', 'vq': 'VQ', 'kmeans': 'k-means',
-                 'vq_groups': 'VQ groups (stage-1 targets)'}
-_ORDER = ('pairalign', 'vq', 'kmeans', 'vq_groups')
+DISPLAY_NAMES = {'pairalign': 'PairAlign', 'vq': 'VQ', 'kmeans': 'log-mel k-means',
+                 'vq_groups': 'VQ groups (stage-1 targets)', 'mfcc_kmeans': 'MFCC k-means',
+                 'mfcc_kmeans_matched': 'MFCC k-means at PairAlign rate'}
+_ORDER = ('pairalign', 'vq', 'mfcc_kmeans', 'mfcc_kmeans_matched', 'kmeans', 'vq_groups')
 
 # (key path in a tokenizer's block, row label, format)
 TABLE_ROWS = (
@@ -62,10 +69,11 @@ TABLE_ROWS = (
     ('unrelated_ned', 'NED unrelated pairs', '{:.3f}'),
     ('ned_gap', 'NED gap (unrelated - same)', '{:.3f}'),
     ('recall_at_1', 'recall@1', '{:.3f}'),
+    ('recall_at_1_ci95', 'recall@1 95% interval (items)', '{:.3f}'),
     ('recall_at_5', 'recall@5', '{:.3f}'),
     ('mrr', 'MRR', '{:.3f}'),
-    ('archive_tokens', 'archive tokens', '{:d}'),
-    ('num_queries', 'queries', '{:d}'),
+    ('archive_tokens', 'archive tokens (mean over rotations)', '{:.0f}'),
+    ('num_queries', 'queries (all rotations)', '{:d}'),
     ('sweep.mean_normalized_edit_distance', 'sweep: mean NED to unshifted', '{:.3f}'),
     ('sweep.mean_edit_distance', 'sweep: mean edit distance', '{:.2f}'),
     ('sweep.local_overlap', 'sweep: bigram Jaccard', '{:.3f}'),
@@ -118,11 +126,17 @@ def _lookup(block: Mapping[str, Any], path: str) -> Any:
 
 
 def _fmt(v: Any, fmt: str) -> str:
+  if isinstance(v, (list, tuple)):    # an interval [low, high]
+    return '[' + ', '.join(_fmt(x, fmt) for x in v) + ']'
   if v is None or (isinstance(v, float) and not math.isfinite(v)):
     return '–'
   if fmt.endswith('d}'):
     return fmt.format(int(v))
   return fmt.format(float(v))
+
+
+def _interval(ci: Any, fmt: str = '{:.3f}') -> str:
+  return '' if not ci or any(v is None for v in ci) else f' (95% interval {_fmt(ci, fmt)})'
 
 
 def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
@@ -131,7 +145,9 @@ def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
   es = report.get('eval_set', {})
   lines = ['# PairAlign evaluation', '']
   if es:
-    lines.append(f"{es.get('num_items')} archive items, {es.get('num_queries')} queries, "
+    split = f"split '{es['split']}': " if es.get('split') else ''
+    lines.append(f"{split}{es.get('num_items')} archive items, {es.get('num_rotations', 1)} archive "
+                 f"rotations, {es.get('num_queries')} queries in all, "
                  f"{es.get('segment_seconds')} s segments at {es.get('sample_rate')} Hz; sweep over "
                  f"{es.get('sweep_items')} items, shifts {es.get('sweep_shifts_ms')} ms; "
                  f"ties counted as '{es.get('ties')}'.")
@@ -141,8 +157,23 @@ def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
     p, r = display_name(h['primary']), display_name(h['reference'])
     lines += ['## Headline', '',
               f"- archive tokens {p} / {r}: **{h['archive_tokens_ratio']:.3f}** "
-              f"({(1 - h['archive_tokens_ratio']) * 100:.1f}% fewer tokens)",
-              f"- recall@1 {p} − {r}: **{h['recall_at_1_difference']:+.3f}**", '']
+              f"({(1 - h['archive_tokens_ratio']) * 100:.1f}% fewer tokens)"
+              + _interval(h.get('archive_tokens_ratio_ci95')),
+              f"- recall@1 {p} − {r}: **{h['recall_at_1_difference']:+.3f}**"
+              + _interval(h.get('recall_at_1_difference_ci95'), '{:+.3f}'), '']
+  comparisons = h.get('comparisons') or {}
+  if comparisons:
+    lines += [f"{display_name(h['primary'])} against each tokenizer (95% bootstrap intervals over "
+              'content items):', '',
+              '| against | archive tokens ratio | interval | recall@1 difference | interval |',
+              '| --- | --- | --- | --- | --- |']
+    for name in [n for n in names if n in comparisons]:
+      c = comparisons[name]
+      lines.append(f"| {display_name(name)} | {_fmt(c['archive_tokens_ratio'], '{:.3f}')} | "
+                   f"{_fmt(c.get('archive_tokens_ratio_ci95'), '{:.3f}')} | "
+                   f"{_fmt(c['recall_at_1_difference'], '{:+.3f}')} | "
+                   f"{_fmt(c.get('recall_at_1_difference_ci95'), '{:+.3f}')} |")
+    lines.append('')
   lines += ['## Metrics', '',
             '| metric | ' + ' | '.join(display_name(n) for n in names) + ' |',
             '| --- |' + ' --- |' * len(names)]
