@@ -83,11 +83,17 @@ def _check(model: models.PairAlign, hcond: Array, max_len: int):
     raise ValueError(f'max_len must be in [1, model.max_len={model.cfg.max_len}], got {max_len}')
 
 
-def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len: int, next_token):
-  """The cached decoder run for `max_len` steps from BOS; `next_token(logits [B,V], done [B], t)`
+def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len: int, next_token,
+                  *, early_exit: bool = True):
+  """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V], done [B], t)`
   picks each step's output (greedy choice or a given token). Each step's input is the previous
   output and, for the location bias, the previous step's time; a finished row is fed PAD at time 0
   (as `shift_times` of a finished sequence's times, which are 0 at PAD).
+
+  With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
+  emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
+  `early_exit=False`, gives the same tokens and times and computes logits there that no scored
+  position reads). A trained decoder stops near half of `max_len`, so this halves the decode.
   Returns (tokens [B, L], logits [B, L, V], times [B, L]) with the raw per-step times."""
   cfg = model.cfg
   vocab = vocab_lib.Vocab(cfg.codebook_size)
@@ -107,27 +113,48 @@ def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len
 
   init = (cache, jnp.full((batch,), vocab.bos, jnp.int32), jnp.zeros((batch,), jnp.float32),
           jnp.zeros((batch,), bool))
-  _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+  if not early_exit:
+    _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
+    return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
+
+  def cond_fn(loop):
+    t, (_, _, _, done), _ = loop
+    return (t < max_len) & ~jnp.all(done)
+
+  def body_fn(loop):
+    t, carry, outs = loop
+    carry, step_outs = step(carry, t)
+    outs = tuple(jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), t, axis=0)
+                 for buf, x in zip(outs, step_outs))
+    return t + 1, carry, outs
+
+  outs = (jnp.full((max_len, batch), vocab.pad, jnp.int32),                         # [L, B]
+          jnp.zeros((max_len, batch, cfg.vocab_size), jnp.float32),                 # [L, B, V]
+          jnp.zeros((max_len, batch), jnp.float32))                                 # [L, B]
+  _, _, (tokens, logits, times) = jax.lax.while_loop(cond_fn, body_fn, (jnp.int32(0), init, outs))
   return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
 
 
 def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
-                  eos_bias=0.0) -> DecodeOutput:
-  """Greedy decode from BOS for `max_len` steps with a KV cache. Jittable (max_len static).
+                  eos_bias=0.0, early_exit: bool = True) -> DecodeOutput:
+  """Greedy decode from BOS for up to `max_len` steps with a KV cache. Jittable (max_len static).
 
   Args:
     model: the PairAlign module; variables: {'params', 'vq_stats'} (plain arrays).
     hcond: H [B, T, d] from `PairAlign.encode`.
     max_len: L, number of decoder steps (<= model.cfg.max_len).
     eos_bias: scalar or [B] (may be traced) added to the EOS logit before argmax.
+    early_exit: stop once every row has emitted EOS (`_cached_steps`; same tokens and times).
   Returns:
-    DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask).
+    DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask; 0 after the
+    last step run).
   """
   _check(model, hcond, max_len)
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
   bias = _eos_bias_vector(eos_bias, hcond.shape[0])                                  # [B]
   tokens, logits, times = _cached_steps(model, variables, hcond, max_len,
-                                        lambda logits, done, t: _choose(logits, bias, done, vocab))
+                                        lambda logits, done, t: _choose(logits, bias, done, vocab),
+                                        early_exit=early_exit)
   return _finish(tokens, logits, times, vocab)
 
 

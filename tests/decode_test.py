@@ -320,3 +320,30 @@ def test_shift_right_matches_sequences():
   np.testing.assert_array_equal(decode.shift_right(tokens, VOCAB), expected)
   np.testing.assert_array_equal(sequences.shift_right(tokens, VOCAB), expected)
 
+
+
+def test_early_exit_equals_the_full_length_scan(tiny):
+  """The while loop that stops once every row has ended gives the scan's tokens and times, and
+  its logits at every scored position (up to and including EOS)."""
+  model, variables, hcond = tiny
+  # Every row ends early (at different steps), so the loop stops before max_len.
+  free = _np(_jitted(model, L)(variables, hcond, jnp.full((B,), NO_EOS)))
+  margin = _eos_margin(free.logits)
+  bias = np.full((B,), NOW, np.float32)
+  for b in range(B):
+    value, _ = _bias_ending_at(margin[b], L // 2)
+    if value is not None:
+      bias[b] = value
+  run = lambda early: _np(jax.jit(lambda v, h, e: decode.greedy_decode(
+      model, v, h, max_len=L, eos_bias=e, early_exit=early))(variables, hcond, jnp.asarray(bias)))
+  fast, full = run(True), run(False)
+  assert fast.terminated.all() and fast.lengths.max() < L - 1      # the loop did stop early
+  np.testing.assert_array_equal(fast.tokens, full.tokens)
+  np.testing.assert_array_equal(fast.times, full.times)
+  np.testing.assert_array_equal(fast.lengths, full.lengths)
+  for b in range(B):
+    n = int(fast.lengths[b]) + 1                                     # codes and EOS
+    np.testing.assert_allclose(fast.logits[b, :n], full.logits[b, :n], rtol=1e-6, atol=1e-6)
+  # Past the last step run, the loop leaves logits at 0.
+  assert np.all(fast.logits[:, fast.lengths.max() + 1:] == 0.0)
+  check_sequence_invariants(fast, L)
