@@ -40,6 +40,8 @@ class FrontendConfig:
   freq_width: int = 8
   time_masks: int = 2
   time_width: int = 10
+  # Vocal-tract-length perturbation (training only): range of the warp factor alpha; (1, 1) = off.
+  vtlp_alpha: tuple[float, float] = (1.0, 1.0)
 
   def __post_init__(self):
     if self.win_length > self.n_fft:
@@ -51,12 +53,20 @@ class FrontendConfig:
                        f'fmax={self.fmax}, sample_rate={self.sample_rate}')
     if self.log_floor <= 0:
       raise ValueError(f'log_floor must be positive, got {self.log_floor}')
+    lo, hi = self.vtlp_alpha
+    if not 0.5 <= lo <= hi <= 2.0:
+      raise ValueError(f'vtlp_alpha must be (low, high) with 0.5 <= low <= high <= 2, got '
+                       f'{self.vtlp_alpha}')
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'FrontendConfig':
     """Reads ``config.audio`` and ``config.frontend`` (see configs/default.py)."""
     fe = config.frontend
     sa = fe.specaugment
+    vtlp = fe.get('vtlp', None)   # configs written before VTLP have none: off
+    vtlp_alpha = (1.0, 1.0)
+    if vtlp is not None and vtlp.enabled:
+      vtlp_alpha = (float(vtlp.alpha[0]), float(vtlp.alpha[1]))
     return cls(
         sample_rate=int(config.audio.sample_rate),
         n_fft=int(fe.n_fft),
@@ -72,7 +82,12 @@ class FrontendConfig:
         freq_width=int(sa.freq_width),
         time_masks=int(sa.time_masks),
         time_width=int(sa.time_width),
+        vtlp_alpha=vtlp_alpha,
     )
+
+  @property
+  def vtlp(self) -> bool:
+    return self.vtlp_alpha != (1.0, 1.0)
 
   def num_frames(self, num_samples: int) -> int:
     """Frames `log_mel` returns for ``num_samples`` samples: ``num_samples // hop_length``."""
@@ -125,7 +140,46 @@ def power_spectrogram(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
 
 def log_mel(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
   """Waveforms [B, S] -> log-mel float32 [B, F, n_mels] with F = S // hop_length."""
-  power = power_spectrogram(waveform, cfg)                              # [B, F, n_freq]
+  return log_mel_from_power(power_spectrogram(waveform, cfg), cfg)
+
+
+def vtlp_source_bins(alpha: jax.Array, n_freq: int, boundary: float = 0.8) -> jax.Array:
+  """Source frequency (in bins, float) of every output bin under a warp by `alpha` [B] -> [B, n_freq].
+
+  The piecewise-linear vocal-tract-length warp of Jaitly & Hinton (2013), inverted: output
+  frequency f reads the input at f / alpha below the boundary `f_b = boundary * nyquist *
+  min(1, alpha)`, and above it the map is the straight line from (f_b, f_b / alpha) to
+  (nyquist, nyquist), so the band edges stay put. alpha > 1 moves formants (and harmonics) up, as
+  a shorter vocal tract does.
+  """
+  top = float(n_freq - 1)
+  f = jnp.arange(n_freq, dtype=jnp.float32)[None, :]                    # [1, n_freq]
+  a = jnp.asarray(alpha, jnp.float32)[:, None]                           # [B, 1]
+  f_b = boundary * top * jnp.minimum(1.0, a)                             # [B, 1]
+  below = f / a
+  above = f_b / a + (f - f_b) * (top - f_b / a) / (top - f_b)
+  return jnp.clip(jnp.where(f <= f_b, below, above), 0.0, top)          # [B, n_freq]
+
+
+def vtlp_warp(power: jax.Array, alpha: jax.Array) -> jax.Array:
+  """Warps power spectra [B, F, n_freq] along frequency by `alpha` [B] (linear interpolation)."""
+  src = vtlp_source_bins(alpha, power.shape[-1])                        # [B, n_freq]
+  lo = jnp.floor(src).astype(jnp.int32)
+  hi = jnp.minimum(lo + 1, power.shape[-1] - 1)
+  frac = (src - lo)[:, None, :]                                          # [B, 1, n_freq]
+  take = lambda idx: jnp.take_along_axis(power, jnp.broadcast_to(idx[:, None, :], power.shape),
+                                         axis=-1)
+  return take(lo) * (1.0 - frac) + take(hi) * frac
+
+
+def sample_vtlp_alpha(rng: jax.Array, batch: int, cfg: FrontendConfig) -> jax.Array:
+  """[batch] warp factors, log-uniform in `cfg.vtlp_alpha`."""
+  lo, hi = (math.log(a) for a in cfg.vtlp_alpha)
+  return jnp.exp(jax.random.uniform(rng, (batch,), minval=lo, maxval=hi))
+
+
+def log_mel_from_power(power: jax.Array, cfg: FrontendConfig) -> jax.Array:
+  """Power spectra [B, F, n_freq] -> log-mel float32 [B, F, n_mels]."""
   mel = jnp.matmul(power, jnp.asarray(mel_filterbank(cfg)),
                    precision=jax.lax.Precision.HIGHEST)                # [B, F, n_mels]
   return jnp.log(jnp.maximum(mel, cfg.log_floor))

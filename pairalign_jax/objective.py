@@ -118,8 +118,18 @@ class Targets:
 
 
 def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
-  """Waveforms [N, S] -> (model input mel [N, F, M], clean normalized mel [N, F, M], energy [N, F])."""
-  raw = frontend.log_mel(waves, fcfg)                    # [N, F, M]
+  """Waveforms [N, S] -> (model input mel [N, F, M], clean normalized mel [N, F, M], energy [N, F]).
+
+  In training with `fcfg.vtlp`, every row is first warped by its own vocal-tract-length factor
+  (`frontend.vtlp_warp`): the two views of a pair then differ as two speakers' formants do, and
+  everything downstream (the teacher's targets included) sees the warped view. "clean" means
+  without SpecAugment.
+  """
+  power = frontend.power_spectrogram(waves, fcfg)        # [N, F, n_freq]
+  if train and fcfg.vtlp:
+    rng, warp_rng = jax.random.split(rng)
+    power = frontend.vtlp_warp(power, frontend.sample_vtlp_alpha(warp_rng, waves.shape[0], fcfg))
+  raw = frontend.log_mel_from_power(power, fcfg)         # [N, F, M]
   clean = frontend.normalize(raw)                        # [N, F, M]
   energy = jnp.mean(raw, axis=-1)                        # [N, F] log-mel energy
   mel_in = clean

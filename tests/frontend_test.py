@@ -114,3 +114,36 @@ def test_features_train_and_eval():
     frontend.features(waves, cfg, train=True)
   np.testing.assert_allclose(frontend.features(waves, _cfg(normalize=False)),
                              frontend.log_mel(waves, cfg), atol=0)
+
+
+def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
+  cfg = frontend.FrontendConfig()
+  sr, n = cfg.sample_rate, cfg.sample_rate // 2
+  t = np.arange(n) / sr
+  wave = np.sin(2 * np.pi * 1000.0 * t)[None].astype(np.float32)          # a 1 kHz tone
+  power = frontend.power_spectrogram(jnp.asarray(np.repeat(wave, 3, 0)), cfg)   # [3, F, 257]
+  alpha = jnp.asarray([1.0, 1.1, 0.9])
+  warped = np.asarray(frontend.vtlp_warp(power, alpha))
+  np.testing.assert_allclose(warped[0], np.asarray(power[0]), rtol=1e-6, atol=1e-6)
+  bin_hz = sr / cfg.n_fft
+  peaks = warped[:, 20].argmax(-1) * bin_hz                                   # a middle frame
+  assert abs(peaks[0] - 1000.0) <= bin_hz
+  assert abs(peaks[1] - 1100.0) <= bin_hz and abs(peaks[2] - 900.0) <= bin_hz
+  # The band edges stay put and the warp is monotone for every factor in range.
+  src = np.asarray(frontend.vtlp_source_bins(jnp.asarray([0.8, 1.0, 1.25]), 257))
+  np.testing.assert_allclose(src[:, 0], 0.0)
+  np.testing.assert_allclose(src[:, -1], 256.0, atol=1e-4)
+  assert (np.diff(src, axis=1) >= 0).all()
+
+
+def test_vtlp_config_off_by_default_and_validated():
+  from configs import default
+  config = default.get_config()
+  assert not frontend.FrontendConfig.from_config(config).vtlp
+  config.frontend.vtlp.enabled = True
+  cfg = frontend.FrontendConfig.from_config(config)
+  assert cfg.vtlp and cfg.vtlp_alpha == tuple(config.frontend.vtlp.alpha)
+  alpha = np.asarray(frontend.sample_vtlp_alpha(jax.random.PRNGKey(0), 1000, cfg))
+  assert alpha.min() >= cfg.vtlp_alpha[0] - 1e-6 and alpha.max() <= cfg.vtlp_alpha[1] + 1e-6
+  with pytest.raises(ValueError, match='vtlp_alpha'):
+    frontend.FrontendConfig(vtlp_alpha=(1.2, 1.1))

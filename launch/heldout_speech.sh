@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# The held-out-speech runs of docs/results.md, one after the other, each evaluated on the
+# validation split (the run's own final report, WORKDIR/report.md: where settings are chosen) and
+# on the test split (WORKDIR/test/report.md: what is claimed).
+#
+#   launch/heldout_speech.sh ROOT [RUN ...]
+#
+# RUN names (default: all, in this order):
+#   aug_only_s{0,1,2}     configs/synthetic.py with augmentation-only views (no parallel readings)
+#   small_s{0,1,2}        configs/small_corpus.py (9 speakers x 64 sentences, VTLP)
+#   small_novtlp_s0       the same without VTLP (the validation-split comparison)
+#   small_ft_s0           small_corpus.py fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
+#   synthetic_s0          configs/synthetic.py as it is (parallel readings)
+# A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
+set -euo pipefail
+root=${1:?usage: launch/heldout_speech.sh ROOT [RUN ...]}
+shift
+runs=("$@")
+if [ ${#runs[@]} -eq 0 ]; then
+  runs=(small_s0 small_novtlp_s0 small_ft_s0 small_s1 small_s2 aug_only_s0 aug_only_s1 aug_only_s2
+        synthetic_s0)
+fi
+cd "$(dirname "$0")/.."
+mkdir -p "$root"
+
+run() {   # NAME CONFIG [overrides...]: train (validation report), then the test report
+  local name=$1 config=$2
+  shift 2
+  local workdir="$root/$name"
+  if [ -f "$workdir/test/report.json" ]; then
+    echo "$name: done, skipped"
+    return
+  fi
+  echo "$name: training ($(date -u +%H:%M))"
+  python -m pairalign_jax.main --config="$config" --workdir="$workdir" "$@" >"$root/$name.log" 2>&1
+  echo "$name: test-split evaluation ($(date -u +%H:%M))"
+  python -m pairalign_jax.evaluate --checkpoint="$workdir" --config="$config" "$@" \
+      --config.eval.split=test --outdir="$workdir/test" >>"$root/$name.log" 2>&1
+}
+
+aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
+for name in "${runs[@]}"; do
+  case "$name" in
+    aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
+    small_novtlp_s*) run "$name" configs/small_corpus.py --config.frontend.vtlp.enabled=False \
+                         --config.seed="${name#small_novtlp_s}" ;;
+    small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
+                     --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
+                     --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
+                     --config.schedule.ema_warmup_steps=0 --config.optim.learning_rate=3e-4 ;;
+    small_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_s}" ;;
+    synthetic_s*) run "$name" configs/synthetic.py --config.seed="${name#synthetic_s}" ;;
+    *) echo "unknown run $name" >&2; exit 2 ;;
+  esac
+done
