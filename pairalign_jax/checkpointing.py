@@ -9,8 +9,12 @@ Layout of `directory` (usually `<workdir>/checkpoints`), one folder per saved st
   <step>/commit_success.txt   Orbax's commit marker, written last
 
 `Checkpointer` is what the train loop uses (save, restore the newest intact checkpoint, preemption);
-`restore_params`, `read_config` and `read_meta` read a finished run for analysis on any mesh
-without the optimizer state.
+`restore_params`, `read_config`, `read_meta` and `state_metadata` read a finished run for analysis
+or fine-tuning (`config.init_from`, train.py) on any mesh without the optimizer state.
+`load_for_analysis` is what the Tokenizer uses: like training resume, it skips damaged newer steps
+(`damage` finds a missing or truncated file in one line, before Orbax reads anything) and logs
+which one it skipped and why; for an explicitly chosen step it raises `CheckpointReadError`, one
+line naming the step and the file.
 
 Torn checkpoints: Orbax writes into `<step>.orbax-checkpoint-tmp-*` and renames, so an interrupted
 save leaves no `<step>` folder (such leftovers are logged and ignored). A `<step>` folder without
@@ -30,6 +34,7 @@ service (then all processes agree on the step to stop at). The loop does::
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 from typing import Any, Iterable, Mapping, Optional, Sequence
@@ -42,6 +47,7 @@ from jax.experimental import multihost_utils
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
+import tensorstore as ts
 
 STATE, DATA_ITER, CONFIG, META = 'state', 'data_iter', 'config', 'meta'
 # Orbax's commit marker (orbax/checkpoint/_src/path/atomicity_types.py: COMMIT_SUCCESS_FILE); in
@@ -54,6 +60,10 @@ PARAM_ITEMS = ('params', 'teacher_params', 'vq_stats', 'eos_bias')
 
 class NoUsableCheckpointError(RuntimeError):
   """Checkpoints exist but none of them could be restored."""
+
+
+class CheckpointReadError(ValueError):
+  """A checkpoint step cannot be read for analysis (one line: the step and the file at fault)."""
 
 
 # ------------------------------------------------------------------------------------- helpers
@@ -425,6 +435,23 @@ def _preemption_service_running() -> bool:
 # ------------------------------------------------------------------------------- analysis reads
 
 
+def state_metadata(path: epath.PathLike, step: Optional[int] = None) -> Mapping[str, Any]:
+  """The saved train state's fields without reading arrays: `{field: pytree of array metadata}`
+  (each leaf has `.shape` and `.dtype`). `path` and `step` as in `step_dir`."""
+  folder = step_dir(path, step)
+  # The handler, not `StandardCheckpointer().metadata`: that also looks for a step-level
+  # `state/_CHECKPOINT_METADATA`, which the manager never writes there, and warns on every load.
+  try:
+    metadata = ocp.StandardCheckpointHandler().metadata(folder / STATE).tree
+  except (FileNotFoundError, ValueError) as e:
+    raise CheckpointReadError(f'{folder / STATE}: cannot read the saved state metadata '
+                              f'({_one_line(e)})') from None
+  if not isinstance(metadata, Mapping):
+    raise ValueError(f'{folder / STATE}: saved state is a {type(metadata).__name__}, expected a '
+                     'dataclass/dict with named fields')
+  return metadata
+
+
 def restore_params(path: epath.PathLike, *, step: Optional[int] = None, abstract: Optional[Mapping[str, Any]] = None,
                    sharding: Optional[jax.sharding.Sharding] = None,
                    items: Iterable[str] = PARAM_ITEMS) -> dict[str, Any]:
@@ -444,10 +471,7 @@ def restore_params(path: epath.PathLike, *, step: Optional[int] = None, abstract
     'teacher_params', 'vq_stats', 'eos_bias'), as nested dicts of `jax.Array`.
   """
   folder = step_dir(path, step)
-  metadata = ocp.StandardCheckpointer().metadata(folder / STATE).item_metadata.tree
-  if not isinstance(metadata, Mapping):
-    raise ValueError(f'{folder / STATE}: saved state is a {type(metadata).__name__}, expected a '
-                     'dataclass/dict with named fields')
+  metadata = state_metadata(folder)
   sharding = sharding or jax.sharding.SingleDeviceSharding(jax.local_devices(backend='cpu')[0])
   abstract = dict(abstract or {})
   target = {}
@@ -486,3 +510,111 @@ def read_config(path: epath.PathLike, step: Optional[int] = None) -> ml_collecti
 def read_meta(path: epath.PathLike, step: Optional[int] = None) -> Optional[dict]:
   """The 'meta' JSON saved with a checkpoint, or None when that checkpoint has none."""
   return _read_json_item(step_dir(path, step), META)
+
+
+# ------------------------------------------------------------------- damaged checkpoints (analysis)
+
+
+def _one_line(error: BaseException, limit: int = 300) -> str:
+  """The innermost cause of `error` as one short line (TensorStore errors carry a page of spec)."""
+  while error.__cause__ is not None:
+    error = error.__cause__
+  text = str(error).strip().split('\n', 1)[0] or type(error).__name__
+  text = text.split(' [tensorstore_spec=', 1)[0]
+  return text if len(text) <= limit else text[:limit] + '...'
+
+
+def _unreadable_array(state_dir: epath.Path, items: Sequence[str]) -> Optional[str]:
+  """Reads every array of `items` in an OCDBT state folder with TensorStore, synchronously; returns
+  one line naming the first array that does not read (a data file missing or truncated), or None.
+
+  Orbax reads the same arrays asynchronously; when one of them fails, the reads still in flight
+  report into a closed event loop (pages of "Event loop is closed"), so damage is found here first.
+  """
+  path = os.fspath(state_dir)
+  base = (path if '://' in path else 'file://' + path).rstrip('/') + '/'
+  kvstore = ts.KvStore.open({'driver': 'ocdbt', 'base': base}).result()
+  arrays = []
+  for key in kvstore.list().result():
+    key = key.decode()
+    for suffix, driver in (('/.zarray', 'zarr'), ('/zarr.json', 'zarr3')):
+      if key.endswith(suffix) and key.split('/', 1)[0].split('.', 1)[0] in items:
+        arrays.append((key[:-len(suffix)], driver))
+  pending = [(name, ts.open({'driver': driver, 'kvstore': {'driver': 'ocdbt', 'base': base,
+                                                           'path': name + '/'}}))
+             for name, driver in sorted(arrays)]
+  for name, opening in pending:
+    try:
+      array = opening.result()
+      data = array.read().result()
+      del data
+    except Exception as e:  # pylint: disable=broad-except
+      return f'array {name!r} does not read (a data file under {state_dir} is missing or truncated: {_one_line(e)})'
+  return None
+
+
+def damage(folder: epath.PathLike, items: Iterable[str] = PARAM_ITEMS) -> Optional[str]:
+  """Why one step folder cannot be read for analysis, in one line naming the file; None if it reads.
+
+  Checks the commit marker, the saved config, the state's `_METADATA` and OCDBT manifest, and
+  reads the arrays of `items` (`_unreadable_array`).
+  """
+  folder = epath.Path(folder)
+  state = folder / STATE
+  required = [folder / COMMIT_MARKER, folder / CONFIG, state, state / '_METADATA']
+  if state.is_dir() and any(p.name.startswith('ocdbt.process_') for p in state.iterdir()):
+    required.append(state / 'manifest.ocdbt')
+  for p in required:
+    if not p.exists():
+      return f'{p} is missing'
+  try:
+    return _unreadable_array(state, tuple(items))
+  except Exception as e:  # pylint: disable=broad-except
+    return f'{state} does not open ({_one_line(e)})'
+
+
+def _candidate_steps(path: epath.PathLike, step: Optional[int]) -> tuple[list[epath.Path], bool]:
+  """(step folders to try, newest first; whether the step was chosen explicitly)."""
+  path = epath.Path(path)
+  if step is not None or (path / STATE).is_dir():
+    return [step_dir(path, step)], True
+  directory = path / 'checkpoints' if (path / 'checkpoints').is_dir() else path
+  steps = committed_steps(directory)
+  if not steps:
+    raise FileNotFoundError(f'no committed checkpoint under {path} (looked in {directory})')
+  return [directory / str(s) for s in reversed(steps)], False
+
+
+def load_for_analysis(path: epath.PathLike, step: Optional[int] = None,
+                      items: Iterable[str] = PARAM_ITEMS
+                      ) -> tuple[epath.Path, ml_collections.ConfigDict, dict[str, Any]]:
+  """(step folder, saved config, `restore_params` items) of a workdir / checkpoints folder / step.
+
+  Without `step` (and for a workdir or checkpoints folder) the newest committed step that reads:
+  a damaged newer step is skipped with a warning naming it and the reason, as training resume does
+  (`Checkpointer.restore_latest`; nothing is moved here). With `step`, or a step folder, that step
+  or `CheckpointReadError` (one line: the step, the missing or damaged file). When no step reads:
+  `CheckpointReadError` listing each step's reason.
+  """
+  items = tuple(items)
+  folders, explicit = _candidate_steps(path, step)
+  failures = []
+  for folder in folders:
+    problem = damage(folder, items)
+    if problem is None:
+      try:
+        config = read_config(folder)
+        restored = restore_params(folder, items=items)
+      except Exception as e:  # pylint: disable=broad-except
+        problem = _one_line(e)
+    if problem is None:
+      if failures:
+        logging.warning('checkpoint: loaded step %s from %s instead of the newest step', folder.name,
+                        folder.parent)
+      return folder, config, restored
+    if explicit:
+      raise CheckpointReadError(f'checkpoint step {folder.name} cannot be loaded: {problem}')
+    logging.warning('checkpoint: skipping step %s, it cannot be loaded: %s; trying the previous step',
+                    folder.name, problem)
+    failures.append(f'step {folder.name}: {problem}')
+  raise CheckpointReadError(f'no checkpoint under {path} can be loaded: ' + '; '.join(failures))

@@ -1,8 +1,30 @@
-"""Training loop: staged schedule, compiled sharded steps, EMA teacher, checkpoints, logging.
+r"""Training loop: staged schedule, compiled sharded steps, EMA teacher, checkpoints, logging.
 
 `train_and_evaluate(config, workdir)` is the whole job: validate the config, build the mesh,
 initialize (or restore) the state and the data iterator, run stages 0/1/2 with one compiled step
 per stage, checkpoint (and on SIGTERM / preemption), and finish with the evaluation report.
+
+Fine-tuning: `--config.init_from=PATH` (a workdir: its newest committed checkpoint; or one step
+folder `<workdir>/checkpoints/<step>`) starts a new run from that run's parameters, with a fresh
+optimizer state and data iterator and the step counter at 0 (the schedule, learning-rate warmup
+included, runs from its start). `config.init_from_vq_stats` also takes the VQ codebook state
+('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes);
+without it the teacher starts as a copy of the loaded student, as in a fresh run. At start-up,
+every config key that changes the parameter shapes (`INIT_FROM_MATCH_KEYS`) is compared with the
+source's saved config, and one ConfigError names those that differ. A workdir that already has a
+checkpoint of its own resumes from it and ignores `init_from` (logged), so a preempted fine-tuning
+run continues where it stopped. To fine-tune a stage-2 model on a small corpus (with the base
+run's config file, so that the model keys match)::
+
+  python -m pairalign_jax.main --config=configs/librispeech.py --workdir=runs/libri_ft \
+    --config.init_from=runs/libri --config.data.source=folder --config.data.path=/data/small \
+    --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
+    --config.schedule.ema_warmup_steps=0 --config.num_train_steps=2000 \
+    --config.optim.learning_rate=1e-4
+
+(stage 2 from step 0; with `ema_warmup_steps=0` the loaded teacher goes on as a slow EMA. In stage
+0 the teacher copies the student, so a loaded teacher only lasts from stage 1 on; a schedule that
+replaces it is logged as a warning.)
 """
 
 from __future__ import annotations
@@ -14,6 +36,7 @@ import time
 from typing import Any, Optional
 
 from absl import logging
+from etils import epath
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -98,17 +121,105 @@ def create_train_state(model, optimizer, config, rng) -> TrainState:
   """A fresh state (params still boxed with logical axis names when called under eval_shape)."""
   init_rng, state_rng = jax.random.split(rng)
   variables = init_variables(model, config, init_rng)
-  params = variables['params']
-  return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      teacher_params=jax.tree.map(lambda x: x, params),
-      opt_state=optimizer.init(params),
-      vq_stats=variables['vq_stats'],
-      eos_bias=jnp.zeros((), jnp.float32),
-      rng=state_rng,
-      nonfinite_steps=jnp.zeros((), jnp.int32),
-  )
+  return train_state_lib.new_train_state(variables['params'], variables['vq_stats'], optimizer, state_rng)
+
+
+# ---------------------------------------------------------------------- fine-tuning (init_from)
+
+# `ModelConfig` fields that change the parameter shapes or the parameter tree, with the config key
+# each comes from: a fine-tuning source (config.init_from) must have the same values. (Checked with
+# jax.eval_shape of the init: dropout rates, remat and model.dtype change no parameter.)
+INIT_FROM_MATCH_KEYS = {
+    'd_model': 'config.model.d_model',
+    'num_heads': 'config.model.num_heads',
+    'mlp_dim': 'config.model.mlp_dim',
+    'enc_layers': 'config.model.enc_layers',
+    'dec_layers': 'config.model.dec_layers',
+    'subsample': 'config.model.subsample',
+    'codebook_size': 'config.model.codebook_size',
+    'code_dim': 'config.model.code_dim',
+    'max_len': 'config.model.max_len',
+    'recon_channels': 'config.model.recon_channels',
+    'time_bias_frames': 'config.model.time_bias_frames',
+    'scan_layers': 'config.model.scan_layers',
+    'enc_positions': 'config.model.enc_positions',
+    'n_mels': 'config.frontend.n_mels',
+}
+
+
+def check_init_from_config(config: ml_collections.ConfigDict, source_config: ml_collections.ConfigDict,
+                           source: str) -> None:
+  """Raises ConfigError naming every `INIT_FROM_MATCH_KEYS` key whose value differs between this
+  run (`config`) and the fine-tuning source (`source_config`, the config saved with `source`)."""
+  ours = models.ModelConfig.from_config(config)
+  theirs = models.ModelConfig.from_config(source_config)   # same defaults for keys an old config lacks
+  diffs = [f'{key}={getattr(ours, field)!r} (source: {getattr(theirs, field)!r})'
+           for field, key in INIT_FROM_MATCH_KEYS.items() if getattr(ours, field) != getattr(theirs, field)]
+  if ours.enc_positions == theirs.enc_positions == 'learned' and ours.enc_max_frames != theirs.enc_max_frames:
+    diffs.append(f'config.audio.segment_seconds={config.audio.segment_seconds!r} (source: '
+                 f'{source_config.audio.segment_seconds!r}; learned encoder positions: {ours.enc_max_frames} '
+                 f'frames, source {theirs.enc_max_frames})')
+  if diffs:
+    raise config_validation.ConfigError(
+        f'config.init_from={source!r}: the source model has other parameter shapes than this run; set '
+        f'these keys as the source run had them: {"; ".join(diffs)}')
+
+
+def resolve_init_from(config: ml_collections.ConfigDict, workdir: str) -> Optional[epath.Path]:
+  """The checkpoint step folder that `config.init_from` names, checked against this run's model.
+
+  None when `config.init_from` is '' or when `workdir` has a committed checkpoint of its own
+  (resuming from it wins). Raises FileNotFoundError when the source has no committed checkpoint,
+  ConfigError (`check_init_from_config`) when its model does not match.
+  """
+  if not config.init_from:
+    return None
+  if checkpointing.committed_steps(os.path.join(workdir, 'checkpoints')):
+    return None
+  source = str(config.init_from)
+  if '://' not in source:   # Orbax misreads a relative step folder's metadata: make it absolute
+    source = os.path.abspath(os.path.expanduser(source))
+  try:
+    folder = checkpointing.step_dir(source)
+    source_config = checkpointing.read_config(folder)
+  except FileNotFoundError as e:
+    raise FileNotFoundError(f'config.init_from={config.init_from!r}: {e}') from e
+  check_init_from_config(config, source_config, config.init_from)
+  return folder
+
+
+def _saved_shape_mismatches(metadata, abstract: dict[str, Any]) -> list[str]:
+  """'item[path]: ...' for each leaf whose saved shape (or presence) differs from `abstract`'s."""
+  def shapes(tree):
+    return {jax.tree_util.keystr(p): tuple(x.shape)
+            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  problems = []
+  for item, target in abstract.items():
+    if metadata.get(item) is None:
+      problems.append(f'{item}: not in the checkpoint')
+      continue
+    want, have = shapes(target), shapes(metadata[item])
+    for key in sorted(want.keys() | have.keys()):
+      if key not in have:
+        problems.append(f'{item}{key}: not in the checkpoint')
+      elif key not in want:
+        problems.append(f'{item}{key}: not in this model')
+      elif want[key] != have[key]:
+        problems.append(f'{item}{key}: shape {have[key]} in the checkpoint, {want[key]} in this model')
+  return problems
+
+
+def _warn_if_loaded_teacher_is_replaced(config: ml_collections.ConfigDict) -> None:
+  """The loaded teacher only lasts if the first update keeps it (stage 1, or stage 2 without warmup)."""
+  s = config.schedule
+  decay = float(train_state_lib.ema_decay_at(1, start=s.stage2_start, decay=s.ema_decay,
+                                             warmup_steps=s.ema_warmup_steps, frozen_from=s.stage1_start))
+  if decay < s.ema_decay:
+    logging.warning(
+        'config.init_from_teacher: the loaded EMA teacher is replaced by the student within the first '
+        'steps (stage 0 copies the student; stage 2 ramps its EMA decay up from 0 over '
+        'schedule.ema_warmup_steps). To keep it, set schedule.stage1_start=0 and either '
+        'schedule.stage2_start > 0 (frozen teacher) or schedule.ema_warmup_steps=0.')
 
 
 def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.PairAlign,
@@ -225,6 +336,14 @@ class Trainer:
     self.abstract_state, self.state_sharding = sharding.abstract_state_and_shardings(boxed, self.mesh, self.rules)
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._init = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=self.state_sharding)
+
+    def init_from_loaded(r, loaded):
+      # The fresh init's parts that `loaded` replaces are dead code (XLA drops them).
+      fresh = nn.meta.unbox(init_fn(r))
+      return train_state_lib.new_train_state(
+          loaded['params'], loaded.get('vq_stats', fresh.vq_stats), self.optimizer, fresh.rng,
+          teacher_params=loaded.get('teacher_params'), eos_bias=loaded.get('eos_bias'))
+    self._init_from_loaded = jax.jit(init_from_loaded, out_shardings=self.state_sharding)
     self._rng = rng
     self._steps = {}
 
@@ -233,6 +352,33 @@ class Trainer:
     # DenseGeneral would otherwise constrain its flat init kernel with the 3-D names.
     with jax.set_mesh(self.mesh):
       return self._init(self._rng)
+
+  def init_from_checkpoint(self, path, *, vq_stats: bool = True, teacher: bool = True) -> TrainState:
+    """A step-0 state from another run's checkpoint (fine-tuning, `config.init_from`).
+
+    `path`: a workdir (its newest committed step), its checkpoints folder or one step folder.
+    Read onto this trainer's mesh with the state's shardings: the student params, with `vq_stats`
+    the VQ codebook state, with `teacher` the EMA teacher and the EOS bias of its decodes. The
+    rest is as `init_state` makes it: fresh optimizer state, step 0, the seed's RNG, the teacher
+    a copy of the (loaded) student, EOS bias 0. Raises ValueError naming the leaves whose saved
+    shapes differ from this model's.
+    """
+    folder = checkpointing.step_dir(path)
+    items = ('params',) + (('vq_stats',) if vq_stats else ()) + (('teacher_params', 'eos_bias') if teacher else ())
+    abstract = {item: getattr(self.abstract_state, item) for item in items}
+    problems = _saved_shape_mismatches(checkpointing.state_metadata(folder), abstract)
+    if problems:
+      raise ValueError(
+          f'config.init_from: {folder} does not fit this model ({len(problems)} mismatching leaves; '
+          'did the model code change since it was saved?): ' + '; '.join(problems[:10]) +
+          ('; ...' if len(problems) > 10 else ''))
+    loaded = checkpointing.restore_params(folder, abstract=abstract, items=items)
+    with jax.set_mesh(self.mesh):
+      state = self._init_from_loaded(self._rng, loaded)
+    logging.info('Initialized from %s (step %s): %s loaded; %soptimizer state, data iterator and '
+                 'step counter fresh (step 0).', folder, folder.name, ', '.join(items),
+                 '' if teacher else 'teacher = copy of the loaded student; ')
+    return state
 
   def step_fn(self, stage: int):
     if stage not in self._steps:
@@ -266,6 +412,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   """Trains (resuming from the newest checkpoint in `workdir`) and writes the evaluation report."""
   sharding.maybe_initialize_distributed()
   config_validation.validate_config(config, device_count=jax.device_count())
+  init_from = resolve_init_from(config, workdir)   # fine-tuning source, checked before anything is built
+  if run_evaluation:   # an evaluation set that cannot be built fails now, not after training
+    from pairalign_jax import evaluate  # pylint: disable=import-outside-toplevel
+    evaluate.check_evaluation_source(config)
   os.makedirs(workdir, exist_ok=True)
   logging.info('devices: %d (%s), processes: %d', jax.device_count(), jax.devices()[0].platform,
                jax.process_count())
@@ -283,6 +433,14 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
   if restored is not None:
     state, start_step = restored
     logging.info('Resumed from step %d.', start_step)
+    if config.init_from:
+      logging.info('config.init_from=%s ignored: this workdir has its own checkpoint (step %d), and '
+                   'resuming from it wins.', config.init_from, start_step)
+  elif init_from is not None:
+    state = trainer.init_from_checkpoint(init_from, vq_stats=config.init_from_vq_stats,
+                                         teacher=config.init_from_teacher)
+    if config.init_from_teacher:
+      _warn_if_loaded_teacher_is_replaced(config)
   else:
     state = trainer.init_state()
     start_step = 0
@@ -358,5 +516,10 @@ def _checkpoint_meta(data_stats) -> dict[str, Any]:
 def _evaluate(config, workdir, step):
   from pairalign_jax import evaluate  # pylint: disable=import-outside-toplevel
   report = evaluate.evaluate_workdir(workdir, config=config)
-  logging.info('Evaluation at step %d written to %s', step, os.path.join(workdir, 'report.md'))
+  logging.info('Evaluation at step %d on the %r split written to %s', step,
+               report['eval_set'].get('split'), os.path.join(workdir, 'report.md'))
+  for name, block in report['tokenizers'].items():   # the VQ stage's figures too, every evaluation
+    ci = block.get('recall_at_1_ci95') or [float('nan')] * 2
+    logging.info('  %-20s recall@1 %.3f [%.3f, %.3f] at %.2f tokens/s', name, block['recall_at_1'],
+                 ci[0], ci[1], block['tokens_per_second'])
   return report

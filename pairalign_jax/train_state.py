@@ -28,6 +28,26 @@ class TrainState:
   nonfinite_steps: jax.Array  # [] int32: consecutive skipped updates (non-finite loss or grads)
 
 
+def new_train_state(params, vq_stats, optimizer: optax.GradientTransformation, rng, *,
+                    teacher_params=None, eos_bias=None) -> TrainState:
+  """A state at step 0 around given variables: fresh optimizer state, no skipped updates.
+
+  Used for a fresh run (randomly initialized variables) and for fine-tuning (`config.init_from`:
+  another run's variables). The teacher starts as a copy of the student unless `teacher_params`
+  is given; `eos_bias` defaults to 0.
+  """
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      teacher_params=jax.tree.map(lambda x: x, params) if teacher_params is None else teacher_params,
+      opt_state=optimizer.init(params),
+      vq_stats=vq_stats,
+      eos_bias=jnp.zeros((), jnp.float32) if eos_bias is None else jnp.asarray(eos_bias, jnp.float32),
+      rng=rng,
+      nonfinite_steps=jnp.zeros((), jnp.int32),
+  )
+
+
 def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int, frozen_from=None):
   """EMA decay of the teacher at `step`.
 
