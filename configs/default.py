@@ -21,6 +21,19 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval_every_steps = 5_000   # 0 = only at the end
   config.checkpoint_every_steps = 1_000
   config.max_nonfinite_steps = 20   # abort after this many skipped (non-finite) updates in a row
+  # Fine-tuning (pairalign_jax/train.py docstring): start from another run's parameters; a workdir
+  # (its newest checkpoint) or one step folder. '' = off. Optimizer state, data iterator and step
+  # counter start fresh; the model keys that change parameter shapes must match the source's.
+  # A workdir with a checkpoint of its own resumes from it instead.
+  config.init_from = ''
+  # Both default to True for fine-tuning a stage-2 model on a small corpus: the decoder's token ids
+  # are (groups of) VQ codes, so a fresh codebook would give targets in another vocabulary than the
+  # loaded decoder's (and a fresh one frozen from stage 1 on is never trained); the EMA teacher is
+  # the smoothed model that makes the targets (and its decodes' EOS bias, which comes with it, the
+  # target length), so the first fine-tuning targets are the source run's. With False the codebook
+  # is freshly initialized, and the teacher starts as a copy of the loaded student.
+  config.init_from_vq_stats = True
+  config.init_from_teacher = True
 
   # ---------------------------------------------------------------- audio
   config.audio = ml_collections.ConfigDict()
@@ -43,6 +56,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.frontend.specaugment.freq_width = 8
   config.frontend.specaugment.time_masks = 2
   config.frontend.specaugment.time_width = 10
+  # Vocal-tract-length perturbation (train only): each view's power spectrum is warped along
+  # frequency by its own factor alpha (log-uniform in `alpha`; > 1 moves formants and harmonics up),
+  # so the two views of a pair differ as two speakers' voices do (frontend.vtlp_warp). Adult
+  # speakers' formant scales span about 0.85-1.2.
+  config.frontend.vtlp = ml_collections.ConfigDict()
+  config.frontend.vtlp.enabled = False
+  config.frontend.vtlp.alpha = (0.87, 1.15)
 
   # ---------------------------------------------------------------- model
   config.model = ml_collections.ConfigDict()
@@ -207,10 +227,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.data.synthetic = ml_collections.ConfigDict()
   config.data.synthetic.seed = 1234
   config.data.synthetic.num_train_speakers = 64
-  config.data.synthetic.num_heldout_speakers = 16
+  config.data.synthetic.num_heldout_speakers = 16      # the test split (claims only)
   config.data.synthetic.num_train_sentences = 400
-  config.data.synthetic.num_heldout_sentences = 100
+  config.data.synthetic.num_heldout_sentences = 100    # the test split
+  config.data.synthetic.num_validation_speakers = 16   # the validation split (every choice)
+  config.data.synthetic.num_validation_sentences = 100
   config.data.synthetic.train_size = 100_000   # virtual examples (speaker x sentence draws) per epoch
+  # True: the train split is the fixed grid of num_train_speakers x num_train_sentences recordings
+  # (train_size is then ignored): a small corpus of fixed recordings, like a user's own.
+  config.data.synthetic.train_grid = False
 
   config.data.augment = ml_collections.ConfigDict()
   config.data.augment.gain_prob = 0.8
@@ -232,9 +257,15 @@ def get_config() -> ml_collections.ConfigDict:
 
   # ---------------------------------------------------------------- evaluation
   config.eval = ml_collections.ConfigDict()
-  config.eval.split = 'heldout'          # synthetic: held-out speakers and sentences
-  config.eval.num_items = 100            # content items in the retrieval archive
+  # 'validation' (every choice is made here; what training runs report) or 'test' (claims only:
+  # `python -m pairalign_jax.evaluate --config.eval.split=test`). 'heldout' = 'test' (old name).
+  # Synthetic corpus: each split has its own speakers, words and sentences.
+  config.eval.split = 'validation'
+  config.eval.num_items = 100            # content items in the retrieval archive (-1 = all)
   config.eval.queries_per_item = 3       # other speakers / augmentations of each item
+  # Every speaker is the archive once (-1), the other speakers' readings the queries; figures are
+  # pooled over the rotations, with bootstrap intervals over content items.
+  config.eval.archive_rotations = -1
   config.eval.batch_size = 64
   config.eval.sweep_shifts_ms = tuple(range(0, 101, 10))
   config.eval.sweep_items = 32

@@ -8,6 +8,7 @@ typo in an ablation config fails loudly instead of being ignored.
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any, Iterable, Optional
 
@@ -44,9 +45,8 @@ def _get(cfg: ml_collections.ConfigDict, dotted: str) -> Any:
   return node
 
 
-def check_unknown_keys(config: ml_collections.ConfigDict,
-                       reference: ml_collections.ConfigDict) -> None:
-  """Every key of `config` must exist in `reference` (the default config)."""
+def _ref_tree(reference: ml_collections.ConfigDict) -> tuple[set[str], set[str]]:
+  """(dotted leaf keys, dotted sub-dict keys) of `reference`, each starting with 'config'."""
   ref_keys = {name for name, _ in _walk(reference, 'config')}
   ref_dicts = set()
 
@@ -56,21 +56,34 @@ def check_unknown_keys(config: ml_collections.ConfigDict,
         ref_dicts.add(f'{prefix}.{key}')
         collect_dicts(value, f'{prefix}.{key}')
   collect_dicts(reference, 'config')
+  return ref_keys, ref_dicts
 
-  unknown = []
-  for name, _ in _walk(config, 'config'):
-    if name in ref_keys or any(name.startswith(f + '.') for f in _FREE_FORM):
-      continue
-    unknown.append(name)
-  if unknown:
-    hints = []
-    for name in unknown:
-      parent = name.rsplit('.', 1)[0]
-      if parent in ref_dicts or parent == 'config':
-        siblings = sorted(k for k in ref_keys if k.rsplit('.', 1)[0] == parent)
-        hints.append(f'{name} (known keys under {parent}: {", ".join(s.rsplit(".", 1)[1] for s in siblings)})')
-      else:
-        hints.append(name)
+
+def unknown_key_hint(name: str, reference: ml_collections.ConfigDict) -> Optional[str]:
+  """None when the dotted `name` ('config.model.d_model') is a key or sub-config of `reference`;
+  else one line naming it and the nearest valid keys (difflib) under its deepest known parent."""
+  ref_keys, ref_dicts = _ref_tree(reference)
+  if name in ref_keys or name in ref_dicts or any(name.startswith(f + '.') for f in _FREE_FORM):
+    return None
+  parent = name.rsplit('.', 1)[0]
+  while parent != 'config' and parent not in ref_dicts:
+    parent = parent.rsplit('.', 1)[0]
+  missing = name[len(parent) + 1:].split('.', 1)[0]
+  siblings = sorted({k[len(parent) + 1:].split('.', 1)[0] for k in ref_keys | ref_dicts
+                     if k.startswith(parent + '.')})
+  near = difflib.get_close_matches(missing, siblings, n=3, cutoff=0.5)
+  if near:
+    return f'{name}: unknown config key; nearest valid keys: ' + ', '.join(f'{parent}.{k}' for k in near)
+  return f'{name}: unknown config key; the keys under {parent} are: {", ".join(siblings)}'
+
+
+def check_unknown_keys(config: ml_collections.ConfigDict,
+                       reference: ml_collections.ConfigDict) -> None:
+  """Every key of `config` must exist in `reference` (the default config); ConfigError names each
+  unknown key and its nearest valid keys (`unknown_key_hint`)."""
+  hints = [hint for hint in (unknown_key_hint(name, reference) for name, _ in _walk(config, 'config'))
+           if hint]
+  if hints:
     raise ConfigError('Unknown config key(s): ' + '; '.join(hints))
 
 
@@ -117,9 +130,15 @@ def validate_config(config: ml_collections.ConfigDict,
   # Model.
   m = config.model
   _require(m.subsample in (2, 4), 'config.model.subsample', f'must be 2 or 4, got {m.subsample}')
+  # Sizes first, so that d_model=-1 is blamed on d_model, not on the divisibility below.
+  _require(int(m.d_model) > 0, 'config.model.d_model',
+           f'must be a positive integer (a multiple of config.model.num_heads={m.num_heads}), '
+           f'got {m.d_model!r}')
+  _require(int(m.num_heads) > 0, 'config.model.num_heads',
+           f'must be a positive integer dividing config.model.d_model ({m.d_model}), got {m.num_heads!r}')
   _require(m.d_model % m.num_heads == 0, 'config.model.num_heads',
            f'must divide config.model.d_model ({m.d_model}), got {m.num_heads}')
-  for key in ('d_model', 'mlp_dim', 'enc_layers', 'dec_layers', 'codebook_size', 'code_dim', 'max_len'):
+  for key in ('mlp_dim', 'enc_layers', 'dec_layers', 'codebook_size', 'code_dim', 'max_len'):
     _require(int(m[key]) > 0, f'config.model.{key}', f'must be positive, got {m[key]!r}')
   _require(m.codebook_size >= 2, 'config.model.codebook_size', 'must be >= 2')
   _require(m.dtype in ('float32', 'bfloat16'), 'config.model.dtype',
@@ -177,8 +196,14 @@ def validate_config(config: ml_collections.ConfigDict,
 
   # Evaluation.
   ev = config.eval
-  for key in ('num_items', 'queries_per_item', 'batch_size'):
+  for key in ('queries_per_item', 'batch_size'):
     _require(int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}')
+  for key, low in (('num_items', 2), ('archive_rotations', 1)):
+    _require(int(ev[key]) >= low or int(ev[key]) == -1, f'config.eval.{key}',
+             f'must be an integer >= {low}, or -1 (all), got {ev[key]!r}')
+  _require(ev.split in ('validation', 'test', 'heldout'), 'config.eval.split',
+           f"must be 'validation' (choices) or 'test' (claims; 'heldout' is its old name), "
+           f'got {ev.split!r}')
   _require(1 <= int(ev.beam_size) <= m.codebook_size and int(ev.beam_size) == ev.beam_size,
            'config.eval.beam_size',
            f'must be an integer in [1, codebook_size={m.codebook_size}] (1 = greedy), got {ev.beam_size!r}')
@@ -216,6 +241,17 @@ def validate_config(config: ml_collections.ConfigDict,
     elif isinstance(value, (tuple, list)):
       _require(len(value) == 2 and value[0] <= value[1], f'config.data.augment.{name}',
                f'must be a (low, high) range, got {value}')
+
+  # Fine-tuning (config.init_from; the source's model is checked against this one in train.py).
+  _require(isinstance(config.init_from, str), 'config.init_from',
+           f"must be a workdir or checkpoint step folder ('' = off), got {config.init_from!r}")
+  for key in ('init_from_vq_stats', 'init_from_teacher'):
+    _require(isinstance(config[key], bool), f'config.{key}', f'must be True or False, got {config[key]!r}')
+  _require(not config.init_from or config.init_from_vq_stats or config.schedule.stage1_start > 0
+           or not config.vq.freeze_after_stage0, 'config.init_from_vq_stats',
+           'is False with config.schedule.stage1_start=0 and config.vq.freeze_after_stage0: the fresh '
+           'random codebook would be frozen from step 0 without ever being trained; take the '
+           "source's codebook (True) or keep a stage 0")
 
   # Checkpoints.
   _require(config.checkpoint.max_to_keep >= 1, 'config.checkpoint.max_to_keep', 'must be >= 1')

@@ -7,17 +7,22 @@
 (`.tsv` with a `path` column, or `.jsonl`; optional `start`/`end` seconds select a region).
 Each recording is cut into 3 s windows every `--hop_seconds` (`Tokenizer.tokenize_long`: the last
 window is aligned to the end; a recording shorter than 3 s is one zero-padded window), and each
-window becomes one JSON line: `{"path", "start", "end", "tokens", "times"}` (times in seconds
-from the start of the recording). Files that cannot be read (unreadable, truncated, empty, NaN,
-silent) are reported with the reason and skipped; the run never stops for one bad file. The
-summary at the end (printed as one JSON line) counts windows, files and skips by reason and
-names the skipped files (the first 100; every one is logged). `--vq` windows the same way.
+window becomes one JSON line: `{"path", "start", "end", "tokens", "times", "terminated"}` (times
+in seconds from the start of the recording, non-decreasing; `terminated` is false for a string
+cut at the model's length limit `max_len` instead of ending with EOS). Files that cannot be read
+(unreadable, truncated, empty, NaN, silent) and malformed manifest lines (reason
+'bad_manifest_line', path `<manifest>:<line>`) are reported with the reason and skipped; the run
+never stops for one bad file or line. The summary at the end (printed as one JSON line, and
+logged as one sentence) counts windows, the share of them terminated by EOS, files and skips by
+reason, and names the skipped files (the first 100; every one is logged). `--vq` windows the
+same way. `--output` must be a file path whose folder exists or can be created.
 """
 
 from __future__ import annotations
 
 import collections
 import json
+import math
 import os
 import sys
 from typing import Any, Iterator, Optional
@@ -56,15 +61,25 @@ MANIFEST_SUFFIXES = ('.tsv', '.jsonl')
 MAX_LISTED_SKIPS = 100   # skipped files named in the summary (all of them are logged)
 
 
+BAD_MANIFEST_LINE = 'bad_manifest_line'
+
+
 def list_inputs(path: str) -> list[dict[str, Any]]:
-  """Items {'path', 'start', 'end'} named by `path` (file, folder or manifest)."""
+  """Items {'path', 'start', 'end'} named by `path` (file, folder or manifest). A malformed
+  manifest line becomes the item {'path': '<manifest>:<line>', 'error': 'bad_manifest_line',
+  'detail'} (skipped and reported by `tokenize_items`, in the manifest's order)."""
   if os.path.isdir(path):
     files = folder.list_files(path, folder.AUDIO_EXTENSIONS)
     return [{'path': os.path.join(path, f), 'start': None, 'end': None} for f in files]
   if not os.path.exists(path):
     raise FileNotFoundError(f'--input {path!r} does not exist')
   if path.lower().endswith(MANIFEST_SUFFIXES):
-    return [{'path': e['path'], 'start': e['start'], 'end': e['end']} for e in manifest.read_manifest(path)]
+    bad_lines = []
+    entries = manifest.read_manifest(path, bad_lines=bad_lines)
+    items = [(e['line'], {'path': e['path'], 'start': e['start'], 'end': e['end']}) for e in entries]
+    items += [(line_no, {'path': f'{path}:{line_no}', 'error': BAD_MANIFEST_LINE, 'detail': detail})
+              for line_no, detail in bad_lines]
+    return [item for _, item in sorted(items, key=lambda x: x[0])]
   return [{'path': path, 'start': None, 'end': None}]
 
 
@@ -75,6 +90,9 @@ def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[f
   Every item gives either one error record or at least one window record.
   """
   for item in tqdm.tqdm(items, desc='tokenize', unit='file', disable=not progress, file=sys.stderr):
+    if 'error' in item:                      # a malformed manifest line (`list_inputs`)
+      yield dict(item)
+      continue
     try:
       wave, sr = audio_io.read_audio(item['path'], item['start'], item['end'])
     except BadAudioError as e:
@@ -85,25 +103,31 @@ def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[f
     for w in windows:
       yield {'path': item['path'], 'start': round(w['start'] + offset, 4),
              'end': round(w['end'] + offset, 4), 'tokens': w['tokens'],
-             'times': [round(t + offset, 4) for t in w['times']]}
+             'times': [round(t + offset, 4) for t in w['times']], 'terminated': w['terminated']}
 
 
 def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1.0,
         eos_bias: Optional[float] = None, target_rate: Optional[float] = None, use_vq: bool = False,
         batch_size: int = 64, progress: bool = True, beam_size: int = 1) -> dict[str, Any]:
   """Tokenizes everything under `input_path` into `output`; returns the summary."""
-  from pairalign_jax.tokenizer import Tokenizer  # pylint: disable=import-outside-toplevel
-  if not hop_seconds > 0:
-    raise ValueError(f'--hop_seconds must be positive, got {hop_seconds}')
+  # pylint: disable-next=import-outside-toplevel
+  from pairalign_jax.tokenizer import Tokenizer, check_hop_seconds
+  if not (math.isfinite(hop_seconds) and hop_seconds > 0):
+    raise ValueError(f'--hop_seconds must be a finite number of seconds > 0, got {hop_seconds}')
+  check_output(output)
   items = list_inputs(input_path)
   tokenizer = Tokenizer.from_checkpoint(checkpoint, batch_size=batch_size, beam_size=beam_size)
+  try:
+    check_hop_seconds(hop_seconds, tokenizer.segment_samples / tokenizer.sample_rate)
+  except ValueError as e:
+    raise ValueError(f'--{e}') from None
   if target_rate is not None:
     if eos_bias is not None:
       raise ValueError('pass --eos_bias or --target_rate, not both')
     eos_bias = tokenizer.eos_bias_for_rate(target_rate)
   logging.info('Tokenizing %d recording(s) from %s', len(items), input_path)
-  summary = {'files': len(items), 'files_ok': 0, 'windows': 0, 'skipped': collections.Counter(),
-             'skipped_files': []}
+  summary = {'files': len(items), 'files_ok': 0, 'windows': 0, 'terminated': 0,
+             'terminated_share': None, 'skipped': collections.Counter(), 'skipped_files': []}
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, 'w', encoding='utf-8') as f:
     for rec in tokenize_items(tokenizer, items, hop_seconds=hop_seconds, eos_bias=eos_bias,
@@ -115,13 +139,30 @@ def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1
         logging.warning('skipped %s: %s (%s)', rec['path'], rec['error'], rec['detail'])
         continue
       summary['windows'] += 1
+      summary['terminated'] += bool(rec['terminated'])
       f.write(json.dumps(rec) + '\n')
   summary['skipped'] = dict(summary['skipped'])
   # Every item yields one error or at least one window (a manifest may name a file twice).
   summary['files_ok'] = summary['files'] - sum(summary['skipped'].values())
-  logging.info('Wrote %d windows from %d of %d files to %s; skipped: %s', summary['windows'],
+  if summary['windows']:
+    summary['terminated_share'] = round(summary['terminated'] / summary['windows'], 4)
+  logging.info('Wrote %d windows (terminated by EOS: %s; the others were cut at max_len) from %d of '
+               '%d files to %s; skipped: %s', summary['windows'],
+               'n/a' if summary['terminated_share'] is None else f"{summary['terminated_share']:.1%}",
                summary['files_ok'], summary['files'], output, summary['skipped'] or 'none')
   return summary
+
+
+def check_output(output: str) -> None:
+  """ValueError naming `--output` when it is a folder or lies under an existing file."""
+  path = os.path.abspath(output)
+  if os.path.isdir(path):
+    raise ValueError(f'--output {output!r} is a folder; give the path of the JSONL file to write')
+  parent = os.path.dirname(path)
+  while not os.path.exists(parent):
+    parent = os.path.dirname(parent)
+  if not os.path.isdir(parent):
+    raise ValueError(f'--output {output!r} cannot be created: {parent!r} is a file, not a folder')
 
 
 def main(argv):

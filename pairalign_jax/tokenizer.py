@@ -3,6 +3,7 @@
     tok = Tokenizer.from_checkpoint('runs/demo')          # a workdir or one checkpoint step dir
     out = tok.tokenize([wave_a, wave_b], sample_rate=16000)
     out.tokens[0], out.times[0]                           # list[int], float32 seconds per token
+    out.raw_times[0]                                      # the decoder's attention times (unsorted)
     tok.score(out.tokens[0], wave_a, sample_rate=16000)   # (log-likelihood, per-token mean)
     tok.vq_tokenize(...)                                  # the collapsed stage-0 VQ baseline
 
@@ -12,33 +13,42 @@ Guarantees (tested):
     nothing in the model mixes rows.
   * The front-end settings, vocabulary and model shape come from the config saved in the
     checkpoint, so the same audio always gives the same ids; no path is hard-coded.
-  * Input handling: `waveforms` is one 1-D waveform, a 2-D array `[N, samples]` (a batch of N
-    mono waveforms of equal length) or a list of waveforms, each 1-D or `[samples, channels]`
-    (channels averaged to mono; pass a single multi-channel recording inside a list). Integer
-    PCM (e.g. int16) is scaled to [-1, 1]. Audio at any sample rate is resampled (soxr) to the
-    model's rate. A waveform shorter than the segment (3 s) is zero-padded at the end; a longer
-    one raises ValueError — use `tokenize_long`. Empty, NaN/inf or wrongly shaped input raises
-    ValueError naming the waveform.
+  * Input handling: `waveforms` is one 1-D waveform, a plain list of samples (one clip), a 2-D
+    array or a list of waveforms. A 2-D array is a batch only when it is `[batch, samples]` with
+    batch < samples; `[n, c]` with c <= 8 channels and n > c is one multi-channel clip (as
+    `soundfile.read` returns a stereo file; channels averaged, logged); any other 2-D shape raises
+    ValueError saying how to pass it. In a list each waveform is 1-D or one multi-channel clip
+    (`[samples, channels]` or `[channels, samples]`: the shorter axis is averaged). Integer
+    PCM (e.g. int16) is scaled to [-1, 1]. Audio at any sample rate (a positive whole number of
+    Hz) is resampled (soxr) to the model's rate. A waveform shorter than the segment (3 s) is
+    zero-padded at the end; a longer one raises ValueError — use `tokenize_long`. Empty, NaN/inf
+    or wrongly shaped input raises ValueError naming the waveform. Waveforms are prepared one
+    batch (`batch_size`) at a time.
   * Long audio: `tokenize_long` cuts windows of exactly one segment starting every
-    `hop_seconds`; when the audio is longer than one segment, the last window is aligned to the
-    end of the audio, so with `hop_seconds <=` the segment length every sample lies in at least
-    one window (a larger hop leaves gaps between windows, e.g. for sparse sampling). Audio of
-    at most one segment is a single zero-padded window. Deterministic: the windows depend only
-    on the audio length, and each window is tokenized exactly as `tokenize` would.
+    `hop_seconds` (finite, > 0 and at most one segment, else ValueError naming it); when the
+    audio is longer than one segment, the last window is aligned to the end of the audio, so
+    every sample lies in at least one window. Audio of at most one segment is a single
+    zero-padded window. Deterministic: the windows depend only on the audio length, and each
+    window is tokenized exactly as `tokenize` would. Windows are views of the waveform tokenized
+    one batch at a time: memory beyond the waveform is bounded by `batch_size`, not the length.
   * Length control: `eos_bias` (added to the EOS logit at every step; larger = shorter strings,
     never longer: greedy decoding stops at the first step where the biased EOS wins)
     or `target_rate` (tokens/s, mapped to an EOS bias through the calibration measured by the
     evaluation and stored in the workdir as calibration.json; rates outside the calibrated range
     get the nearest calibrated bias). Default: the EOS bias the length controller reached in
-    training (stored in the checkpoint).
+    training (stored in the checkpoint). `eos_bias` must be finite and `target_rate` finite and
+    > 0 (ValueError naming the argument); a rate outside the calibration is clamped with a
+    warning, logged once per tokenizer.
   * Decoding: greedy by default; `beam_size` K > 1 (constructor, `from_checkpoint` or per call)
     keeps the K most likely prefixes per segment (`decode.beam_decode`, each beam with its own
     fed-back times) and returns the most likely string (`length_penalty` > 0 divides its
     log-probability by its length to that power). With a beam, a larger EOS bias is not
     guaranteed to shorten every string (the calibration is made monotone before it is inverted).
-  * Times: one per token, in seconds from the start of the (padded) segment, the decoder's
-    cross-attention time; always within the segment. Times of a trained model are (nearly)
-    ordered; nothing forces an untrained one to be.
+  * Times: one per token, in seconds from the start of the (padded) segment; always within the
+    segment and non-decreasing: `times` is the running maximum (`np.maximum.accumulate`) of the
+    decoder's cross-attention times, which are only nearly ordered even for a trained model (a
+    token whose attention steps back gets the time of the latest token before it).
+    `raw_times` keeps the decoder's own per-token times for analysis of the attention.
 """
 
 from __future__ import annotations
@@ -65,6 +75,7 @@ from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
 CALIBRATION_FILE = 'calibration.json'
+MAX_CHANNELS = 8           # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
 Waveforms = Union[np.ndarray, Sequence[np.ndarray]]
 
 
@@ -73,6 +84,9 @@ class TokenizerOutput:
   tokens: list[list[int]]          # codes only (no BOS/EOS)
   times: list[np.ndarray]          # seconds from the segment start, one per token
   terminated: np.ndarray           # [N] bool: EOS emitted before the length limit
+  # The decoder's own cross-attention time per token, before the running maximum that makes
+  # `times` non-decreasing (for analysis of the attention itself); `times` for VQ strings.
+  raw_times: Optional[list[np.ndarray]] = None
 
 
 class Tokenizer:
@@ -92,6 +106,7 @@ class Tokenizer:
     self.max_len = int(config.model.max_len)
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
+    self._clamp_logged = False         # a target_rate outside the calibration is logged once
     self.batch_size = int(batch_size)
     self.beam_size, self.length_penalty = decode.check_beam_settings(beam_size, length_penalty,
                                                                      self.vocab.codebook_size)
@@ -107,14 +122,17 @@ class Tokenizer:
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
     `path` is a workdir, its `checkpoints/` folder or one step folder (relative or absolute);
-    `step` picks a step (default: the newest committed one, or the step folder's own step).
+    `step` picks a step (default: the newest committed one that loads, or the step folder's own
+    step). A damaged newest step (a data file missing or truncated, `_METADATA` or the OCDBT
+    manifest gone) is skipped with a warning naming it and why, as training resume does; a damaged
+    explicit `step` (or step folder) raises `checkpointing.CheckpointReadError` (a ValueError),
+    one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
     `beam_size` / `length_penalty`: the default decoding (module docstring).
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
-    config = checkpointing.read_config(path, step)
-    restored = checkpointing.restore_params(path, step=step)
+    folder, config, restored = checkpointing.load_for_analysis(path, step)
     params = restored['teacher_params'] if use_teacher and restored.get('teacher_params') is not None \
         else restored['params']
     variables = {'params': params, 'vq_stats': restored['vq_stats']}
@@ -126,7 +144,7 @@ class Tokenizer:
       with open(cal_path, encoding='utf-8') as f:
         stored = json.load(f)
       calibration = [tuple(x) for x in stored['eos_bias_to_rate']]
-      loaded_step = checkpointing.step_dir(path, step).name
+      loaded_step = folder.name
       if stored.get('step') is not None and str(stored['step']) != loaded_step:
         logging.warning('%s was measured on step %s, but step %s is loaded: target_rate may be off',
                         cal_path, stored['step'], loaded_step)
@@ -134,20 +152,51 @@ class Tokenizer:
                beam_size=beam_size, length_penalty=length_penalty)
 
   # ------------------------------------------------------------------ input handling
-  def prepare(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> np.ndarray:
-    """-> float32 [N, segment_samples] at the model's rate (see the module docstring)."""
-    sample_rate = self.sample_rate if sample_rate is None else int(sample_rate)
-    if sample_rate <= 0:
-      raise ValueError(f'sample_rate must be positive, got {sample_rate}')
-    if not isinstance(waveforms, (list, tuple)):
-      waveforms = np.asarray(waveforms)
-      if waveforms.ndim == 1:
-        waveforms = [waveforms]
-      elif waveforms.ndim != 2:
-        raise ValueError('waveforms: expected one 1-D waveform, a [N, samples] batch or a list of '
-                         f'waveforms, got an array of shape {waveforms.shape}')
+  def _check_rate(self, sample_rate) -> int:
+    """`sample_rate` as passed -> int Hz (None = the model's rate); ValueError naming the value."""
+    if sample_rate is None:
+      return self.sample_rate
+    try:
+      rate = float('nan') if isinstance(sample_rate, (str, bytes)) else float(sample_rate)
+    except (TypeError, ValueError):
+      rate = float('nan')
+    if not (np.isfinite(rate) and rate >= 1 and rate == round(rate)):
+      raise ValueError(f'sample_rate must be a positive whole number of samples per second, got '
+                       f'{sample_rate!r}')
+    return int(rate)
+
+  def _as_list(self, waveforms: Waveforms) -> Sequence:
+    """The waveforms as a sequence of single waveforms, without copying audio (shape rules in the
+    module docstring). A 2-D array is a batch only when it is `[batch, samples]` with
+    batch < samples; `[n, c]` with c <= MAX_CHANNELS and c < n is one c-channel clip (logged)."""
+    if isinstance(waveforms, (list, tuple)):
+      if waveforms and all(np.ndim(x) == 0 for x in waveforms):
+        return [np.asarray(waveforms)]                          # a plain list of samples: one clip
+      return waveforms
+    waveforms = np.asarray(waveforms)
+    if waveforms.ndim == 1:
+      return [waveforms]
+    if waveforms.ndim == 2:
+      n, c = waveforms.shape
+      if c <= MAX_CHANNELS and n > c:
+        logging.info('waveforms: the [%d, %d] array is taken as one %d-channel clip of %d samples '
+                     '(channels averaged); pass a list for a batch', n, c, c, n)
+        return [waveforms]
+      if n < c:
+        return waveforms                                        # [batch, samples]: rows are clips
+    raise ValueError(
+        'waveforms: expected one 1-D waveform, a [batch, samples] array (batch < samples), one '
+        f'[samples, channels] clip (channels <= {MAX_CHANNELS}) or a list of waveforms, got an '
+        f'array of shape {waveforms.shape}; pass several clips as a list')
+
+  def prepare(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
+              first: int = 0) -> np.ndarray:
+    """-> float32 [N, segment_samples] at the model's rate (see the module docstring). Errors name
+    waveform `first + i` (the calls on one batch of a longer list pass the batch's offset)."""
+    sample_rate = self._check_rate(sample_rate)
+    waveforms = self._as_list(waveforms)
     out = np.zeros((len(waveforms), self.segment_samples), np.float32)
-    for i, wave in enumerate(waveforms):
+    for i, wave in enumerate(waveforms, first):
       wave = self._mono(wave, f'waveform {i}')
       if sample_rate != self.sample_rate:
         wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
@@ -155,12 +204,15 @@ class Tokenizer:
         raise ValueError(
             f'waveform {i}: {wave.shape[0] / self.sample_rate:.2f} s is longer than the '
             f'{self.segment_samples / self.sample_rate:.2f} s segment; use tokenize_long() for long audio')
-      out[i, :wave.shape[0]] = wave
+      out[i - first, :wave.shape[0]] = wave
     return out
 
   @staticmethod
   def _mono(wave, name: str) -> np.ndarray:
-    """One waveform -> float32 [n] mono; ValueError for empty, non-finite or misshaped input."""
+    """One waveform -> float32 [n] mono; ValueError for empty, non-finite or misshaped input.
+
+    A 2-D waveform is one multi-channel clip: its channels are the shorter axis
+    (`[samples, channels]` as soundfile reads it, or `[channels, samples]`), averaged."""
     wave = np.asarray(wave)
     if np.issubdtype(wave.dtype, np.integer):
       wave = wave.astype(np.float32) / np.float32(np.iinfo(wave.dtype).max)
@@ -168,7 +220,7 @@ class Tokenizer:
       raise ValueError(f'{name}: expected numeric audio samples, got dtype {wave.dtype}')
     wave = np.asarray(wave, np.float32)
     if wave.ndim == 2:
-      wave = wave.mean(axis=1) if wave.shape[1] <= 8 else wave.mean(axis=0)
+      wave = wave.mean(axis=1 if wave.shape[1] <= wave.shape[0] else 0, dtype=np.float32)
     if wave.ndim != 1:
       raise ValueError(f'{name}: expected 1-D mono (or [samples, channels]) audio, got shape {wave.shape}')
     if wave.shape[0] == 0:
@@ -224,45 +276,66 @@ class Tokenizer:
 
   # ------------------------------------------------------------------ public API
   def eos_bias_for_rate(self, target_rate: float) -> float:
-    """Interpolates the stored (eos_bias, tokens/s) calibration to reach `target_rate`."""
+    """Interpolates the stored (eos_bias, tokens/s) calibration to reach `target_rate`.
+
+    `target_rate` must be a finite number > 0; a rate outside the calibrated range gets the
+    bias of the nearest end of the table (clamped), with a warning the first time."""
     if not self.calibration:
       raise ValueError('This tokenizer has no length calibration (calibration.json, written by '
                        '`python -m pairalign_jax.evaluate`); pass eos_bias instead of target_rate.')
+    rate = _finite(target_rate, 'target_rate', 'a finite number of tokens per second > 0')
+    if not rate > 0:
+      raise ValueError(f'target_rate must be a finite number of tokens per second > 0, got {target_rate!r}')
     table = sorted(self.calibration)
     biases = np.array([b for b, _ in table], np.float64)
     # The rate never rises with the bias (module docstring); measured ties and noise are made
     # monotone so that the inverse is well defined.
     rates = np.minimum.accumulate(np.array([r for _, r in table], np.float64))
-    return float(np.interp(-float(target_rate), -rates, biases))
+    low, high = float(rates.min()), float(rates.max())
+    if not low <= rate <= high and not self._clamp_logged:
+      self._clamp_logged = True
+      logging.warning('target_rate=%g tokens/s is outside the calibrated range [%g, %g]: using the '
+                      'bias of the nearest end (%g tokens/s); logged once', rate, low, high,
+                      min(max(rate, low), high))
+    return float(np.interp(-rate, -rates, biases))
 
   def tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
                eos_bias: Optional[float] = None, target_rate: Optional[float] = None,
                beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> TokenizerOutput:
     """Tokenizes each waveform (at most one segment long) into codes with per-token times.
 
-    Every waveform is decoded on its own (batching never changes a result); `eos_bias` or
-    `target_rate` (not both) override the trained EOS bias, `beam_size` / `length_penalty` the
-    tokenizer's decoding (module docstring).
+    Every waveform is decoded on its own (batching never changes a result), one batch of
+    `batch_size` waveforms prepared at a time; `eos_bias` (a finite number) or `target_rate` (not
+    both) override the trained EOS bias, `beam_size` / `length_penalty` the tokenizer's decoding
+    (module docstring). `times` are the running maximum of `raw_times` (module docstring).
     """
     beam_size, length_penalty = decode.check_beam_settings(
         self.beam_size if beam_size is None else beam_size,
         self.length_penalty if length_penalty is None else length_penalty, self.vocab.codebook_size)
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
+    if eos_bias is not None:
+      eos_bias = _finite(eos_bias, 'eos_bias', 'a finite number (larger = shorter strings)')
     if target_rate is not None:
       eos_bias = self.eos_bias_for_rate(target_rate)
     bias = jnp.float32(self.default_eos_bias if eos_bias is None else eos_bias)
-    waves = self.prepare(waveforms, sample_rate)
-    tokens, times, terminated = [], [], []
-    for _, batch, n in self._batches(waves):
-      tok, lengths, term, tim = jax.device_get(self._encode_decode(
-          self.variables, jnp.asarray(batch), bias, beam_size=beam_size, length_penalty=length_penalty))
-      for row in range(n):
-        length = int(lengths[row])
-        tokens.append([int(t) for t in tok[row, :length]])
-        times.append(np.asarray(tim[row, :length], np.float32))
-        terminated.append(bool(term[row]))
-    return TokenizerOutput(tokens=tokens, times=times, terminated=np.array(terminated, bool))
+    sample_rate = self._check_rate(sample_rate)
+    waveforms = self._as_list(waveforms)
+    tokens, times, raw_times, terminated = [], [], [], []
+    for first in range(0, len(waveforms), self.batch_size):
+      waves = self.prepare(waveforms[first:first + self.batch_size], sample_rate, first=first)
+      for _, batch, n in self._batches(waves):
+        tok, lengths, term, tim = jax.device_get(self._encode_decode(
+            self.variables, jnp.asarray(batch), bias, beam_size=beam_size, length_penalty=length_penalty))
+        for row in range(n):
+          length = int(lengths[row])
+          tokens.append([int(t) for t in tok[row, :length]])
+          raw = np.asarray(tim[row, :length], np.float32)
+          raw_times.append(raw)
+          times.append(np.maximum.accumulate(raw) if length else raw)
+          terminated.append(bool(term[row]))
+    return TokenizerOutput(tokens=tokens, times=times, terminated=np.array(terminated, bool),
+                           raw_times=raw_times)
 
   def vq_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
     """The stage-0 baseline: frame VQ codes with consecutive repeats collapsed (run-centre times)."""
@@ -286,7 +359,8 @@ class Tokenizer:
         seq, centres = collapse_codes(codes[row])
         tokens.append(seq)
         times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
-    return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
+    return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool),
+                           raw_times=times)
 
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):
     """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean).
@@ -318,8 +392,7 @@ class Tokenizer:
     `0, hop, 2 hop, ...` while a whole segment fits, then one window aligned to the end of the
     audio if the last one does not reach it; `[0]` for audio of at most one segment.
     """
-    if not hop_seconds > 0:
-      raise ValueError(f'hop_seconds must be positive, got {hop_seconds}')
+    check_hop_seconds(hop_seconds, self.segment_samples / self.sample_rate)
     hop = max(1, int(round(hop_seconds * self.sample_rate)))
     if num_samples <= self.segment_samples:
       return [0]
@@ -331,34 +404,67 @@ class Tokenizer:
   def tokenize_long(self, waveform: np.ndarray, sample_rate: Optional[int] = None, *,
                     hop_seconds: float = 1.0, eos_bias: Optional[float] = None,
                     target_rate: Optional[float] = None, vq: bool = False) -> list[dict]:
-    """Sliding windows (module docstring) -> [{'start', 'end', 'tokens', 'times'}] per window.
+    """Sliding windows (module docstring) -> [{'start', 'end', 'tokens', 'times', 'terminated'}].
 
     `start`/`end` are the window's span in seconds of the recording (`end` is the end of the
     audio for a window that reaches it, so a short recording gives one window `[0, duration]`);
     `times` are absolute (window start + the token's time in the window), rounded to 0.1 ms and
-    clipped to `[start, end]` (a short recording's zero padding is not part of the recording).
-    Each window is `tokenize`d (with `eos_bias` / `target_rate`), or with `vq=True` gets
-    `vq_tokenize`'s collapsed VQ string.
+    clipped to `[start, end]` (a short recording's zero padding is not part of the recording);
+    `terminated`: EOS before the length limit (always True for `vq`). Each window is `tokenize`d
+    (with `eos_bias` / `target_rate`), or with `vq=True` gets `vq_tokenize`'s collapsed VQ string.
+    `hop_seconds` must be finite, > 0 and at most the window (`check_hop_seconds`).
+
+    Memory: windows are views of the (resampled) waveform, tokenized `batch_size` at a time, so
+    beyond the waveform itself memory is bounded by the batch size whatever the audio's length.
     """
-    sample_rate = self.sample_rate if sample_rate is None else int(sample_rate)
-    if sample_rate <= 0:
-      raise ValueError(f'sample_rate must be positive, got {sample_rate}')
+    sample_rate = self._check_rate(sample_rate)
+    check_hop_seconds(hop_seconds, self.segment_samples / self.sample_rate)
+    if eos_bias is not None and target_rate is not None:
+      raise ValueError('pass eos_bias or target_rate, not both')
+    if target_rate is not None:
+      eos_bias, target_rate = self.eos_bias_for_rate(target_rate), None
     wave = self._mono(waveform, 'waveform')
     if sample_rate != self.sample_rate:
       wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
     starts = self.window_starts(wave.shape[0], hop_seconds)
-    windows = [wave[s:s + self.segment_samples] for s in starts]
-    if vq:
-      out = self.vq_tokenize(windows, self.sample_rate)
-    else:
-      out = self.tokenize(windows, self.sample_rate, eos_bias=eos_bias, target_rate=target_rate)
     result = []
-    for s, w, tok, tim in zip(starts, windows, out.tokens, out.times):
-      t0 = s / self.sample_rate
-      t1 = t0 + w.shape[0] / self.sample_rate
-      result.append({'start': t0, 'end': t1, 'tokens': list(tok),
-                     'times': [min(max(round(float(t) + t0, 4), t0), t1) for t in tim]})
+    for first in range(0, len(starts), self.batch_size):
+      chunk = starts[first:first + self.batch_size]
+      windows = [wave[s:s + self.segment_samples] for s in chunk]      # views, no copies
+      if vq:
+        out = self.vq_tokenize(windows, self.sample_rate)
+      else:
+        out = self.tokenize(windows, self.sample_rate, eos_bias=eos_bias)
+      for s, w, tok, tim, term in zip(chunk, windows, out.tokens, out.times, out.terminated):
+        t0 = s / self.sample_rate
+        t1 = t0 + w.shape[0] / self.sample_rate
+        result.append({'start': t0, 'end': t1, 'tokens': list(tok),
+                       'times': [min(max(round(float(t) + t0, 4), t0), t1) for t in tim],
+                       'terminated': bool(term)})
     return result
+
+
+def check_hop_seconds(hop_seconds, window_seconds: float) -> float:
+  """ValueError naming `hop_seconds` unless it is finite, > 0 and <= `window_seconds`."""
+  try:
+    hop = float(hop_seconds)
+  except (TypeError, ValueError):
+    hop = float('nan')
+  if not (np.isfinite(hop) and 0 < hop <= window_seconds):
+    raise ValueError(f'hop_seconds must be a finite number of seconds in (0, {window_seconds:g}] '
+                     f'(the window), got {hop_seconds!r}')
+  return hop
+
+
+def _finite(value, name: str, valid: str) -> float:
+  """`value` as a float; ValueError naming `name` and `valid` when it is not a finite number."""
+  try:
+    number = float('nan') if isinstance(value, (str, bytes)) else float(value)
+  except (TypeError, ValueError):
+    number = float('nan')
+  if not np.isfinite(number):
+    raise ValueError(f'{name} must be {valid}, got {value!r}')
+  return number
 
 
 def collapse_codes(codes: np.ndarray) -> tuple[list[int], np.ndarray]:

@@ -65,8 +65,10 @@ def _read_jsonl(path):
 
 def _check_records(records, tok, hop=1.0):
   for r in records:
-    assert set(r) == {'path', 'start', 'end', 'tokens', 'times'}
+    assert set(r) == {'path', 'start', 'end', 'tokens', 'times', 'terminated'}
     assert len(r['tokens']) == len(r['times'])
+    assert r['times'] == sorted(r['times'])                               # non-decreasing
+    assert r['terminated'] or len(r['tokens']) == tokenizer_test.L      # not terminated = cut at max_len
     assert all(isinstance(t, int) and 0 <= t < tokenizer_test.K for t in r['tokens'])
     assert all(r['start'] <= t <= r['end'] for t in r['times'])
     assert 0 < r['end'] - r['start'] <= tok.segment_samples / tok.sample_rate + 1e-6
@@ -171,8 +173,53 @@ def test_manifest_with_regions(workdir, audio_dir, tok, tmp_path, kind):
 def test_missing_input_and_bad_hop_are_clear_errors(workdir, tmp_path):
   with pytest.raises(FileNotFoundError, match='does not exist'):
     cli.run(workdir, str(tmp_path / 'nope'), str(tmp_path / 'o.jsonl'), progress=False)
-  with pytest.raises(ValueError, match='hop_seconds'):
-    cli.run(workdir, str(tmp_path), str(tmp_path / 'o.jsonl'), hop_seconds=0.0, progress=False)
+  for hop in (0.0, float('nan'), float('inf'), 3.5):
+    with pytest.raises(ValueError, match='--hop_seconds must be a finite number'):
+      cli.run(workdir, str(tmp_path), str(tmp_path / 'o.jsonl'), hop_seconds=hop, progress=False)
+
+
+def test_output_under_a_file_or_a_folder_is_a_clear_error(workdir, audio_dir, tmp_path):
+  (tmp_path / 'file.txt').write_text('x')
+  with pytest.raises(ValueError, match=r"--output .* cannot be created: .*file\.txt' is a file"):
+    cli.run(workdir, audio_dir, str(tmp_path / 'file.txt' / 'sub' / 'o.jsonl'), progress=False)
+  with pytest.raises(ValueError, match='--output .* is a folder'):
+    cli.run(workdir, audio_dir, str(tmp_path), progress=False)
+
+
+def test_summary_counts_terminated_windows(workdir, audio_dir, tmp_path, caplog):
+  b = os.path.join(audio_dir, 'sub', 'b.flac')
+  for bias, share in ((100.0, 1.0), (-100.0, 0.0)):
+    out = tmp_path / f'{bias}.jsonl'
+    with caplog.at_level('INFO'):
+      summary = cli.run(workdir, b, str(out), hop_seconds=1.0, eos_bias=bias, batch_size=4, progress=False)
+    records = _read_jsonl(out)
+    assert summary['windows'] == len(records) == 3
+    assert summary['terminated'] == sum(r['terminated'] for r in records)
+    assert summary['terminated_share'] == share
+    assert all(r['terminated'] == (share == 1.0) for r in records)
+  assert any('terminated by EOS: 0.0%' in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize('kind', ['jsonl', 'tsv'])
+def test_malformed_manifest_lines_are_skipped_with_their_number(workdir, audio_dir, tmp_path, kind):
+  a = os.path.join(audio_dir, 'a.wav')
+  manifest = tmp_path / f'list.{kind}'
+  if kind == 'jsonl':
+    manifest.write_text(json.dumps({'path': a}) + '\n{"path": oops\n' +
+                        json.dumps({'path': a, 'start': 1.5, 'end': 0.5}) + '\n' + json.dumps({'path': a}) + '\n')
+    bad = {2: 'not valid JSON', 3: 'end (0.5) must be after start'}
+  else:
+    manifest.write_text(f'path\tstart\tend\n{a}\t\t\n{a}\tsoon\t\n\t1\t2\n{a}\t\t\n')
+    bad = {3: 'start/end must be seconds', 4: 'needs a "path"'}
+  out = tmp_path / 'm.jsonl'
+  summary = cli.run(workdir, str(manifest), str(out), hop_seconds=1.0, batch_size=4, progress=False)
+  assert (summary['files'], summary['files_ok'], summary['windows']) == (4, 2, 2)
+  assert summary['skipped'] == {cli.BAD_MANIFEST_LINE: 2}
+  skips = {s['path']: s['detail'] for s in summary['skipped_files']}
+  assert set(skips) == {f'{manifest}:{n}' for n in bad}
+  for n, why in bad.items():
+    assert why in skips[f'{manifest}:{n}']
+  assert len(_read_jsonl(out)) == 2
 
 
 def test_flags_are_defined_only_for_the_program():
