@@ -7,8 +7,8 @@ from configs import default as default_lib
 def get_config():
   config = default_lib.get_config()
   config.data.source = 'librispeech'
-  config.data.path = ''        # required: --config.data.path=/data/LibriSpeech/train-clean-100
-  config.data.eval_path = ''   # e.g. /data/LibriSpeech/dev-clean
+  config.data.path = ''  # required: --config.data.path=/data/LibriSpeech/train-clean-100
+  config.data.eval_path = ''  # e.g. /data/LibriSpeech/dev-clean
   config.data.worker_count = 4
   config.num_train_steps = 100_000
   config.schedule.stage1_start = 5_000

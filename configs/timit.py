@@ -10,7 +10,7 @@ from configs import default as default_lib
 def get_config():
   config = default_lib.get_config()
   config.data.source = 'timit'
-  config.data.path = ''        # required: --config.data.path=/data/TIMIT
+  config.data.path = ''  # required: --config.data.path=/data/TIMIT
   config.data.timit_exclude_sa = True
   config.data.worker_count = 4
   config.num_train_steps = 60_000

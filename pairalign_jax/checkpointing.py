@@ -114,8 +114,10 @@ class _IteratorSnapshot:
     if isinstance(iterator, grain.DatasetIterator):
       state = json.dumps(state, indent=4).encode()
     elif not isinstance(state, bytes):
-      raise TypeError(f'data_iter: unsupported iterator {type(iterator).__name__}; expected a grain '
-                      'DatasetIterator or DataLoaderIterator')
+      raise TypeError(
+        f'data_iter: unsupported iterator {type(iterator).__name__}; expected a grain '
+        'DatasetIterator or DataLoaderIterator'
+      )
     self._state = state
 
   def get_state(self) -> bytes:
@@ -145,8 +147,11 @@ def committed_steps(directory: epath.PathLike) -> list[int]:
   directory = epath.Path(directory)
   if not directory.is_dir():
     return []
-  return sorted(int(p.name) for p in directory.iterdir()
-                if p.name.isdigit() and p.is_dir() and (p / COMMIT_MARKER).exists())
+  return sorted(
+    int(p.name)
+    for p in directory.iterdir()
+    if p.name.isdigit() and p.is_dir() and (p / COMMIT_MARKER).exists()
+  )
 
 
 def _warn_uncommitted(directory: epath.Path) -> None:
@@ -175,7 +180,9 @@ def step_dir(path: epath.PathLike, step: Optional[int] = None) -> epath.Path:
   if step is None:
     return directory / str(steps[-1])
   if step not in steps:
-    raise FileNotFoundError(f'no committed checkpoint of step {step} under {directory}; have {steps}')
+    raise FileNotFoundError(
+      f'no committed checkpoint of step {step} under {directory}; have {steps}'
+    )
   return directory / str(step)
 
 
@@ -201,9 +208,16 @@ class Checkpointer:
   Use as a context manager or call `close()`.
   """
 
-  def __init__(self, directory: epath.PathLike, *, max_to_keep: Optional[int] = 3,
-               keep_period: Optional[int] = None, async_save: bool = True,
-               save_interval_steps: int = 1, config: Optional[ml_collections.ConfigDict] = None):
+  def __init__(
+    self,
+    directory: epath.PathLike,
+    *,
+    max_to_keep: Optional[int] = 3,
+    keep_period: Optional[int] = None,
+    async_save: bool = True,
+    save_interval_steps: int = 1,
+    config: Optional[ml_collections.ConfigDict] = None,
+  ):
     """
     Args:
       directory: folder of the step folders (usually `<workdir>/checkpoints`); created if missing.
@@ -216,25 +230,43 @@ class Checkpointer:
     self.directory = epath.Path(directory)
     self._config = _config_dict(config)
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max_to_keep, keep_period=keep_period or None,
-        save_interval_steps=save_interval_steps, enable_async_checkpointing=async_save, create=True)
+      max_to_keep=max_to_keep,
+      keep_period=keep_period or None,
+      save_interval_steps=save_interval_steps,
+      enable_async_checkpointing=async_save,
+      create=True,
+    )
     self._manager = ocp.CheckpointManager(self.directory, options=options)
     self._preempted = threading.Event()
     self._previous_handler = None
     _warn_uncommitted(self.directory)
 
   @classmethod
-  def from_config(cls, directory: epath.PathLike, config: ml_collections.ConfigDict) -> 'Checkpointer':
+  def from_config(
+    cls, directory: epath.PathLike, config: ml_collections.ConfigDict
+  ) -> 'Checkpointer':
     """Built from `config.checkpoint` (max_to_keep, keep_period, async_save); saves `config`."""
     ck = config.checkpoint
-    return cls(directory, max_to_keep=ck.max_to_keep, keep_period=ck.keep_period or None,
-               async_save=ck.async_save, config=config)
+    return cls(
+      directory,
+      max_to_keep=ck.max_to_keep,
+      keep_period=ck.keep_period or None,
+      async_save=ck.async_save,
+      config=config,
+    )
 
   # -------------------------------------------------------------------------------- saving
 
-  def save(self, step: int, state: Any, data_iter=None, *, force: bool = False,
-           meta: Optional[Mapping[str, Any]] = None,
-           config: Optional[ml_collections.ConfigDict] = None) -> bool:
+  def save(
+    self,
+    step: int,
+    state: Any,
+    data_iter=None,
+    *,
+    force: bool = False,
+    meta: Optional[Mapping[str, Any]] = None,
+    config: Optional[ml_collections.ConfigDict] = None,
+  ) -> bool:
     """Saves `state` (and the iterator, config, meta) as checkpoint `step`.
 
     The iterator's position is taken now, so the loop may advance it while an async save runs.
@@ -270,7 +302,9 @@ class Checkpointer:
 
   # ------------------------------------------------------------------------------ restoring
 
-  def restore(self, step: int, abstract_state: Any, data_iter=None, *, state_sharding: Any = None) -> Any:
+  def restore(
+    self, step: int, abstract_state: Any, data_iter=None, *, state_sharding: Any = None
+  ) -> Any:
     """Restores checkpoint `step` into the structure of `abstract_state`; sets `data_iter`.
 
     `abstract_state` leaves are arrays or `jax.ShapeDtypeStruct`s carrying their target sharding
@@ -279,20 +313,25 @@ class Checkpointer:
     """
     target = abstract_state
     if state_sharding is not None:
-      target = jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                            abstract_state, state_sharding)
+      target = jax.tree.map(
+        lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
+        abstract_state,
+        state_sharding,
+      )
     items = {STATE: ocp.args.StandardRestore(target)}
     if data_iter is not None:
       if (self.directory / str(step) / DATA_ITER).is_dir():
         items[DATA_ITER] = grain.checkpoint.CheckpointRestore(data_iter)
       else:
-        logging.warning('checkpoint: step %d has no data iterator state; the iterator starts afresh',
-                        step)
+        logging.warning(
+          'checkpoint: step %d has no data iterator state; the iterator starts afresh', step
+        )
     restored = self._manager.restore(step, args=ocp.args.Composite(**items))
     return restored[STATE]
 
-  def restore_latest(self, abstract_state: Any, data_iter=None, *,
-                     state_sharding: Any = None) -> Optional[tuple[Any, int]]:
+  def restore_latest(
+    self, abstract_state: Any, data_iter=None, *, state_sharding: Any = None
+  ) -> Optional[tuple[Any, int]]:
     """(state, step) from the newest checkpoint that restores; None when there is none.
 
     A checkpoint that fails to restore (no commit marker, missing or truncated files) is logged
@@ -315,7 +354,7 @@ class Checkpointer:
       else:
         try:
           state = self.restore(step, abstract_state, data_iter, state_sharding=state_sharding)
-        except Exception as e:  # pylint: disable=broad-except
+        except Exception as e:  # noqa: BLE001
           error = f'{type(e).__name__}: {e}'
       if not _all_processes(error is None):
         error = error or 'failed to restore on another process'
@@ -324,13 +363,17 @@ class Checkpointer:
           self._move_aside([s for s, _ in failures])
         logging.info('checkpoint: restored step %d from %s', step, folder)
         return state, step
-      logging.warning('checkpoint: %s is torn or corrupt (%s); falling back to the previous one',
-                      folder, error[:500])
+      logging.warning(
+        'checkpoint: %s is torn or corrupt (%s); falling back to the previous one',
+        folder,
+        error[:500],
+      )
       failures.append((step, error))
     if failures:
       raise NoUsableCheckpointError(
-          f'none of the checkpoints in {self.directory} could be restored: ' +
-          '; '.join(f'step {s}: {e[:200]}' for s, e in failures))
+        f'none of the checkpoints in {self.directory} could be restored: '
+        + '; '.join(f'step {s}: {e[:200]}' for s, e in failures)
+      )
     return None
 
   def _move_aside(self, steps: Sequence[int]) -> None:
@@ -424,7 +467,7 @@ def _reached_sync_point(step: int) -> Optional[bool]:
     return None
   try:
     return bool(multihost_utils.reached_preemption_sync_point(int(step)))
-  except RuntimeError:   # jax_enable_preemption_service is off
+  except RuntimeError:  # jax_enable_preemption_service is off
     return None
 
 
@@ -444,17 +487,25 @@ def state_metadata(path: epath.PathLike, step: Optional[int] = None) -> Mapping[
   try:
     metadata = ocp.StandardCheckpointHandler().metadata(folder / STATE).tree
   except (FileNotFoundError, ValueError) as e:
-    raise CheckpointReadError(f'{folder / STATE}: cannot read the saved state metadata '
-                              f'({_one_line(e)})') from None
+    raise CheckpointReadError(
+      f'{folder / STATE}: cannot read the saved state metadata ({_one_line(e)})'
+    ) from None
   if not isinstance(metadata, Mapping):
-    raise ValueError(f'{folder / STATE}: saved state is a {type(metadata).__name__}, expected a '
-                     'dataclass/dict with named fields')
+    raise ValueError(
+      f'{folder / STATE}: saved state is a {type(metadata).__name__}, expected a '
+      'dataclass/dict with named fields'
+    )
   return metadata
 
 
-def restore_params(path: epath.PathLike, *, step: Optional[int] = None, abstract: Optional[Mapping[str, Any]] = None,
-                   sharding: Optional[jax.sharding.Sharding] = None,
-                   items: Iterable[str] = PARAM_ITEMS) -> dict[str, Any]:
+def restore_params(
+  path: epath.PathLike,
+  *,
+  step: Optional[int] = None,
+  abstract: Optional[Mapping[str, Any]] = None,
+  sharding: Optional[jax.sharding.Sharding] = None,
+  items: Iterable[str] = PARAM_ITEMS,
+) -> dict[str, Any]:
   """Parameter-like parts of a saved train state, without the optimizer state, on any devices.
 
   Args:
@@ -479,14 +530,22 @@ def restore_params(path: epath.PathLike, *, step: Optional[int] = None, abstract
     if item in abstract:
       target[item] = abstract[item]
     elif item in metadata and metadata[item] is not None:
-      target[item] = jax.tree.map(lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding),
-                                  metadata[item])
+      target[item] = jax.tree.map(
+        lambda m: jax.ShapeDtypeStruct(m.shape, m.dtype, sharding=sharding), metadata[item]
+      )
   if not target:
-    raise KeyError(f'{folder / STATE} has none of the fields {tuple(items)}; it has {sorted(metadata)}')
+    raise KeyError(
+      f'{folder / STATE} has none of the fields {tuple(items)}; it has {sorted(metadata)}'
+    )
   with ocp.PyTreeCheckpointer() as checkpointer:
-    restored = checkpointer.restore(folder / STATE, args=ocp.args.PyTreeRestore(
-        item=target, restore_args=ocp.checkpoint_utils.construct_restore_args(target),
-        partial_restore=True))
+    restored = checkpointer.restore(
+      folder / STATE,
+      args=ocp.args.PyTreeRestore(
+        item=target,
+        restore_args=ocp.checkpoint_utils.construct_restore_args(target),
+        partial_restore=True,
+      ),
+    )
   logging.info('checkpoint: read %s from %s', sorted(restored), folder)
   return dict(restored)
 
@@ -539,17 +598,24 @@ def _unreadable_array(state_dir: epath.Path, items: Sequence[str]) -> Optional[s
     key = key.decode()
     for suffix, driver in (('/.zarray', 'zarr'), ('/zarr.json', 'zarr3')):
       if key.endswith(suffix) and key.split('/', 1)[0].split('.', 1)[0] in items:
-        arrays.append((key[:-len(suffix)], driver))
-  pending = [(name, ts.open({'driver': driver, 'kvstore': {'driver': 'ocdbt', 'base': base,
-                                                           'path': name + '/'}}))
-             for name, driver in sorted(arrays)]
+        arrays.append((key[: -len(suffix)], driver))
+  pending = [
+    (
+      name,
+      ts.open({'driver': driver, 'kvstore': {'driver': 'ocdbt', 'base': base, 'path': name + '/'}}),
+    )
+    for name, driver in sorted(arrays)
+  ]
   for name, opening in pending:
     try:
       array = opening.result()
       data = array.read().result()
       del data
-    except Exception as e:  # pylint: disable=broad-except
-      return f'array {name!r} does not read (a data file under {state_dir} is missing or truncated: {_one_line(e)})'
+    except Exception as e:  # noqa: BLE001
+      return (
+        f'array {name!r} does not read (a data file under {state_dir} is missing or '
+        f'truncated: {_one_line(e)})'
+      )
   return None
 
 
@@ -569,7 +635,7 @@ def damage(folder: epath.PathLike, items: Iterable[str] = PARAM_ITEMS) -> Option
       return f'{p} is missing'
   try:
     return _unreadable_array(state, tuple(items))
-  except Exception as e:  # pylint: disable=broad-except
+  except Exception as e:  # noqa: BLE001
     return f'{state} does not open ({_one_line(e)})'
 
 
@@ -585,9 +651,9 @@ def _candidate_steps(path: epath.PathLike, step: Optional[int]) -> tuple[list[ep
   return [directory / str(s) for s in reversed(steps)], False
 
 
-def load_for_analysis(path: epath.PathLike, step: Optional[int] = None,
-                      items: Iterable[str] = PARAM_ITEMS
-                      ) -> tuple[epath.Path, ml_collections.ConfigDict, dict[str, Any]]:
+def load_for_analysis(
+  path: epath.PathLike, step: Optional[int] = None, items: Iterable[str] = PARAM_ITEMS
+) -> tuple[epath.Path, ml_collections.ConfigDict, dict[str, Any]]:
   """(step folder, saved config, `restore_params` items) of a workdir / checkpoints folder / step.
 
   Without `step` (and for a workdir or checkpoints folder) the newest committed step that reads:
@@ -605,16 +671,22 @@ def load_for_analysis(path: epath.PathLike, step: Optional[int] = None,
       try:
         config = read_config(folder)
         restored = restore_params(folder, items=items)
-      except Exception as e:  # pylint: disable=broad-except
+      except Exception as e:  # noqa: BLE001
         problem = _one_line(e)
     if problem is None:
       if failures:
-        logging.warning('checkpoint: loaded step %s from %s instead of the newest step', folder.name,
-                        folder.parent)
+        logging.warning(
+          'checkpoint: loaded step %s from %s instead of the newest step',
+          folder.name,
+          folder.parent,
+        )
       return folder, config, restored
     if explicit:
       raise CheckpointReadError(f'checkpoint step {folder.name} cannot be loaded: {problem}')
-    logging.warning('checkpoint: skipping step %s, it cannot be loaded: %s; trying the previous step',
-                    folder.name, problem)
+    logging.warning(
+      'checkpoint: skipping step %s, it cannot be loaded: %s; trying the previous step',
+      folder.name,
+      problem,
+    )
     failures.append(f'step {folder.name}: {problem}')
   raise CheckpointReadError(f'no checkpoint under {path} can be loaded: ' + '; '.join(failures))

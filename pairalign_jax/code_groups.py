@@ -1,6 +1,6 @@
 """Code groups: the frozen VQ codebook clustered into a few groups of similar codes.
 
-Why (measured, `docs/results.md` §2): the stage-0 codebook splits one phone into several codes that
+Why (measured, docs/METHOD.md §11): the stage-0 codebook splits one phone into several codes that
 differ by speaker and flicker from frame to frame, so the collapsed VQ string is long (about 29
 tokens/s on the synthetic corpus) and two speakers' strings for one sentence are far apart
 (normalized edit distance 0.77). Pruning short runs to shorten it destroys content. Mapping every
@@ -28,11 +28,11 @@ def _farthest_point_init(codebook, counts, num_groups: int):
   farthest (lowest max cosine) from the centres chosen so far. A chosen code has cosine 1 to
   itself, so it is picked again only when there are fewer live codes than groups (the duplicate
   centre then ends up an empty group)."""
-  live = counts > 0                                                         # [K]
-  live = jnp.where(jnp.any(live), live, True)         # no counts yet (a fresh model): every code
+  live = counts > 0  # [K]
+  live = jnp.where(jnp.any(live), live, True)  # no counts yet (a fresh model): every code
   first = jnp.argmax(jnp.where(live, counts, -1.0))
   chosen = jnp.zeros((num_groups,), jnp.int32).at[0].set(first)
-  best_sim = codebook @ codebook[first]                                     # [K] max cosine to chosen
+  best_sim = codebook @ codebook[first]  # [K] max cosine to chosen
 
   def body(g, carry):
     chosen, best_sim = carry
@@ -45,8 +45,9 @@ def _farthest_point_init(codebook, counts, num_groups: int):
 
 
 @functools.partial(jax.jit, static_argnames=('num_groups', 'iterations'))
-def group_codebook(codebook: jax.Array, counts: jax.Array, *, num_groups: int,
-                   iterations: int = 30) -> jax.Array:
+def group_codebook(
+  codebook: jax.Array, counts: jax.Array, *, num_groups: int, iterations: int = 30
+) -> jax.Array:
   """Clusters the codes into groups; returns the group id of every code, int32 [K] in [0, G).
 
   Args:
@@ -60,19 +61,19 @@ def group_codebook(codebook: jax.Array, counts: jax.Array, *, num_groups: int,
   if not 1 <= num_groups <= k:
     raise ValueError(f'num_groups must be in [1, {k}] (the codebook size), got {num_groups}')
   codebook = codebook.astype(jnp.float32)
-  weights = jnp.maximum(counts.astype(jnp.float32), 0.0) + 1e-6           # [K]
-  centres = codebook[_farthest_point_init(codebook, counts, num_groups)]   # [G, c]
+  weights = jnp.maximum(counts.astype(jnp.float32), 0.0) + 1e-6  # [K]
+  centres = codebook[_farthest_point_init(codebook, counts, num_groups)]  # [G, c]
 
   def lloyd(_, centres):
-    assign = jnp.argmax(codebook @ centres.T, axis=1)                       # [K]
-    onehot = jax.nn.one_hot(assign, num_groups, dtype=jnp.float32) * weights[:, None]   # [K, G]
-    sums = onehot.T @ codebook                                              # [G, c]
+    assign = jnp.argmax(codebook @ centres.T, axis=1)  # [K]
+    onehot = jax.nn.one_hot(assign, num_groups, dtype=jnp.float32) * weights[:, None]  # [K, G]
+    sums = onehot.T @ codebook  # [G, c]
     norm = jnp.linalg.norm(sums, axis=1, keepdims=True)
     # A group that lost every code keeps its centre (it may win codes back next iteration).
     return jnp.where(norm > 0, sums / jnp.maximum(norm, 1e-12), centres)
 
   centres = jax.lax.fori_loop(0, iterations, lloyd, centres)
-  return jnp.argmax(codebook @ centres.T, axis=1).astype(jnp.int32)        # [K]
+  return jnp.argmax(codebook @ centres.T, axis=1).astype(jnp.int32)  # [K]
 
 
 def map_codes(codes: jax.Array, groups: jax.Array) -> jax.Array:
@@ -82,12 +83,19 @@ def map_codes(codes: jax.Array, groups: jax.Array) -> jax.Array:
 
 def groups_from_vq_stats(vq_stats, num_groups: int, iterations: int = 30) -> jax.Array:
   """:func:`group_codebook` of the codebook held in a model's 'vq_stats' collection -> [K] int32."""
-  leaves = {jax.tree_util.keystr(path): leaf
-            for path, leaf in jax.tree_util.tree_flatten_with_path(vq_stats)[0]}
+  leaves = {
+    jax.tree_util.keystr(path): leaf
+    for path, leaf in jax.tree_util.tree_flatten_with_path(vq_stats)[0]
+  }
+
   def find(name):
     found = [v for key, v in leaves.items() if f"['{name}']" in key]
     if len(found) != 1:
-      raise ValueError(f"vq_stats must hold exactly one '{name}', found {len(found)} in {sorted(leaves)}")
+      raise ValueError(
+        f"vq_stats must hold exactly one '{name}', found {len(found)} in {sorted(leaves)}"
+      )
     return found[0]
-  return group_codebook(find('codebook'), find('cluster_size'), num_groups=num_groups,
-                        iterations=iterations)
+
+  return group_codebook(
+    find('codebook'), find('cluster_size'), num_groups=num_groups, iterations=iterations
+  )

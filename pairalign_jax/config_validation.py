@@ -25,7 +25,8 @@ class ConfigError(ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  from configs import default  # pylint: disable=import-outside-toplevel
+  from configs import default
+
   return default.get_config()
 
 
@@ -55,6 +56,7 @@ def _ref_tree(reference: ml_collections.ConfigDict) -> tuple[set[str], set[str]]
       if isinstance(value, ml_collections.ConfigDict):
         ref_dicts.add(f'{prefix}.{key}')
         collect_dicts(value, f'{prefix}.{key}')
+
   collect_dicts(reference, 'config')
   return ref_keys, ref_dicts
 
@@ -68,21 +70,32 @@ def unknown_key_hint(name: str, reference: ml_collections.ConfigDict) -> Optiona
   parent = name.rsplit('.', 1)[0]
   while parent != 'config' and parent not in ref_dicts:
     parent = parent.rsplit('.', 1)[0]
-  missing = name[len(parent) + 1:].split('.', 1)[0]
-  siblings = sorted({k[len(parent) + 1:].split('.', 1)[0] for k in ref_keys | ref_dicts
-                     if k.startswith(parent + '.')})
+  missing = name[len(parent) + 1 :].split('.', 1)[0]
+  siblings = sorted(
+    {
+      k[len(parent) + 1 :].split('.', 1)[0]
+      for k in ref_keys | ref_dicts
+      if k.startswith(parent + '.')
+    }
+  )
   near = difflib.get_close_matches(missing, siblings, n=3, cutoff=0.5)
   if near:
-    return f'{name}: unknown config key; nearest valid keys: ' + ', '.join(f'{parent}.{k}' for k in near)
+    return f'{name}: unknown config key; nearest valid keys: ' + ', '.join(
+      f'{parent}.{k}' for k in near
+    )
   return f'{name}: unknown config key; the keys under {parent} are: {", ".join(siblings)}'
 
 
-def check_unknown_keys(config: ml_collections.ConfigDict,
-                       reference: ml_collections.ConfigDict) -> None:
+def check_unknown_keys(
+  config: ml_collections.ConfigDict, reference: ml_collections.ConfigDict
+) -> None:
   """Every key of `config` must exist in `reference` (the default config); ConfigError names each
   unknown key and its nearest valid keys (`unknown_key_hint`)."""
-  hints = [hint for hint in (unknown_key_hint(name, reference) for name, _ in _walk(config, 'config'))
-           if hint]
+  hints = [
+    hint
+    for hint in (unknown_key_hint(name, reference) for name, _ in _walk(config, 'config'))
+    if hint
+  ]
   if hints:
     raise ConfigError('Unknown config key(s): ' + '; '.join(hints))
 
@@ -97,9 +110,12 @@ def max_tokens_for_target(config: ml_collections.ConfigDict) -> int:
   return int(math.ceil(config.length.target_rate * config.audio.segment_seconds))
 
 
-def validate_config(config: ml_collections.ConfigDict,
-                    *, device_count: Optional[int] = None,
-                    reference: Optional[ml_collections.ConfigDict] = None) -> None:
+def validate_config(
+  config: ml_collections.ConfigDict,
+  *,
+  device_count: Optional[int] = None,
+  reference: Optional[ml_collections.ConfigDict] = None,
+) -> None:
   """Raises ConfigError naming the first key at fault.
 
   Args:
@@ -111,110 +127,195 @@ def validate_config(config: ml_collections.ConfigDict,
   check_unknown_keys(config, reference if reference is not None else default_config())
 
   # Run lengths and intervals.
-  for key in ('batch_size', 'num_train_steps', 'log_every_steps', 'checkpoint_every_steps',
-              'max_nonfinite_steps'):
-    _require(int(config[key]) > 0, f'config.{key}', f'must be a positive integer, got {config[key]!r}')
-  _require(int(config.eval_every_steps) >= 0, 'config.eval_every_steps', 'must be >= 0 (0 = only at the end)')
+  for key in (
+    'batch_size',
+    'num_train_steps',
+    'log_every_steps',
+    'checkpoint_every_steps',
+    'max_nonfinite_steps',
+  ):
+    _require(
+      int(config[key]) > 0, f'config.{key}', f'must be a positive integer, got {config[key]!r}'
+    )
+  _require(
+    int(config.eval_every_steps) >= 0,
+    'config.eval_every_steps',
+    'must be >= 0 (0 = only at the end)',
+  )
 
   # Audio and front end.
   fe = config.frontend
   _require(config.audio.sample_rate > 0, 'config.audio.sample_rate', 'must be positive')
   _require(config.audio.segment_seconds > 0, 'config.audio.segment_seconds', 'must be positive')
-  _require(fe.win_length <= fe.n_fft, 'config.frontend.win_length',
-           f'must be <= config.frontend.n_fft ({fe.n_fft}), got {fe.win_length}')
-  _require(0 < fe.hop_length <= fe.win_length, 'config.frontend.hop_length', 'must be in (0, win_length]')
-  _require(0 <= fe.fmin < fe.fmax <= config.audio.sample_rate / 2, 'config.frontend.fmax',
-           f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fe.fmin}, fmax={fe.fmax}')
+  _require(
+    fe.win_length <= fe.n_fft,
+    'config.frontend.win_length',
+    f'must be <= config.frontend.n_fft ({fe.n_fft}), got {fe.win_length}',
+  )
+  _require(
+    0 < fe.hop_length <= fe.win_length, 'config.frontend.hop_length', 'must be in (0, win_length]'
+  )
+  _require(
+    0 <= fe.fmin < fe.fmax <= config.audio.sample_rate / 2,
+    'config.frontend.fmax',
+    f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fe.fmin}, fmax={fe.fmax}',
+  )
   _require(fe.log_floor > 0, 'config.frontend.log_floor', 'must be positive')
 
   # Model.
   m = config.model
   _require(m.subsample in (2, 4), 'config.model.subsample', f'must be 2 or 4, got {m.subsample}')
   # Sizes first, so that d_model=-1 is blamed on d_model, not on the divisibility below.
-  _require(int(m.d_model) > 0, 'config.model.d_model',
-           f'must be a positive integer (a multiple of config.model.num_heads={m.num_heads}), '
-           f'got {m.d_model!r}')
-  _require(int(m.num_heads) > 0, 'config.model.num_heads',
-           f'must be a positive integer dividing config.model.d_model ({m.d_model}), got {m.num_heads!r}')
-  _require(m.d_model % m.num_heads == 0, 'config.model.num_heads',
-           f'must divide config.model.d_model ({m.d_model}), got {m.num_heads}')
+  _require(
+    int(m.d_model) > 0,
+    'config.model.d_model',
+    f'must be a positive integer (a multiple of config.model.num_heads={m.num_heads}), '
+    f'got {m.d_model!r}',
+  )
+  _require(
+    int(m.num_heads) > 0,
+    'config.model.num_heads',
+    f'must be a positive integer dividing config.model.d_model ({m.d_model}), got {m.num_heads!r}',
+  )
+  _require(
+    m.d_model % m.num_heads == 0,
+    'config.model.num_heads',
+    f'must divide config.model.d_model ({m.d_model}), got {m.num_heads}',
+  )
   for key in ('mlp_dim', 'enc_layers', 'dec_layers', 'codebook_size', 'code_dim', 'max_len'):
     _require(int(m[key]) > 0, f'config.model.{key}', f'must be positive, got {m[key]!r}')
   _require(m.codebook_size >= 2, 'config.model.codebook_size', 'must be >= 2')
-  _require(m.dtype in ('float32', 'bfloat16'), 'config.model.dtype',
-           f"must be 'float32' or 'bfloat16', got {m.dtype!r}")
+  _require(
+    m.dtype in ('float32', 'bfloat16'),
+    'config.model.dtype',
+    f"must be 'float32' or 'bfloat16', got {m.dtype!r}",
+  )
   _require(0.0 <= m.dropout_rate < 1.0, 'config.model.dropout_rate', 'must be in [0, 1)')
   needed = max_tokens_for_target(config) + 1  # codes + EOS
-  _require(m.max_len >= needed, 'config.model.max_len',
-           f'L={m.max_len} is smaller than the target length: {config.length.target_rate} tokens/s x '
-           f'{config.audio.segment_seconds} s needs at least {needed} steps (codes + EOS)')
+  _require(
+    m.max_len >= needed,
+    'config.model.max_len',
+    f'L={m.max_len} is smaller than the target length: {config.length.target_rate} tokens/s x '
+    f'{config.audio.segment_seconds} s needs at least {needed} steps (codes + EOS)',
+  )
 
   # VQ.
   _require(0.0 < config.vq.ema_decay < 1.0, 'config.vq.ema_decay', 'must be in (0, 1)')
   _require(config.vq.epsilon > 0, 'config.vq.epsilon', 'must be positive')
-  _require(0.0 <= config.data.cross_speaker_views <= 1.0, 'config.data.cross_speaker_views',
-           'is a probability and must be in [0, 1]')
-  _require(config.vq.diversity_temperature > 0, 'config.vq.diversity_temperature', 'must be positive')
+  _require(
+    0.0 <= config.data.cross_speaker_views <= 1.0,
+    'config.data.cross_speaker_views',
+    'is a probability and must be in [0, 1]',
+  )
+  _require(
+    config.vq.diversity_temperature > 0, 'config.vq.diversity_temperature', 'must be positive'
+  )
   _require(config.vq.dead_code_threshold >= 0, 'config.vq.dead_code_threshold', 'must be >= 0')
 
   # Loss weights and their parameters.
   for name, value in config.loss.items():
     if name.endswith('_weight'):
-      _require(value >= 0, f'config.loss.{name}', f'loss weights must be >= 0 (0 = ablated), got {value}')
+      _require(
+        value >= 0, f'config.loss.{name}', f'loss weights must be >= 0 (0 = ablated), got {value}'
+      )
   for name in ('prefix_corruption', 'corruption_delete', 'corruption_duplicate'):
     value = config.loss[name]
-    _require(0.0 <= value < 1.0, f'config.loss.{name}', f'must be a fraction in [0, 1), got {value}')
-  _require(config.loss.contrast_temperature > 0, 'config.loss.contrast_temperature', 'must be positive')
+    _require(
+      0.0 <= value < 1.0, f'config.loss.{name}', f'must be a fraction in [0, 1), got {value}'
+    )
+  _require(
+    config.loss.contrast_temperature > 0, 'config.loss.contrast_temperature', 'must be positive'
+  )
   _require(config.loss.contrast_negatives >= 0, 'config.loss.contrast_negatives', 'must be >= 0')
-  _require(config.loss.contrast_negatives < config.batch_size, 'config.loss.contrast_negatives',
-           f'must be < config.batch_size ({config.batch_size})')
+  _require(
+    config.loss.contrast_negatives < config.batch_size,
+    'config.loss.contrast_negatives',
+    f'must be < config.batch_size ({config.batch_size})',
+  )
   _require(config.loss.antibypass_margin >= 0, 'config.loss.antibypass_margin', 'must be >= 0')
   _require(config.loss.max_gap_seconds > 0, 'config.loss.max_gap_seconds', 'must be positive')
   _require(config.loss.time_jitter_seconds >= 0, 'config.loss.time_jitter_seconds', 'must be >= 0')
-  _require(0.0 <= config.loss.own_time_prob <= 1.0, 'config.loss.own_time_prob',
-           f'must be a fraction in [0, 1], got {config.loss.own_time_prob}')
-  _require(config.loss.own_time_passes >= 1, 'config.loss.own_time_passes',
-           f'must be >= 1, got {config.loss.own_time_passes}')
-  _require(config.loss.own_time_prob == 0 or config.model.time_bias_frames > 0, 'config.loss.own_time_prob',
-           'needs the location-aware decoder (config.model.time_bias_frames > 0): only it reads input times')
-  _require(config.targets.min_run_frames == -1 or config.targets.min_run_frames >= 1,
-           'config.targets.min_run_frames', 'must be -1 (derive from the target rate) or >= 1')
+  _require(
+    0.0 <= config.loss.own_time_prob <= 1.0,
+    'config.loss.own_time_prob',
+    f'must be a fraction in [0, 1], got {config.loss.own_time_prob}',
+  )
+  _require(
+    config.loss.own_time_passes >= 1,
+    'config.loss.own_time_passes',
+    f'must be >= 1, got {config.loss.own_time_passes}',
+  )
+  _require(
+    config.loss.own_time_prob == 0 or config.model.time_bias_frames > 0,
+    'config.loss.own_time_prob',
+    'needs the location-aware decoder (config.model.time_bias_frames > 0): only it reads input '
+    'times',
+  )
+  _require(
+    config.targets.min_run_frames == -1 or config.targets.min_run_frames >= 1,
+    'config.targets.min_run_frames',
+    'must be -1 (derive from the target rate) or >= 1',
+  )
   groups = config.targets.code_groups
-  _require(groups == 0 or 2 <= groups <= config.model.codebook_size, 'config.targets.code_groups',
-           f'must be 0 (targets are codes) or in [2, model.codebook_size={config.model.codebook_size}], '
-           f'got {groups}')
-  _require(groups == 0 or config.vq.freeze_after_stage0, 'config.targets.code_groups',
-           'needs config.vq.freeze_after_stage0=True (the groups are computed from the codebook, '
-           'which must not change after stage 0)')
+  _require(
+    groups == 0 or 2 <= groups <= config.model.codebook_size,
+    'config.targets.code_groups',
+    f'must be 0 (targets are codes) or in [2, model.codebook_size={config.model.codebook_size}], '
+    f'got {groups}',
+  )
+  _require(
+    groups == 0 or config.vq.freeze_after_stage0,
+    'config.targets.code_groups',
+    'needs config.vq.freeze_after_stage0=True (the groups are computed from the codebook, '
+    'which must not change after stage 0)',
+  )
 
   # Length control.
   _require(config.length.target_rate > 0, 'config.length.target_rate', 'must be positive')
   _require(config.length.controller_gain >= 0, 'config.length.controller_gain', 'must be >= 0')
   _require(config.length.bias_limit >= 0, 'config.length.bias_limit', 'must be >= 0')
-  _require(0.0 <= config.length.min_termination <= 1.0, 'config.length.min_termination',
-           f'must be a fraction in [0, 1], got {config.length.min_termination}')
+  _require(
+    0.0 <= config.length.min_termination <= 1.0,
+    'config.length.min_termination',
+    f'must be a fraction in [0, 1], got {config.length.min_termination}',
+  )
 
   # Evaluation.
   ev = config.eval
   for key in ('queries_per_item', 'batch_size'):
     _require(int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}')
   for key, low in (('num_items', 2), ('archive_rotations', 1)):
-    _require(int(ev[key]) >= low or int(ev[key]) == -1, f'config.eval.{key}',
-             f'must be an integer >= {low}, or -1 (all), got {ev[key]!r}')
-  _require(ev.split in ('validation', 'test', 'heldout'), 'config.eval.split',
-           f"must be 'validation' (choices) or 'test' (claims; 'heldout' is its old name), "
-           f'got {ev.split!r}')
-  _require(1 <= int(ev.beam_size) <= m.codebook_size and int(ev.beam_size) == ev.beam_size,
-           'config.eval.beam_size',
-           f'must be an integer in [1, codebook_size={m.codebook_size}] (1 = greedy), got {ev.beam_size!r}')
-  _require(ev.beam_length_penalty >= 0, 'config.eval.beam_length_penalty',
-           f'must be >= 0, got {ev.beam_length_penalty!r}')
+    _require(
+      int(ev[key]) >= low or int(ev[key]) == -1,
+      f'config.eval.{key}',
+      f'must be an integer >= {low}, or -1 (all), got {ev[key]!r}',
+    )
+  _require(
+    ev.split in ('validation', 'test', 'heldout'),
+    'config.eval.split',
+    f"must be 'validation' (choices) or 'test' (claims; 'heldout' is its old name), "
+    f'got {ev.split!r}',
+  )
+  _require(
+    1 <= int(ev.beam_size) <= m.codebook_size and int(ev.beam_size) == ev.beam_size,
+    'config.eval.beam_size',
+    f'must be an integer in [1, codebook_size={m.codebook_size}] (1 = greedy), '
+    f'got {ev.beam_size!r}',
+  )
+  _require(
+    ev.beam_length_penalty >= 0,
+    'config.eval.beam_length_penalty',
+    f'must be >= 0, got {ev.beam_length_penalty!r}',
+  )
 
   # Schedule.
   s = config.schedule
   _require(0 <= s.stage1_start, 'config.schedule.stage1_start', 'must be >= 0')
-  _require(s.stage1_start <= s.stage2_start, 'config.schedule.stage2_start',
-           f'must be >= config.schedule.stage1_start ({s.stage1_start})')
+  _require(
+    s.stage1_start <= s.stage2_start,
+    'config.schedule.stage2_start',
+    f'must be >= config.schedule.stage1_start ({s.stage1_start})',
+  )
   _require(s.ramp_steps >= 0, 'config.schedule.ramp_steps', 'must be >= 0')
   _require(0.0 <= s.max_alpha <= 1.0, 'config.schedule.max_alpha', 'must be in [0, 1]')
   _require(0.0 <= s.ema_decay < 1.0, 'config.schedule.ema_decay', 'must be in [0, 1)')
@@ -224,7 +325,11 @@ def validate_config(config: ml_collections.ConfigDict,
   o = config.optim
   _require(o.learning_rate > 0, 'config.optim.learning_rate', 'must be positive')
   _require(o.warmup_steps >= 0, 'config.optim.warmup_steps', 'must be >= 0')
-  _require(0 <= o.end_learning_rate_factor <= 1, 'config.optim.end_learning_rate_factor', 'must be in [0, 1]')
+  _require(
+    0 <= o.end_learning_rate_factor <= 1,
+    'config.optim.end_learning_rate_factor',
+    'must be in [0, 1]',
+  )
   _require(o.grad_clip >= 0, 'config.optim.grad_clip', 'must be >= 0 (0 = off)')
   _require(o.weight_decay >= 0, 'config.optim.weight_decay', 'must be >= 0')
 
@@ -237,21 +342,36 @@ def validate_config(config: ml_collections.ConfigDict,
   _require(0.0 <= d.max_bad_fraction <= 1.0, 'config.data.max_bad_fraction', 'must be in [0, 1]')
   for name, value in d.augment.items():
     if name.endswith('_prob'):
-      _require(0.0 <= value <= 1.0, f'config.data.augment.{name}', f'must be a probability, got {value}')
+      _require(
+        0.0 <= value <= 1.0, f'config.data.augment.{name}', f'must be a probability, got {value}'
+      )
     elif isinstance(value, (tuple, list)):
-      _require(len(value) == 2 and value[0] <= value[1], f'config.data.augment.{name}',
-               f'must be a (low, high) range, got {value}')
+      _require(
+        len(value) == 2 and value[0] <= value[1],
+        f'config.data.augment.{name}',
+        f'must be a (low, high) range, got {value}',
+      )
 
   # Fine-tuning (config.init_from; the source's model is checked against this one in train.py).
-  _require(isinstance(config.init_from, str), 'config.init_from',
-           f"must be a workdir or checkpoint step folder ('' = off), got {config.init_from!r}")
+  _require(
+    isinstance(config.init_from, str),
+    'config.init_from',
+    f"must be a workdir or checkpoint step folder ('' = off), got {config.init_from!r}",
+  )
   for key in ('init_from_vq_stats', 'init_from_teacher'):
-    _require(isinstance(config[key], bool), f'config.{key}', f'must be True or False, got {config[key]!r}')
-  _require(not config.init_from or config.init_from_vq_stats or config.schedule.stage1_start > 0
-           or not config.vq.freeze_after_stage0, 'config.init_from_vq_stats',
-           'is False with config.schedule.stage1_start=0 and config.vq.freeze_after_stage0: the fresh '
-           'random codebook would be frozen from step 0 without ever being trained; take the '
-           "source's codebook (True) or keep a stage 0")
+    _require(
+      isinstance(config[key], bool), f'config.{key}', f'must be True or False, got {config[key]!r}'
+    )
+  _require(
+    not config.init_from
+    or config.init_from_vq_stats
+    or config.schedule.stage1_start > 0
+    or not config.vq.freeze_after_stage0,
+    'config.init_from_vq_stats',
+    'is False with config.schedule.stage1_start=0 and config.vq.freeze_after_stage0: the fresh '
+    'random codebook would be frozen from step 0 without ever being trained; take the '
+    "source's codebook (True) or keep a stage 0",
+  )
 
   # Checkpoints.
   _require(config.checkpoint.max_to_keep >= 1, 'config.checkpoint.max_to_keep', 'must be >= 1')
@@ -259,16 +379,30 @@ def validate_config(config: ml_collections.ConfigDict,
 
   # Mesh.
   shape = tuple(int(x) for x in config.mesh.shape)
-  _require(len(shape) == len(MESH_AXES), 'config.mesh.shape',
-           f'must have {len(MESH_AXES)} entries for axes {MESH_AXES}, got {shape}')
-  _require(sum(1 for x in shape if x == -1) <= 1, 'config.mesh.shape', f'at most one -1 allowed, got {shape}')
-  _require(all(x == -1 or x >= 1 for x in shape), 'config.mesh.shape', f'entries must be >= 1 or -1, got {shape}')
+  _require(
+    len(shape) == len(MESH_AXES),
+    'config.mesh.shape',
+    f'must have {len(MESH_AXES)} entries for axes {MESH_AXES}, got {shape}',
+  )
+  _require(
+    sum(1 for x in shape if x == -1) <= 1,
+    'config.mesh.shape',
+    f'at most one -1 allowed, got {shape}',
+  )
+  _require(
+    all(x == -1 or x >= 1 for x in shape),
+    'config.mesh.shape',
+    f'entries must be >= 1 or -1, got {shape}',
+  )
   if device_count is not None:
     resolved = resolve_mesh_shape(shape, device_count)
     data_parallel = resolved[0] * resolved[1]
-    _require(config.batch_size % data_parallel == 0, 'config.batch_size',
-             f'{config.batch_size} is not divisible by the data-parallel size {data_parallel} '
-             f'(mesh {dict(zip(MESH_AXES, resolved))})')
+    _require(
+      config.batch_size % data_parallel == 0,
+      'config.batch_size',
+      f'{config.batch_size} is not divisible by the data-parallel size {data_parallel} '
+      f'(mesh {dict(zip(MESH_AXES, resolved))})',
+    )
 
 
 def resolve_mesh_shape(shape, device_count: int) -> tuple[int, int, int]:
@@ -280,6 +414,8 @@ def resolve_mesh_shape(shape, device_count: int) -> tuple[int, int, int]:
       raise ConfigError(f'config.mesh.shape: {shape} does not divide {device_count} devices')
     shape = tuple(device_count // known if x == -1 else x for x in shape)
   if math.prod(shape) != device_count:
-    raise ConfigError(f'config.mesh.shape: {shape} uses {math.prod(shape)} devices, '
-                      f'but {device_count} are available')
+    raise ConfigError(
+      f'config.mesh.shape: {shape} uses {math.prod(shape)} devices, '
+      f'but {device_count} are available'
+    )
   return shape

@@ -1,14 +1,15 @@
-"""Greedy and beam decoding of token strings from a condition H, with a KV cache in `jax.lax.scan`.
+"""Greedy and beam decoding of token strings from a condition H, with a KV cache in a JAX loop.
 
 Layout (fast on CPU and accelerators): the cross-attention K/V are projected once per H
-(`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) outside the loop, and the self-attention
-cache is per layer, heads first: ``{'k','v': [layers, B, heads, L, head_dim]}``; each step writes one
-position. Rows that emitted EOS are frozen: they emit PAD afterwards (and are fed PAD, exactly as
-teacher forcing feeds ``shift_right(tokens)``), so the per-step logits equal the teacher-forced
-`PairAlign.score` logits of the produced sequence.
+(`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) outside the loop, and the
+self-attention cache is per layer, heads first: ``{'k','v': [layers, B, heads, L, head_dim]}``;
+each step writes one position. Rows that emitted EOS are frozen: they emit PAD afterwards (and are
+fed PAD, exactly as teacher forcing feeds ``shift_right(tokens)``), so the per-step logits equal
+the teacher-forced `PairAlign.score` logits of the produced sequence.
 
 Outputs follow the token-sequence convention of docs/ARCHITECTURE.md: ``tokens [B, L]`` = codes,
-then EOS, then PAD; ``lengths`` = number of codes; a row with ``L`` codes has no EOS (not terminated).
+then EOS, then PAD; ``lengths`` = number of codes; a row with ``L`` codes has no EOS (not
+terminated).
 """
 
 from typing import Any, Optional
@@ -25,13 +26,13 @@ Array = jax.Array
 
 @flax.struct.dataclass
 class DecodeOutput:
-  tokens: Array      # [B, L] int32: codes, EOS, PAD...
-  lengths: Array     # [B] int32: number of codes (no EOS)
+  tokens: Array  # [B, L] int32: codes, EOS, PAD...
+  lengths: Array  # [B] int32: number of codes (no EOS)
   terminated: Array  # [B] bool: EOS emitted within L steps
   # [B, L, V] float32: raw per-step logits (before eos_bias and the BOS/PAD mask); None from
   # `beam_decode` (score the chosen strings with `forced_decode` when they are needed).
   logits: Optional[Array]
-  times: Array       # [B, L] float32 seconds: cross-attention time of each token; 0 at PAD
+  times: Array  # [B, L] float32 seconds: cross-attention time of each token; 0 at PAD
 
 
 def _eos_bias_vector(eos_bias, batch: int) -> Array:
@@ -49,15 +50,24 @@ def _biased(logits: Array, eos_bias: Array, vocab: vocab_lib.Vocab) -> Array:
 
 def _write_cache(cache, kv, t):
   """Writes one step's self-attention K/V {'k','v': [Ld,B,H,hd]} at position `t` of the cache."""
-  return {n: jax.lax.dynamic_update_slice_in_dim(
-      cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3) for n in ('k', 'v')}
+  return {
+    n: jax.lax.dynamic_update_slice_in_dim(
+      cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3
+    )
+    for n in ('k', 'v')
+  }
 
 
 def check_beam_settings(beam_size, length_penalty, codebook_size: int) -> tuple[int, float]:
   """Validates beam search settings (an integer beam in [1, codebook_size], a penalty >= 0)."""
-  if (isinstance(beam_size, bool) or int(beam_size) != beam_size
-      or not 1 <= beam_size <= codebook_size):
-    raise ValueError(f'beam_size must be an integer in [1, codebook_size={codebook_size}], got {beam_size!r}')
+  if (
+    isinstance(beam_size, bool)
+    or int(beam_size) != beam_size
+    or not 1 <= beam_size <= codebook_size
+  ):
+    raise ValueError(
+      f'beam_size must be an integer in [1, codebook_size={codebook_size}], got {beam_size!r}'
+    )
   if not length_penalty >= 0:
     raise ValueError(f'length_penalty must be >= 0, got {length_penalty!r}')
   return int(beam_size), float(length_penalty)
@@ -69,11 +79,15 @@ def _choose(logits: Array, eos_bias: Array, done: Array, vocab: vocab_lib.Vocab)
   return jnp.where(done, jnp.int32(vocab.pad), nxt)
 
 
-def _finish(tokens: Array, logits: Optional[Array], times: Array, vocab: vocab_lib.Vocab) -> DecodeOutput:
+def _finish(
+  tokens: Array, logits: Optional[Array], times: Array, vocab: vocab_lib.Vocab
+) -> DecodeOutput:
   lengths = jnp.sum(tokens < vocab.codebook_size, axis=1).astype(jnp.int32)
   terminated = jnp.any(tokens == vocab.eos, axis=1)
   times = jnp.where(tokens == vocab.pad, 0.0, times)
-  return DecodeOutput(tokens=tokens, lengths=lengths, terminated=terminated, logits=logits, times=times)
+  return DecodeOutput(
+    tokens=tokens, lengths=lengths, terminated=terminated, logits=logits, times=times
+  )
 
 
 def _check(model: models.PairAlign, hcond: Array, max_len: int):
@@ -83,12 +97,19 @@ def _check(model: models.PairAlign, hcond: Array, max_len: int):
     raise ValueError(f'max_len must be in [1, model.max_len={model.cfg.max_len}], got {max_len}')
 
 
-def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len: int, next_token,
-                  *, early_exit: bool = True):
-  """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V], done [B], t)`
-  picks each step's output (greedy choice or a given token). Each step's input is the previous
-  output and, for the location bias, the previous step's time; a finished row is fed PAD at time 0
-  (as `shift_times` of a finished sequence's times, which are 0 at PAD).
+def _cached_steps(
+  model: models.PairAlign,
+  variables: Any,
+  hcond: Array,
+  max_len: int,
+  next_token,
+  *,
+  early_exit: bool = True,
+):
+  """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V],
+  done [B], t)` picks each step's output (greedy choice or a given token). Each step's input is
+  the previous output and, for the location bias, the previous step's time; a finished row is fed
+  PAD at time 0 (as `shift_times` of a finished sequence's times, which are 0 at PAD).
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -98,21 +119,26 @@ def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len
   cfg = model.cfg
   vocab = vocab_lib.Vocab(cfg.codebook_size)
   batch = hcond.shape[0]
-  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
-  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)                   # [Ld,B,H,L,hd]
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)  # [Ld,B,H,T,hd]
+  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)  # [Ld,B,H,L,hd]
 
   def step(carry, t):
     cache, token, prev_time, done = carry
-    logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
-                                   method=models.PairAlign.decode_step)             # [B,V], [B]
+    logits, time, kv = model.apply(
+      variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
+    )  # [B,V], [B]
     cache = _write_cache(cache, kv, t)
-    nxt = next_token(logits, done, t)                                                 # [B]
+    nxt = next_token(logits, done, t)  # [B]
     next_time = jnp.where(done, 0.0, time)
     done = done | (nxt == vocab.eos)
     return (cache, nxt, next_time, done), (nxt, logits, time)
 
-  init = (cache, jnp.full((batch,), vocab.bos, jnp.int32), jnp.zeros((batch,), jnp.float32),
-          jnp.zeros((batch,), bool))
+  init = (
+    cache,
+    jnp.full((batch,), vocab.bos, jnp.int32),
+    jnp.zeros((batch,), jnp.float32),
+    jnp.zeros((batch,), bool),
+  )
   if not early_exit:
     _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
     return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
@@ -124,19 +150,30 @@ def _cached_steps(model: models.PairAlign, variables: Any, hcond: Array, max_len
   def body_fn(loop):
     t, carry, outs = loop
     carry, step_outs = step(carry, t)
-    outs = tuple(jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), t, axis=0)
-                 for buf, x in zip(outs, step_outs))
+    outs = tuple(
+      jax.lax.dynamic_update_index_in_dim(buf, x.astype(buf.dtype), t, axis=0)
+      for buf, x in zip(outs, step_outs)
+    )
     return t + 1, carry, outs
 
-  outs = (jnp.full((max_len, batch), vocab.pad, jnp.int32),                         # [L, B]
-          jnp.zeros((max_len, batch, cfg.vocab_size), jnp.float32),                 # [L, B, V]
-          jnp.zeros((max_len, batch), jnp.float32))                                 # [L, B]
+  outs = (
+    jnp.full((max_len, batch), vocab.pad, jnp.int32),  # [L, B]
+    jnp.zeros((max_len, batch, cfg.vocab_size), jnp.float32),  # [L, B, V]
+    jnp.zeros((max_len, batch), jnp.float32),
+  )  # [L, B]
   _, _, (tokens, logits, times) = jax.lax.while_loop(cond_fn, body_fn, (jnp.int32(0), init, outs))
   return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
 
 
-def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
-                  eos_bias=0.0, early_exit: bool = True) -> DecodeOutput:
+def greedy_decode(
+  model: models.PairAlign,
+  variables: Any,
+  hcond: Array,
+  *,
+  max_len: int,
+  eos_bias=0.0,
+  early_exit: bool = True,
+) -> DecodeOutput:
   """Greedy decode from BOS for up to `max_len` steps with a KV cache. Jittable (max_len static).
 
   Args:
@@ -151,15 +188,28 @@ def greedy_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_
   """
   _check(model, hcond, max_len)
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
-  bias = _eos_bias_vector(eos_bias, hcond.shape[0])                                  # [B]
-  tokens, logits, times = _cached_steps(model, variables, hcond, max_len,
-                                        lambda logits, done, t: _choose(logits, bias, done, vocab),
-                                        early_exit=early_exit)
+  bias = _eos_bias_vector(eos_bias, hcond.shape[0])  # [B]
+  tokens, logits, times = _cached_steps(
+    model,
+    variables,
+    hcond,
+    max_len,
+    lambda logits, done, t: _choose(logits, bias, done, vocab),
+    early_exit=early_exit,
+  )
   return _finish(tokens, logits, times, vocab)
 
 
-def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int, beam_size: int,
-                eos_bias=0.0, length_penalty: float = 0.0) -> DecodeOutput:
+def beam_decode(
+  model: models.PairAlign,
+  variables: Any,
+  hcond: Array,
+  *,
+  max_len: int,
+  beam_size: int,
+  eos_bias=0.0,
+  length_penalty: float = 0.0,
+) -> DecodeOutput:
   """Beam search from BOS for `max_len` steps with a KV cache (per beam). Jittable.
 
   Each row keeps the `beam_size` most likely prefixes under the same choice rule as
@@ -182,43 +232,50 @@ def beam_decode(model: models.PairAlign, variables: Any, hcond: Array, *, max_le
   vocab = vocab_lib.Vocab(cfg.codebook_size)
   beam_size, length_penalty = check_beam_settings(beam_size, length_penalty, cfg.codebook_size)
   batch, k, v = hcond.shape[0], beam_size, cfg.vocab_size
-  rows = batch * k                                                                    # N = B * K
-  bias = jnp.repeat(_eos_bias_vector(eos_bias, batch), k)                            # [N]
-  cond = model.apply(variables, hcond, method=models.PairAlign.condition)           # [Ld,B,H,T,hd]
-  cond = models.gather_condition(cond, jnp.repeat(jnp.arange(batch), k))           # [Ld,N,H,T,hd]
-  cache = models.init_cache(cfg, rows, max_len, cond['k'].dtype)                    # [Ld,N,H,L,hd]
+  rows = batch * k  # N = B * K
+  bias = jnp.repeat(_eos_bias_vector(eos_bias, batch), k)  # [N]
+  cond = model.apply(variables, hcond, method=models.PairAlign.condition)  # [Ld,B,H,T,hd]
+  cond = models.gather_condition(cond, jnp.repeat(jnp.arange(batch), k))  # [Ld,N,H,T,hd]
+  cache = models.init_cache(cfg, rows, max_len, cond['k'].dtype)  # [Ld,N,H,L,hd]
   # All beams of a row start as the same BOS prefix: only the first is live, so that the first
   # step's K best tokens fill the K beams.
-  scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), batch)           # [N]
-  pad_only = jnp.full((v,), -jnp.inf).at[vocab.pad].set(0.0)                        # [V]
-  row_base = (jnp.arange(batch) * k)[:, None]                                       # [B, 1]
+  scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), batch)  # [N]
+  pad_only = jnp.full((v,), -jnp.inf).at[vocab.pad].set(0.0)  # [V]
+  row_base = (jnp.arange(batch) * k)[:, None]  # [B, 1]
 
   def step(carry, t):
     cache, token, prev_time, done, scores, tokens, times = carry
-    logits, time, kv = model.apply(variables, cond, cache, token, t, prev_time,
-                                   method=models.PairAlign.decode_step)             # [N,V], [N]
+    logits, time, kv = model.apply(
+      variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
+    )  # [N,V], [N]
     cache = _write_cache(cache, kv, t)
-    logp = jax.nn.log_softmax(_biased(logits, bias, vocab), axis=-1)                # [N,V]
+    logp = jax.nn.log_softmax(_biased(logits, bias, vocab), axis=-1)  # [N,V]
     logp = jnp.where(done[:, None], pad_only[None, :], logp)
-    cand = (scores[:, None] + logp).reshape(batch, k * v)                          # [B, K*V]
-    top, idx = jax.lax.top_k(cand, k)                                               # [B, K]
-    parent = (row_base + idx // v).reshape(rows)                                    # [N] source beam
-    nxt = (idx % v).astype(jnp.int32).reshape(rows)                                 # [N]
+    cand = (scores[:, None] + logp).reshape(batch, k * v)  # [B, K*V]
+    top, idx = jax.lax.top_k(cand, k)  # [B, K]
+    parent = (row_base + idx // v).reshape(rows)  # [N] source beam
+    nxt = (idx % v).astype(jnp.int32).reshape(rows)  # [N]
     cache = jax.tree.map(lambda a: jnp.take(a, parent, axis=1), cache)
     was_done = jnp.take(done, parent)
-    step_time = jnp.where(was_done, 0.0, jnp.take(time, parent))                    # [N]
-    tokens = jnp.take(tokens, parent, axis=0).at[:, t].set(nxt)                     # [N, L]
-    times = jnp.take(times, parent, axis=0).at[:, t].set(step_time)                 # [N, L]
+    step_time = jnp.where(was_done, 0.0, jnp.take(time, parent))  # [N]
+    tokens = jnp.take(tokens, parent, axis=0).at[:, t].set(nxt)  # [N, L]
+    times = jnp.take(times, parent, axis=0).at[:, t].set(step_time)  # [N, L]
     done = was_done | (nxt == vocab.eos)
     return (cache, nxt, step_time, done, top.reshape(rows), tokens, times), None
 
-  init = (cache, jnp.full((rows,), vocab.bos, jnp.int32), jnp.zeros((rows,), jnp.float32),
-          jnp.zeros((rows,), bool), scores, jnp.full((rows, max_len), vocab.pad, jnp.int32),
-          jnp.zeros((rows, max_len), jnp.float32))
+  init = (
+    cache,
+    jnp.full((rows,), vocab.bos, jnp.int32),
+    jnp.zeros((rows,), jnp.float32),
+    jnp.zeros((rows,), bool),
+    scores,
+    jnp.full((rows, max_len), vocab.pad, jnp.int32),
+    jnp.zeros((rows, max_len), jnp.float32),
+  )
   (_, _, _, _, scores, tokens, times), _ = jax.lax.scan(step, init, jnp.arange(max_len))
-  emitted = jnp.sum(tokens != vocab.pad, axis=1).astype(jnp.float32)               # [N] codes + EOS
+  emitted = jnp.sum(tokens != vocab.pad, axis=1).astype(jnp.float32)  # [N] codes + EOS
   ranked = (scores / jnp.maximum(emitted, 1.0) ** length_penalty).reshape(batch, k)  # [B, K]
-  best = (row_base[:, 0] + jnp.argmax(ranked, axis=1)).astype(jnp.int32)          # [B]
+  best = (row_base[:, 0] + jnp.argmax(ranked, axis=1)).astype(jnp.int32)  # [B]
   return _finish(jnp.take(tokens, best, axis=0), None, jnp.take(times, best, axis=0), vocab)
 
 
@@ -233,8 +290,10 @@ def shift_times(times: Array) -> Array:
   return jnp.concatenate([jnp.zeros_like(times[:, :1]), times[:, :-1]], axis=1)
 
 
-def forced_decode(model: models.PairAlign, variables: Any, hcond: Array, tokens: Array) -> tuple[Array, Array]:
-  """Runs the cached decoder over *given* tokens [B, L] (codes, EOS, PAD) instead of its own choices.
+def forced_decode(
+  model: models.PairAlign, variables: Any, hcond: Array, tokens: Array
+) -> tuple[Array, Array]:
+  """Runs the cached decoder over *given* tokens [B, L] (codes, EOS, PAD), not its own choices.
 
   Each step's input is the previous given token and, for the location bias, the previous step's
   own output time: exactly what greedy decoding would have seen had it chosen these tokens. This is
@@ -245,13 +304,18 @@ def forced_decode(model: models.PairAlign, variables: Any, hcond: Array, tokens:
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
   given = tokens.astype(jnp.int32)
   _, logits, times = _cached_steps(
-      model, variables, hcond, tokens.shape[1],
-      lambda logits, done, t: jax.lax.dynamic_index_in_dim(given, t, axis=1, keepdims=False))
+    model,
+    variables,
+    hcond,
+    tokens.shape[1],
+    lambda logits, done, t: jax.lax.dynamic_index_in_dim(given, t, axis=1, keepdims=False),
+  )
   return logits, jnp.where(given == vocab.pad, 0.0, times)
 
 
-def greedy_decode_recompute(model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int,
-                            eos_bias=0.0) -> DecodeOutput:
+def greedy_decode_recompute(
+  model: models.PairAlign, variables: Any, hcond: Array, *, max_len: int, eos_bias=0.0
+) -> DecodeOutput:
   """Reference greedy decode without a cache: every step re-scores the whole prefix with
   `PairAlign.score` (O(L^2); a test oracle and the benchmark's baseline). Same outputs as
   `greedy_decode` up to float rounding."""
@@ -263,17 +327,28 @@ def greedy_decode_recompute(model: models.PairAlign, variables: Any, hcond: Arra
   cond = model.apply(variables, hcond, method=models.PairAlign.condition)
 
   def step(carry, t):
-    tokens, times, done = carry                                                       # [B,L], [B,L], [B]
-    all_logits, all_times = model.apply(variables, cond, shift_right(tokens, vocab), False,
-                                        shift_times(times), method=models.PairAlign.score)  # [B,L,V]
-    logits = jax.lax.dynamic_index_in_dim(all_logits, t, axis=1, keepdims=False)    # [B,V]
-    time = jax.lax.dynamic_index_in_dim(all_times, t, axis=1, keepdims=False)       # [B]
+    tokens, times, done = carry  # [B,L], [B,L], [B]
+    all_logits, all_times = model.apply(
+      variables,
+      cond,
+      shift_right(tokens, vocab),
+      False,
+      shift_times(times),
+      method=models.PairAlign.score,
+    )  # [B,L,V]
+    logits = jax.lax.dynamic_index_in_dim(all_logits, t, axis=1, keepdims=False)  # [B,V]
+    time = jax.lax.dynamic_index_in_dim(all_times, t, axis=1, keepdims=False)  # [B]
     nxt = _choose(logits, bias, done, vocab)
     tokens = jax.lax.dynamic_update_slice_in_dim(tokens, nxt[:, None], t, axis=1)
-    times = jax.lax.dynamic_update_slice_in_dim(times, jnp.where(done, 0.0, time)[:, None], t, axis=1)
+    times = jax.lax.dynamic_update_slice_in_dim(
+      times, jnp.where(done, 0.0, time)[:, None], t, axis=1
+    )
     return (tokens, times, done | (nxt == vocab.eos)), (logits, time)
 
-  init = (jnp.full((batch, max_len), vocab.pad, jnp.int32), jnp.zeros((batch, max_len), jnp.float32),
-          jnp.zeros((batch,), bool))
+  init = (
+    jnp.full((batch, max_len), vocab.pad, jnp.int32),
+    jnp.zeros((batch, max_len), jnp.float32),
+    jnp.zeros((batch,), bool),
+  )
   (tokens, _, _), (logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
   return _finish(tokens, jnp.swapaxes(logits, 0, 1), times.T, vocab)

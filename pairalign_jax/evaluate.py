@@ -1,6 +1,7 @@
 """Evaluate a checkpoint: PairAlign vs its own VQ stage vs a k-means baseline, same segments.
 
-    python -m pairalign_jax.evaluate --checkpoint=runs/demo [--config=configs/demo.py --config.eval.num_items=50]
+    python -m pairalign_jax.evaluate --checkpoint=runs/demo \
+        [--config=configs/demo.py --config.eval.num_items=50]
 
 Writes report.json, report.md and PNG plots into the workdir (or --outdir), and
 calibration.json into the workdir (always: `Tokenizer.from_checkpoint` reads it there).
@@ -16,10 +17,11 @@ queries are other speakers' realizations, with the archive rotated over the spea
 (`config.eval.archive_rotations`). The baselines are fitted on training-split segments only:
 k-means on log-mel frames pooled to the encoder frame rate, and the MFCC k-means recipes of
 `evaluation/baselines.py` (`mfcc_kmeans`: 64 clusters on 10 ms MFCC frames; `mfcc_kmeans_matched`:
-16 clusters, 20 ms frames, runs under 2 frames merged, near PairAlign's token rate). PairAlign decodes with the EOS bias the
-length controller reached in training plus `config.eval.eos_bias`, greedily or with a beam of
-`config.eval.beam_size` (the length calibration and the report use the same decoding). The length calibration
-(EOS bias -> tokens/s on held-out segments) is what `Tokenizer(target_rate=...)` interpolates.
+16 clusters, 20 ms frames, runs under 2 frames merged, near PairAlign's token rate). PairAlign
+decodes with the EOS bias the length controller reached in training plus `config.eval.eos_bias`,
+greedily or with a beam of `config.eval.beam_size` (the length calibration and the report use the
+same decoding). The length calibration (EOS bias -> tokens/s on held-out segments) is what
+`Tokenizer(target_rate=...)` interpolates.
 """
 
 from __future__ import annotations
@@ -47,7 +49,8 @@ from pairalign_jax.evaluation import baselines
 from pairalign_jax.evaluation import report as report_lib
 from pairalign_jax.evaluation import runner
 
-CALIBRATION_OFFSETS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)   # EOS-bias offsets around the trained bias
+# EOS-bias offsets around the trained bias.
+CALIBRATION_OFFSETS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
 CALIBRATION_SEGMENTS = 64
 
 
@@ -65,9 +68,12 @@ def query_augmentation(config: ml_collections.ConfigDict, source) -> Optional[ru
   parallel = runner.parallel_item_count(source)
   if parallel >= 2:
     return None
-  logging.warning('the %s source has %d content items read more than once: the queries are '
-                  'augmented copies of the archive recordings (config.data.augment)',
-                  config.data.source, parallel)
+  logging.warning(
+    'the %s source has %d content items read more than once: the queries are '
+    'augmented copies of the archive recordings (config.data.augment)',
+    config.data.source,
+    parallel,
+  )
   aug_cfg, sr = config.data.augment, int(config.audio.sample_rate)
   return lambda wave, rng: augment.augment_view(wave, rng, aug_cfg, sr, time_warp=True)
 
@@ -79,9 +85,11 @@ def check_evaluation_source(config: ml_collections.ConfigDict) -> None:
   split = pipeline.canonical_split(config.eval.split)
   source = pipeline.make_source(config, split)
   if len(source) < 2:
-    raise ValueError(f'the {split!r} split of config.data.source={config.data.source!r} has '
-                     f'{len(source)} record(s); the evaluation needs at least 2 (set '
-                     'config.data.eval_path, or raise config.data.heldout_fraction)')
+    raise ValueError(
+      f'the {split!r} split of config.data.source={config.data.source!r} has '
+      f'{len(source)} record(s); the evaluation needs at least 2 (set '
+      'config.data.eval_path, or raise config.data.heldout_fraction)'
+    )
   logging.info('evaluation split %r: %d records', split, len(source))
 
 
@@ -90,44 +98,61 @@ def training_segments(config: ml_collections.ConfigDict) -> list[np.ndarray]:
   segments (centre crops): what the k-means baselines are fitted on (deterministic)."""
   source = pipeline.make_source(config, 'train')
   n = min(int(config.eval.kmeans_train_segments), len(source))
-  waves = [pipeline.load_segment(record, config, crop='center')
-           for _, record in pipeline.eval_records(source, range(n))]
+  waves = [
+    pipeline.load_segment(record, config, crop='center')
+    for _, record in pipeline.eval_records(source, range(n))
+  ]
   if not waves:
-    raise ValueError('the k-means baselines need training segments; the training split is empty '
-                     '(config.eval.kmeans_train_segments, config.data.path)')
-  return [np.stack(waves[i:i + 64]) for i in range(0, len(waves), 64)]
+    raise ValueError(
+      'the k-means baselines need training segments; the training split is empty '
+      '(config.eval.kmeans_train_segments, config.data.path)'
+    )
+  return [np.stack(waves[i : i + 64]) for i in range(0, len(waves), 64)]
 
 
-def fit_kmeans_baseline(config: ml_collections.ConfigDict, feats,
-                        train_batches: Optional[list[np.ndarray]] = None
-                        ) -> baselines.KMeansTokenizer:
+def fit_kmeans_baseline(
+  config: ml_collections.ConfigDict, feats, train_batches: Optional[list[np.ndarray]] = None
+) -> baselines.KMeansTokenizer:
   """k-means on log-mel frames of training-split segments."""
   batches = training_segments(config) if train_batches is None else train_batches
   k = config.eval.kmeans_clusters if config.eval.kmeans_clusters > 0 else config.model.codebook_size
   sub = config.eval.kmeans_subsample if config.eval.kmeans_subsample > 0 else config.model.subsample
-  logging.info('fitting log-mel k-means (K=%d) on %d training segments', k,
-               sum(len(b) for b in batches))
-  return baselines.fit_kmeans(feats, batches, n_clusters=int(k), subsample=int(sub),
-                              pool=config.eval.kmeans_pool, seed=config.seed,
-                              max_frames=int(config.eval.kmeans_max_frames),
-                              frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
-                              sample_rate=config.audio.sample_rate)
+  logging.info(
+    'fitting log-mel k-means (K=%d) on %d training segments', k, sum(len(b) for b in batches)
+  )
+  return baselines.fit_kmeans(
+    feats,
+    batches,
+    n_clusters=int(k),
+    subsample=int(sub),
+    pool=config.eval.kmeans_pool,
+    seed=config.seed,
+    max_frames=int(config.eval.kmeans_max_frames),
+    frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+    sample_rate=config.audio.sample_rate,
+  )
 
 
-def fit_mfcc_baselines(config: ml_collections.ConfigDict, train_batches: list[np.ndarray]
-                       ) -> dict[str, baselines.KMeansTokenizer]:
+def fit_mfcc_baselines(
+  config: ml_collections.ConfigDict, train_batches: list[np.ndarray]
+) -> dict[str, baselines.KMeansTokenizer]:
   """The MFCC k-means baselines (`baselines.MFCC_RECIPES`), fitted on training-split segments."""
   out = {}
   for name, recipe in baselines.MFCC_RECIPES.items():
     logging.info('fitting %s (%s)', name, recipe)
-    out[name] = baselines.fit_mfcc_kmeans(train_batches, sample_rate=config.audio.sample_rate,
-                                          seed=config.seed,
-                                          max_frames=int(config.eval.kmeans_max_frames), **recipe)
+    out[name] = baselines.fit_mfcc_kmeans(
+      train_batches,
+      sample_rate=config.audio.sample_rate,
+      seed=config.seed,
+      max_frames=int(config.eval.kmeans_max_frames),
+      **recipe,
+    )
   return out
 
 
-def calibrate_length(tok: tokenizer_lib.Tokenizer, waves: np.ndarray, base_bias: float
-                     ) -> list[tuple[float, float]]:
+def calibrate_length(
+  tok: tokenizer_lib.Tokenizer, waves: np.ndarray, base_bias: float
+) -> list[tuple[float, float]]:
   """(eos_bias, tokens/s) pairs measured on `waves` around `base_bias`."""
   seconds = waves.shape[1] / tok.sample_rate
   table = []
@@ -137,8 +162,9 @@ def calibrate_length(tok: tokenizer_lib.Tokenizer, waves: np.ndarray, base_bias:
   return table
 
 
-def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] = None,
-                     outdir: Optional[str] = None) -> dict[str, Any]:
+def evaluate_workdir(
+  path: str, *, config: Optional[ml_collections.ConfigDict] = None, outdir: Optional[str] = None
+) -> dict[str, Any]:
   """Evaluates the newest checkpoint under `path` (or the step folder `path`) and writes the
   report; returns the report."""
   t0 = time.time()
@@ -147,10 +173,14 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   step = int(checkpointing.step_dir(path).name)
   ckpt_config = checkpointing.read_config(path, step)
   config = ckpt_config if config is None else _eval_config(ckpt_config, config)
-  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, step=step, batch_size=int(config.eval.batch_size),
-                                                # configs saved before beam search: greedy
-                                                beam_size=int(config.eval.get('beam_size', 1)),
-                                                length_penalty=float(config.eval.get('beam_length_penalty', 0.0)))
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(
+    path,
+    step=step,
+    batch_size=int(config.eval.batch_size),
+    # configs saved before beam search: greedy
+    beam_size=int(config.eval.get('beam_size', 1)),
+    length_penalty=float(config.eval.get('beam_length_penalty', 0.0)),
+  )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
   feats = features_fn(ckpt_config)
@@ -159,51 +189,76 @@ def evaluate_workdir(path: str, *, config: Optional[ml_collections.ConfigDict] =
   source = pipeline.make_source(config, split)
   logging.info('evaluating step %d on the %r split', step, split)
   eval_set = runner.build_eval_set(
-      source, num_items=config.eval.num_items, queries_per_item=config.eval.queries_per_item,
-      seed=config.seed, sample_rate=config.audio.sample_rate,
-      segment_seconds=config.audio.segment_seconds, sweep_items=config.eval.sweep_items,
-      sweep_shifts_ms=config.eval.sweep_shifts_ms,
-      archive_rotations=int(config.eval.get('archive_rotations', 1)),
-      augment_fn=query_augmentation(config, source))
+    source,
+    num_items=config.eval.num_items,
+    queries_per_item=config.eval.queries_per_item,
+    seed=config.seed,
+    sample_rate=config.audio.sample_rate,
+    segment_seconds=config.audio.segment_seconds,
+    sweep_items=config.eval.sweep_items,
+    sweep_shifts_ms=config.eval.sweep_shifts_ms,
+    archive_rotations=int(config.eval.get('archive_rotations', 1)),
+    augment_fn=query_augmentation(config, source),
+  )
 
   eos_bias = tok.default_eos_bias + float(config.eval.eos_bias)
   train_batches = training_segments(config)
   kmeans = fit_kmeans_baseline(config, feats, train_batches)
   tokenizers = {
-      'pairalign': lambda w, sr: tok.tokenize(w, sr, eos_bias=eos_bias),
-      'vq': tok.vq_tokenize,
-      'kmeans': kmeans,
+    'pairalign': lambda w, sr: tok.tokenize(w, sr, eos_bias=eos_bias),
+    'vq': tok.vq_tokenize,
+    'kmeans': kmeans,
   }
   k = config.model.codebook_size
   codebook_sizes = {'pairalign': k, 'vq': k, 'kmeans': kmeans.codebook_size}
   for name, baseline in fit_mfcc_baselines(config, train_batches).items():
     tokenizers[name] = baseline
     codebook_sizes[name] = baseline.codebook_size
-  if int(ckpt_config.targets.get('code_groups', 0)) > 0:   # the stage-1 targets, for comparison
+  if int(ckpt_config.targets.get('code_groups', 0)) > 0:  # the stage-1 targets, for comparison
     tokenizers['vq_groups'] = tok.vq_group_tokenize
     codebook_sizes['vq_groups'] = int(ckpt_config.targets.code_groups)
   report = runner.evaluate_tokenizers(
-      tokenizers, eval_set, codebook_sizes=codebook_sizes,
-      batch_size=config.eval.batch_size, ties=config.eval.retrieval_ties, seed=config.seed,
-      example_features_fn=feats, example_frame_seconds=config.frontend.hop_length / config.audio.sample_rate)
+    tokenizers,
+    eval_set,
+    codebook_sizes=codebook_sizes,
+    batch_size=config.eval.batch_size,
+    ties=config.eval.retrieval_ties,
+    seed=config.seed,
+    example_features_fn=feats,
+    example_frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+  )
 
   calibration = calibrate_length(tok, eval_set.waves[:CALIBRATION_SEGMENTS], tok.default_eos_bias)
   with open(os.path.join(workdir, tokenizer_lib.CALIBRATION_FILE), 'w', encoding='utf-8') as f:
-    json.dump({'eos_bias_to_rate': calibration, 'step': step,
-               'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves)))}, f, indent=1)
+    json.dump(
+      {
+        'eos_bias_to_rate': calibration,
+        'step': step,
+        'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves))),
+      },
+      f,
+      indent=1,
+    )
   tok.calibration = sorted(calibration)
   report['length_control'] = {
-      'trained_eos_bias': tok.default_eos_bias, 'eval_eos_bias': eos_bias,
-      'target_rate': float(ckpt_config.length.target_rate),
-      'beam_size': tok.beam_size, 'beam_length_penalty': tok.length_penalty,
-      'eos_bias_to_rate': [list(x) for x in calibration]}
+    'trained_eos_bias': tok.default_eos_bias,
+    'eval_eos_bias': eos_bias,
+    'target_rate': float(ckpt_config.length.target_rate),
+    'beam_size': tok.beam_size,
+    'beam_length_penalty': tok.length_penalty,
+    'eos_bias_to_rate': [list(x) for x in calibration],
+  }
   report['checkpoint'] = {'path': os.path.abspath(path), 'step': step}
   report['eval_set']['split'] = split
   report['eval_seconds'] = time.time() - t0
   report_lib.write_report(report, outdir)
   h = report['headline']
-  logging.info('report written to %s (archive tokens ratio %s, recall@1 difference %s)',
-               os.path.join(outdir, 'report.md'), h['archive_tokens_ratio'], h['recall_at_1_difference'])
+  logging.info(
+    'report written to %s (archive tokens ratio %s, recall@1 difference %s)',
+    os.path.join(outdir, 'report.md'),
+    h['archive_tokens_ratio'],
+    h['recall_at_1_difference'],
+  )
   return report
 
 

@@ -26,6 +26,7 @@ import numpy as np
 @dataclasses.dataclass(frozen=True)
 class FrontendConfig:
   """Front-end settings (hashable; travels with the checkpoint's config)."""
+
   sample_rate: int = 16_000
   n_fft: int = 512
   win_length: int = 400
@@ -49,40 +50,43 @@ class FrontendConfig:
     if self.hop_length <= 0:
       raise ValueError(f'hop_length must be positive, got {self.hop_length}')
     if not 0 <= self.fmin < self.fmax <= self.sample_rate / 2:
-      raise ValueError(f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, '
-                       f'fmax={self.fmax}, sample_rate={self.sample_rate}')
+      raise ValueError(
+        f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={self.fmin}, '
+        f'fmax={self.fmax}, sample_rate={self.sample_rate}'
+      )
     if self.log_floor <= 0:
       raise ValueError(f'log_floor must be positive, got {self.log_floor}')
     lo, hi = self.vtlp_alpha
     if not 0.5 <= lo <= hi <= 2.0:
-      raise ValueError(f'vtlp_alpha must be (low, high) with 0.5 <= low <= high <= 2, got '
-                       f'{self.vtlp_alpha}')
+      raise ValueError(
+        f'vtlp_alpha must be (low, high) with 0.5 <= low <= high <= 2, got {self.vtlp_alpha}'
+      )
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'FrontendConfig':
     """Reads ``config.audio`` and ``config.frontend`` (see configs/default.py)."""
     fe = config.frontend
     sa = fe.specaugment
-    vtlp = fe.get('vtlp', None)   # configs written before VTLP have none: off
+    vtlp = fe.get('vtlp', None)  # configs written before VTLP have none: off
     vtlp_alpha = (1.0, 1.0)
     if vtlp is not None and vtlp.enabled:
       vtlp_alpha = (float(vtlp.alpha[0]), float(vtlp.alpha[1]))
     return cls(
-        sample_rate=int(config.audio.sample_rate),
-        n_fft=int(fe.n_fft),
-        win_length=int(fe.win_length),
-        hop_length=int(fe.hop_length),
-        n_mels=int(fe.n_mels),
-        fmin=float(fe.fmin),
-        fmax=float(fe.fmax),
-        log_floor=float(fe.log_floor),
-        normalize=bool(fe.normalize),
-        specaugment=bool(sa.enabled),
-        freq_masks=int(sa.freq_masks),
-        freq_width=int(sa.freq_width),
-        time_masks=int(sa.time_masks),
-        time_width=int(sa.time_width),
-        vtlp_alpha=vtlp_alpha,
+      sample_rate=int(config.audio.sample_rate),
+      n_fft=int(fe.n_fft),
+      win_length=int(fe.win_length),
+      hop_length=int(fe.hop_length),
+      n_mels=int(fe.n_mels),
+      fmin=float(fe.fmin),
+      fmax=float(fe.fmax),
+      log_floor=float(fe.log_floor),
+      normalize=bool(fe.normalize),
+      specaugment=bool(sa.enabled),
+      freq_masks=int(sa.freq_masks),
+      freq_width=int(sa.freq_width),
+      time_masks=int(sa.time_masks),
+      time_width=int(sa.time_width),
+      vtlp_alpha=vtlp_alpha,
     )
 
   @property
@@ -97,8 +101,9 @@ class FrontendConfig:
 @functools.lru_cache(maxsize=16)
 def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
   """librosa's (Slaney) mel matrix, transposed: float32 [n_fft // 2 + 1, n_mels]."""
-  mel = librosa.filters.mel(sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels,
-                            fmin=cfg.fmin, fmax=cfg.fmax)   # [n_mels, n_fft // 2 + 1]
+  mel = librosa.filters.mel(
+    sr=cfg.sample_rate, n_fft=cfg.n_fft, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax
+  )  # [n_mels, n_fft // 2 + 1]
   return np.ascontiguousarray(mel.T.astype(np.float32))
 
 
@@ -106,7 +111,7 @@ def mel_filterbank(cfg: FrontendConfig) -> np.ndarray:
 def analysis_window(cfg: FrontendConfig) -> np.ndarray:
   """Periodic Hann window of ``win_length`` zero-padded (centred) to ``n_fft``, as librosa.stft."""
   win = librosa.filters.get_window('hann', cfg.win_length, fftbins=True)
-  return librosa.util.pad_center(win, size=cfg.n_fft).astype(np.float32)   # [n_fft]
+  return librosa.util.pad_center(win, size=cfg.n_fft).astype(np.float32)  # [n_fft]
 
 
 def _frames(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
@@ -119,13 +124,14 @@ def _frames(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
   chunks_per_frame = math.ceil(n_fft / hop)
   total_chunks = num_frames + chunks_per_frame - 1
   pad = n_fft // 2
-  right = total_chunks * hop - s - pad            # may be negative: crop instead
+  right = total_chunks * hop - s - pad  # may be negative: crop instead
   padded = jnp.pad(waveform, ((0, 0), (pad, max(right, 0))))
-  padded = padded[:, :total_chunks * hop]
-  chunks = padded.reshape(b, total_chunks, hop)   # [B, C, hop]
+  padded = padded[:, : total_chunks * hop]
+  chunks = padded.reshape(b, total_chunks, hop)  # [B, C, hop]
   frames = jnp.concatenate(
-      [chunks[:, k:k + num_frames] for k in range(chunks_per_frame)], axis=-1)  # [B, F, k * hop]
-  return frames[..., :n_fft]                      # [B, F, n_fft]
+    [chunks[:, k : k + num_frames] for k in range(chunks_per_frame)], axis=-1
+  )  # [B, F, k * hop]
+  return frames[..., :n_fft]  # [B, F, n_fft]
 
 
 def power_spectrogram(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
@@ -133,8 +139,8 @@ def power_spectrogram(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
   waveform = jnp.asarray(waveform, jnp.float32)
   if waveform.ndim != 2:
     raise ValueError(f'waveform must be [batch, samples], got shape {waveform.shape}')
-  frames = _frames(waveform, cfg) * jnp.asarray(analysis_window(cfg))   # [B, F, n_fft]
-  spec = jnp.fft.rfft(frames, n=cfg.n_fft, axis=-1)                     # [B, F, n_fft//2+1]
+  frames = _frames(waveform, cfg) * jnp.asarray(analysis_window(cfg))  # [B, F, n_fft]
+  spec = jnp.fft.rfft(frames, n=cfg.n_fft, axis=-1)  # [B, F, n_fft//2+1]
   return jnp.real(spec) ** 2 + jnp.imag(spec) ** 2
 
 
@@ -144,7 +150,7 @@ def log_mel(waveform: jax.Array, cfg: FrontendConfig) -> jax.Array:
 
 
 def vtlp_source_bins(alpha: jax.Array, n_freq: int, boundary: float = 0.8) -> jax.Array:
-  """Source frequency (in bins, float) of every output bin under a warp by `alpha` [B] -> [B, n_freq].
+  """Source frequency (bins, float) of every output bin under a warp by `alpha` [B] -> [B, n_freq].
 
   The piecewise-linear vocal-tract-length warp of Jaitly & Hinton (2013), inverted: output
   frequency f reads the input at f / alpha below the boundary `f_b = boundary * nyquist *
@@ -153,22 +159,24 @@ def vtlp_source_bins(alpha: jax.Array, n_freq: int, boundary: float = 0.8) -> ja
   a shorter vocal tract does.
   """
   top = float(n_freq - 1)
-  f = jnp.arange(n_freq, dtype=jnp.float32)[None, :]                    # [1, n_freq]
-  a = jnp.asarray(alpha, jnp.float32)[:, None]                           # [B, 1]
-  f_b = boundary * top * jnp.minimum(1.0, a)                             # [B, 1]
+  f = jnp.arange(n_freq, dtype=jnp.float32)[None, :]  # [1, n_freq]
+  a = jnp.asarray(alpha, jnp.float32)[:, None]  # [B, 1]
+  f_b = boundary * top * jnp.minimum(1.0, a)  # [B, 1]
   below = f / a
   above = f_b / a + (f - f_b) * (top - f_b / a) / (top - f_b)
-  return jnp.clip(jnp.where(f <= f_b, below, above), 0.0, top)          # [B, n_freq]
+  return jnp.clip(jnp.where(f <= f_b, below, above), 0.0, top)  # [B, n_freq]
 
 
 def vtlp_warp(power: jax.Array, alpha: jax.Array) -> jax.Array:
   """Warps power spectra [B, F, n_freq] along frequency by `alpha` [B] (linear interpolation)."""
-  src = vtlp_source_bins(alpha, power.shape[-1])                        # [B, n_freq]
+  src = vtlp_source_bins(alpha, power.shape[-1])  # [B, n_freq]
   lo = jnp.floor(src).astype(jnp.int32)
   hi = jnp.minimum(lo + 1, power.shape[-1] - 1)
-  frac = (src - lo)[:, None, :]                                          # [B, 1, n_freq]
-  take = lambda idx: jnp.take_along_axis(power, jnp.broadcast_to(idx[:, None, :], power.shape),
-                                         axis=-1)
+  frac = (src - lo)[:, None, :]  # [B, 1, n_freq]
+
+  def take(idx):
+    return jnp.take_along_axis(power, jnp.broadcast_to(idx[:, None, :], power.shape), axis=-1)
+
   return take(lo) * (1.0 - frac) + take(hi) * frac
 
 
@@ -180,8 +188,9 @@ def sample_vtlp_alpha(rng: jax.Array, batch: int, cfg: FrontendConfig) -> jax.Ar
 
 def log_mel_from_power(power: jax.Array, cfg: FrontendConfig) -> jax.Array:
   """Power spectra [B, F, n_freq] -> log-mel float32 [B, F, n_mels]."""
-  mel = jnp.matmul(power, jnp.asarray(mel_filterbank(cfg)),
-                   precision=jax.lax.Precision.HIGHEST)                # [B, F, n_mels]
+  mel = jnp.matmul(
+    power, jnp.asarray(mel_filterbank(cfg)), precision=jax.lax.Precision.HIGHEST
+  )  # [B, F, n_mels]
   return jnp.log(jnp.maximum(mel, cfg.log_floor))
 
 
@@ -189,8 +198,8 @@ def normalize(mel: jax.Array, eps: float = 1e-5) -> jax.Array:
   """Per utterance, per band: zero mean and unit variance over time. [B, F, M] -> [B, F, M]."""
   if mel.ndim != 3:
     raise ValueError(f'mel must be [batch, frames, bands], got shape {mel.shape}')
-  mean = jnp.mean(mel, axis=1, keepdims=True)                           # [B, 1, M]
-  var = jnp.var(mel, axis=1, keepdims=True)                             # [B, 1, M]
+  mean = jnp.mean(mel, axis=1, keepdims=True)  # [B, 1, M]
+  var = jnp.var(mel, axis=1, keepdims=True)  # [B, 1, M]
   return (mel - mean) * jax.lax.rsqrt(var + eps)
 
 
@@ -200,11 +209,12 @@ def _band_mask(rng: jax.Array, batch: int, size: int, count: int, max_width: int
     return jnp.zeros((batch, size), bool)
   max_width = min(max_width, size)
   w_rng, s_rng = jax.random.split(rng)
-  width = jax.random.randint(w_rng, (batch, count), 0, max_width + 1)          # [B, n]
-  start = jnp.floor(jax.random.uniform(s_rng, (batch, count))
-                    * (size - width + 1).astype(jnp.float32)).astype(jnp.int32)  # [B, n]
-  idx = jnp.arange(size)[None, None, :]                                        # [1, 1, size]
-  inside = (idx >= start[..., None]) & (idx < (start + width)[..., None])      # [B, n, size]
+  width = jax.random.randint(w_rng, (batch, count), 0, max_width + 1)  # [B, n]
+  start = jnp.floor(
+    jax.random.uniform(s_rng, (batch, count)) * (size - width + 1).astype(jnp.float32)
+  ).astype(jnp.int32)  # [B, n]
+  idx = jnp.arange(size)[None, None, :]  # [1, 1, size]
+  inside = (idx >= start[..., None]) & (idx < (start + width)[..., None])  # [B, n, size]
   return jnp.any(inside, axis=1)
 
 
@@ -216,14 +226,15 @@ def spec_augment(rng: jax.Array, mel: jax.Array, cfg: FrontendConfig) -> jax.Arr
   """
   b, f, m = mel.shape
   f_rng, t_rng = jax.random.split(rng)
-  freq = _band_mask(f_rng, b, m, cfg.freq_masks, cfg.freq_width)   # [B, M]
-  time = _band_mask(t_rng, b, f, cfg.time_masks, cfg.time_width)   # [B, F]
-  masked = freq[:, None, :] | time[:, :, None]                     # [B, F, M]
+  freq = _band_mask(f_rng, b, m, cfg.freq_masks, cfg.freq_width)  # [B, M]
+  time = _band_mask(t_rng, b, f, cfg.time_masks, cfg.time_width)  # [B, F]
+  masked = freq[:, None, :] | time[:, :, None]  # [B, F, M]
   return jnp.where(masked, jnp.zeros((), mel.dtype), mel)
 
 
-def features(waveform: jax.Array, cfg: FrontendConfig, *, rng: Optional[jax.Array] = None,
-             train: bool = False) -> jax.Array:
+def features(
+  waveform: jax.Array, cfg: FrontendConfig, *, rng: Optional[jax.Array] = None, train: bool = False
+) -> jax.Array:
   """log_mel -> normalize (if cfg.normalize) -> spec_augment (train and cfg.specaugment)."""
   mel = log_mel(waveform, cfg)
   if cfg.normalize:

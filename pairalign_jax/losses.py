@@ -1,4 +1,4 @@
-"""Every term of the PairAlign objective (DESIGN §3) as a pure function over arrays.
+"""Every term of the PairAlign objective (docs/METHOD.md §5) as a pure function over arrays.
 
 No model calls here: the functions take logits, log-likelihoods, codes and times. Notation:
 ``ℓ(y|H) = Σ_t mask_t log p(y_t | y_<t, H)`` and ``ℓ̄ = ℓ / Σ_t mask_t`` (nats per scored token).
@@ -34,45 +34,20 @@ def _smooth_l1(x: Array, beta: float) -> Array:
   return optax.losses.huber_loss(x, delta=beta) / beta
 
 
-# ----------------------------------------------------------------------------- likelihoods
-
-def token_log_probs(logits: Array, targets: Array) -> Array:
-  """``log p(targets_t)`` under ``softmax(logits_t)``: logits [B, L, V], targets int [B, L] -> [B, L].
-
-  Computed in float32 whatever the logits' dtype.
-  """
-  if logits.shape[:-1] != targets.shape:
-    raise ValueError(f'logits {logits.shape} and targets {targets.shape} disagree on [batch, length]')
-  return -optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+# ----------------------------------------------------------------------------- sequence terms
 
 
-def sequence_log_likelihood(logits: Array, targets: Array, mask: Array):
-  """Teacher-forced sequence log-likelihood.
+def cross_teacher_forcing(
+  ll_1_given_2: Array,
+  ll_2_given_1: Array,
+  *,
+  ll_1_given_1: Optional[Array] = None,
+  ll_2_given_2: Optional[Array] = None,
+  self_weight: float = 1.0,
+) -> Array:
+  """Cross-paired teacher forcing (docs/METHOD.md §5.2).
 
-  ``total_b = Σ_t mask_bt log p(y_bt | y_b<t, H_b)`` and ``mean_b = total_b / max(Σ_t mask_bt, 1)``.
-  Unscored positions (mask 0) contribute exactly 0 to the value and to the gradient, whatever
-  their logits hold.
-
-  Args:
-    logits: [B, L, V]; targets: int [B, L]; mask: [B, L] (1 at scored positions, see
-      `sequences.score_mask`).
-  Returns:
-    (total [B], mean [B]) float32.
-  """
-  scored = mask > 0
-  # Unscored logits are replaced before the softmax: a NaN/inf there would otherwise reach the
-  # gradient as 0 * NaN through the softmax backward.
-  logits = jnp.where(scored[..., None], logits, jnp.zeros((), logits.dtype))
-  lp = token_log_probs(logits, targets)                                         # [B, L]
-  total = jnp.sum(jnp.where(scored, lp * mask, 0.0), axis=-1)                   # [B]
-  count = jnp.sum(jnp.where(scored, mask, 0.0), axis=-1).astype(jnp.float32)   # [B]
-  return total, _safe_div(total, count)
-
-
-def cross_teacher_forcing(ll_1_given_2: Array, ll_2_given_1: Array, *,
-                          ll_1_given_1: Optional[Array] = None, ll_2_given_2: Optional[Array] = None,
-                          self_weight: float = 1.0) -> Array:
-  """Cross-paired teacher forcing (DESIGN §3.2): ``-mean_b ℓ̄(y1_b|H2_b) - mean_b ℓ̄(y2_b|H1_b)``.
+  ``-mean_b ℓ̄(y1_b|H2_b) - mean_b ℓ̄(y2_b|H1_b)``.
 
   Args are per-sequence mean log-likelihoods ``ℓ̄`` [B]. With ``ll_1_given_1`` and
   ``ll_2_given_2`` (both or neither), the self terms ``-self_weight * (mean ℓ̄(y1|H1) +
@@ -80,14 +55,18 @@ def cross_teacher_forcing(ll_1_given_2: Array, ll_2_given_1: Array, *,
   """
   loss = -(jnp.mean(ll_1_given_2) + jnp.mean(ll_2_given_1))
   if (ll_1_given_1 is None) != (ll_2_given_2 is None):
-    raise ValueError('cross_teacher_forcing: pass both self terms (ll_1_given_1, ll_2_given_2) or neither')
+    raise ValueError(
+      'cross_teacher_forcing: pass both self terms (ll_1_given_1, ll_2_given_2) or neither'
+    )
   if ll_1_given_1 is not None:
     loss = loss - self_weight * (jnp.mean(ll_1_given_1) + jnp.mean(ll_2_given_2))
   return loss
 
 
 def antibypass(ll_own: Array, ll_other: Array, margin: float) -> Array:
-  """Anti-bypass margin (DESIGN §3.4): ``mean_b relu(m - (ℓ̄(y_b|H_b) - ℓ̄(y_b|H_other(b))))``.
+  """Anti-bypass margin (docs/METHOD.md §5.4).
+
+  ``mean_b relu(m - (ℓ̄(y_b|H_b) - ℓ̄(y_b|H_other(b))))``.
 
   ll_own, ll_other: [B] mean log-likelihoods of the same sequences under their own and an
   unrelated condition; margin ``m`` in nats per token. Zero once own beats other by ``m``.
@@ -98,7 +77,7 @@ def antibypass(ll_own: Array, ll_other: Array, margin: float) -> Array:
 
 
 def info_nce(s: Array, temperature: float) -> Array:
-  """Symmetric InfoNCE over a likelihood matrix (DESIGN §3.5).
+  """Symmetric InfoNCE over a likelihood matrix (docs/METHOD.md §5.5).
 
   ``S_ij = ℓ̄(y1_i | H2_j)`` [B, B]; with ``Z = S / τ``:
   ``0.5 * (mean_i -log softmax_j(Z_i·)_i + mean_j -log softmax_i(Z_·j)_j)``, i.e. row i must
@@ -111,8 +90,8 @@ def info_nce(s: Array, temperature: float) -> Array:
     raise ValueError(f'info_nce: temperature must be positive, got {temperature}')
   z = s.astype(jnp.float32) / temperature
   labels = jnp.arange(s.shape[0])
-  rows = optax.softmax_cross_entropy_with_integer_labels(z, labels)            # [B]
-  cols = optax.softmax_cross_entropy_with_integer_labels(z.T, labels)          # [B]
+  rows = optax.softmax_cross_entropy_with_integer_labels(z, labels)  # [B]
+  cols = optax.softmax_cross_entropy_with_integer_labels(z.T, labels)  # [B]
   return 0.5 * (jnp.mean(rows) + jnp.mean(cols))
 
 
@@ -127,18 +106,21 @@ def info_nce_sampled(s_pos: Array, s_neg: Array, temperature: float) -> Array:
     raise ValueError(f'info_nce_sampled: s_pos {s_pos.shape} needs s_neg [B, k], got {s_neg.shape}')
   if not temperature > 0:
     raise ValueError(f'info_nce_sampled: temperature must be positive, got {temperature}')
-  z = jnp.concatenate([s_pos[:, None], s_neg], axis=1).astype(jnp.float32) / temperature   # [B, 1+k]
+  z = jnp.concatenate([s_pos[:, None], s_neg], axis=1).astype(jnp.float32) / temperature  # [B, 1+k]
   labels = jnp.zeros((s_pos.shape[0],), jnp.int32)
   return jnp.mean(optax.softmax_cross_entropy_with_integer_labels(z, labels))
 
 
 # ----------------------------------------------------------------------------- VQ prior (stage 0)
 
+
 def vq_recon_loss(mel_hat: Array, mel: Array) -> Array:
   """Mel reconstruction from quantized frames: ``mean (mel_hat - mel)²`` over [B, F, M]."""
   if mel_hat.shape != mel.shape:
     raise ValueError(f'vq_recon_loss: mel_hat {mel_hat.shape} and mel {mel.shape} differ')
-  return jnp.mean(jnp.square(mel_hat.astype(jnp.float32) - jax.lax.stop_gradient(mel).astype(jnp.float32)))
+  return jnp.mean(
+    jnp.square(mel_hat.astype(jnp.float32) - jax.lax.stop_gradient(mel).astype(jnp.float32))
+  )
 
 
 def code_prediction_loss(logits: Array, codes: Array, mask: Optional[Array] = None) -> Array:
@@ -148,9 +130,12 @@ def code_prediction_loss(logits: Array, codes: Array, mask: Optional[Array] = No
   mask [B, T] (masked mean).
   """
   if logits.shape[:-1] != codes.shape:
-    raise ValueError(f'code_prediction_loss: logits {logits.shape} and codes {codes.shape} disagree')
+    raise ValueError(
+      f'code_prediction_loss: logits {logits.shape} and codes {codes.shape} disagree'
+    )
   ce = optax.softmax_cross_entropy_with_integer_labels(
-      logits.astype(jnp.float32), jax.lax.stop_gradient(codes))                # [B, T]
+    logits.astype(jnp.float32), jax.lax.stop_gradient(codes)
+  )  # [B, T]
   if mask is None:
     return jnp.mean(ce)
   return _safe_div(jnp.sum(jnp.where(mask > 0, ce * mask, 0.0)), jnp.sum(mask))
@@ -169,6 +154,7 @@ def commitment_loss(commit_loss: Array) -> Array:
 
 # ----------------------------------------------------------------------------- timing
 
+
 def timing_loss(pred_times: Array, target_times: Array, mask: Array, beta: float = 0.02) -> Array:
   """Timing recovery: masked mean smooth-L1 (seconds) between predicted and target token times.
 
@@ -185,14 +171,15 @@ def monotonic_penalty(times: Array, mask: Array) -> Array:
 
   times, mask: [B, L] (mask: code positions). 0 when times never go backwards.
   """
-  both = (mask[:, :-1] > 0) & (mask[:, 1:] > 0)                                 # [B, L-1]
+  both = (mask[:, :-1] > 0) & (mask[:, 1:] > 0)  # [B, L-1]
   back = jax.nn.relu(times[:, :-1] - times[:, 1:])
   return _safe_div(jnp.sum(jnp.where(both, back, 0.0)), jnp.sum(both))
 
 
-def coverage_loss(times: Array, mask: Array, voiced_start: Array, voiced_end: Array,
-                  max_gap: float) -> Array:
-  """Seconds of the voiced region left uncovered by the token times (DESIGN §3, "coverage").
+def coverage_loss(
+  times: Array, mask: Array, voiced_start: Array, voiced_end: Array, max_gap: float
+) -> Array:
+  """Seconds of the voiced region left uncovered by the token times (docs/METHOD.md §5.6).
 
   Each token time ``t`` covers ``[t - g/2, t + g/2]`` with ``g = max_gap``; the loss is the length
   of ``[start, end]`` outside that cover (for times in order):
@@ -207,22 +194,23 @@ def coverage_loss(times: Array, mask: Array, voiced_start: Array, voiced_end: Ar
     voiced_start, voiced_end: [B] seconds (see :func:`voiced_region`).
     max_gap: g in seconds.
   """
-  valid = mask > 0                                                              # [B, L]
-  n = jnp.sum(valid, axis=1)                                                    # [B]
+  valid = mask > 0  # [B, L]
+  n = jnp.sum(valid, axis=1)  # [B]
   half = 0.5 * max_gap
   first = times[:, 0]
   last = jnp.take_along_axis(times, jnp.maximum(n - 1, 0)[:, None], axis=1)[:, 0]
   both = valid[:, :-1] & valid[:, 1:]
   gaps = jnp.sum(jnp.where(both, jax.nn.relu(times[:, 1:] - times[:, :-1] - max_gap), 0.0), axis=1)
-  per_row = (jax.nn.relu(first - half - voiced_start) + jax.nn.relu(voiced_end - last - half) + gaps)
+  per_row = jax.nn.relu(first - half - voiced_start) + jax.nn.relu(voiced_end - last - half) + gaps
   span = jax.nn.relu(voiced_end - voiced_start)
   per_row = jnp.where(n > 0, per_row, span)
   per_row = jnp.where(voiced_end > voiced_start, per_row, 0.0)
   return jnp.mean(per_row)
 
 
-def voiced_region(frame_energy: Array, frame_seconds: float, threshold_db: float,
-                  min_energy: Optional[float] = None):
+def voiced_region(
+  frame_energy: Array, frame_seconds: float, threshold_db: float, min_energy: Optional[float] = None
+):
   """(start [B], end [B]) seconds of the voiced region from a per-frame energy envelope.
 
   frame_energy [B, T] is a natural-log power per frame (e.g. the mean over bands of
@@ -237,7 +225,7 @@ def voiced_region(frame_energy: Array, frame_seconds: float, threshold_db: float
   t = frame_energy.shape[1]
   energy = frame_energy.astype(jnp.float32)
   thresh = jnp.max(energy, axis=1, keepdims=True) - threshold_db * math.log(10.0) / 10.0
-  voiced = energy >= thresh                                                     # [B, T]
+  voiced = energy >= thresh  # [B, T]
   if min_energy is not None:
     voiced = voiced & (energy > min_energy)
   idx = jnp.arange(t)
@@ -251,6 +239,7 @@ def voiced_region(frame_energy: Array, frame_seconds: float, threshold_db: float
 
 # ----------------------------------------------------------------------------- length
 
+
 def length_loss(pred_len: Array, lengths: Array, beta: float = 0.1) -> Array:
   """Length head regression: ``mean smoothL1_β((pred - n) / max(n, 1))`` (relative error, β = 0.1).
 
@@ -262,10 +251,16 @@ def length_loss(pred_len: Array, lengths: Array, beta: float = 0.1) -> Array:
   return jnp.mean(_smooth_l1(rel, beta))
 
 
-def eos_bias_update(bias: Array, mean_length: Array, target_length: float, gain: float,
-                    limit: float, termination_rate: Optional[Array] = None,
-                    min_termination: float = 0.0) -> Array:
-  """Proportional length controller for the teacher's EOS-logit bias (DESIGN §3.6).
+def eos_bias_update(
+  bias: Array,
+  mean_length: Array,
+  target_length: float,
+  gain: float,
+  limit: float,
+  termination_rate: Optional[Array] = None,
+  min_termination: float = 0.0,
+) -> Array:
+  """Proportional length controller for the teacher's EOS-logit bias (docs/METHOD.md §7).
 
   ``clip(bias + gain · err, -limit, limit)`` with ``err = mean_length - target_length``: the bias
   is added to the EOS logit, so decodes that are too long raise it (earlier EOS) and too short
@@ -284,6 +279,7 @@ def eos_bias_update(bias: Array, mean_length: Array, target_length: float, gain:
 
 
 # ----------------------------------------------------------------------------- total
+
 
 def total_from_terms(terms: Mapping[str, Array], weights: Mapping[str, float]):
   """``total = Σ_{w_name != 0} w_name · terms[name]`` and a logging dict of every weighted name.
@@ -304,7 +300,9 @@ def total_from_terms(terms: Mapping[str, Array], weights: Mapping[str, float]):
   logged = {}
   for name, weight in weights.items():
     if isinstance(weight, bool) or not isinstance(weight, (int, float, np.number)):
-      raise TypeError(f'total_from_terms: weight of {name!r} must be a static number, got {type(weight)}')
+      raise TypeError(
+        f'total_from_terms: weight of {name!r} must be a static number, got {type(weight)}'
+      )
     if weight == 0:
       logged[name] = jnp.zeros((), jnp.float32)
       continue

@@ -19,8 +19,8 @@ FLAGS = flags.FLAGS
 
 flags.DEFINE_string('workdir', None, 'Directory for checkpoints, metrics and the report.')
 config_flags.DEFINE_config_file(
-    'config', None, 'Training configuration file (a Python file with get_config()).',
-    lock_config=True)
+  'config', None, 'Training configuration file (a Python file with get_config()).', lock_config=True
+)
 flags.mark_flags_as_required(['config', 'workdir'])
 
 _OVERRIDE = re.compile(r'^--?(config\.[^=\s]+)')
@@ -32,8 +32,8 @@ def parse_flags(argv: list[str]) -> list[str]:
   try:
     return app.parse_flags_with_usage(argv)
   except (AttributeError, KeyError) as e:
-    # pylint: disable-next=import-outside-toplevel
     from pairalign_jax import config_validation
+
     reference = config_validation.default_config()
     for arg in argv[1:]:
       match = _OVERRIDE.match(arg)
@@ -47,8 +47,9 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   # Imported here so `--help` works without initializing JAX.
-  from pairalign_jax import config_validation  # pylint: disable=import-outside-toplevel
-  from pairalign_jax import train  # pylint: disable=import-outside-toplevel
+  from pairalign_jax import config_validation
+  from pairalign_jax import train
+
   logging.info('workdir: %s', FLAGS.workdir)
   try:
     train.train_and_evaluate(FLAGS.config, FLAGS.workdir)

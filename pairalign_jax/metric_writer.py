@@ -20,7 +20,7 @@ def _to_python(value: Any) -> Any:
     return value.tolist()
   value = value.item()
   if isinstance(value, float) and not math.isfinite(value):
-    return str(value)   # JSON has no NaN/inf
+    return str(value)  # JSON has no NaN/inf
   return value
 
 
@@ -34,7 +34,8 @@ class MetricWriter:
     if self.enabled:
       os.makedirs(workdir, exist_ok=True)
       self._jsonl = open(os.path.join(workdir, 'metrics.jsonl'), 'a', encoding='utf-8')
-      from tensorboardX import SummaryWriter  # pylint: disable=import-outside-toplevel
+      from tensorboardX import SummaryWriter
+
       self._tb = SummaryWriter(os.path.join(workdir, 'tensorboard'))
 
   def write_scalars(self, step: int, scalars: Mapping[str, Any]) -> None:

@@ -1,32 +1,36 @@
 """PairAlign model: conv+Transformer encoder, EMA VQ head, and a cross-attention token decoder.
 
-Flax linen, used only through ``init`` / ``apply``. Variables are ``{'params': ..., 'vq_stats': ...}``:
-'params' are trained; 'vq_stats' hold the EMA codebook statistics (``cluster_size [K]``,
-``embed_sum [K, c]``, ``codebook [K, c]``) that no gradient reaches.
+Flax linen, used only through ``init`` / ``apply``. Variables are
+``{'params': ..., 'vq_stats': ...}``: 'params' are trained; 'vq_stats' hold the EMA codebook
+statistics (``cluster_size [K]``, ``embed_sum [K, c]``, ``codebook [K, c]``) that no gradient
+reaches.
 
 Methods (call with ``model.apply(variables, ..., method=PairAlign.<name>)``)::
 
   encode(mel [B,F,M], train) -> H [B,T,d]                   # T = F // subsample
-  quantize(H, train) -> VQOutput                            # mutable=['vq_stats'] + rngs {'vq'} to update
+  quantize(H, train) -> VQOutput          # mutable=['vq_stats'] + rngs {'vq'} to update
   reconstruct(quantized [B,T,c], num_frames=None) -> mel_hat [B, num_frames or T*s, M]
   predict_codes(H) -> logits [B,T,K];   predict_length(H) -> [B]
   condition(H) -> {'k', 'v': [layers, B, heads, T, head_dim]}   # cross-attention K/V, once per H
   score(cond, inputs [B,L], train, input_times [B,L]) -> (logits [B,L,V] f32, times [B,L] seconds)
-  decode_step(cond, cache, token [B], position, prev_time [B]) -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
+  decode_step(cond, cache, token [B], position, prev_time [B])
+      -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
 
 The batch axis of ``cond`` is axis 1 (layers first, then batch, heads first): use `gather_condition`
 to pair conditions with other rows' token sequences (all-pairs scoring without re-projecting K/V).
 
-Decisions not fixed by DESIGN.md, documented here:
-- Encoder subsampling: log2(s) stride-2 ``Conv(kernel 3, 'SAME')`` + GELU over time (mel bands as input
-  channels), after cropping the mel to ``T * s`` frames, so ``T = F // s`` exactly.
-- Encoder positions: sinusoidal (``ModelConfig.enc_positions='learned'`` switches to a learned table).
-- VQ: ``z = l2norm(W h)``; code = argmax ``z . e_k`` (= nearest in l2 on the unit sphere); commitment
-  ``mean_frames ||z - sg(q)||^2``; EMA update (VQ-VAE-2, Laplace-smoothed counts) of the *sum* of the
-  assigned vectors, codebook = l2norm(embed_sum / smoothed count). Dead codes (EMA count below the
-  threshold after the update; the count is about frames per batch) are re-seeded from random batch
-  vectors. Counts start at 0, so the first training step re-seeds every code from batch vectors (a
-  data-dependent codebook initialization; a random codebook collapses to 2-3 used codes).
+Decisions the paper does not fix (docs/METHOD.md §2, §6), documented here:
+- Encoder subsampling: log2(s) stride-2 ``Conv(kernel 3, 'SAME')`` + GELU over time (mel bands as
+  input channels), after cropping the mel to ``T * s`` frames, so ``T = F // s`` exactly.
+- Encoder positions: sinusoidal (``ModelConfig.enc_positions='learned'`` switches to a learned
+  table).
+- VQ: ``z = l2norm(W h)``; code = argmax ``z . e_k`` (= nearest in l2 on the unit sphere);
+  commitment ``mean_frames ||z - sg(q)||^2``; EMA update (VQ-VAE-2, Laplace-smoothed counts) of the
+  *sum* of the assigned vectors, codebook = l2norm(embed_sum / smoothed count). Dead codes (EMA
+  count below the threshold after the update; the count is about frames per batch) are re-seeded
+  from random batch vectors. Counts start at 0, so the first training step re-seeds every code
+  from batch vectors (a data-dependent codebook initialization; a random codebook collapses to 2-3
+  used codes).
 - Token times: expected frame-centre time under the cross-attention weights, a learned softmax
   mix over layers and heads (`token_times`; uniform at init); gradients flow through the
   attention, so the timing losses train it and pick the heads that locate the token.
@@ -39,9 +43,8 @@ Decisions not fixed by DESIGN.md, documented here:
 """
 
 import dataclasses
-import functools
 import math
-from typing import Any, Optional
+from typing import Optional
 
 import flax
 import flax.linen as nn
@@ -60,6 +63,7 @@ _NEG_INF = -1e9
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Model hyper-parameters (hashable, so it can be a jit static argument)."""
+
   d_model: int = 256
   num_heads: int = 4
   mlp_dim: int = 1024
@@ -76,9 +80,9 @@ class ModelConfig:
   dtype: str = 'float32'
   recon_channels: int = 128
   n_mels: int = 80
-  frame_seconds: float = 0.02        # encoder frame duration: subsample * hop / sample_rate
+  frame_seconds: float = 0.02  # encoder frame duration: subsample * hop / sample_rate
   enc_positions: str = 'sinusoidal'  # 'sinusoidal' | 'learned'
-  enc_max_frames: int = 150          # learned encoder positions: table size (frames after subsampling)
+  enc_max_frames: int = 150  # learned encoder positions: table size (frames after subsampling)
   vq_ema_decay: float = 0.99
   vq_epsilon: float = 1e-5
   dead_code_threshold: float = 1.0
@@ -91,14 +95,19 @@ class ModelConfig:
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
-      raise ValueError(f'model.d_model ({self.d_model}) must be divisible by model.num_heads '
-                       f'({self.num_heads})')
+      raise ValueError(
+        f'model.d_model ({self.d_model}) must be divisible by model.num_heads ({self.num_heads})'
+      )
     if self.subsample < 1 or self.subsample & (self.subsample - 1):
-      raise ValueError(f'model.subsample must be a power of two (1, 2, 4, ...), got {self.subsample}')
+      raise ValueError(
+        f'model.subsample must be a power of two (1, 2, 4, ...), got {self.subsample}'
+      )
     if self.dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
     if self.enc_positions not in ('sinusoidal', 'learned'):
-      raise ValueError(f"model.enc_positions must be 'sinusoidal' or 'learned', got {self.enc_positions!r}")
+      raise ValueError(
+        f"model.enc_positions must be 'sinusoidal' or 'learned', got {self.enc_positions!r}"
+      )
     if self.codebook_size < 2:
       raise ValueError(f'model.codebook_size must be >= 2, got {self.codebook_size}')
     if self.max_len < 1:
@@ -113,19 +122,31 @@ class ModelConfig:
     sr, hop = int(config.audio.sample_rate), int(config.frontend.hop_length)
     num_frames = int(round(config.audio.segment_seconds * sr)) // hop
     return cls(
-        d_model=int(m.d_model), num_heads=int(m.num_heads), mlp_dim=int(m.mlp_dim),
-        enc_layers=int(m.enc_layers), dec_layers=int(m.dec_layers), subsample=int(m.subsample),
-        dropout_rate=float(m.dropout_rate), attention_dropout_rate=float(m.attention_dropout_rate),
-        codebook_size=int(m.codebook_size), code_dim=int(m.code_dim), max_len=int(m.max_len),
-        scan_layers=bool(m.scan_layers), remat=bool(m.remat), dtype=str(m.dtype),
-        recon_channels=int(m.recon_channels), n_mels=int(config.frontend.n_mels),
-        frame_seconds=int(m.subsample) * hop / sr,
-        enc_positions=str(m.get('enc_positions', 'sinusoidal')),
-        enc_max_frames=max(1, num_frames // int(m.subsample)),
-        vq_ema_decay=float(vq.ema_decay), vq_epsilon=float(vq.epsilon),
-        dead_code_threshold=float(vq.dead_code_threshold), vq_reseed=bool(vq.reseed),
-        vq_diversity_temperature=float(vq.get('diversity_temperature', 0.1)),
-        time_bias_frames=int(m.get('time_bias_frames', 0)),
+      d_model=int(m.d_model),
+      num_heads=int(m.num_heads),
+      mlp_dim=int(m.mlp_dim),
+      enc_layers=int(m.enc_layers),
+      dec_layers=int(m.dec_layers),
+      subsample=int(m.subsample),
+      dropout_rate=float(m.dropout_rate),
+      attention_dropout_rate=float(m.attention_dropout_rate),
+      codebook_size=int(m.codebook_size),
+      code_dim=int(m.code_dim),
+      max_len=int(m.max_len),
+      scan_layers=bool(m.scan_layers),
+      remat=bool(m.remat),
+      dtype=str(m.dtype),
+      recon_channels=int(m.recon_channels),
+      n_mels=int(config.frontend.n_mels),
+      frame_seconds=int(m.subsample) * hop / sr,
+      enc_positions=str(m.get('enc_positions', 'sinusoidal')),
+      enc_max_frames=max(1, num_frames // int(m.subsample)),
+      vq_ema_decay=float(vq.ema_decay),
+      vq_epsilon=float(vq.epsilon),
+      dead_code_threshold=float(vq.dead_code_threshold),
+      vq_reseed=bool(vq.reseed),
+      vq_diversity_temperature=float(vq.get('diversity_temperature', 0.1)),
+      time_bias_frames=int(m.get('time_bias_frames', 0)),
     )
 
   @property
@@ -143,12 +164,12 @@ class ModelConfig:
 
 @flax.struct.dataclass
 class VQOutput:
-  codes: Array        # [B, T] int32
-  quantized: Array    # [B, T, c] float32, straight-through (value q, gradient of z)
+  codes: Array  # [B, T] int32
+  quantized: Array  # [B, T, c] float32, straight-through (value q, gradient of z)
   commit_loss: Array  # [] mean over frames of ||z - sg(q)||^2
-  perplexity: Array   # [] exp(entropy) of the batch code histogram
-  z: Array            # [B, T, c] l2-normalized projections
-  reseeded: Array     # [] int32: codes re-seeded from batch vectors by this call (0 unless updating)
+  perplexity: Array  # [] exp(entropy) of the batch code histogram
+  z: Array  # [B, T, c] l2-normalized projections
+  reseeded: Array  # [] int32: codes re-seeded from batch vectors by this call (0 unless updating)
   diversity_loss: Array  # [] 1 - exp(H(mean soft assignment)) / K: 0 when all codes are used evenly
 
 
@@ -193,21 +214,30 @@ def _dense(cfg: ModelConfig, features, names, name: str, *, axis=-1, dtype=None,
   feats = features if isinstance(features, tuple) else (features,)
   n_out = len(feats)
   return nn.DenseGeneral(
-      features=features, axis=axis, use_bias=bias,
-      dtype=dtype or cfg.activation_dtype, param_dtype=jnp.float32,
-      kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
-      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-n_out:]),
-      name=name)
+    features=features,
+    axis=axis,
+    use_bias=bias,
+    dtype=dtype or cfg.activation_dtype,
+    param_dtype=jnp.float32,
+    kernel_init=nn.with_logical_partitioning(nn.initializers.xavier_uniform(), names),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), names[-n_out:]),
+    name=name,
+  )
 
 
 def _layer_norm(cfg: ModelConfig, name: str):
-  return nn.LayerNorm(dtype=cfg.activation_dtype, param_dtype=jnp.float32,
-                      scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
-                      bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
-                      name=name)
+  return nn.LayerNorm(
+    dtype=cfg.activation_dtype,
+    param_dtype=jnp.float32,
+    scale_init=nn.with_logical_partitioning(nn.initializers.ones_init(), ('embed',)),
+    bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
+    name=name,
+  )
 
 
-def _attention_weights(q: Array, k: Array, mask: Optional[Array], bias: Optional[Array] = None) -> Array:
+def _attention_weights(
+  q: Array, k: Array, mask: Optional[Array], bias: Optional[Array] = None
+) -> Array:
   """q [B,Lq,H,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk], optional additive bias
   [B,H,Lq,Lk] -> float32 weights [B,H,Lq,Lk]."""
   scale = 1.0 / math.sqrt(q.shape[-1])
@@ -234,6 +264,7 @@ class Mlp(nn.Module):
 # ----------------------------------------------------------------------------------- encoder
 class EncoderLayer(nn.Module):
   """Pre-LN Transformer block (bidirectional self-attention + MLP). Scan-compatible."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -241,12 +272,12 @@ class EncoderLayer(nn.Module):
     cfg = self.cfg
     h, hd = cfg.num_heads, cfg.head_dim
     y = _layer_norm(cfg, 'ln_attn')(x)
-    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'query')(y)                   # [B,T,H,hd]
+    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'query')(y)  # [B,T,H,hd]
     k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'key')(y).transpose(0, 2, 1, 3)
     v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'value')(y).transpose(0, 2, 1, 3)
-    w = _attention_weights(q, k, None)                                                # [B,H,T,T]
+    w = _attention_weights(q, k, None)  # [B,H,T,T]
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
-    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)                           # [B,T,H,hd]
+    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)  # [B,T,H,hd]
     o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'out', axis=(-2, -1))(o)
     x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
     y = _layer_norm(cfg, 'ln_mlp')(x)
@@ -259,13 +290,19 @@ def _stack(layer_cls, cfg: ModelConfig, num_layers: int, name: str, in_axes, sta
   cls = layer_cls
   if cfg.remat:
     cls = nn.remat(cls, prevent_cse=False, static_argnums=static_argnums)
-  return nn.scan(cls, variable_axes={'params': 0}, split_rngs={'params': True, 'dropout': True},
-                 in_axes=in_axes, length=num_layers,
-                 metadata_params={nn.PARTITION_NAME: 'layers'})(cfg, name=name)
+  return nn.scan(
+    cls,
+    variable_axes={'params': 0},
+    split_rngs={'params': True, 'dropout': True},
+    in_axes=in_axes,
+    length=num_layers,
+    metadata_params={nn.PARTITION_NAME: 'layers'},
+  )(cfg, name=name)
 
 
 class Encoder(nn.Module):
   """log-mel [B,F,M] -> H [B, F // subsample, d]."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -277,22 +314,34 @@ class Encoder(nn.Module):
     t = mel.shape[1] // s
     if t < 1:
       raise ValueError(f'mel has {mel.shape[1]} frames, fewer than model.subsample={s}')
-    x = mel[:, :t * s].astype(cfg.activation_dtype)
+    x = mel[:, : t * s].astype(cfg.activation_dtype)
     x = _constrain(x, ('batch', 'frames', 'mel'))
     for i in range(int(math.log2(s))):
-      x = nn.Conv(cfg.d_model, (3,), strides=(2,), padding='SAME', dtype=cfg.activation_dtype,
-                  param_dtype=jnp.float32,
-                  kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                           (None, 'channels', 'embed')),
-                  bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
-                  name=f'subsample_{i}')(x)
+      x = nn.Conv(
+        cfg.d_model,
+        (3,),
+        strides=(2,),
+        padding='SAME',
+        dtype=cfg.activation_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(
+          nn.initializers.lecun_normal(), (None, 'channels', 'embed')
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('embed',)),
+        name=f'subsample_{i}',
+      )(x)
       x = nn.gelu(x)
-    x = _dense(cfg, cfg.d_model, ('channels', 'embed'), 'input_proj')(x)             # [B,T,d]
+    x = _dense(cfg, cfg.d_model, ('channels', 'embed'), 'input_proj')(x)  # [B,T,d]
     if cfg.enc_positions == 'learned':
       if t > cfg.enc_max_frames:
-        raise ValueError(f'{t} encoder frames exceed the learned position table ({cfg.enc_max_frames})')
-      pos = self.param('pos_embed', nn.with_logical_partitioning(
-          nn.initializers.normal(0.02), ('frames', 'embed')), (cfg.enc_max_frames, cfg.d_model))
+        raise ValueError(
+          f'{t} encoder frames exceed the learned position table ({cfg.enc_max_frames})'
+        )
+      pos = self.param(
+        'pos_embed',
+        nn.with_logical_partitioning(nn.initializers.normal(0.02), ('frames', 'embed')),
+        (cfg.enc_max_frames, cfg.d_model),
+      )
       x = x + pos[None, :t].astype(x.dtype)
     else:
       x = x + jnp.asarray(sinusoidal_positions(t, cfg.d_model), x.dtype)[None]
@@ -310,6 +359,7 @@ class Encoder(nn.Module):
 # ----------------------------------------------------------------------------------- VQ head
 class VectorQuantizer(nn.Module):
   """Projection + l2-normalized nearest-code lookup with an EMA codebook in 'vq_stats'."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -317,62 +367,83 @@ class VectorQuantizer(nn.Module):
     cfg = self.cfg
     k, c = cfg.codebook_size, cfg.code_dim
     z = _dense(cfg, c, ('embed', 'code'), 'proj', dtype=jnp.float32)(h.astype(jnp.float32))
-    z = l2_normalize(z)                                                               # [B,T,c]
+    z = l2_normalize(z)  # [B,T,c]
 
     def init_codebook():
       return l2_normalize(jax.random.normal(self.make_rng('params'), (k, c), jnp.float32))
 
-    codebook = self.variable('vq_stats', 'codebook',
-                             nn.with_logical_partitioning(init_codebook, ('codebook', 'code')))
+    codebook = self.variable(
+      'vq_stats', 'codebook', nn.with_logical_partitioning(init_codebook, ('codebook', 'code'))
+    )
     # Counts start at 0: with re-seeding on, every code is dead at the first training step and is
     # re-seeded from that batch's vectors (a data-dependent initialization of the codebook).
-    cluster_size = self.variable('vq_stats', 'cluster_size', nn.with_logical_partitioning(
-        lambda: jnp.zeros((k,), jnp.float32), ('codebook',)))
-    embed_sum = self.variable('vq_stats', 'embed_sum', nn.with_logical_partitioning(
-        lambda: codebook.value * 1.0, ('codebook', 'code')))
+    cluster_size = self.variable(
+      'vq_stats',
+      'cluster_size',
+      nn.with_logical_partitioning(lambda: jnp.zeros((k,), jnp.float32), ('codebook',)),
+    )
+    embed_sum = self.variable(
+      'vq_stats',
+      'embed_sum',
+      nn.with_logical_partitioning(lambda: codebook.value * 1.0, ('codebook', 'code')),
+    )
 
-    e = jax.lax.stop_gradient(codebook.value)                                         # [K,c]
-    sim = jnp.einsum('btc,kc->btk', z, e, precision=jax.lax.Precision.HIGHEST)        # [B,T,K]
-    codes = jnp.argmax(sim, axis=-1).astype(jnp.int32)                                # [B,T]
-    q = jnp.take(e, codes, axis=0)                                                    # [B,T,c]
+    e = jax.lax.stop_gradient(codebook.value)  # [K,c]
+    sim = jnp.einsum('btc,kc->btk', z, e, precision=jax.lax.Precision.HIGHEST)  # [B,T,K]
+    codes = jnp.argmax(sim, axis=-1).astype(jnp.int32)  # [B,T]
+    q = jnp.take(e, codes, axis=0)  # [B,T,c]
     commit = jnp.mean(jnp.sum(jnp.square(z - q), axis=-1))
     quantized = z + jax.lax.stop_gradient(q - z)
-    onehot = jax.nn.one_hot(codes, k, dtype=jnp.float32)                              # [B,T,K]
+    onehot = jax.nn.one_hot(codes, k, dtype=jnp.float32)  # [B,T,K]
     probs = jnp.mean(onehot, axis=(0, 1))
     perplexity = jnp.exp(-jnp.sum(probs * jnp.log(probs + 1e-10)))
     # Codebook-usage (diversity) penalty, as wav2vec 2.0's: the batch-mean soft assignment
     # softmax(z . e / temperature) should use every code; its gradient reaches z (and the encoder).
-    soft = jax.nn.softmax(sim / cfg.vq_diversity_temperature, axis=-1)               # [B,T,K]
-    mean_soft = jnp.mean(soft, axis=(0, 1))                                           # [K]
+    soft = jax.nn.softmax(sim / cfg.vq_diversity_temperature, axis=-1)  # [B,T,K]
+    mean_soft = jnp.mean(soft, axis=(0, 1))  # [K]
     soft_ppl = jnp.exp(-jnp.sum(mean_soft * jnp.log(mean_soft + 1e-10)))
     diversity_loss = 1.0 - soft_ppl / k
 
     reseeded = jnp.zeros((), jnp.int32)
     if train and self.is_mutable_collection('vq_stats') and not self.is_initializing():
-      flat_z = jax.lax.stop_gradient(z).reshape(-1, c)                                # [N,c]
-      flat_onehot = onehot.reshape(-1, k)                                             # [N,K]
+      flat_z = jax.lax.stop_gradient(z).reshape(-1, c)  # [N,c]
+      flat_onehot = onehot.reshape(-1, k)  # [N,K]
       new_cs, new_es, new_cb = ema_codebook_update(
-          cluster_size.value, embed_sum.value, flat_onehot, flat_z,
-          decay=cfg.vq_ema_decay, epsilon=cfg.vq_epsilon)
+        cluster_size.value,
+        embed_sum.value,
+        flat_onehot,
+        flat_z,
+        decay=cfg.vq_ema_decay,
+        epsilon=cfg.vq_epsilon,
+      )
       if cfg.vq_reseed and cfg.dead_code_threshold > 0:
         reseeded = jnp.sum(new_cs < cfg.dead_code_threshold).astype(jnp.int32)
         new_cs, new_es, new_cb = reseed_dead_codes(
-            self.make_rng('vq'), new_cs, new_es, new_cb, flat_z, cfg.dead_code_threshold)
+          self.make_rng('vq'), new_cs, new_es, new_cb, flat_z, cfg.dead_code_threshold
+        )
       cluster_size.value, embed_sum.value, codebook.value = new_cs, new_es, new_cb
-    return VQOutput(codes=codes, quantized=quantized, commit_loss=commit, perplexity=perplexity, z=z,
-                    reseeded=reseeded, diversity_loss=diversity_loss)
+    return VQOutput(
+      codes=codes,
+      quantized=quantized,
+      commit_loss=commit,
+      perplexity=perplexity,
+      z=z,
+      reseeded=reseeded,
+      diversity_loss=diversity_loss,
+    )
 
 
 def ema_codebook_update(cluster_size, embed_sum, onehot, z, *, decay: float, epsilon: float):
   """VQ-VAE-2 EMA step. cluster_size [K], embed_sum [K,c], onehot [N,K], z [N,c].
 
-  n_k <- decay n_k + (1 - decay) sum_i onehot_ik;  s_k <- decay s_k + (1 - decay) sum_i onehot_ik z_i;
+  n_k <- decay n_k + (1 - decay) sum_i onehot_ik;
+  s_k <- decay s_k + (1 - decay) sum_i onehot_ik z_i;
   smoothed n_k = (n_k + eps) / (sum n + K eps) * sum n;  codebook_k = l2norm(s_k / smoothed n_k).
   Returns (cluster_size, embed_sum, codebook).
   """
   k = cluster_size.shape[0]
-  counts = jnp.sum(onehot, axis=0)                                                    # [K]
-  sums = jnp.einsum('nk,nc->kc', onehot, z, precision=jax.lax.Precision.HIGHEST)      # [K,c]
+  counts = jnp.sum(onehot, axis=0)  # [K]
+  sums = jnp.einsum('nk,nc->kc', onehot, z, precision=jax.lax.Precision.HIGHEST)  # [K,c]
   cluster_size = decay * cluster_size + (1.0 - decay) * counts
   embed_sum = decay * embed_sum + (1.0 - decay) * sums
   total = jnp.sum(cluster_size)
@@ -388,9 +459,9 @@ def reseed_dead_codes(rng, cluster_size, embed_sum, codebook, z, threshold: floa
   reads "fewer than this many frames per batch". A re-seeded code restarts at count
   `2 * threshold` (so it survives about log(2)/(1-decay) steps unused before it is re-seeded again).
   """
-  dead = cluster_size < threshold                                                     # [K]
+  dead = cluster_size < threshold  # [K]
   idx = jax.random.randint(rng, cluster_size.shape, 0, z.shape[0])
-  fresh = jnp.take(z, idx, axis=0)                                                    # [K,c]
+  fresh = jnp.take(z, idx, axis=0)  # [K,c]
   restart = 2.0 * threshold
   codebook = jnp.where(dead[:, None], fresh, codebook)
   embed_sum = jnp.where(dead[:, None], fresh * restart, embed_sum)
@@ -401,6 +472,7 @@ def reseed_dead_codes(rng, cluster_size, embed_sum, codebook, z, threshold: floa
 # ----------------------------------------------------------------------------------- heads
 class MelDecoder(nn.Module):
   """Quantized frames [B,T,c] -> mel_hat [B, T*subsample, n_mels] (stage-0 reconstruction)."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -409,11 +481,18 @@ class MelDecoder(nn.Module):
     ch = cfg.recon_channels
 
     def conv(x, name):
-      return nn.Conv(ch, (3,), padding='SAME', dtype=cfg.activation_dtype, param_dtype=jnp.float32,
-                     kernel_init=nn.with_logical_partitioning(nn.initializers.lecun_normal(),
-                                                              (None, None, 'channels')),
-                     bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('channels',)),
-                     name=name)(x)
+      return nn.Conv(
+        ch,
+        (3,),
+        padding='SAME',
+        dtype=cfg.activation_dtype,
+        param_dtype=jnp.float32,
+        kernel_init=nn.with_logical_partitioning(
+          nn.initializers.lecun_normal(), (None, None, 'channels')
+        ),
+        bias_init=nn.with_logical_partitioning(nn.initializers.zeros_init(), ('channels',)),
+        name=name,
+      )(x)
 
     x = _dense(cfg, ch, ('code', 'channels'), 'input_proj')(quantized)
     x = nn.gelu(conv(x, 'conv_in'))
@@ -435,9 +514,9 @@ def location_prior_init(key, shape, dtype=jnp.float32):
   del key
   size, heads = shape
   r = (size - 1) // 2
-  offsets = jnp.arange(-r, r + 1, dtype=jnp.float32)[:, None]                          # [2R+1, 1]
-  centres = jnp.linspace(2.0, 6.0, heads) if heads > 1 else jnp.full((1,), 4.0)      # [H]
-  return (-(offsets - centres[None, :]) ** 2 / (2 * 3.0 ** 2)).astype(dtype)
+  offsets = jnp.arange(-r, r + 1, dtype=jnp.float32)[:, None]  # [2R+1, 1]
+  centres = jnp.linspace(2.0, 6.0, heads) if heads > 1 else jnp.full((1,), 4.0)  # [H]
+  return (-((offsets - centres[None, :]) ** 2) / (2 * 3.0**2)).astype(dtype)
 
 
 # Scale of the time-head logits: Adam moves a parameter about lr per step, and a softmax needs
@@ -455,7 +534,9 @@ def token_times(head_times: Array, time_logits: Array) -> Array:
   decoder's own times drifted 0.3 s within a string).
   """
   ld, h = time_logits.shape
-  weights = jax.nn.softmax(TIME_HEAD_LOGIT_SCALE * time_logits.astype(jnp.float32).reshape(-1)).reshape(ld, h)
+  weights = jax.nn.softmax(
+    TIME_HEAD_LOGIT_SCALE * time_logits.astype(jnp.float32).reshape(-1)
+  ).reshape(ld, h)
   return jnp.einsum('lbhq,lh->bq', head_times.astype(jnp.float32), weights)
 
 
@@ -470,6 +551,7 @@ class DecoderLayer(nn.Module):
   in_times [B,Lq]: the time (seconds) of each position's input token, for the location bias
   (``cfg.time_bias_frames > 0``); unused otherwise.
   """
+
   cfg: ModelConfig
 
   @nn.compact
@@ -479,24 +561,24 @@ class DecoderLayer(nn.Module):
     out = {}
     # Causal self-attention.
     y = _layer_norm(cfg, 'ln_self')(x)
-    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_query')(y)             # [B,Lq,H,hd]
+    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_query')(y)  # [B,Lq,H,hd]
     k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_key')(y)
     v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_value')(y)
     if mode == 'score':
       length = x.shape[1]
-      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)                        # [B,H,L,hd]
+      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,H,L,hd]
       causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
-      w = _attention_weights(q, k, causal)                                            # [B,H,L,L]
+      w = _attention_weights(q, k, causal)  # [B,H,L,L]
       w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
       o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)
     elif mode == 'step':
-      cache_k, cache_v = layer_in['cache_k'], layer_in['cache_v']                     # [B,H,Lmax,hd]
-      valid = (jnp.arange(cache_k.shape[2]) < pos)[None, None, None, :]              # [1,1,1,Lmax]
-      k1, v1 = k[:, 0], v[:, 0]                                                       # [B,H,hd]
+      cache_k, cache_v = layer_in['cache_k'], layer_in['cache_v']  # [B,H,Lmax,hd]
+      valid = (jnp.arange(cache_k.shape[2]) < pos)[None, None, None, :]  # [1,1,1,Lmax]
+      k1, v1 = k[:, 0], v[:, 0]  # [B,H,hd]
       keys = jnp.concatenate([cache_k, k1[:, :, None].astype(cache_k.dtype)], axis=2)
       vals = jnp.concatenate([cache_v, v1[:, :, None].astype(cache_v.dtype)], axis=2)
       mask = jnp.concatenate([valid, jnp.ones((1, 1, 1, 1), bool)], axis=-1)
-      w = _attention_weights(q, keys, mask)                                           # [B,H,1,Lmax+1]
+      w = _attention_weights(q, keys, mask)  # [B,H,1,Lmax+1]
       o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(vals.dtype), vals)
       out['k'], out['v'] = k1, v1
     else:
@@ -506,22 +588,28 @@ class DecoderLayer(nn.Module):
     # Cross-attention to the condition (K/V projected once per H by `CrossKV`).
     y = _layer_norm(cfg, 'ln_cross')(x)
     q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'cross_query')(y)
-    ck, cv = layer_in['k'], layer_in['v']                                             # [B,H,T,hd]
-    centres = frame_centres(ck.shape[2], cfg.frame_seconds)                           # [T]
+    ck, cv = layer_in['k'], layer_in['v']  # [B,H,T,hd]
+    centres = frame_centres(ck.shape[2], cfg.frame_seconds)  # [T]
     bias = None
     if cfg.time_bias_frames > 0:
       r = cfg.time_bias_frames
-      table = self.param('time_bias', nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
-                         (2 * r + 1, h))
-      offset = (centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]) / cfg.frame_seconds
-      idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r                   # [B,Lq,T]
-      bias = jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)    # [B,H,Lq,T]
-    w = _attention_weights(q, ck, None, bias)                                         # [B,H,Lq,T]
+      table = self.param(
+        'time_bias',
+        nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
+        (2 * r + 1, h),
+      )
+      offset = (
+        centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]
+      ) / cfg.frame_seconds
+      idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r  # [B,Lq,T]
+      bias = jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)  # [B,H,Lq,T]
+    w = _attention_weights(q, ck, None, bias)  # [B,H,Lq,T]
     # Each head's attention centroid, and this layer's learned say in the token time (combined
     # over layers and heads by `token_times`; zeros = the plain mean of every head's centroid).
-    out['head_times'] = jnp.einsum('bhqt,t->bhq', w, centres)                         # [B,H,Lq]
-    out['time_logits'] = self.param('time_head_logits', nn.with_logical_partitioning(
-        nn.initializers.zeros, ('heads',)), (h,))                                     # [H]
+    out['head_times'] = jnp.einsum('bhqt,t->bhq', w, centres)  # [B,H,Lq]
+    out['time_logits'] = self.param(
+      'time_head_logits', nn.with_logical_partitioning(nn.initializers.zeros, ('heads',)), (h,)
+    )  # [H]
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
     o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(cv.dtype), cv)
     o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'cross_out', axis=(-2, -1))(o)
@@ -534,6 +622,7 @@ class DecoderLayer(nn.Module):
 
 class CrossKV(nn.Module):
   """One decoder layer's cross-attention keys/values: H [B,T,d] -> {'k','v': [B,H,T,hd]}."""
+
   cfg: ModelConfig
 
   @nn.compact
@@ -547,22 +636,40 @@ class CrossKV(nn.Module):
 
 class Decoder(nn.Module):
   """Token decoder with cross-attention; see `PairAlign.condition/score/decode_step`."""
+
   cfg: ModelConfig
 
   def setup(self):
     cfg = self.cfg
-    self.embed = nn.Embed(cfg.vocab_size, cfg.d_model, dtype=cfg.activation_dtype,
-                          param_dtype=jnp.float32,
-                          embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02),
-                                                                      ('vocab', 'embed')))
-    self.pos_embed = self.param('pos_embed', nn.with_logical_partitioning(
-        nn.initializers.normal(0.02), ('length', 'embed')), (cfg.max_len, cfg.d_model))
+    self.embed = nn.Embed(
+      cfg.vocab_size,
+      cfg.d_model,
+      dtype=cfg.activation_dtype,
+      param_dtype=jnp.float32,
+      embedding_init=nn.with_logical_partitioning(nn.initializers.normal(0.02), ('vocab', 'embed')),
+    )
+    self.pos_embed = self.param(
+      'pos_embed',
+      nn.with_logical_partitioning(nn.initializers.normal(0.02), ('length', 'embed')),
+      (cfg.max_len, cfg.d_model),
+    )
     if cfg.scan_layers:
-      self.layers = _stack(DecoderLayer, cfg, cfg.dec_layers, 'layers',
-                           (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast), (5, 6))
-      self.cross_kv = nn.scan(CrossKV, variable_axes={'params': 0}, split_rngs={'params': True},
-                              in_axes=(nn.broadcast,), length=cfg.dec_layers,
-                              metadata_params={nn.PARTITION_NAME: 'layers'})(cfg)
+      self.layers = _stack(
+        DecoderLayer,
+        cfg,
+        cfg.dec_layers,
+        'layers',
+        (0, nn.broadcast, nn.broadcast, nn.broadcast, nn.broadcast),
+        (5, 6),
+      )
+      self.cross_kv = nn.scan(
+        CrossKV,
+        variable_axes={'params': 0},
+        split_rngs={'params': True},
+        in_axes=(nn.broadcast,),
+        length=cfg.dec_layers,
+        metadata_params={nn.PARTITION_NAME: 'layers'},
+      )(cfg)
     else:
       layer_cls = nn.remat(DecoderLayer, static_argnums=(5, 6)) if cfg.remat else DecoderLayer
       self.layers = [layer_cls(cfg) for _ in range(cfg.dec_layers)]
@@ -578,7 +685,7 @@ class Decoder(nn.Module):
     else:
       kvs = [m(hcond, None)[1] for m in self.cross_kv]
       kv = jax.tree.map(lambda *a: jnp.stack(a), *kvs)
-    return kv                                                                         # [Ld,B,H,T,hd]
+    return kv  # [Ld,B,H,T,hd]
 
   def _run_layers(self, x, layer_in, pos, in_times, train, mode):
     if self.cfg.scan_layers:
@@ -594,10 +701,12 @@ class Decoder(nn.Module):
 
   def _input_times(self, in_times, shape):
     if self.cfg.time_bias_frames == 0:
-      return jnp.zeros(shape, jnp.float32)                 # unused
+      return jnp.zeros(shape, jnp.float32)  # unused
     if in_times is None:
-      raise ValueError('model.time_bias_frames > 0: the decoder needs the time of every input token '
-                       '(input_times / prev_time; decode.shift_times of the target times)')
+      raise ValueError(
+        'model.time_bias_frames > 0: the decoder needs the time of every input token '
+        '(input_times / prev_time; decode.shift_times of the target times)'
+      )
     if in_times.shape != shape:
       raise ValueError(f'input times must have shape {shape}, got {in_times.shape}')
     return in_times.astype(jnp.float32)
@@ -610,31 +719,36 @@ class Decoder(nn.Module):
     if length > cfg.max_len:
       raise ValueError(f'inputs have length {length} > model.max_len={cfg.max_len}')
     if cond['k'].shape[1] != inputs.shape[0]:
-      raise ValueError(f"cond batch ({cond['k'].shape[1]}) != inputs batch ({inputs.shape[0]}); "
-                       'gather the condition with gather_condition')
+      raise ValueError(
+        f'cond batch ({cond["k"].shape[1]}) != inputs batch ({inputs.shape[0]}); '
+        'gather the condition with gather_condition'
+      )
     in_times = self._input_times(input_times, inputs.shape)
     x = self.embed(inputs) + self.pos_embed[None, :length].astype(cfg.activation_dtype)
     x = self.dropout(x, deterministic=not train)
     x = _constrain(x, ('batch', 'length', 'embed'))
     x, outs = self._run_layers(x, cond, None, in_times, train, 'score')
-    return self._logits(x), token_times(outs['head_times'], outs['time_logits'])     # [B,L,V], [B,L]
+    return self._logits(x), token_times(outs['head_times'], outs['time_logits'])  # [B,L,V], [B,L]
 
   def decode_step(self, cond, cache, token, position, prev_time=None):
     cfg = self.cfg
-    in_times = self._input_times(None if prev_time is None else prev_time[:, None], (token.shape[0], 1))
-    x = self.embed(token[:, None])                                                    # [B,1,d]
-    pos = jax.lax.dynamic_slice_in_dim(self.pos_embed, position, 1, axis=0)          # [1,d]
+    in_times = self._input_times(
+      None if prev_time is None else prev_time[:, None], (token.shape[0], 1)
+    )
+    x = self.embed(token[:, None])  # [B,1,d]
+    pos = jax.lax.dynamic_slice_in_dim(self.pos_embed, position, 1, axis=0)  # [1,d]
     x = x + pos[None].astype(cfg.activation_dtype)
     layer_in = {'k': cond['k'], 'v': cond['v'], 'cache_k': cache['k'], 'cache_v': cache['v']}
     x, outs = self._run_layers(x, layer_in, position, in_times, False, 'step')
-    logits = self._logits(x)[:, 0]                                                    # [B,V]
-    times = token_times(outs['head_times'], outs['time_logits'])[:, 0]               # [B]
-    return logits, times, {'k': outs['k'], 'v': outs['v']}                            # [Ld,B,H,hd]
+    logits = self._logits(x)[:, 0]  # [B,V]
+    times = token_times(outs['head_times'], outs['time_logits'])[:, 0]  # [B]
+    return logits, times, {'k': outs['k'], 'v': outs['v']}  # [Ld,B,H,hd]
 
 
 # ----------------------------------------------------------------------------------- PairAlign
 class PairAlign(nn.Module):
   """Encoder + VQ head + reconstruction/code/length heads + token decoder (see module docstring)."""
+
   cfg: ModelConfig
 
   def setup(self):
@@ -664,7 +778,9 @@ class PairAlign(nn.Module):
       if num_frames < mel_hat.shape[1]:
         mel_hat = mel_hat[:, :num_frames]
       else:
-        mel_hat = jnp.pad(mel_hat, ((0, 0), (0, num_frames - mel_hat.shape[1]), (0, 0)), mode='edge')
+        mel_hat = jnp.pad(
+          mel_hat, ((0, 0), (0, num_frames - mel_hat.shape[1]), (0, 0)), mode='edge'
+        )
     return mel_hat
 
   def predict_codes(self, hcond):
@@ -699,10 +815,18 @@ class PairAlign(nn.Module):
     hcond = self.encode(mel, train)
     vq = self.quantize(hcond, train)
     mel_hat = self.reconstruct(vq.quantized, mel.shape[1])
-    logits, times = self.score(self.condition(hcond), tokens, train,
-                               jnp.zeros(tokens.shape, jnp.float32))
-    return {'h': hcond, 'vq': vq, 'mel_hat': mel_hat, 'code_logits': self.predict_codes(hcond),
-            'length': self.predict_length(hcond), 'logits': logits, 'times': times}
+    logits, times = self.score(
+      self.condition(hcond), tokens, train, jnp.zeros(tokens.shape, jnp.float32)
+    )
+    return {
+      'h': hcond,
+      'vq': vq,
+      'mel_hat': mel_hat,
+      'code_logits': self.predict_codes(hcond),
+      'length': self.predict_length(hcond),
+      'logits': logits,
+      'times': times,
+    }
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):

@@ -1,6 +1,6 @@
 """The PairAlign objective of one training stage: runs the model and combines the loss terms.
 
-Stages (DESIGN §3):
+Stages (docs/METHOD.md §3; every term with its formula: §5):
   0  VQ prior: mel reconstruction + commitment + codebook diversity + cross-view code prediction.
   1  + decoder on VQ-derived targets (the teacher's codes, mapped to code groups when
      `targets.code_groups` > 0): cross-paired teacher forcing with prefix corruption, self rows
@@ -28,22 +28,44 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
-from pairalign_jax import code_groups
 from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import sequences
+from pairalign_jax import targets as targets_lib
 from pairalign_jax import vocab as vocab_lib
 
 # Names of every logged term, in a stable order (weights are config.loss.<name>_weight).
-TERM_NAMES = ('recon', 'commit', 'diversity', 'code_pred', 'cross_tf', 'self_tf', 'antibypass', 'contrast',
-              'length', 'timing', 'monotonic', 'coverage')
+TERM_NAMES = (
+  'recon',
+  'commit',
+  'diversity',
+  'code_pred',
+  'cross_tf',
+  'self_tf',
+  'antibypass',
+  'contrast',
+  'length',
+  'timing',
+  'monotonic',
+  'coverage',
+)
 STAGE_TERMS = {
-    0: ('recon', 'commit', 'diversity', 'code_pred'),
-    1: ('recon', 'commit', 'diversity', 'code_pred', 'cross_tf', 'self_tf', 'length', 'timing', 'monotonic',
-        'coverage'),
-    2: TERM_NAMES,
+  0: ('recon', 'commit', 'diversity', 'code_pred'),
+  1: (
+    'recon',
+    'commit',
+    'diversity',
+    'code_pred',
+    'cross_tf',
+    'self_tf',
+    'length',
+    'timing',
+    'monotonic',
+    'coverage',
+  ),
+  2: TERM_NAMES,
 }
 VOICED_THRESHOLD_DB = 30.0  # frames within this many dB of the loudest frame count as voiced
 
@@ -51,6 +73,7 @@ VOICED_THRESHOLD_DB = 30.0  # frames within this many dB of the loudest frame co
 @dataclasses.dataclass(frozen=True)
 class ObjectiveSettings:
   """Everything the objective reads from the config (hashable: it is a static jit argument)."""
+
   weights: tuple[tuple[str, float], ...]
   prefix_corruption: float
   corruption_delete: float
@@ -62,43 +85,50 @@ class ObjectiveSettings:
   max_len: int
   codebook_size: int
   min_run_frames: int
-  frame_seconds: float          # encoder frame (after subsampling)
-  mel_frame_seconds: float      # front-end hop
+  frame_seconds: float  # encoder frame (after subsampling)
+  mel_frame_seconds: float  # front-end hop
   specaugment: bool
   freeze_codebook_after_stage0: bool = True
-  code_groups: int = 0          # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
-  time_jitter_seconds: float = 0.0   # std of the noise on the location-aware decoder's input times
-  own_time_prob: float = 0.0         # share of rows whose input times are the decoder's own (below)
-  own_time_passes: int = 1           # forward passes that produce those times (1 = one step of drift)
+  code_groups: int = 0  # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
+  time_jitter_seconds: float = 0.0  # std of the noise on the location-aware decoder's input times
+  own_time_prob: float = 0.0  # share of rows whose input times are the decoder's own (below)
+  own_time_passes: int = 1  # forward passes that produce those times (1 = one step of drift)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
     weights = tuple((name, float(config.loss[f'{name}_weight'])) for name in TERM_NAMES)
-    mel_frame_seconds = config.frontend.hop_length / config.audio.sample_rate
-    frame_seconds = mel_frame_seconds * config.model.subsample
-    min_run = int(config.targets.min_run_frames)
-    if min_run < 0:
-      min_run = sequences.min_run_frames_for_rate(config.length.target_rate, frame_seconds)
+    target_settings = targets_lib.TargetSettings.from_config(config)
     return cls(
-        weights=weights,
-        prefix_corruption=float(config.loss.prefix_corruption),
-        corruption_delete=float(config.loss.corruption_delete),
-        corruption_duplicate=float(config.loss.corruption_duplicate),
-        antibypass_margin=float(config.loss.antibypass_margin),
-        contrast_temperature=float(config.loss.contrast_temperature),
-        contrast_negatives=int(config.loss.contrast_negatives),
-        max_gap_seconds=float(config.loss.max_gap_seconds),
-        max_len=int(config.model.max_len),
-        codebook_size=int(config.model.codebook_size),
-        min_run_frames=min_run,
-        frame_seconds=frame_seconds,
-        mel_frame_seconds=mel_frame_seconds,
-        specaugment=bool(config.frontend.specaugment.enabled),
-        freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
-        code_groups=int(config.targets.code_groups),
-        time_jitter_seconds=float(config.loss.time_jitter_seconds),
-        own_time_prob=float(config.loss.own_time_prob),
-        own_time_passes=int(config.loss.own_time_passes),
+      weights=weights,
+      prefix_corruption=float(config.loss.prefix_corruption),
+      corruption_delete=float(config.loss.corruption_delete),
+      corruption_duplicate=float(config.loss.corruption_duplicate),
+      antibypass_margin=float(config.loss.antibypass_margin),
+      contrast_temperature=float(config.loss.contrast_temperature),
+      contrast_negatives=int(config.loss.contrast_negatives),
+      max_gap_seconds=float(config.loss.max_gap_seconds),
+      max_len=target_settings.max_len,
+      codebook_size=target_settings.codebook_size,
+      min_run_frames=target_settings.min_run_frames,
+      frame_seconds=target_settings.frame_seconds,
+      mel_frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+      specaugment=bool(config.frontend.specaugment.enabled),
+      freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
+      code_groups=target_settings.code_groups,
+      time_jitter_seconds=float(config.loss.time_jitter_seconds),
+      own_time_prob=float(config.loss.own_time_prob),
+      own_time_passes=int(config.loss.own_time_passes),
+    )
+
+  @property
+  def targets(self) -> targets_lib.TargetSettings:
+    """The settings of the VQ-derived targets (`targets.py`)."""
+    return targets_lib.TargetSettings(
+      codebook_size=self.codebook_size,
+      max_len=self.max_len,
+      frame_seconds=self.frame_seconds,
+      min_run_frames=self.min_run_frames,
+      code_groups=self.code_groups,
     )
 
   def weight(self, name: str) -> float:
@@ -109,14 +139,6 @@ class ObjectiveSettings:
     return {name: (w if name in active else 0.0) for name, w in self.weights}
 
 
-@dataclasses.dataclass
-class Targets:
-  """A batch of target sequences for both views, stacked as [y1; y2] along the batch."""
-  tokens: jax.Array    # [2B, L] int32
-  lengths: jax.Array   # [2B] int32
-  times: jax.Array     # [2B, L] seconds
-
-
 def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
   """Waveforms [N, S] -> (model input mel [N, F, M], clean normalized mel [N, F, M], energy [N, F]).
 
@@ -125,38 +147,17 @@ def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
   everything downstream (the teacher's targets included) sees the warped view. "clean" means
   without SpecAugment.
   """
-  power = frontend.power_spectrogram(waves, fcfg)        # [N, F, n_freq]
+  power = frontend.power_spectrogram(waves, fcfg)  # [N, F, n_freq]
   if train and fcfg.vtlp:
     rng, warp_rng = jax.random.split(rng)
     power = frontend.vtlp_warp(power, frontend.sample_vtlp_alpha(warp_rng, waves.shape[0], fcfg))
-  raw = frontend.log_mel_from_power(power, fcfg)         # [N, F, M]
-  clean = frontend.normalize(raw)                        # [N, F, M]
-  energy = jnp.mean(raw, axis=-1)                        # [N, F] log-mel energy
+  raw = frontend.log_mel_from_power(power, fcfg)  # [N, F, M]
+  clean = frontend.normalize(raw)  # [N, F, M]
+  energy = jnp.mean(raw, axis=-1)  # [N, F] log-mel energy
   mel_in = clean
   if train and specaugment:
     mel_in = frontend.spec_augment(rng, clean, fcfg)
   return mel_in, clean, energy
-
-
-def target_frame_codes(codes, settings: ObjectiveSettings, vq_stats=None):
-  """VQ frame codes [N, T] -> the frame codes the targets collapse (stop-gradient): mapped to their
-  code group when ``settings.code_groups > 0`` (groups of the codebook in ``vq_stats``), then runs
-  shorter than ``settings.min_run_frames`` merged into a neighbour. [N, T] int32."""
-  codes = jax.lax.stop_gradient(codes)
-  if settings.code_groups > 0:
-    if vq_stats is None:
-      raise ValueError('target_frame_codes: targets.code_groups > 0 needs the vq_stats holding the codebook')
-    codes = code_groups.map_codes(codes, code_groups.groups_from_vq_stats(vq_stats, settings.code_groups))
-  return sequences.prune_short_runs(codes, settings.min_run_frames)
-
-
-def vq_targets(codes, settings: ObjectiveSettings, vq_stats=None) -> Targets:
-  """VQ codes [N, T] -> target sequences: :func:`target_frame_codes`, repeats collapsed."""
-  vocab = vocab_lib.Vocab(settings.codebook_size)
-  tokens, lengths, times, _ = sequences.collapse_runs(
-      target_frame_codes(codes, settings, vq_stats), settings.frame_seconds,
-      max_len=settings.max_len, vocab=vocab)
-  return Targets(tokens=tokens, lengths=lengths, times=times)
 
 
 def _gather(tree, idx):
@@ -191,16 +192,20 @@ def _row_pairs(b: int, stage: int, settings: ObjectiveSettings, rng):
     add('other21', b + ar, rolled)
   if use_contrast:
     k = settings.contrast_negatives
-    if k == 0:    # every in-batch condition (the diagonal duplicates pos12; kept for a clean matrix)
+    if k == 0:  # every in-batch condition (the diagonal duplicates pos12; kept for a clean matrix)
       add('neg', jnp.repeat(ar, b), b + jnp.tile(ar, b))
-    else:         # k negatives per row, sampled without the positive
-      offs = jax.vmap(lambda r: jax.random.choice(r, b - 1, (k,), replace=False))(jax.random.split(rng, b))
-      neg = (ar[:, None] + 1 + offs) % b                 # [B, k], never == i
+    else:  # k negatives per row, sampled without the positive
+      offs = jax.vmap(lambda r: jax.random.choice(r, b - 1, (k,), replace=False))(
+        jax.random.split(rng, b)
+      )
+      neg = (ar[:, None] + 1 + offs) % b  # [B, k], never == i
       add('neg', jnp.repeat(ar, k), b + neg.reshape(-1))
   return jnp.concatenate(tgt), jnp.concatenate(cnd), blocks
 
 
-def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end, settings: ObjectiveSettings):
+def _times_on_condition_clock(
+  times, tgt_idx, cnd_idx, voiced_start, voiced_end, settings: ObjectiveSettings
+):
   """Target token times [R, L] (on the target view's clock) -> on the condition view's clock.
 
   The location-aware decoder is told where each input token is in *its condition's* audio. For a
@@ -211,7 +216,7 @@ def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end,
   target and condition view are the same. voiced_start, voiced_end: [2B] seconds
   (`losses.voiced_region` of the views). Returns [R, L] seconds (stop-gradient).
   """
-  ts, te = jnp.take(voiced_start, tgt_idx)[:, None], jnp.take(voiced_end, tgt_idx)[:, None]    # [R,1]
+  ts, te = jnp.take(voiced_start, tgt_idx)[:, None], jnp.take(voiced_end, tgt_idx)[:, None]  # [R,1]
   cs, ce = jnp.take(voiced_start, cnd_idx)[:, None], jnp.take(voiced_end, cnd_idx)[:, None]
   scale = (ce - cs) / jnp.maximum(te - ts, settings.frame_seconds)
   mapped = cs + (times - ts) * scale
@@ -219,8 +224,9 @@ def _times_on_condition_clock(times, tgt_idx, cnd_idx, voiced_start, voiced_end,
   return jax.lax.stop_gradient(jnp.where(times > 0, mapped, 0.0))
 
 
-def _own_input_times(model, variables, row_cond, inputs, true_input_times, rng,
-                     settings: ObjectiveSettings):
+def _own_input_times(
+  model, variables, row_cond, inputs, true_input_times, rng, settings: ObjectiveSettings
+):
   """Input times [R, L] where a share of rows carry the decoder's *own* times (exposure bias).
 
   Teacher forcing tells the location-aware decoder where the previous token truly was; greedy
@@ -234,9 +240,10 @@ def _own_input_times(model, variables, row_cond, inputs, true_input_times, rng,
   """
   times_in = true_input_times
   for _ in range(settings.own_time_passes):
-    _, own = model.apply(variables, row_cond, inputs, train=False, input_times=times_in,
-                         method=models.PairAlign.score)                         # [R, L]
-    own = jnp.where(true_input_times > 0, decode.shift_times(own), 0.0)    # PAD/BOS stay at 0
+    _, own = model.apply(
+      variables, row_cond, inputs, train=False, input_times=times_in, method=models.PairAlign.score
+    )  # [R, L]
+    own = jnp.where(true_input_times > 0, decode.shift_times(own), 0.0)  # PAD/BOS stay at 0
     # The next pass reads these times, so each pass adds one more step of drift.
     times_in = jax.lax.stop_gradient(own)
   use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
@@ -248,9 +255,18 @@ def _block(x, blocks, name):
   return jax.lax.dynamic_slice_in_dim(x, start, size, axis=0)
 
 
-def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[str, Any],
-                  targets_override: Optional[Targets], rngs: dict[str, jax.Array], *, stage: int,
-                  settings: ObjectiveSettings, train: bool = True):
+def compute_terms(
+  model: models.PairAlign,
+  params,
+  vq_stats,
+  batch_mels: dict[str, Any],
+  targets_override: Optional[targets_lib.Targets],
+  rngs: dict[str, jax.Array],
+  *,
+  stage: int,
+  settings: ObjectiveSettings,
+  train: bool = True,
+):
   """Runs the model for one stage and returns (terms dict, aux dict).
 
   Args:
@@ -270,21 +286,36 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   b = two_b // 2
   terms, aux = {}, {}
 
-  h = model.apply(variables, mel_in, train=train, method=models.PairAlign.encode,
-                  rngs={'dropout': rngs['dropout']})                           # [2B, T, d]
+  h = model.apply(
+    variables,
+    mel_in,
+    train=train,
+    method=models.PairAlign.encode,
+    rngs={'dropout': rngs['dropout']},
+  )  # [2B, T, d]
   # The codebook (EMA statistics, dead-code re-seeding) is updated in stage 0 only when
   # `freeze_codebook_after_stage0`: stable code identities give the decoder stable targets.
   update_codebook = train and (stage == 0 or not settings.freeze_codebook_after_stage0)
-  vq_out, mutated = model.apply(variables, h, train=update_codebook, method=models.PairAlign.quantize,
-                                mutable=['vq_stats'], rngs={'vq': rngs['vq']})
+  vq_out, mutated = model.apply(
+    variables,
+    h,
+    train=update_codebook,
+    method=models.PairAlign.quantize,
+    mutable=['vq_stats'],
+    rngs={'vq': rngs['vq']},
+  )
   aux['vq_stats'] = mutated['vq_stats']
-  aux['codes'] = vq_out.codes                                                 # [2B, T]
+  aux['codes'] = vq_out.codes  # [2B, T]
   aux['perplexity'] = vq_out.perplexity
   aux['reseeded'] = vq_out.reseeded
 
   if weights['recon'] > 0:
-    mel_hat = model.apply(variables, vq_out.quantized, batch_mels['mel_clean'].shape[1],
-                          method=models.PairAlign.reconstruct)                  # [2B, F, M]
+    mel_hat = model.apply(
+      variables,
+      vq_out.quantized,
+      batch_mels['mel_clean'].shape[1],
+      method=models.PairAlign.reconstruct,
+    )  # [2B, F, M]
     terms['recon'] = losses.vq_recon_loss(mel_hat, batch_mels['mel_clean'])
   if weights['commit'] > 0:
     terms['commit'] = vq_out.commit_loss
@@ -292,13 +323,18 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     terms['diversity'] = vq_out.diversity_loss
   if weights['code_pred'] > 0:
     logits = model.apply(variables, h, method=models.PairAlign.predict_codes)  # [2B, T, K]
-    swapped = jnp.concatenate([vq_out.codes[b:], vq_out.codes[:b]], axis=0)    # view v predicts the other's codes
+    swapped = jnp.concatenate(
+      [vq_out.codes[b:], vq_out.codes[:b]], axis=0
+    )  # view v predicts the other's codes
     terms['code_pred'] = losses.code_prediction_loss(logits, jax.lax.stop_gradient(swapped))
   if stage == 0:
     return terms, aux
 
-  targets = (targets_override if targets_override is not None
-             else vq_targets(vq_out.codes, settings, aux['vq_stats']))
+  targets = (
+    targets_override
+    if targets_override is not None
+    else targets_lib.vq_targets(vq_out.codes, settings.targets, aux['vq_stats'])
+  )
   aux['targets'] = targets
   vocab = vocab_lib.Vocab(settings.codebook_size)
 
@@ -308,23 +344,35 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
 
   cond = model.apply(variables, h, method=models.PairAlign.condition)
   tgt_idx, cnd_idx, blocks = _row_pairs(b, stage, settings, rngs['negatives'])
-  tokens = jnp.take(targets.tokens, tgt_idx, axis=0)                           # [R, L]
-  lengths = jnp.take(targets.lengths, tgt_idx, axis=0)                         # [R]
-  mask = sequences.score_mask(tokens, lengths, vocab)                          # [R, L]
-  inputs = sequences.shift_right(tokens, vocab)                                # [R, L]
-  if settings.prefix_corruption > 0 or settings.corruption_delete > 0 or settings.corruption_duplicate > 0:
+  tokens = jnp.take(targets.tokens, tgt_idx, axis=0)  # [R, L]
+  lengths = jnp.take(targets.lengths, tgt_idx, axis=0)  # [R]
+  mask = sequences.score_mask(tokens, lengths, vocab)  # [R, L]
+  inputs = sequences.shift_right(tokens, vocab)  # [R, L]
+  if (
+    settings.prefix_corruption > 0
+    or settings.corruption_delete > 0
+    or settings.corruption_duplicate > 0
+  ):
     inputs = sequences.corrupt_inputs(
-        rngs['corrupt'], inputs, mask, p=settings.prefix_corruption, vocab=vocab,
-        p_delete=settings.corruption_delete, p_duplicate=settings.corruption_duplicate,
-        num_codes=settings.code_groups or None)
+      rngs['corrupt'],
+      inputs,
+      mask,
+      p=settings.prefix_corruption,
+      vocab=vocab,
+      p_delete=settings.corruption_delete,
+      p_duplicate=settings.corruption_duplicate,
+      num_codes=settings.code_groups or None,
+    )
   # Voiced region of every view [2B] (seconds): bounds the coverage term, maps input times.
-  voiced_start, voiced_end = losses.voiced_region(batch_mels['energy'], settings.mel_frame_seconds,
-                                                  VOICED_THRESHOLD_DB)
+  voiced_start, voiced_end = losses.voiced_region(
+    batch_mels['energy'], settings.mel_frame_seconds, VOICED_THRESHOLD_DB
+  )
   row_cond = models.gather_condition(cond, cnd_idx)
   input_times = None
   if model.cfg.time_bias_frames > 0:
-    row_times = _times_on_condition_clock(jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx,
-                                          voiced_start, voiced_end, settings)               # [R, L]
+    row_times = _times_on_condition_clock(
+      jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx, voiced_start, voiced_end, settings
+    )  # [R, L]
     if train and settings.time_jitter_seconds > 0:
       # In decoding the input times are the decoder's own (imperfect) times: train it to find the
       # next token from an approximate anchor rather than trusting an exact one (exposure bias).
@@ -332,12 +380,19 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
       row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
     input_times = decode.shift_times(row_times)
     if train and settings.own_time_prob > 0:
-      input_times = _own_input_times(model, variables, row_cond, inputs, input_times,
-                                     rngs['own_times'], settings)
-  logits, times = model.apply(variables, row_cond, inputs, train=train,
-                              input_times=input_times, method=models.PairAlign.score,
-                              rngs={'dropout': rngs['dropout']})
-  _, mean_ll = losses.sequence_log_likelihood(logits, tokens, mask)            # [R]
+      input_times = _own_input_times(
+        model, variables, row_cond, inputs, input_times, rngs['own_times'], settings
+      )
+  logits, times = model.apply(
+    variables,
+    row_cond,
+    inputs,
+    train=train,
+    input_times=input_times,
+    method=models.PairAlign.score,
+    rngs={'dropout': rngs['dropout']},
+  )
+  _, mean_ll = sequences.sequence_log_likelihood(logits, tokens, mask)  # [R]
 
   pos12 = _block(mean_ll, blocks, 'pos12')
   pos21 = _block(mean_ll, blocks, 'pos21')
@@ -348,29 +403,35 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
     terms['self_tf'] = -jnp.mean(self_ll)
   if weights['antibypass'] > 0 and 'other12' in blocks:
     terms['antibypass'] = 0.5 * (
-        losses.antibypass(pos12, _block(mean_ll, blocks, 'other12'), settings.antibypass_margin)
-        + losses.antibypass(pos21, _block(mean_ll, blocks, 'other21'), settings.antibypass_margin))
+      losses.antibypass(pos12, _block(mean_ll, blocks, 'other12'), settings.antibypass_margin)
+      + losses.antibypass(pos21, _block(mean_ll, blocks, 'other21'), settings.antibypass_margin)
+    )
   if weights['contrast'] > 0 and 'neg' in blocks:
     neg = _block(mean_ll, blocks, 'neg')
     if settings.contrast_negatives == 0:
       terms['contrast'] = losses.info_nce(neg.reshape(b, b), settings.contrast_temperature)
     else:
       terms['contrast'] = losses.info_nce_sampled(
-          pos12, neg.reshape(b, settings.contrast_negatives), settings.contrast_temperature)
+        pos12, neg.reshape(b, settings.contrast_negatives), settings.contrast_temperature
+      )
 
   # Timing recovery, each target once. With the self rows (y_v|H_v) present the times are
   # supervised there: the condition is the target's own view, so target times and attention share
   # one clock. Otherwise on the cross rows y1|H2, y2|H1, whose target times are on the *other*
-  # view's clock (exact only for time-aligned views; docs/results.md §4).
+  # view's clock (exact only for time-aligned views; docs/METHOD.md §11).
   if 'self' in blocks:
-    pos_times = _block(times, blocks, 'self')                                    # [2B, L]
+    pos_times = _block(times, blocks, 'self')  # [2B, L]
     pos_lengths = _block(lengths, blocks, 'self')
-    cond_view = jnp.arange(2 * b)                                                # condition of row r
+    cond_view = jnp.arange(2 * b)  # condition of row r
   else:
     pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])
-    pos_lengths = jnp.concatenate([_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')])
+    pos_lengths = jnp.concatenate(
+      [_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')]
+    )
     cond_view = jnp.concatenate([jnp.arange(b, 2 * b), jnp.arange(b)])
-  code_mask = (jnp.arange(settings.max_len)[None, :] < pos_lengths[:, None]).astype(jnp.float32)  # codes only
+  code_mask = (jnp.arange(settings.max_len)[None, :] < pos_lengths[:, None]).astype(
+    jnp.float32
+  )  # codes only
   aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
   if weights['timing'] > 0:
     terms['timing'] = losses.timing_loss(pos_times, targets.times, code_mask)
@@ -379,6 +440,7 @@ def compute_terms(model: models.PairAlign, params, vq_stats, batch_mels: dict[st
   if weights['coverage'] > 0:
     # The voiced region of each row's condition view bounds its times.
     cond_start, cond_end = jnp.take(voiced_start, cond_view), jnp.take(voiced_end, cond_view)
-    terms['coverage'] = losses.coverage_loss(pos_times, code_mask, cond_start, cond_end,
-                                             settings.max_gap_seconds)
+    terms['coverage'] = losses.coverage_loss(
+      pos_times, code_mask, cond_start, cond_end, settings.max_gap_seconds
+    )
   return terms, aux

@@ -1,4 +1,4 @@
-"""Token-sequence utilities: VQ run collapsing, teacher-forcing inputs, masks, corruption.
+"""Token-sequence utilities: VQ run collapsing, teacher-forcing inputs, masks, scoring, corruption.
 
 Pure functions over arrays (no model calls). Conventions (docs/ARCHITECTURE.md):
 
@@ -9,9 +9,9 @@ Pure functions over arrays (no model calls). Conventions (docs/ARCHITECTURE.md):
 * Times are seconds from the start of the segment.
 
 Everything that runs inside a training step (:func:`collapse_runs`, :func:`prune_short_runs`,
-:func:`shift_right`, :func:`score_mask`, :func:`corrupt_inputs`, :func:`mix_targets`,
-:func:`resize`) is jittable with static shapes; :func:`to_lists` and :func:`from_lists` are host-side
-numpy helpers.
+:func:`shift_right`, :func:`score_mask`, :func:`sequence_log_likelihood`, :func:`corrupt_inputs`,
+:func:`mix_targets`, :func:`resize`) is jittable with static shapes; :func:`to_lists` and
+:func:`from_lists` are host-side numpy helpers.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from typing import Optional, Sequence, Union
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from pairalign_jax import vocab as vocab_lib
 
@@ -32,6 +33,7 @@ _BIG = np.iinfo(np.int32).max
 
 # ----------------------------------------------------------------------------- runs
 
+
 def _runs(codes: Array):
   """Run decomposition of one row of frame codes [T].
 
@@ -40,18 +42,24 @@ def _runs(codes: Array):
   ids < num_runs (0 elsewhere).
   """
   t = codes.shape[0]
-  boundary = jnp.concatenate([jnp.ones((1,), bool), codes[1:] != codes[:-1]])   # [T]
-  run_id = jnp.cumsum(boundary.astype(jnp.int32)) - 1                          # [T]
+  boundary = jnp.concatenate([jnp.ones((1,), bool), codes[1:] != codes[:-1]])  # [T]
+  run_id = jnp.cumsum(boundary.astype(jnp.int32)) - 1  # [T]
   num_runs = run_id[-1] + 1
   frames = jnp.arange(t, dtype=jnp.int32)
-  run_len = jax.ops.segment_sum(jnp.ones((t,), jnp.int32), run_id, num_segments=t)   # [T]
-  run_code = jax.ops.segment_max(codes, run_id, num_segments=t)                  # [T]
-  run_first = jax.ops.segment_min(frames, run_id, num_segments=t)                # [T]
-  run_last = jax.ops.segment_max(frames, run_id, num_segments=t)                 # [T]
+  run_len = jax.ops.segment_sum(jnp.ones((t,), jnp.int32), run_id, num_segments=t)  # [T]
+  run_code = jax.ops.segment_max(codes, run_id, num_segments=t)  # [T]
+  run_first = jax.ops.segment_min(frames, run_id, num_segments=t)  # [T]
+  run_last = jax.ops.segment_max(frames, run_id, num_segments=t)  # [T]
   valid = frames < num_runs
   zero = jnp.zeros_like(frames)
-  return (run_id, num_runs, run_len, jnp.where(valid, run_code, zero),
-          jnp.where(valid, run_first, zero), jnp.where(valid, run_last, zero))
+  return (
+    run_id,
+    num_runs,
+    run_len,
+    jnp.where(valid, run_code, zero),
+    jnp.where(valid, run_first, zero),
+    jnp.where(valid, run_last, zero),
+  )
 
 
 def _prune_row(codes: Array, min_run_frames: int) -> Array:
@@ -63,13 +71,13 @@ def _prune_row(codes: Array, min_run_frames: int) -> Array:
     valid = jnp.arange(c.shape[0]) < num_runs
     short_len = jnp.where(valid & (run_len < min_run_frames), run_len, _BIG)
     go = (jnp.min(short_len) < _BIG) & (num_runs > 1)
-    r = jnp.argmin(short_len)                        # shortest short run; leftmost on ties
+    r = jnp.argmin(short_len)  # shortest short run; leftmost on ties
     left_len = jnp.where(r > 0, run_len[jnp.maximum(r - 1, 0)], _BIG)
     right_len = jnp.where(r + 1 < num_runs, run_len[jnp.minimum(r + 1, c.shape[0] - 1)], _BIG)
-    partner = jnp.where(left_len <= right_len, r - 1, r + 1)   # the shorter neighbour; left on ties
+    partner = jnp.where(left_len <= right_len, r - 1, r + 1)  # the shorter neighbour; left on ties
     r_len, p_len = run_len[r], run_len[partner]
     keep_partner = (p_len > r_len) | ((p_len == r_len) & (partner < r))
-    code = jnp.where(keep_partner, run_code[partner], run_code[r])   # the longer part's code
+    code = jnp.where(keep_partner, run_code[partner], run_code[r])  # the longer part's code
     merged = jnp.where(go & ((run_id == r) | (run_id == partner)), code, c)
     return merged, go
 
@@ -111,8 +119,14 @@ def _prune_batch(codes: Array, min_run_frames: int) -> Array:
   return jax.vmap(lambda c: _prune_row(c, min_run_frames))(codes)
 
 
-def collapse_runs(codes: Array, frame_times: Union[float, Array], *, max_len: int,
-                  vocab: vocab_lib.Vocab, min_run_frames: int = 1):
+def collapse_runs(
+  codes: Array,
+  frame_times: Union[float, Array],
+  *,
+  max_len: int,
+  vocab: vocab_lib.Vocab,
+  min_run_frames: int = 1,
+):
   """Frame codes -> token sequences: one token per run of repeated codes, with run-centre times.
 
   Runs shorter than ``min_run_frames`` are first merged into a neighbour (:func:`prune_short_runs`).
@@ -141,36 +155,42 @@ def collapse_runs(codes: Array, frame_times: Union[float, Array], *, max_len: in
     fs = float(frame_times)
     if not fs > 0:
       raise ValueError(f'frame_times as a frame duration must be positive, got {frame_times}')
-    centres = jnp.broadcast_to((jnp.arange(t, dtype=jnp.float32) + 0.5) * fs, (b, t))   # [B, T]
+    centres = jnp.broadcast_to((jnp.arange(t, dtype=jnp.float32) + 0.5) * fs, (b, t))  # [B, T]
   else:
     centres = jnp.asarray(frame_times, jnp.float32)
     if centres.shape not in ((t,), (b, t)):
-      raise ValueError(f'frame_times must be a scalar frame duration, [T] or [B, T] with T={t}, '
-                       f'got shape {centres.shape}')
+      raise ValueError(
+        f'frame_times must be a scalar frame duration, [T] or [B, T] with T={t}, '
+        f'got shape {centres.shape}'
+      )
     centres = jnp.broadcast_to(centres, (b, t))
   return _collapse(codes, centres, max_len, vocab.eos, vocab.pad)
 
 
 @functools.partial(jax.jit, static_argnums=(2, 3, 4))
 def _collapse(codes: Array, centres: Array, max_len: int, eos: int, pad: int):
-  """collapse_runs after pruning: codes [B, T], frame centres [B, T] -> (tokens, n, times, truncated)."""
+  """collapse_runs after pruning: codes [B, T], frame centres [B, T] -> (tokens, n, times,
+  truncated)."""
   t = codes.shape[1]
-  _, num_runs, _, run_code, run_first, run_last = jax.vmap(_runs)(codes)       # [B], [B, T] x3
-  run_time = 0.5 * (jnp.take_along_axis(centres, run_first, axis=1)
-                    + jnp.take_along_axis(centres, run_last, axis=1))          # [B, T]
-  n = jnp.minimum(num_runs, max_len - 1).astype(jnp.int32)                      # [B]
-  pos = jnp.arange(max_len)                                                     # [L]
+  _, num_runs, _, run_code, run_first, run_last = jax.vmap(_runs)(codes)  # [B], [B, T] x3
+  run_time = 0.5 * (
+    jnp.take_along_axis(centres, run_first, axis=1) + jnp.take_along_axis(centres, run_last, axis=1)
+  )  # [B, T]
+  n = jnp.minimum(num_runs, max_len - 1).astype(jnp.int32)  # [B]
+  pos = jnp.arange(max_len)  # [L]
   src = jnp.minimum(pos, t - 1)
-  is_code = pos[None, :] < n[:, None]                                           # [B, L]
-  tokens = jnp.where(is_code, run_code[:, src],
-                     jnp.where(pos[None, :] == n[:, None], eos, pad)).astype(jnp.int32)
+  is_code = pos[None, :] < n[:, None]  # [B, L]
+  tokens = jnp.where(
+    is_code, run_code[:, src], jnp.where(pos[None, :] == n[:, None], eos, pad)
+  ).astype(jnp.int32)
   times = jnp.where(is_code, run_time[:, src], 0.0).astype(jnp.float32)
   truncated = num_runs > max_len - 1
   return tokens, n, times, truncated
 
 
-def min_run_frames_for_rate(target_rate: float, frame_seconds: float,
-                            natural_rate: Optional[float] = None) -> int:
+def min_run_frames_for_rate(
+  target_rate: float, frame_seconds: float, natural_rate: Optional[float] = None
+) -> int:
   """The run-pruning threshold derived from a target token rate (``targets.min_run_frames = -1``).
 
   Rule: the *largest* integer ``m >= 1`` whose rate cap ``1 / (m * frame_seconds)`` is not below
@@ -197,6 +217,7 @@ def min_run_frames_for_rate(target_rate: float, frame_seconds: float,
 
 # ----------------------------------------------------------------------------- teacher forcing
 
+
 def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
   """Targets [B, L] -> teacher-forcing inputs [B, L] = [BOS, tokens[:, :-1]]."""
   bos = jnp.full((tokens.shape[0], 1), vocab.bos, tokens.dtype)
@@ -205,16 +226,62 @@ def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
 
 def score_mask(tokens: Array, lengths: Array, vocab: vocab_lib.Vocab) -> Array:
   """float32 [B, L]: 1 at the ``n`` code positions and at the EOS (position ``n``) when present."""
-  pos = jnp.arange(tokens.shape[1])[None, :]                                    # [1, L]
-  n = lengths[:, None]                                                          # [B, 1]
+  pos = jnp.arange(tokens.shape[1])[None, :]  # [1, L]
+  n = lengths[:, None]  # [B, 1]
   mask = (pos < n) | ((pos == n) & (tokens == vocab.eos))
   return mask.astype(jnp.float32)
 
 
-def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: vocab_lib.Vocab,
-                   p_delete: float = 0.0, p_duplicate: float = 0.0,
-                   num_codes: Optional[int] = None) -> Array:
-  """Prefix corruption (DESIGN §3.3) of teacher-forcing inputs; the targets are never touched.
+# ----------------------------------------------------------------------------- scoring
+
+
+def token_log_probs(logits: Array, targets: Array) -> Array:
+  """``log p(targets_t)`` under ``softmax(logits_t)``: logits [B, L, V], targets [B, L] -> [B, L].
+
+  Computed in float32 whatever the logits' dtype.
+  """
+  if logits.shape[:-1] != targets.shape:
+    raise ValueError(
+      f'logits {logits.shape} and targets {targets.shape} disagree on [batch, length]'
+    )
+  return -optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), targets)
+
+
+def sequence_log_likelihood(logits: Array, targets: Array, mask: Array):
+  """Teacher-forced sequence log-likelihood (training's scoring rows and `Tokenizer.score`).
+
+  ``total_b = Σ_t mask_bt log p(y_bt | y_b<t, H_b)`` and ``mean_b = total_b / max(Σ_t mask_bt, 1)``.
+  Unscored positions (mask 0) contribute exactly 0 to the value and to the gradient, whatever
+  their logits hold.
+
+  Args:
+    logits: [B, L, V]; targets: int [B, L]; mask: [B, L] (1 at scored positions, see
+      :func:`score_mask`).
+  Returns:
+    (total [B], mean [B]) float32.
+  """
+  scored = mask > 0
+  # Unscored logits are replaced before the softmax: a NaN/inf there would otherwise reach the
+  # gradient as 0 * NaN through the softmax backward.
+  logits = jnp.where(scored[..., None], logits, jnp.zeros((), logits.dtype))
+  lp = token_log_probs(logits, targets)  # [B, L]
+  total = jnp.sum(jnp.where(scored, lp * mask, 0.0), axis=-1)  # [B]
+  count = jnp.sum(jnp.where(scored, mask, 0.0), axis=-1).astype(jnp.float32)  # [B]
+  return total, total / jnp.maximum(count, 1.0)
+
+
+def corrupt_inputs(
+  rng: Array,
+  inputs: Array,
+  mask: Array,
+  *,
+  p: float,
+  vocab: vocab_lib.Vocab,
+  p_delete: float = 0.0,
+  p_duplicate: float = 0.0,
+  num_codes: Optional[int] = None,
+) -> Array:
+  """Prefix corruption (docs/METHOD.md §5.3) of teacher-forcing inputs; targets are never touched.
 
   Only input positions holding a code and scored (``mask > 0``) are eligible: never the BOS at
   position 0, never EOS/PAD. Position ``t`` of ``inputs`` holds ``y_t`` and predicts ``y_{t+1}``, so
@@ -246,17 +313,17 @@ def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: v
     raise ValueError(f'inputs {inputs.shape} and mask {mask.shape} must have the same shape')
   k = vocab.codebook_size
   b, length = inputs.shape
-  pos = jnp.arange(length)[None, :]                                              # [1, L]
-  eligible = (inputs >= 0) & (inputs < k) & (mask > 0) & (pos > 0)                # [B, L]
+  pos = jnp.arange(length)[None, :]  # [1, L]
+  eligible = (inputs >= 0) & (inputs < k) & (mask > 0) & (pos > 0)  # [B, L]
   k_dup, k_del, k_sub, k_code = jax.random.split(rng, 4)
   out = inputs
 
   if p_duplicate > 0 or p_delete > 0:
-    dup = eligible & jax.random.bernoulli(k_dup, p_duplicate, (b, length))       # repeat y_j at j+1
+    dup = eligible & jax.random.bernoulli(k_dup, p_duplicate, (b, length))  # repeat y_j at j+1
     dele = eligible & (pos >= 2) & jax.random.bernoulli(k_del, p_delete, (b, length))
-    shift = jnp.cumsum(dup, axis=1) - dup.astype(jnp.int32)                      # duplications before t
-    src = jnp.maximum(pos - shift, 0)                                            # [B, L], src <= t
-    src = jax.lax.cummax(jnp.where(dele, 0, src), axis=1)                        # deleted slot repeats its predecessor
+    shift = jnp.cumsum(dup, axis=1) - dup.astype(jnp.int32)  # duplications before t
+    src = jnp.maximum(pos - shift, 0)  # [B, L], src <= t
+    src = jax.lax.cummax(jnp.where(dele, 0, src), axis=1)  # deleted slot repeats its predecessor
     gathered = jnp.take_along_axis(inputs, src, axis=1)
     out = jnp.where(mask > 0, gathered, inputs)
 
@@ -272,10 +339,19 @@ def corrupt_inputs(rng: Array, inputs: Array, mask: Array, *, p: float, vocab: v
   return out.astype(inputs.dtype)
 
 
-def mix_targets(rng: Array, vq_tokens: Array, vq_lengths: Array, vq_times: Array,
-                teacher_tokens: Array, teacher_lengths: Array, teacher_times: Array, alpha,
-                *, fallback_unterminated: bool = True):
-  """Per-row choice between VQ-derived and teacher targets (the ramp ``alpha(step)``, DESIGN §3.2).
+def mix_targets(
+  rng: Array,
+  vq_tokens: Array,
+  vq_lengths: Array,
+  vq_times: Array,
+  teacher_tokens: Array,
+  teacher_lengths: Array,
+  teacher_times: Array,
+  alpha,
+  *,
+  fallback_unterminated: bool = True,
+):
+  """Per-row choice of VQ-derived or teacher targets (the ramp ``alpha(step)``, docs/METHOD.md §3).
 
   Each row independently takes the teacher's sequence with probability ``alpha`` and the VQ
   sequence otherwise. With ``fallback_unterminated`` a teacher decode that never emitted EOS
@@ -289,10 +365,12 @@ def mix_targets(rng: Array, vq_tokens: Array, vq_lengths: Array, vq_times: Array
     (tokens [B, L], lengths [B], times [B, L]).
   """
   if vq_tokens.shape != teacher_tokens.shape:
-    raise ValueError(f'vq_tokens {vq_tokens.shape} and teacher_tokens {teacher_tokens.shape} '
-                     'must have the same shape')
+    raise ValueError(
+      f'vq_tokens {vq_tokens.shape} and teacher_tokens {teacher_tokens.shape} '
+      'must have the same shape'
+    )
   b, length = vq_tokens.shape
-  take = jax.random.uniform(rng, (b,)) < alpha                                  # [B]
+  take = jax.random.uniform(rng, (b,)) < alpha  # [B]
   if fallback_unterminated:
     take = take & (teacher_lengths < length)
   tokens = jnp.where(take[:, None], teacher_tokens, vq_tokens).astype(jnp.int32)
@@ -304,8 +382,10 @@ def mix_targets(rng: Array, vq_tokens: Array, vq_lengths: Array, vq_times: Array
 
 # ----------------------------------------------------------------------------- pad / trim, host
 
-def resize(tokens: Array, lengths: Array, max_len: int, vocab: vocab_lib.Vocab,
-           *, terminate: bool = True):
+
+def resize(
+  tokens: Array, lengths: Array, max_len: int, vocab: vocab_lib.Vocab, *, terminate: bool = True
+):
   """Re-pads or trims a sequence batch to a new static length ``max_len``.
 
   Rows keep ``min(n, max_len - 1)`` codes followed by EOS when ``terminate`` (the target
@@ -318,20 +398,27 @@ def resize(tokens: Array, lengths: Array, max_len: int, vocab: vocab_lib.Vocab,
   if max_len < 1:
     raise ValueError(f'max_len must be >= 1, got {max_len}')
   b, length = tokens.shape
-  had_eos = jnp.take_along_axis(tokens, jnp.minimum(lengths, length - 1)[:, None], axis=1)[:, 0] == vocab.eos
+  had_eos = (
+    jnp.take_along_axis(tokens, jnp.minimum(lengths, length - 1)[:, None], axis=1)[:, 0]
+    == vocab.eos
+  )
   had_eos = had_eos & (lengths < length)
-  if terminate:    # at most max_len - 1 codes; EOS after a row that ended or was cut
+  if terminate:  # at most max_len - 1 codes; EOS after a row that ended or was cut
     n = jnp.minimum(lengths, max_len - 1).astype(jnp.int32)
     eos_here = had_eos | (lengths > n)
-  else:            # up to max_len codes; EOS only after a row that ended and still fits
+  else:  # up to max_len codes; EOS only after a row that ended and still fits
     n = jnp.minimum(lengths, max_len).astype(jnp.int32)
     eos_here = had_eos & (lengths == n)
   width = max(length, max_len)
   padded = jnp.concatenate(
-      [tokens, jnp.full((b, width - length), vocab.pad, tokens.dtype)], axis=1)[:, :max_len]
+    [tokens, jnp.full((b, width - length), vocab.pad, tokens.dtype)], axis=1
+  )[:, :max_len]
   pos = jnp.arange(max_len)[None, :]
-  out = jnp.where(pos < n[:, None], padded,
-                  jnp.where((pos == n[:, None]) & eos_here[:, None], vocab.eos, vocab.pad))
+  out = jnp.where(
+    pos < n[:, None],
+    padded,
+    jnp.where((pos == n[:, None]) & eos_here[:, None], vocab.eos, vocab.pad),
+  )
   return out.astype(jnp.int32), n
 
 
@@ -340,9 +427,10 @@ def to_lists(tokens, lengths) -> list[list[int]]:
   tokens = np.asarray(tokens)
   lengths = np.asarray(lengths)
   if tokens.ndim != 2 or lengths.shape != tokens.shape[:1]:
-    raise ValueError(f'to_lists expects tokens [B, L] and lengths [B], got {tokens.shape} and '
-                     f'{lengths.shape}')
-  return [tokens[i, :int(n)].tolist() for i, n in enumerate(lengths)]
+    raise ValueError(
+      f'to_lists expects tokens [B, L] and lengths [B], got {tokens.shape} and {lengths.shape}'
+    )
+  return [tokens[i, : int(n)].tolist() for i, n in enumerate(lengths)]
 
 
 def from_lists(seqs: Sequence[Sequence[int]], max_len: int, vocab: vocab_lib.Vocab):
@@ -359,8 +447,10 @@ def from_lists(seqs: Sequence[Sequence[int]], max_len: int, vocab: vocab_lib.Voc
     seq = np.asarray(list(seq), np.int64)
     bad = (seq < 0) | (seq >= vocab.codebook_size)
     if bad.any():
-      raise ValueError(f'from_lists: row {i} holds non-code ids {seq[bad][:5].tolist()} '
-                       f'(codes are 0..{vocab.codebook_size - 1})')
+      raise ValueError(
+        f'from_lists: row {i} holds non-code ids {seq[bad][:5].tolist()} '
+        f'(codes are 0..{vocab.codebook_size - 1})'
+      )
     n = min(len(seq), max_len - 1)
     tokens[i, :n] = seq[:n]
     tokens[i, n] = vocab.eos
@@ -370,6 +460,7 @@ def from_lists(seqs: Sequence[Sequence[int]], max_len: int, vocab: vocab_lib.Voc
 
 # ----------------------------------------------------------------------------- checks
 
+
 def _check_codes(codes) -> None:
   if jnp.ndim(codes) != 2:
     raise ValueError(f'codes must be [batch, frames], got shape {jnp.shape(codes)}')
@@ -378,7 +469,11 @@ def _check_codes(codes) -> None:
 
 
 def _check_min_run(min_run_frames) -> int:
-  if isinstance(min_run_frames, bool) or int(min_run_frames) != min_run_frames or min_run_frames < 1:
-    raise ValueError(f'min_run_frames must be an int >= 1 (resolve -1 with min_run_frames_for_rate '
-                     f'first), got {min_run_frames}')
+  if (
+    isinstance(min_run_frames, bool) or int(min_run_frames) != min_run_frames or min_run_frames < 1
+  ):
+    raise ValueError(
+      f'min_run_frames must be an int >= 1 (resolve -1 with min_run_frames_for_rate '
+      f'first), got {min_run_frames}'
+    )
   return int(min_run_frames)

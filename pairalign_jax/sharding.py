@@ -47,8 +47,9 @@ LogicalRules = tuple[tuple[str, Any], ...]
 # ------------------------------------------------------------------------------------------ mesh
 
 
-def resolve_mesh_shape(config: ml_collections.ConfigDict,
-                       device_count: Optional[int] = None) -> tuple[int, int, int]:
+def resolve_mesh_shape(
+  config: ml_collections.ConfigDict, device_count: Optional[int] = None
+) -> tuple[int, int, int]:
   """`config.mesh.shape` with its -1 replaced by the remaining devices.
 
   Raises:
@@ -60,22 +61,26 @@ def resolve_mesh_shape(config: ml_collections.ConfigDict,
   shape = tuple(config.mesh.shape)
   if len(shape) != len(MESH_AXES):
     raise config_validation.ConfigError(
-        f'config.mesh.shape: must have {len(MESH_AXES)} entries for axes {MESH_AXES}, got {shape}')
+      f'config.mesh.shape: must have {len(MESH_AXES)} entries for axes {MESH_AXES}, got {shape}'
+    )
   if sum(1 for x in shape if x == -1) > 1 or any(x != -1 and x < 1 for x in shape):
     raise config_validation.ConfigError(
-        f'config.mesh.shape: entries must be >= 1 with at most one -1, got {shape}')
+      f'config.mesh.shape: entries must be >= 1 with at most one -1, got {shape}'
+    )
   resolved = config_validation.resolve_mesh_shape(shape, device_count)
   data_parallel = resolved[0] * resolved[1]
   if config.batch_size % data_parallel:
     raise config_validation.ConfigError(
-        f'config.batch_size: {config.batch_size} is not divisible by the data-parallel size '
-        f'data*fsdp = {data_parallel} (config.mesh.shape={shape} -> '
-        f'{dict(zip(MESH_AXES, resolved))})')
+      f'config.batch_size: {config.batch_size} is not divisible by the data-parallel size '
+      f'data*fsdp = {data_parallel} (config.mesh.shape={shape} -> '
+      f'{dict(zip(MESH_AXES, resolved))})'
+    )
   return resolved
 
 
-def make_mesh(config: ml_collections.ConfigDict,
-              devices: Optional[Sequence[jax.Device]] = None) -> jax.sharding.Mesh:
+def make_mesh(
+  config: ml_collections.ConfigDict, devices: Optional[Sequence[jax.Device]] = None
+) -> jax.sharding.Mesh:
   """A mesh with axes ('data', 'fsdp', 'tensor') over all (global) devices.
 
   The axes are `AxisType.Auto` (GSPMD propagation, what `nn.with_logical_constraint` and
@@ -84,10 +89,12 @@ def make_mesh(config: ml_collections.ConfigDict,
   """
   devices = list(jax.devices() if devices is None else devices)
   shape = resolve_mesh_shape(config, len(devices))
-  mesh = jax.make_mesh(shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES),
-                       devices=devices)
-  logging.info('mesh %s over %d devices (%d processes)', dict(mesh.shape), len(devices),
-               jax.process_count())
+  mesh = jax.make_mesh(
+    shape, MESH_AXES, axis_types=(jax.sharding.AxisType.Auto,) * len(MESH_AXES), devices=devices
+  )
+  logging.info(
+    'mesh %s over %d devices (%d processes)', dict(mesh.shape), len(devices), jax.process_count()
+  )
   return mesh
 
 
@@ -97,14 +104,16 @@ def logical_rules(config: ml_collections.ConfigDict) -> LogicalRules:
   for i, rule in enumerate(config.mesh.logical_axis_rules):
     if len(rule) != 2 or not isinstance(rule[0], str):
       raise config_validation.ConfigError(
-          f'config.mesh.logical_axis_rules[{i}]: expected (logical_name, mesh_axes), got {rule!r}')
+        f'config.mesh.logical_axis_rules[{i}]: expected (logical_name, mesh_axes), got {rule!r}'
+      )
     name, target = rule
     targets = (target,) if isinstance(target, str) else tuple(target or ())
     unknown = [t for t in targets if t not in MESH_AXES]
     if unknown:
       raise config_validation.ConfigError(
-          f'config.mesh.logical_axis_rules[{i}]: {name!r} maps to unknown mesh axes {unknown}; '
-          f'the mesh axes are {MESH_AXES}')
+        f'config.mesh.logical_axis_rules[{i}]: {name!r} maps to unknown mesh axes {unknown}; '
+        f'the mesh axes are {MESH_AXES}'
+      )
     rules.append((name, tuple(target) if isinstance(target, (list, tuple)) else target))
   return tuple(rules)
 
@@ -123,8 +132,9 @@ def _axis_size(mesh: jax.sharding.Mesh, entry) -> int:
   return math.prod(mesh.shape[n] for n in names)
 
 
-def _fit_spec(spec: jax.sharding.PartitionSpec, shape: Sequence[int], mesh: jax.sharding.Mesh,
-              where: str) -> jax.sharding.PartitionSpec:
+def _fit_spec(
+  spec: jax.sharding.PartitionSpec, shape: Sequence[int], mesh: jax.sharding.Mesh, where: str
+) -> jax.sharding.PartitionSpec:
   """Drops mesh axes from dimensions they do not divide (that dimension is then replicated).
 
   E.g. a vocabulary of K + 3 = 515 entries cannot be split over tensor=2; rather than failing
@@ -135,8 +145,13 @@ def _fit_spec(spec: jax.sharding.PartitionSpec, shape: Sequence[int], mesh: jax.
   for dim, entry in zip(shape, entries):
     size = _axis_size(mesh, entry)
     if size > 1 and dim % size:
-      logging.info('sharding: %s dim of size %d is not divisible by mesh axes %s (%d); replicated.',
-                   where, dim, entry, size)
+      logging.info(
+        'sharding: %s dim of size %d is not divisible by mesh axes %s (%d); replicated.',
+        where,
+        dim,
+        entry,
+        size,
+      )
       entry = None
     fitted.append(entry)
   while fitted and fitted[-1] is None:
@@ -154,8 +169,9 @@ def unbox(tree: Any) -> Any:
   return jax.tree.map(lambda x: _unbox_leaf(x) if _is_box(x) else x, tree, is_leaf=_is_box)
 
 
-def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
-                    rules: Optional[LogicalRules] = None) -> Any:
+def state_shardings(
+  abstract_state: Any, mesh: jax.sharding.Mesh, rules: Optional[LogicalRules] = None
+) -> Any:
   """A tree of `NamedSharding` with the structure of the unboxed state.
 
   Args:
@@ -171,7 +187,7 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
     The same structure with boxes removed and each leaf replaced by a `NamedSharding`. A
     mesh axis that does not divide a dimension is dropped for that dimension (replicated).
   """
-  rules = tuple(rules) if rules is not None else None   # None: the `nn.logical_axis_rules` context
+  rules = tuple(rules) if rules is not None else None  # None: the `nn.logical_axis_rules` context
 
   def leaf_sharding(path, x):
     where = jax.tree_util.keystr(path)
@@ -185,19 +201,24 @@ def state_shardings(abstract_state: Any, mesh: jax.sharding.Mesh,
     elif hasattr(x, 'shape'):
       spec, shape = jax.sharding.PartitionSpec(), x.shape
     else:
-      raise TypeError(f'state_shardings: leaf {where} of type {type(x).__name__} is neither an '
-                      'array, a ShapeDtypeStruct, a partitioning box nor a PartitionSpec')
+      raise TypeError(
+        f'state_shardings: leaf {where} of type {type(x).__name__} is neither an '
+        'array, a ShapeDtypeStruct, a partitioning box nor a PartitionSpec'
+      )
     if shape is not None:
       spec = _fit_spec(spec, shape, mesh, where)
     return jax.sharding.NamedSharding(mesh, spec)
 
   return jax.tree_util.tree_map_with_path(
-      leaf_sharding, abstract_state,
-      is_leaf=lambda x: _is_box(x) or isinstance(x, jax.sharding.PartitionSpec))
+    leaf_sharding,
+    abstract_state,
+    is_leaf=lambda x: _is_box(x) or isinstance(x, jax.sharding.PartitionSpec),
+  )
 
 
-def abstract_state_and_shardings(boxed_state: Any, mesh: jax.sharding.Mesh,
-                                 rules: Optional[LogicalRules] = None) -> tuple[Any, Any]:
+def abstract_state_and_shardings(
+  boxed_state: Any, mesh: jax.sharding.Mesh, rules: Optional[LogicalRules] = None
+) -> tuple[Any, Any]:
   """From `jax.eval_shape(init_fn, rng)` (with boxes) to (abstract state, shardings).
 
   The abstract state is unboxed, its leaves are `jax.ShapeDtypeStruct`s carrying their
@@ -206,14 +227,16 @@ def abstract_state_and_shardings(boxed_state: Any, mesh: jax.sharding.Mesh,
   shardings = state_shardings(boxed_state, mesh, rules)
   unboxed = unbox(boxed_state)
   abstract = jax.tree.map(
-      lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings)
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), unboxed, shardings
+  )
   return abstract, shardings
 
 
 def with_shardings(abstract_state: Any, shardings: Any) -> Any:
   """`jax.ShapeDtypeStruct` leaves of `abstract_state` with the given shardings attached."""
-  return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
-                      abstract_state, shardings)
+  return jax.tree.map(
+    lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s), abstract_state, shardings
+  )
 
 
 # ----------------------------------------------------------------------------------------- batch
@@ -224,7 +247,9 @@ def batch_sharding(mesh: jax.sharding.Mesh) -> jax.sharding.NamedSharding:
   return jax.sharding.NamedSharding(mesh, jax.P(BATCH_AXES))
 
 
-def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh) -> dict[str, jax.Array]:
+def global_batch(
+  local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh
+) -> dict[str, jax.Array]:
   """Global `jax.Array`s (sharded by `batch_sharding(mesh)`) from this process's sub-batch.
 
   Each process passes its own `[batch // process_count, ...]` slice (processes in
@@ -241,10 +266,12 @@ def global_batch(local_batch: Mapping[str, np.ndarray], mesh: jax.sharding.Mesh)
     global_size = value.shape[0] * jax.process_count()
     if global_size % data_parallel:
       raise ValueError(
-          f'global_batch: {key!r} has local batch {value.shape[0]} x {jax.process_count()} '
-          f'processes = {global_size}, not divisible by data*fsdp = {data_parallel}')
+        f'global_batch: {key!r} has local batch {value.shape[0]} x {jax.process_count()} '
+        f'processes = {global_size}, not divisible by data*fsdp = {data_parallel}'
+      )
     out[key] = jax.make_array_from_process_local_data(
-        sharding, value, (global_size,) + value.shape[1:])
+      sharding, value, (global_size,) + value.shape[1:]
+    )
   return out
 
 
@@ -287,8 +314,12 @@ def maybe_initialize_distributed(env: Optional[Mapping[str, str]] = None) -> boo
     if num == 1:
       logging.info('distributed: one process requested; not initializing.')
       return False
-    logging.info('distributed: initializing with coordinator %s, %s processes, process id %s',
-                 coordinator, num, pid)
+    logging.info(
+      'distributed: initializing with coordinator %s, %s processes, process id %s',
+      coordinator,
+      num,
+      pid,
+    )
     jax.distributed.initialize(coordinator_address=coordinator, num_processes=num, process_id=pid)
   elif flag in _TRUE or len([h for h in env.get('TPU_WORKER_HOSTNAMES', '').split(',') if h]) > 1:
     logging.info('distributed: initializing with cluster auto-detection')
@@ -305,9 +336,17 @@ def _env_int(name: str, value: Optional[str]) -> Optional[int]:
   try:
     return int(value)
   except ValueError:
-    raise ValueError(f'{name} (or its JAX_* equivalent) must be an integer, got {value!r}') from None
+    raise ValueError(
+      f'{name} (or its JAX_* equivalent) must be an integer, got {value!r}'
+    ) from None
 
 
 def _log_processes(what: str) -> None:
-  logging.info('distributed %s: process %d of %d, %d local / %d global devices', what,
-               jax.process_index(), jax.process_count(), jax.local_device_count(), jax.device_count())
+  logging.info(
+    'distributed %s: process %d of %d, %d local / %d global devices',
+    what,
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+  )

@@ -47,18 +47,22 @@ def _define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
   flags.DEFINE_string('input', None, 'Audio file, folder, or manifest (.tsv/.jsonl).', **fv)
   flags.DEFINE_string('output', None, 'Output JSONL path.', **fv)
   flags.DEFINE_float('hop_seconds', 1.0, 'Hop between consecutive 3 s windows.', **fv)
-  flags.DEFINE_float('eos_bias', None,
-                     'EOS-logit bias (larger = shorter strings). Default: the trained bias.', **fv)
-  flags.DEFINE_float('target_rate', None, 'Tokens per second, through the stored calibration.', **fv)
-  flags.DEFINE_bool('vq', False, 'Emit the collapsed stage-0 VQ tokens instead of PairAlign strings.',
-                    **fv)
+  flags.DEFINE_float(
+    'eos_bias', None, 'EOS-logit bias (larger = shorter strings). Default: the trained bias.', **fv
+  )
+  flags.DEFINE_float(
+    'target_rate', None, 'Tokens per second, through the stored calibration.', **fv
+  )
+  flags.DEFINE_bool(
+    'vq', False, 'Emit the collapsed stage-0 VQ tokens instead of PairAlign strings.', **fv
+  )
   flags.DEFINE_integer('batch_size', 64, 'Windows per compiled batch.', **fv)
   flags.DEFINE_integer('beam_size', 1, 'Beam search width (1 = greedy decoding).', **fv)
   flags.mark_flags_as_required(['checkpoint', 'input', 'output'], **fv)
 
 
 MANIFEST_SUFFIXES = ('.tsv', '.jsonl')
-MAX_LISTED_SKIPS = 100   # skipped files named in the summary (all of them are logged)
+MAX_LISTED_SKIPS = 100  # skipped files named in the summary (all of them are logged)
 
 
 BAD_MANIFEST_LINE = 'bad_manifest_line'
@@ -76,21 +80,32 @@ def list_inputs(path: str) -> list[dict[str, Any]]:
   if path.lower().endswith(MANIFEST_SUFFIXES):
     bad_lines = []
     entries = manifest.read_manifest(path, bad_lines=bad_lines)
-    items = [(e['line'], {'path': e['path'], 'start': e['start'], 'end': e['end']}) for e in entries]
-    items += [(line_no, {'path': f'{path}:{line_no}', 'error': BAD_MANIFEST_LINE, 'detail': detail})
-              for line_no, detail in bad_lines]
+    items = [
+      (e['line'], {'path': e['path'], 'start': e['start'], 'end': e['end']}) for e in entries
+    ]
+    items += [
+      (line_no, {'path': f'{path}:{line_no}', 'error': BAD_MANIFEST_LINE, 'detail': detail})
+      for line_no, detail in bad_lines
+    ]
     return [item for _, item in sorted(items, key=lambda x: x[0])]
   return [{'path': path, 'start': None, 'end': None}]
 
 
-def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[float] = None,
-                   use_vq: bool = False, progress: bool = True) -> Iterator[dict[str, Any]]:
+def tokenize_items(
+  tokenizer,
+  items,
+  *,
+  hop_seconds: float,
+  eos_bias: Optional[float] = None,
+  use_vq: bool = False,
+  progress: bool = True,
+) -> Iterator[dict[str, Any]]:
   """Yields one record per window, or {'error': reason, 'path', 'detail'} for a skipped file.
 
   Every item gives either one error record or at least one window record.
   """
   for item in tqdm.tqdm(items, desc='tokenize', unit='file', disable=not progress, file=sys.stderr):
-    if 'error' in item:                      # a malformed manifest line (`list_inputs`)
+    if 'error' in item:  # a malformed manifest line (`list_inputs`)
       yield dict(item)
       continue
     try:
@@ -99,19 +114,37 @@ def tokenize_items(tokenizer, items, *, hop_seconds: float, eos_bias: Optional[f
       yield {'error': e.reason, 'path': item['path'], 'detail': e.detail}
       continue
     offset = float(item['start'] or 0.0)
-    windows = tokenizer.tokenize_long(wave, sr, hop_seconds=hop_seconds, eos_bias=eos_bias, vq=use_vq)
+    windows = tokenizer.tokenize_long(
+      wave, sr, hop_seconds=hop_seconds, eos_bias=eos_bias, vq=use_vq
+    )
     for w in windows:
-      yield {'path': item['path'], 'start': round(w['start'] + offset, 4),
-             'end': round(w['end'] + offset, 4), 'tokens': w['tokens'],
-             'times': [round(t + offset, 4) for t in w['times']], 'terminated': w['terminated']}
+      yield {
+        'path': item['path'],
+        'start': round(w['start'] + offset, 4),
+        'end': round(w['end'] + offset, 4),
+        'tokens': w['tokens'],
+        'times': [round(t + offset, 4) for t in w['times']],
+        'terminated': w['terminated'],
+      }
 
 
-def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1.0,
-        eos_bias: Optional[float] = None, target_rate: Optional[float] = None, use_vq: bool = False,
-        batch_size: int = 64, progress: bool = True, beam_size: int = 1) -> dict[str, Any]:
+def run(
+  checkpoint: str,
+  input_path: str,
+  output: str,
+  *,
+  hop_seconds: float = 1.0,
+  eos_bias: Optional[float] = None,
+  target_rate: Optional[float] = None,
+  use_vq: bool = False,
+  batch_size: int = 64,
+  progress: bool = True,
+  beam_size: int = 1,
+) -> dict[str, Any]:
   """Tokenizes everything under `input_path` into `output`; returns the summary."""
-  # pylint: disable-next=import-outside-toplevel
-  from pairalign_jax.tokenizer import Tokenizer, check_hop_seconds
+  from pairalign_jax.tokenizer import check_hop_seconds
+  from pairalign_jax.tokenizer import Tokenizer
+
   if not (math.isfinite(hop_seconds) and hop_seconds > 0):
     raise ValueError(f'--hop_seconds must be a finite number of seconds > 0, got {hop_seconds}')
   check_output(output)
@@ -126,12 +159,20 @@ def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1
       raise ValueError('pass --eos_bias or --target_rate, not both')
     eos_bias = tokenizer.eos_bias_for_rate(target_rate)
   logging.info('Tokenizing %d recording(s) from %s', len(items), input_path)
-  summary = {'files': len(items), 'files_ok': 0, 'windows': 0, 'terminated': 0,
-             'terminated_share': None, 'skipped': collections.Counter(), 'skipped_files': []}
+  summary = {
+    'files': len(items),
+    'files_ok': 0,
+    'windows': 0,
+    'terminated': 0,
+    'terminated_share': None,
+    'skipped': collections.Counter(),
+    'skipped_files': [],
+  }
   os.makedirs(os.path.dirname(os.path.abspath(output)), exist_ok=True)
   with open(output, 'w', encoding='utf-8') as f:
-    for rec in tokenize_items(tokenizer, items, hop_seconds=hop_seconds, eos_bias=eos_bias,
-                              use_vq=use_vq, progress=progress):
+    for rec in tokenize_items(
+      tokenizer, items, hop_seconds=hop_seconds, eos_bias=eos_bias, use_vq=use_vq, progress=progress
+    ):
       if 'error' in rec:
         summary['skipped'][rec['error']] += 1
         if len(summary['skipped_files']) < MAX_LISTED_SKIPS:
@@ -146,10 +187,16 @@ def run(checkpoint: str, input_path: str, output: str, *, hop_seconds: float = 1
   summary['files_ok'] = summary['files'] - sum(summary['skipped'].values())
   if summary['windows']:
     summary['terminated_share'] = round(summary['terminated'] / summary['windows'], 4)
-  logging.info('Wrote %d windows (terminated by EOS: %s; the others were cut at max_len) from %d of '
-               '%d files to %s; skipped: %s', summary['windows'],
-               'n/a' if summary['terminated_share'] is None else f"{summary['terminated_share']:.1%}",
-               summary['files_ok'], summary['files'], output, summary['skipped'] or 'none')
+  logging.info(
+    'Wrote %d windows (terminated by EOS: %s; the others were cut at max_len) from %d of '
+    '%d files to %s; skipped: %s',
+    summary['windows'],
+    'n/a' if summary['terminated_share'] is None else f'{summary["terminated_share"]:.1%}',
+    summary['files_ok'],
+    summary['files'],
+    output,
+    summary['skipped'] or 'none',
+  )
   return summary
 
 
@@ -168,9 +215,17 @@ def check_output(output: str) -> None:
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  summary = run(FLAGS.checkpoint, FLAGS.input, FLAGS.output, hop_seconds=FLAGS.hop_seconds,
-                eos_bias=FLAGS.eos_bias, target_rate=FLAGS.target_rate, use_vq=FLAGS.vq,
-                batch_size=FLAGS.batch_size, beam_size=FLAGS.beam_size)
+  summary = run(
+    FLAGS.checkpoint,
+    FLAGS.input,
+    FLAGS.output,
+    hop_seconds=FLAGS.hop_seconds,
+    eos_bias=FLAGS.eos_bias,
+    target_rate=FLAGS.target_rate,
+    use_vq=FLAGS.vq,
+    batch_size=FLAGS.batch_size,
+    beam_size=FLAGS.beam_size,
+  )
   print(json.dumps(summary))
 
 

@@ -68,22 +68,21 @@ import soxr
 from pairalign_jax import checkpointing
 from pairalign_jax import decode
 from pairalign_jax import frontend
-from pairalign_jax import losses
 from pairalign_jax import models
-from pairalign_jax import objective
 from pairalign_jax import sequences
+from pairalign_jax import targets as targets_lib
 from pairalign_jax import vocab as vocab_lib
 
 CALIBRATION_FILE = 'calibration.json'
-MAX_CHANNELS = 8           # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
+MAX_CHANNELS = 8  # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
 Waveforms = Union[np.ndarray, Sequence[np.ndarray]]
 
 
 @dataclasses.dataclass
 class TokenizerOutput:
-  tokens: list[list[int]]          # codes only (no BOS/EOS)
-  times: list[np.ndarray]          # seconds from the segment start, one per token
-  terminated: np.ndarray           # [N] bool: EOS emitted before the length limit
+  tokens: list[list[int]]  # codes only (no BOS/EOS)
+  times: list[np.ndarray]  # seconds from the segment start, one per token
+  terminated: np.ndarray  # [N] bool: EOS emitted before the length limit
   # The decoder's own cross-attention time per token, before the running maximum that makes
   # `times` non-decreasing (for analysis of the attention itself); `times` for VQ strings.
   raw_times: Optional[list[np.ndarray]] = None
@@ -92,9 +91,17 @@ class TokenizerOutput:
 class Tokenizer:
   """A trained PairAlign tokenizer (parameters + the config it was trained with)."""
 
-  def __init__(self, config: ml_collections.ConfigDict, variables: dict, *, eos_bias: float = 0.0,
-               calibration: Optional[list[tuple[float, float]]] = None, batch_size: int = 64,
-               beam_size: int = 1, length_penalty: float = 0.0):
+  def __init__(
+    self,
+    config: ml_collections.ConfigDict,
+    variables: dict,
+    *,
+    eos_bias: float = 0.0,
+    calibration: Optional[list[tuple[float, float]]] = None,
+    batch_size: int = 64,
+    beam_size: int = 1,
+    length_penalty: float = 0.0,
+  ):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
     self.variables = variables
@@ -102,23 +109,38 @@ class Tokenizer:
     self.vocab = vocab_lib.Vocab(config.model.codebook_size)
     self.sample_rate = int(config.audio.sample_rate)
     self.segment_samples = int(round(config.audio.sample_rate * config.audio.segment_seconds))
-    self.frame_seconds = config.frontend.hop_length * config.model.subsample / config.audio.sample_rate
+    self.frame_seconds = (
+      config.frontend.hop_length * config.model.subsample / config.audio.sample_rate
+    )
     self.max_len = int(config.model.max_len)
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
-    self._clamp_logged = False         # a target_rate outside the calibration is logged once
+    self._clamp_logged = False  # a target_rate outside the calibration is logged once
     self.batch_size = int(batch_size)
-    self.beam_size, self.length_penalty = decode.check_beam_settings(beam_size, length_penalty,
-                                                                     self.vocab.codebook_size)
-    self._encode_decode = jax.jit(self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty'))
+    self.beam_size, self.length_penalty = decode.check_beam_settings(
+      beam_size, length_penalty, self.vocab.codebook_size
+    )
+    self._encode_decode = jax.jit(
+      self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
+    )
     self._vq_codes = jax.jit(self._vq_codes_impl)
-    self._group_codes = jax.jit(lambda variables, waves: self._target_codes(variables, self._encode(variables, waves)))
+    self._group_codes = jax.jit(
+      lambda variables, waves: self._target_codes(variables, self._encode(variables, waves))
+    )
     self._score = jax.jit(self._score_impl)
 
   # ------------------------------------------------------------------ loading
   @classmethod
-  def from_checkpoint(cls, path: str, *, step: Optional[int] = None, use_teacher: bool = True,
-                      batch_size: int = 64, beam_size: int = 1, length_penalty: float = 0.0) -> 'Tokenizer':
+  def from_checkpoint(
+    cls,
+    path: str,
+    *,
+    step: Optional[int] = None,
+    use_teacher: bool = True,
+    batch_size: int = 64,
+    beam_size: int = 1,
+    length_penalty: float = 0.0,
+  ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
     `path` is a workdir, its `checkpoints/` folder or one step folder (relative or absolute);
@@ -133,8 +155,11 @@ class Tokenizer:
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
     folder, config, restored = checkpointing.load_for_analysis(path, step)
-    params = restored['teacher_params'] if use_teacher and restored.get('teacher_params') is not None \
-        else restored['params']
+    params = (
+      restored['teacher_params']
+      if use_teacher and restored.get('teacher_params') is not None
+      else restored['params']
+    )
     variables = {'params': params, 'vq_stats': restored['vq_stats']}
     eos_bias = float(np.asarray(restored.get('eos_bias', 0.0)))
     calibration = None
@@ -146,10 +171,21 @@ class Tokenizer:
       calibration = [tuple(x) for x in stored['eos_bias_to_rate']]
       loaded_step = folder.name
       if stored.get('step') is not None and str(stored['step']) != loaded_step:
-        logging.warning('%s was measured on step %s, but step %s is loaded: target_rate may be off',
-                        cal_path, stored['step'], loaded_step)
-    return cls(config, variables, eos_bias=eos_bias, calibration=calibration, batch_size=batch_size,
-               beam_size=beam_size, length_penalty=length_penalty)
+        logging.warning(
+          '%s was measured on step %s, but step %s is loaded: target_rate may be off',
+          cal_path,
+          stored['step'],
+          loaded_step,
+        )
+    return cls(
+      config,
+      variables,
+      eos_bias=eos_bias,
+      calibration=calibration,
+      batch_size=batch_size,
+      beam_size=beam_size,
+      length_penalty=length_penalty,
+    )
 
   # ------------------------------------------------------------------ input handling
   def _check_rate(self, sample_rate) -> int:
@@ -161,8 +197,9 @@ class Tokenizer:
     except (TypeError, ValueError):
       rate = float('nan')
     if not (np.isfinite(rate) and rate >= 1 and rate == round(rate)):
-      raise ValueError(f'sample_rate must be a positive whole number of samples per second, got '
-                       f'{sample_rate!r}')
+      raise ValueError(
+        f'sample_rate must be a positive whole number of samples per second, got {sample_rate!r}'
+      )
     return int(rate)
 
   def _as_list(self, waveforms: Waveforms) -> Sequence:
@@ -171,7 +208,7 @@ class Tokenizer:
     batch < samples; `[n, c]` with c <= MAX_CHANNELS and c < n is one c-channel clip (logged)."""
     if isinstance(waveforms, (list, tuple)):
       if waveforms and all(np.ndim(x) == 0 for x in waveforms):
-        return [np.asarray(waveforms)]                          # a plain list of samples: one clip
+        return [np.asarray(waveforms)]  # a plain list of samples: one clip
       return waveforms
     waveforms = np.asarray(waveforms)
     if waveforms.ndim == 1:
@@ -179,18 +216,26 @@ class Tokenizer:
     if waveforms.ndim == 2:
       n, c = waveforms.shape
       if c <= MAX_CHANNELS and n > c:
-        logging.info('waveforms: the [%d, %d] array is taken as one %d-channel clip of %d samples '
-                     '(channels averaged); pass a list for a batch', n, c, c, n)
+        logging.info(
+          'waveforms: the [%d, %d] array is taken as one %d-channel clip of %d samples '
+          '(channels averaged); pass a list for a batch',
+          n,
+          c,
+          c,
+          n,
+        )
         return [waveforms]
       if n < c:
-        return waveforms                                        # [batch, samples]: rows are clips
+        return waveforms  # [batch, samples]: rows are clips
     raise ValueError(
-        'waveforms: expected one 1-D waveform, a [batch, samples] array (batch < samples), one '
-        f'[samples, channels] clip (channels <= {MAX_CHANNELS}) or a list of waveforms, got an '
-        f'array of shape {waveforms.shape}; pass several clips as a list')
+      'waveforms: expected one 1-D waveform, a [batch, samples] array (batch < samples), one '
+      f'[samples, channels] clip (channels <= {MAX_CHANNELS}) or a list of waveforms, got an '
+      f'array of shape {waveforms.shape}; pass several clips as a list'
+    )
 
-  def prepare(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
-              first: int = 0) -> np.ndarray:
+  def prepare(
+    self, waveforms: Waveforms, sample_rate: Optional[int] = None, *, first: int = 0
+  ) -> np.ndarray:
     """-> float32 [N, segment_samples] at the model's rate (see the module docstring). Errors name
     waveform `first + i` (the calls on one batch of a longer list pass the batch's offset)."""
     sample_rate = self._check_rate(sample_rate)
@@ -202,9 +247,11 @@ class Tokenizer:
         wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
       if wave.shape[0] > self.segment_samples:
         raise ValueError(
-            f'waveform {i}: {wave.shape[0] / self.sample_rate:.2f} s is longer than the '
-            f'{self.segment_samples / self.sample_rate:.2f} s segment; use tokenize_long() for long audio')
-      out[i - first, :wave.shape[0]] = wave
+          f'waveform {i}: {wave.shape[0] / self.sample_rate:.2f} s is longer than the '
+          f'{self.segment_samples / self.sample_rate:.2f} s segment; use tokenize_long() for '
+          'long audio'
+        )
+      out[i - first, : wave.shape[0]] = wave
     return out
 
   @staticmethod
@@ -222,7 +269,9 @@ class Tokenizer:
     if wave.ndim == 2:
       wave = wave.mean(axis=1 if wave.shape[1] <= wave.shape[0] else 0, dtype=np.float32)
     if wave.ndim != 1:
-      raise ValueError(f'{name}: expected 1-D mono (or [samples, channels]) audio, got shape {wave.shape}')
+      raise ValueError(
+        f'{name}: expected 1-D mono (or [samples, channels]) audio, got shape {wave.shape}'
+      )
     if wave.shape[0] == 0:
       raise ValueError(f'{name}: empty waveform (no samples)')
     if not np.all(np.isfinite(wave)):
@@ -232,7 +281,7 @@ class Tokenizer:
   def _batches(self, waves: np.ndarray):
     """Yields (start, fixed-size padded batch [batch_size, S], valid rows)."""
     for start in range(0, waves.shape[0], self.batch_size):
-      chunk = waves[start:start + self.batch_size]
+      chunk = waves[start : start + self.batch_size]
       n = chunk.shape[0]
       if n < self.batch_size:
         chunk = np.concatenate([chunk, np.zeros((self.batch_size - n, waves.shape[1]), np.float32)])
@@ -240,27 +289,40 @@ class Tokenizer:
 
   # ------------------------------------------------------------------ compiled pieces
   def _encode(self, variables, waves):
-    mel = frontend.normalize(frontend.log_mel(waves, self.fcfg))                   # [B, F, M]
-    return self.model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
+    mel = frontend.normalize(frontend.log_mel(waves, self.fcfg))  # [B, F, M]
+    return self.model.apply(
+      variables, mel, train=False, method=models.PairAlign.encode
+    )  # [B, T, d]
 
   def _target_codes(self, variables, h):
-    """Frame codes [B, T] as the stage-1 targets were made (`objective.target_frame_codes`)."""
+    """Frame codes [B, T] as the stage-1 targets were made (`targets.target_frame_codes`)."""
     codes = self.model.apply(variables, h, train=False, method=models.PairAlign.quantize).codes
-    settings = objective.ObjectiveSettings.from_config(self.config)
-    return objective.target_frame_codes(codes, settings, variables['vq_stats'])
+    settings = targets_lib.TargetSettings.from_config(self.config)
+    return targets_lib.target_frame_codes(codes, settings, variables['vq_stats'])
 
-  def _encode_decode_impl(self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0):
+  def _encode_decode_impl(
+    self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0
+  ):
     h = self._encode(variables, waves)
     if beam_size == 1:
       out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
     else:
-      out = decode.beam_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias,
-                               beam_size=beam_size, length_penalty=length_penalty)
+      out = decode.beam_decode(
+        self.model,
+        variables,
+        h,
+        max_len=self.max_len,
+        eos_bias=eos_bias,
+        beam_size=beam_size,
+        length_penalty=length_penalty,
+      )
     return out.tokens, out.lengths, out.terminated, out.times
 
   def _vq_codes_impl(self, variables, waves):
     h = self._encode(variables, waves)
-    return self.model.apply(variables, h, train=False, method=models.PairAlign.quantize).codes  # [B, T]
+    return self.model.apply(
+      variables, h, train=False, method=models.PairAlign.quantize
+    ).codes  # [B, T]
 
   def _score_impl(self, variables, waves, tokens, lengths):
     h = self._encode(variables, waves)
@@ -270,9 +332,11 @@ class Tokenizer:
     else:
       cond = self.model.apply(variables, h, method=models.PairAlign.condition)
       inputs = sequences.shift_right(tokens, self.vocab)
-      logits, _ = self.model.apply(variables, cond, inputs, train=False, method=models.PairAlign.score)
+      logits, _ = self.model.apply(
+        variables, cond, inputs, train=False, method=models.PairAlign.score
+      )
     mask = sequences.score_mask(tokens, lengths, self.vocab)
-    return losses.sequence_log_likelihood(logits, tokens, mask)
+    return sequences.sequence_log_likelihood(logits, tokens, mask)
 
   # ------------------------------------------------------------------ public API
   def eos_bias_for_rate(self, target_rate: float) -> float:
@@ -281,11 +345,15 @@ class Tokenizer:
     `target_rate` must be a finite number > 0; a rate outside the calibrated range gets the
     bias of the nearest end of the table (clamped), with a warning the first time."""
     if not self.calibration:
-      raise ValueError('This tokenizer has no length calibration (calibration.json, written by '
-                       '`python -m pairalign_jax.evaluate`); pass eos_bias instead of target_rate.')
+      raise ValueError(
+        'This tokenizer has no length calibration (calibration.json, written by '
+        '`python -m pairalign_jax.evaluate`); pass eos_bias instead of target_rate.'
+      )
     rate = _finite(target_rate, 'target_rate', 'a finite number of tokens per second > 0')
     if not rate > 0:
-      raise ValueError(f'target_rate must be a finite number of tokens per second > 0, got {target_rate!r}')
+      raise ValueError(
+        f'target_rate must be a finite number of tokens per second > 0, got {target_rate!r}'
+      )
     table = sorted(self.calibration)
     biases = np.array([b for b, _ in table], np.float64)
     # The rate never rises with the bias (module docstring); measured ties and noise are made
@@ -294,14 +362,26 @@ class Tokenizer:
     low, high = float(rates.min()), float(rates.max())
     if not low <= rate <= high and not self._clamp_logged:
       self._clamp_logged = True
-      logging.warning('target_rate=%g tokens/s is outside the calibrated range [%g, %g]: using the '
-                      'bias of the nearest end (%g tokens/s); logged once', rate, low, high,
-                      min(max(rate, low), high))
+      logging.warning(
+        'target_rate=%g tokens/s is outside the calibrated range [%g, %g]: using the '
+        'bias of the nearest end (%g tokens/s); logged once',
+        rate,
+        low,
+        high,
+        min(max(rate, low), high),
+      )
     return float(np.interp(-rate, -rates, biases))
 
-  def tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None, *,
-               eos_bias: Optional[float] = None, target_rate: Optional[float] = None,
-               beam_size: Optional[int] = None, length_penalty: Optional[float] = None) -> TokenizerOutput:
+  def tokenize(
+    self,
+    waveforms: Waveforms,
+    sample_rate: Optional[int] = None,
+    *,
+    eos_bias: Optional[float] = None,
+    target_rate: Optional[float] = None,
+    beam_size: Optional[int] = None,
+    length_penalty: Optional[float] = None,
+  ) -> TokenizerOutput:
     """Tokenizes each waveform (at most one segment long) into codes with per-token times.
 
     Every waveform is decoded on its own (batching never changes a result), one batch of
@@ -310,8 +390,10 @@ class Tokenizer:
     (module docstring). `times` are the running maximum of `raw_times` (module docstring).
     """
     beam_size, length_penalty = decode.check_beam_settings(
-        self.beam_size if beam_size is None else beam_size,
-        self.length_penalty if length_penalty is None else length_penalty, self.vocab.codebook_size)
+      self.beam_size if beam_size is None else beam_size,
+      self.length_penalty if length_penalty is None else length_penalty,
+      self.vocab.codebook_size,
+    )
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if eos_bias is not None:
@@ -323,10 +405,17 @@ class Tokenizer:
     waveforms = self._as_list(waveforms)
     tokens, times, raw_times, terminated = [], [], [], []
     for first in range(0, len(waveforms), self.batch_size):
-      waves = self.prepare(waveforms[first:first + self.batch_size], sample_rate, first=first)
+      waves = self.prepare(waveforms[first : first + self.batch_size], sample_rate, first=first)
       for _, batch, n in self._batches(waves):
-        tok, lengths, term, tim = jax.device_get(self._encode_decode(
-            self.variables, jnp.asarray(batch), bias, beam_size=beam_size, length_penalty=length_penalty))
+        tok, lengths, term, tim = jax.device_get(
+          self._encode_decode(
+            self.variables,
+            jnp.asarray(batch),
+            bias,
+            beam_size=beam_size,
+            length_penalty=length_penalty,
+          )
+        )
         for row in range(n):
           length = int(lengths[row])
           tokens.append([int(t) for t in tok[row, :length]])
@@ -334,14 +423,17 @@ class Tokenizer:
           raw_times.append(raw)
           times.append(np.maximum.accumulate(raw) if length else raw)
           terminated.append(bool(term[row]))
-    return TokenizerOutput(tokens=tokens, times=times, terminated=np.array(terminated, bool),
-                           raw_times=raw_times)
+    return TokenizerOutput(
+      tokens=tokens, times=times, terminated=np.array(terminated, bool), raw_times=raw_times
+    )
 
   def vq_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
-    """The stage-0 baseline: frame VQ codes with consecutive repeats collapsed (run-centre times)."""
+    """The stage-0 baseline: frame VQ codes, consecutive repeats collapsed (run-centre times)."""
     return self._collapsed_frame_codes(self._vq_codes, waveforms, sample_rate)
 
-  def vq_group_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:
+  def vq_group_tokenize(
+    self, waveforms: Waveforms, sample_rate: Optional[int] = None
+  ) -> TokenizerOutput:
     """The stage-1 targets as a tokenizer: frame codes mapped to their code group
     (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed.
     Shows how much the decoder adds to (or loses from) what it was first trained to write."""
@@ -350,7 +442,8 @@ class Tokenizer:
     return self._collapsed_frame_codes(self._group_codes, waveforms, sample_rate)
 
   def _collapsed_frame_codes(self, codes_fn, waveforms, sample_rate) -> TokenizerOutput:
-    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre times."""
+    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre
+    times."""
     waves = self.prepare(waveforms, sample_rate)
     tokens, times = [], []
     for _, batch, n in self._batches(waves):
@@ -359,8 +452,9 @@ class Tokenizer:
         seq, centres = collapse_codes(codes[row])
         tokens.append(seq)
         times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
-    return TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool),
-                           raw_times=times)
+    return TokenizerOutput(
+      tokens=tokens, times=times, terminated=np.ones(len(tokens), bool), raw_times=times
+    )
 
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):
     """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean).
@@ -379,11 +473,12 @@ class Tokenizer:
       raise ValueError(f'tokens must be codes in [0, {self.vocab.codebook_size})')
     waves = self.prepare([waveform], sample_rate)
     row = np.full((1, self.max_len), self.vocab.pad, np.int32)
-    row[0, :len(tokens)] = tokens
+    row[0, : len(tokens)] = tokens
     if len(tokens) < self.max_len:
       row[0, len(tokens)] = self.vocab.eos
-    total, mean = self._score(self.variables, jnp.asarray(waves), jnp.asarray(row),
-                              jnp.asarray([len(tokens)], jnp.int32))
+    total, mean = self._score(
+      self.variables, jnp.asarray(waves), jnp.asarray(row), jnp.asarray([len(tokens)], jnp.int32)
+    )
     return float(total[0]), float(mean[0])
 
   def window_starts(self, num_samples: int, hop_seconds: float) -> list[int]:
@@ -401,9 +496,16 @@ class Tokenizer:
       starts.append(num_samples - self.segment_samples)
     return starts
 
-  def tokenize_long(self, waveform: np.ndarray, sample_rate: Optional[int] = None, *,
-                    hop_seconds: float = 1.0, eos_bias: Optional[float] = None,
-                    target_rate: Optional[float] = None, vq: bool = False) -> list[dict]:
+  def tokenize_long(
+    self,
+    waveform: np.ndarray,
+    sample_rate: Optional[int] = None,
+    *,
+    hop_seconds: float = 1.0,
+    eos_bias: Optional[float] = None,
+    target_rate: Optional[float] = None,
+    vq: bool = False,
+  ) -> list[dict]:
     """Sliding windows (module docstring) -> [{'start', 'end', 'tokens', 'times', 'terminated'}].
 
     `start`/`end` are the window's span in seconds of the recording (`end` is the end of the
@@ -429,8 +531,8 @@ class Tokenizer:
     starts = self.window_starts(wave.shape[0], hop_seconds)
     result = []
     for first in range(0, len(starts), self.batch_size):
-      chunk = starts[first:first + self.batch_size]
-      windows = [wave[s:s + self.segment_samples] for s in chunk]      # views, no copies
+      chunk = starts[first : first + self.batch_size]
+      windows = [wave[s : s + self.segment_samples] for s in chunk]  # views, no copies
       if vq:
         out = self.vq_tokenize(windows, self.sample_rate)
       else:
@@ -438,9 +540,15 @@ class Tokenizer:
       for s, w, tok, tim, term in zip(chunk, windows, out.tokens, out.times, out.terminated):
         t0 = s / self.sample_rate
         t1 = t0 + w.shape[0] / self.sample_rate
-        result.append({'start': t0, 'end': t1, 'tokens': list(tok),
-                       'times': [min(max(round(float(t) + t0, 4), t0), t1) for t in tim],
-                       'terminated': bool(term)})
+        result.append(
+          {
+            'start': t0,
+            'end': t1,
+            'tokens': list(tok),
+            'times': [min(max(round(float(t) + t0, 4), t0), t1) for t in tim],
+            'terminated': bool(term),
+          }
+        )
     return result
 
 
@@ -451,8 +559,10 @@ def check_hop_seconds(hop_seconds, window_seconds: float) -> float:
   except (TypeError, ValueError):
     hop = float('nan')
   if not (np.isfinite(hop) and 0 < hop <= window_seconds):
-    raise ValueError(f'hop_seconds must be a finite number of seconds in (0, {window_seconds:g}] '
-                     f'(the window), got {hop_seconds!r}')
+    raise ValueError(
+      f'hop_seconds must be a finite number of seconds in (0, {window_seconds:g}] '
+      f'(the window), got {hop_seconds!r}'
+    )
   return hop
 
 
@@ -468,7 +578,7 @@ def _finite(value, name: str, valid: str) -> float:
 
 
 def collapse_codes(codes: np.ndarray) -> tuple[list[int], np.ndarray]:
-  """Frame codes [T] -> (codes with consecutive repeats merged, run centre frame index per token)."""
+  """Frame codes [T] -> (codes with consecutive repeats merged, run-centre frame of each token)."""
   codes = np.asarray(codes)
   if codes.size == 0:
     return [], np.zeros((0,), np.float32)

@@ -54,6 +54,7 @@ from pairalign_jax import models
 from pairalign_jax import objective
 from pairalign_jax import sequences
 from pairalign_jax import sharding
+from pairalign_jax import targets as targets_lib
 from pairalign_jax import train_state as train_state_lib
 from pairalign_jax.data import pipeline
 
@@ -89,9 +90,12 @@ def teacher_alpha(step, config: ml_collections.ConfigDict):
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = config.optim
   schedule = optax.warmup_cosine_decay_schedule(
-      init_value=0.0, peak_value=o.learning_rate, warmup_steps=max(1, o.warmup_steps),
-      decay_steps=max(o.warmup_steps + 1, config.num_train_steps),
-      end_value=o.learning_rate * o.end_learning_rate_factor)
+    init_value=0.0,
+    peak_value=o.learning_rate,
+    warmup_steps=max(1, o.warmup_steps),
+    decay_steps=max(o.warmup_steps + 1, config.num_train_steps),
+    end_value=o.learning_rate * o.end_learning_rate_factor,
+  )
   chain = []
   if o.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(o.grad_clip))
@@ -121,7 +125,9 @@ def create_train_state(model, optimizer, config, rng) -> TrainState:
   """A fresh state (params still boxed with logical axis names when called under eval_shape)."""
   init_rng, state_rng = jax.random.split(rng)
   variables = init_variables(model, config, init_rng)
-  return train_state_lib.new_train_state(variables['params'], variables['vq_stats'], optimizer, state_rng)
+  return train_state_lib.new_train_state(
+    variables['params'], variables['vq_stats'], optimizer, state_rng
+  )
 
 
 # ---------------------------------------------------------------------- fine-tuning (init_from)
@@ -130,39 +136,51 @@ def create_train_state(model, optimizer, config, rng) -> TrainState:
 # each comes from: a fine-tuning source (config.init_from) must have the same values. (Checked with
 # jax.eval_shape of the init: dropout rates, remat and model.dtype change no parameter.)
 INIT_FROM_MATCH_KEYS = {
-    'd_model': 'config.model.d_model',
-    'num_heads': 'config.model.num_heads',
-    'mlp_dim': 'config.model.mlp_dim',
-    'enc_layers': 'config.model.enc_layers',
-    'dec_layers': 'config.model.dec_layers',
-    'subsample': 'config.model.subsample',
-    'codebook_size': 'config.model.codebook_size',
-    'code_dim': 'config.model.code_dim',
-    'max_len': 'config.model.max_len',
-    'recon_channels': 'config.model.recon_channels',
-    'time_bias_frames': 'config.model.time_bias_frames',
-    'scan_layers': 'config.model.scan_layers',
-    'enc_positions': 'config.model.enc_positions',
-    'n_mels': 'config.frontend.n_mels',
+  'd_model': 'config.model.d_model',
+  'num_heads': 'config.model.num_heads',
+  'mlp_dim': 'config.model.mlp_dim',
+  'enc_layers': 'config.model.enc_layers',
+  'dec_layers': 'config.model.dec_layers',
+  'subsample': 'config.model.subsample',
+  'codebook_size': 'config.model.codebook_size',
+  'code_dim': 'config.model.code_dim',
+  'max_len': 'config.model.max_len',
+  'recon_channels': 'config.model.recon_channels',
+  'time_bias_frames': 'config.model.time_bias_frames',
+  'scan_layers': 'config.model.scan_layers',
+  'enc_positions': 'config.model.enc_positions',
+  'n_mels': 'config.frontend.n_mels',
 }
 
 
-def check_init_from_config(config: ml_collections.ConfigDict, source_config: ml_collections.ConfigDict,
-                           source: str) -> None:
+def check_init_from_config(
+  config: ml_collections.ConfigDict, source_config: ml_collections.ConfigDict, source: str
+) -> None:
   """Raises ConfigError naming every `INIT_FROM_MATCH_KEYS` key whose value differs between this
   run (`config`) and the fine-tuning source (`source_config`, the config saved with `source`)."""
   ours = models.ModelConfig.from_config(config)
-  theirs = models.ModelConfig.from_config(source_config)   # same defaults for keys an old config lacks
-  diffs = [f'{key}={getattr(ours, field)!r} (source: {getattr(theirs, field)!r})'
-           for field, key in INIT_FROM_MATCH_KEYS.items() if getattr(ours, field) != getattr(theirs, field)]
-  if ours.enc_positions == theirs.enc_positions == 'learned' and ours.enc_max_frames != theirs.enc_max_frames:
-    diffs.append(f'config.audio.segment_seconds={config.audio.segment_seconds!r} (source: '
-                 f'{source_config.audio.segment_seconds!r}; learned encoder positions: {ours.enc_max_frames} '
-                 f'frames, source {theirs.enc_max_frames})')
+  theirs = models.ModelConfig.from_config(
+    source_config
+  )  # same defaults for keys an old config lacks
+  diffs = [
+    f'{key}={getattr(ours, field)!r} (source: {getattr(theirs, field)!r})'
+    for field, key in INIT_FROM_MATCH_KEYS.items()
+    if getattr(ours, field) != getattr(theirs, field)
+  ]
+  if (
+    ours.enc_positions == theirs.enc_positions == 'learned'
+    and ours.enc_max_frames != theirs.enc_max_frames
+  ):
+    diffs.append(
+      f'config.audio.segment_seconds={config.audio.segment_seconds!r} (source: '
+      f'{source_config.audio.segment_seconds!r}; learned encoder positions: {ours.enc_max_frames} '
+      f'frames, source {theirs.enc_max_frames})'
+    )
   if diffs:
     raise config_validation.ConfigError(
-        f'config.init_from={source!r}: the source model has other parameter shapes than this run; set '
-        f'these keys as the source run had them: {"; ".join(diffs)}')
+      f'config.init_from={source!r}: the source model has other parameter shapes than this run; '
+      f'set these keys as the source run had them: {"; ".join(diffs)}'
+    )
 
 
 def resolve_init_from(config: ml_collections.ConfigDict, workdir: str) -> Optional[epath.Path]:
@@ -177,7 +195,7 @@ def resolve_init_from(config: ml_collections.ConfigDict, workdir: str) -> Option
   if checkpointing.committed_steps(os.path.join(workdir, 'checkpoints')):
     return None
   source = str(config.init_from)
-  if '://' not in source:   # Orbax misreads a relative step folder's metadata: make it absolute
+  if '://' not in source:  # Orbax misreads a relative step folder's metadata: make it absolute
     source = os.path.abspath(os.path.expanduser(source))
   try:
     folder = checkpointing.step_dir(source)
@@ -190,9 +208,13 @@ def resolve_init_from(config: ml_collections.ConfigDict, workdir: str) -> Option
 
 def _saved_shape_mismatches(metadata, abstract: dict[str, Any]) -> list[str]:
   """'item[path]: ...' for each leaf whose saved shape (or presence) differs from `abstract`'s."""
+
   def shapes(tree):
-    return {jax.tree_util.keystr(p): tuple(x.shape)
-            for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+    return {
+      jax.tree_util.keystr(p): tuple(x.shape)
+      for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+    }
+
   problems = []
   for item, target in abstract.items():
     if metadata.get(item) is None:
@@ -205,36 +227,59 @@ def _saved_shape_mismatches(metadata, abstract: dict[str, Any]) -> list[str]:
       elif key not in want:
         problems.append(f'{item}{key}: not in this model')
       elif want[key] != have[key]:
-        problems.append(f'{item}{key}: shape {have[key]} in the checkpoint, {want[key]} in this model')
+        problems.append(
+          f'{item}{key}: shape {have[key]} in the checkpoint, {want[key]} in this model'
+        )
   return problems
 
 
 def _warn_if_loaded_teacher_is_replaced(config: ml_collections.ConfigDict) -> None:
-  """The loaded teacher only lasts if the first update keeps it (stage 1, or stage 2 without warmup)."""
+  """The loaded teacher only lasts if the first update keeps it (stage 1, or stage 2 without
+  warmup)."""
   s = config.schedule
-  decay = float(train_state_lib.ema_decay_at(1, start=s.stage2_start, decay=s.ema_decay,
-                                             warmup_steps=s.ema_warmup_steps, frozen_from=s.stage1_start))
+  decay = float(
+    train_state_lib.ema_decay_at(
+      1,
+      start=s.stage2_start,
+      decay=s.ema_decay,
+      warmup_steps=s.ema_warmup_steps,
+      frozen_from=s.stage1_start,
+    )
+  )
   if decay < s.ema_decay:
     logging.warning(
-        'config.init_from_teacher: the loaded EMA teacher is replaced by the student within the first '
-        'steps (stage 0 copies the student; stage 2 ramps its EMA decay up from 0 over '
-        'schedule.ema_warmup_steps). To keep it, set schedule.stage1_start=0 and either '
-        'schedule.stage2_start > 0 (frozen teacher) or schedule.ema_warmup_steps=0.')
+      'config.init_from_teacher: the loaded EMA teacher is replaced by the student within the '
+      'first steps (stage 0 copies the student; stage 2 ramps its EMA decay up from 0 over '
+      'schedule.ema_warmup_steps). To keep it, set schedule.stage1_start=0 and either '
+      'schedule.stage2_start > 0 (frozen teacher) or schedule.ema_warmup_steps=0.'
+    )
 
 
-def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.PairAlign,
-               optimizer: optax.GradientTransformation, config: ml_collections.ConfigDict,
-               settings: objective.ObjectiveSettings, stage: int):
-  """One optimizer step of `stage` on a batch {'view1', 'view2': [B, S]}. Returns (state, metrics)."""
+def train_step(
+  state: TrainState,
+  batch: dict[str, jax.Array],
+  *,
+  model: models.PairAlign,
+  optimizer: optax.GradientTransformation,
+  config: ml_collections.ConfigDict,
+  settings: objective.ObjectiveSettings,
+  stage: int,
+):
+  """One optimizer step of `stage` on a batch {'view1', 'view2': [B, S]} -> (state, metrics)."""
   TRACE_COUNT[stage] += 1
   fcfg = frontend.FrontendConfig.from_config(config)
   rng, step_rng = jax.random.split(state.rng)
-  keys = dict(zip(('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix', 'jitter', 'own_times'),
-                  jax.random.split(step_rng, 8)))
+  keys = dict(
+    zip(
+      ('spec', 'dropout', 'vq', 'corrupt', 'negatives', 'mix', 'jitter', 'own_times'),
+      jax.random.split(step_rng, 8),
+    )
+  )
 
-  waves = jnp.concatenate([batch['view1'], batch['view2']], axis=0)                 # [2B, S]
+  waves = jnp.concatenate([batch['view1'], batch['view2']], axis=0)  # [2B, S]
   mel_in, mel_clean, energy = objective.view_features(
-      waves, fcfg, keys['spec'], train=True, specaugment=settings.specaugment)
+    waves, fcfg, keys['spec'], train=True, specaugment=settings.specaugment
+  )
   mels = {'mel_in': mel_in, 'mel_clean': mel_clean, 'energy': energy}
   metrics = {}
 
@@ -245,78 +290,117 @@ def train_step(state: TrainState, batch: dict[str, jax.Array], *, model: models.
     # student's encoder moves every step and its codes with it, and a decoder chasing its own
     # moving codes does not learn (measured: cross_tf stayed at chance even on one fixed batch).
     teacher_vars = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
-    h_t = model.apply(teacher_vars, mel_clean, train=False, method=models.PairAlign.encode)   # [2B, T, d]
+    h_t = model.apply(
+      teacher_vars, mel_clean, train=False, method=models.PairAlign.encode
+    )  # [2B, T, d]
     vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
-    vq_targets = objective.vq_targets(vq_t.codes, settings, state.vq_stats)
-    targets = objective.Targets(tokens=jax.lax.stop_gradient(vq_targets.tokens), lengths=vq_targets.lengths,
-                                times=jax.lax.stop_gradient(vq_targets.times))
+    vq_targets = targets_lib.vq_targets(vq_t.codes, settings.targets, state.vq_stats)
+    targets = targets_lib.Targets(
+      tokens=jax.lax.stop_gradient(vq_targets.tokens),
+      lengths=vq_targets.lengths,
+      times=jax.lax.stop_gradient(vq_targets.times),
+    )
   if stage == 2:
-    dec = decode.greedy_decode(model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=state.eos_bias)
+    dec = decode.greedy_decode(
+      model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=state.eos_bias
+    )
     alpha = teacher_alpha(state.step, config)
     tokens, lengths, times = sequences.mix_targets(
-        keys['mix'], vq_targets.tokens, vq_targets.lengths, vq_targets.times,
-        dec.tokens, dec.lengths, dec.times, alpha)
-    targets = objective.Targets(tokens=jax.lax.stop_gradient(tokens), lengths=lengths,
-                                times=jax.lax.stop_gradient(times))
+      keys['mix'],
+      vq_targets.tokens,
+      vq_targets.lengths,
+      vq_targets.times,
+      dec.tokens,
+      dec.lengths,
+      dec.times,
+      alpha,
+    )
+    targets = targets_lib.Targets(
+      tokens=jax.lax.stop_gradient(tokens), lengths=lengths, times=jax.lax.stop_gradient(times)
+    )
     mean_len = jnp.mean(dec.lengths.astype(jnp.float32))
     terminated = dec.terminated.astype(jnp.float32)
     termination_rate = jnp.mean(terminated)
     # Length of the decodes that ended with EOS (all of them if none did: the rate floor acts then).
     mean_terminated_len = jnp.where(
-        termination_rate > 0,
-        jnp.sum(dec.lengths * terminated) / jnp.maximum(jnp.sum(terminated), 1.0), mean_len)
+      termination_rate > 0,
+      jnp.sum(dec.lengths * terminated) / jnp.maximum(jnp.sum(terminated), 1.0),
+      mean_len,
+    )
     target_len = config.length.target_rate * config.audio.segment_seconds
-    new_eos_bias = losses.eos_bias_update(state.eos_bias, mean_terminated_len, target_len,
-                                          config.length.controller_gain, config.length.bias_limit,
-                                          termination_rate, config.length.min_termination)
-    metrics.update({
+    new_eos_bias = losses.eos_bias_update(
+      state.eos_bias,
+      mean_terminated_len,
+      target_len,
+      config.length.controller_gain,
+      config.length.bias_limit,
+      termination_rate,
+      config.length.min_termination,
+    )
+    metrics.update(
+      {
         'teacher/tokens_per_second': mean_len / config.audio.segment_seconds,
         'teacher/termination_rate': termination_rate,
         'teacher/alpha': alpha,
-    })
+      }
+    )
 
   weights = settings.stage_weights(stage)
 
   def loss_fn(params):
-    terms, aux = objective.compute_terms(model, params, state.vq_stats, mels, targets, keys,
-                                         stage=stage, settings=settings, train=True)
+    terms, aux = objective.compute_terms(
+      model, params, state.vq_stats, mels, targets, keys, stage=stage, settings=settings, train=True
+    )
     total, logged = losses.total_from_terms(terms, weights)
     return total, (logged, aux)
 
   (loss, (logged, aux)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   new_state, finite = train_state_lib.apply_update_if_finite(
-      state, grads, loss, optimizer, new_vq_stats=aux['vq_stats'], new_rng=rng)
+    state, grads, loss, optimizer, new_vq_stats=aux['vq_stats'], new_rng=rng
+  )
 
-  decay = train_state_lib.ema_decay_at(new_state.step, start=config.schedule.stage2_start,
-                                       decay=config.schedule.ema_decay,
-                                       warmup_steps=config.schedule.ema_warmup_steps,
-                                       frozen_from=config.schedule.stage1_start)
+  decay = train_state_lib.ema_decay_at(
+    new_state.step,
+    start=config.schedule.stage2_start,
+    decay=config.schedule.ema_decay,
+    warmup_steps=config.schedule.ema_warmup_steps,
+    frozen_from=config.schedule.stage1_start,
+  )
   new_state = new_state.replace(
-      teacher_params=train_state_lib.ema_update(new_state.teacher_params, new_state.params, decay),
-      eos_bias=jnp.where(finite, new_eos_bias, state.eos_bias))
+    teacher_params=train_state_lib.ema_update(new_state.teacher_params, new_state.params, decay),
+    eos_bias=jnp.where(finite, new_eos_bias, state.eos_bias),
+  )
 
   cluster_size = _cluster_size(aux['vq_stats'])
   metrics.update({f'loss/{name}': value for name, value in logged.items()})
-  metrics.update({
+  metrics.update(
+    {
       'loss/total': loss,
       'grad_norm': optax.global_norm(grads),
       'finite': finite.astype(jnp.float32),
       'vq/perplexity': aux['perplexity'],
-      'vq/reseeded_codes': aux['reseeded'],   # dead codes (EMA count below the threshold) re-seeded
-      'vq/codes_in_use': (jnp.sum(cluster_size > 2.0 * config.vq.dead_code_threshold)
-                          if cluster_size is not None else jnp.zeros(())),
+      'vq/reseeded_codes': aux['reseeded'],  # dead codes (EMA count below the threshold) re-seeded
+      'vq/codes_in_use': (
+        jnp.sum(cluster_size > 2.0 * config.vq.dead_code_threshold)
+        if cluster_size is not None
+        else jnp.zeros(())
+      ),
       'eos_bias': new_state.eos_bias,
       'ema_decay': decay,
       'stage': jnp.asarray(stage, jnp.float32),
-  })
+    }
+  )
   if 'targets' in aux:
     metrics['targets/tokens_per_second'] = aux['mean_target_length'] / config.audio.segment_seconds
   return new_state, metrics
 
 
 def _cluster_size(vq_stats) -> Optional[jax.Array]:
-  found = [v for path, v in jax.tree_util.tree_flatten_with_path(vq_stats)[0]
-           if 'cluster_size' in jax.tree_util.keystr(path)]
+  found = [
+    v
+    for path, v in jax.tree_util.tree_flatten_with_path(vq_stats)[0]
+    if 'cluster_size' in jax.tree_util.keystr(path)
+  ]
   return found[0] if found else None
 
 
@@ -333,7 +417,9 @@ class Trainer:
     rng = jax.random.PRNGKey(config.seed)
     init_fn = functools.partial(create_train_state, self.model, self.optimizer, config)
     boxed = jax.eval_shape(init_fn, rng)
-    self.abstract_state, self.state_sharding = sharding.abstract_state_and_shardings(boxed, self.mesh, self.rules)
+    self.abstract_state, self.state_sharding = sharding.abstract_state_and_shardings(
+      boxed, self.mesh, self.rules
+    )
     self.batch_sharding = sharding.batch_sharding(self.mesh)
     self._init = jax.jit(lambda r: nn.meta.unbox(init_fn(r)), out_shardings=self.state_sharding)
 
@@ -341,8 +427,14 @@ class Trainer:
       # The fresh init's parts that `loaded` replaces are dead code (XLA drops them).
       fresh = nn.meta.unbox(init_fn(r))
       return train_state_lib.new_train_state(
-          loaded['params'], loaded.get('vq_stats', fresh.vq_stats), self.optimizer, fresh.rng,
-          teacher_params=loaded.get('teacher_params'), eos_bias=loaded.get('eos_bias'))
+        loaded['params'],
+        loaded.get('vq_stats', fresh.vq_stats),
+        self.optimizer,
+        fresh.rng,
+        teacher_params=loaded.get('teacher_params'),
+        eos_bias=loaded.get('eos_bias'),
+      )
+
     self._init_from_loaded = jax.jit(init_from_loaded, out_shardings=self.state_sharding)
     self._rng = rng
     self._steps = {}
@@ -353,7 +445,9 @@ class Trainer:
     with jax.set_mesh(self.mesh):
       return self._init(self._rng)
 
-  def init_from_checkpoint(self, path, *, vq_stats: bool = True, teacher: bool = True) -> TrainState:
+  def init_from_checkpoint(
+    self, path, *, vq_stats: bool = True, teacher: bool = True
+  ) -> TrainState:
     """A step-0 state from another run's checkpoint (fine-tuning, `config.init_from`).
 
     `path`: a workdir (its newest committed step), its checkpoints folder or one step folder.
@@ -364,28 +458,49 @@ class Trainer:
     shapes differ from this model's.
     """
     folder = checkpointing.step_dir(path)
-    items = ('params',) + (('vq_stats',) if vq_stats else ()) + (('teacher_params', 'eos_bias') if teacher else ())
+    items = (
+      ('params',)
+      + (('vq_stats',) if vq_stats else ())
+      + (('teacher_params', 'eos_bias') if teacher else ())
+    )
     abstract = {item: getattr(self.abstract_state, item) for item in items}
     problems = _saved_shape_mismatches(checkpointing.state_metadata(folder), abstract)
     if problems:
       raise ValueError(
-          f'config.init_from: {folder} does not fit this model ({len(problems)} mismatching leaves; '
-          'did the model code change since it was saved?): ' + '; '.join(problems[:10]) +
-          ('; ...' if len(problems) > 10 else ''))
+        f'config.init_from: {folder} does not fit this model ({len(problems)} mismatching leaves; '
+        'did the model code change since it was saved?): '
+        + '; '.join(problems[:10])
+        + ('; ...' if len(problems) > 10 else '')
+      )
     loaded = checkpointing.restore_params(folder, abstract=abstract, items=items)
     with jax.set_mesh(self.mesh):
       state = self._init_from_loaded(self._rng, loaded)
-    logging.info('Initialized from %s (step %s): %s loaded; %soptimizer state, data iterator and '
-                 'step counter fresh (step 0).', folder, folder.name, ', '.join(items),
-                 '' if teacher else 'teacher = copy of the loaded student; ')
+    logging.info(
+      'Initialized from %s (step %s): %s loaded; %soptimizer state, data iterator and '
+      'step counter fresh (step 0).',
+      folder,
+      folder.name,
+      ', '.join(items),
+      '' if teacher else 'teacher = copy of the loaded student; ',
+    )
     return state
 
   def step_fn(self, stage: int):
     if stage not in self._steps:
-      fn = functools.partial(train_step, model=self.model, optimizer=self.optimizer, config=self.config,
-                             settings=self.settings, stage=stage)
-      self._steps[stage] = jax.jit(fn, in_shardings=(self.state_sharding, self.batch_sharding),
-                                   out_shardings=(self.state_sharding, None), donate_argnums=(0,))
+      fn = functools.partial(
+        train_step,
+        model=self.model,
+        optimizer=self.optimizer,
+        config=self.config,
+        settings=self.settings,
+        stage=stage,
+      )
+      self._steps[stage] = jax.jit(
+        fn,
+        in_shardings=(self.state_sharding, self.batch_sharding),
+        out_shardings=(self.state_sharding, None),
+        donate_argnums=(0,),
+      )
     return self._steps[stage]
 
   def run_step(self, state: TrainState, batch: dict[str, jax.Array], stage: int):
@@ -407,38 +522,54 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600:d}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s'
 
 
-def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
-                       run_evaluation: bool = True) -> TrainState:
+def train_and_evaluate(
+  config: ml_collections.ConfigDict, workdir: str, *, run_evaluation: bool = True
+) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) and writes the evaluation report."""
   sharding.maybe_initialize_distributed()
   config_validation.validate_config(config, device_count=jax.device_count())
-  init_from = resolve_init_from(config, workdir)   # fine-tuning source, checked before anything is built
-  if run_evaluation:   # an evaluation set that cannot be built fails now, not after training
-    from pairalign_jax import evaluate  # pylint: disable=import-outside-toplevel
+  init_from = resolve_init_from(
+    config, workdir
+  )  # fine-tuning source, checked before anything is built
+  if run_evaluation:  # an evaluation set that cannot be built fails now, not after training
+    from pairalign_jax import evaluate
+
     evaluate.check_evaluation_source(config)
   os.makedirs(workdir, exist_ok=True)
-  logging.info('devices: %d (%s), processes: %d', jax.device_count(), jax.devices()[0].platform,
-               jax.process_count())
+  logging.info(
+    'devices: %d (%s), processes: %d',
+    jax.device_count(),
+    jax.devices()[0].platform,
+    jax.process_count(),
+  )
 
   trainer = Trainer(config)
-  data_iter = pipeline.make_train_iterator(config, process_index=jax.process_index(),
-                                           process_count=jax.process_count())
+  data_iter = pipeline.make_train_iterator(
+    config, process_index=jax.process_index(), process_count=jax.process_count()
+  )
   writer = metric_writer.MetricWriter(workdir)
   ckpt = checkpointing.Checkpointer.from_config(os.path.join(workdir, 'checkpoints'), config)
   ckpt.install_preemption_handler()
 
-  data_stats = pipeline.make_bad_input_stats(config)   # counted from the batches (any worker count)
+  data_stats = pipeline.make_bad_input_stats(config)  # counted from the batches (any worker count)
 
-  restored = ckpt.restore_latest(trainer.abstract_state, data_iter, state_sharding=trainer.state_sharding)
+  restored = ckpt.restore_latest(
+    trainer.abstract_state, data_iter, state_sharding=trainer.state_sharding
+  )
   if restored is not None:
     state, start_step = restored
     logging.info('Resumed from step %d.', start_step)
     if config.init_from:
-      logging.info('config.init_from=%s ignored: this workdir has its own checkpoint (step %d), and '
-                   'resuming from it wins.', config.init_from, start_step)
+      logging.info(
+        'config.init_from=%s ignored: this workdir has its own checkpoint (step %d), and '
+        'resuming from it wins.',
+        config.init_from,
+        start_step,
+      )
   elif init_from is not None:
-    state = trainer.init_from_checkpoint(init_from, vq_stats=config.init_from_vq_stats,
-                                         teacher=config.init_from_teacher)
+    state = trainer.init_from_checkpoint(
+      init_from, vq_stats=config.init_from_vq_stats, teacher=config.init_from_teacher
+    )
     if config.init_from_teacher:
       _warn_if_loaded_teacher_is_replaced(config)
   else:
@@ -471,20 +602,33 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         metrics.update({f'data/{k}': v for k, v in data_stats.as_dict().items()})
         writer.write_scalars(step, metrics)
         eta = (config.num_train_steps - step) / max(steps_per_sec, 1e-9)
-        logging.info('step %d/%d stage %d | loss %.4f | %s | %.2f steps/s, %.1f ex/s, ETA %s',
-                     step, config.num_train_steps, stage, metrics['loss/total'],
-                     ' '.join(f'{k.split("/")[-1]}={float(v):.3f}' for k, v in sorted(metrics.items())
-                              if k.startswith('loss/') and k != 'loss/total' and float(v) != 0.0),
-                     steps_per_sec, steps_per_sec * config.batch_size, _format_eta(eta))
+        logging.info(
+          'step %d/%d stage %d | loss %.4f | %s | %.2f steps/s, %.1f ex/s, ETA %s',
+          step,
+          config.num_train_steps,
+          stage,
+          metrics['loss/total'],
+          ' '.join(
+            f'{k.split("/")[-1]}={float(v):.3f}'
+            for k, v in sorted(metrics.items())
+            if k.startswith('loss/') and k != 'loss/total' and float(v) != 0.0
+          ),
+          steps_per_sec,
+          steps_per_sec * config.batch_size,
+          _format_eta(eta),
+        )
         nonfinite = int(metrics.get('nonfinite_steps', jax.device_get(state.nonfinite_steps)))
         if nonfinite >= config.max_nonfinite_steps:
           raise NonFiniteError(
-              f'{nonfinite} consecutive non-finite updates at step {step} (config.max_nonfinite_steps='
-              f'{config.max_nonfinite_steps}); lower config.optim.learning_rate or check the data.')
+            f'{nonfinite} consecutive non-finite updates at step {step} '
+            f'(config.max_nonfinite_steps={config.max_nonfinite_steps}); lower '
+            'config.optim.learning_rate or check the data.'
+          )
       elif int(jax.device_get(state.nonfinite_steps)) >= config.max_nonfinite_steps:
         raise NonFiniteError(
-            f'{int(jax.device_get(state.nonfinite_steps))} consecutive non-finite updates at step {step} '
-            f'(config.max_nonfinite_steps={config.max_nonfinite_steps}).')
+          f'{int(jax.device_get(state.nonfinite_steps))} consecutive non-finite updates at step '
+          f'{step} (config.max_nonfinite_steps={config.max_nonfinite_steps}).'
+        )
 
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         ckpt.save(step, state, data_iter, meta=_checkpoint_meta(data_stats))
@@ -493,8 +637,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str, *,
         ckpt.save(step, state, data_iter, force=True, meta=_checkpoint_meta(data_stats))
         stop_early = True
         break
-      if (config.eval_every_steps and step % config.eval_every_steps == 0
-          and step < config.num_train_steps and run_evaluation):
+      if (
+        config.eval_every_steps
+        and step % config.eval_every_steps == 0
+        and step < config.num_train_steps
+        and run_evaluation
+      ):
         ckpt.wait_until_finished()
         _evaluate(config, workdir, step)
   finally:
@@ -514,12 +662,23 @@ def _checkpoint_meta(data_stats) -> dict[str, Any]:
 
 
 def _evaluate(config, workdir, step):
-  from pairalign_jax import evaluate  # pylint: disable=import-outside-toplevel
+  from pairalign_jax import evaluate
+
   report = evaluate.evaluate_workdir(workdir, config=config)
-  logging.info('Evaluation at step %d on the %r split written to %s', step,
-               report['eval_set'].get('split'), os.path.join(workdir, 'report.md'))
-  for name, block in report['tokenizers'].items():   # the VQ stage's figures too, every evaluation
+  logging.info(
+    'Evaluation at step %d on the %r split written to %s',
+    step,
+    report['eval_set'].get('split'),
+    os.path.join(workdir, 'report.md'),
+  )
+  for name, block in report['tokenizers'].items():  # the VQ stage's figures too, every evaluation
     ci = block.get('recall_at_1_ci95') or [float('nan')] * 2
-    logging.info('  %-20s recall@1 %.3f [%.3f, %.3f] at %.2f tokens/s', name, block['recall_at_1'],
-                 ci[0], ci[1], block['tokens_per_second'])
+    logging.info(
+      '  %-20s recall@1 %.3f [%.3f, %.3f] at %.2f tokens/s',
+      name,
+      block['recall_at_1'],
+      ci[0],
+      ci[1],
+      block['tokens_per_second'],
+    )
   return report

@@ -18,18 +18,25 @@ import optax
 
 @flax.struct.dataclass
 class TrainState:
-  step: jax.Array            # [] int32: optimizer steps taken
-  params: Any                # student parameters θ
-  teacher_params: Any        # EMA teacher θ̄ (same structure as params)
+  step: jax.Array  # [] int32: optimizer steps taken
+  params: Any  # student parameters θ
+  teacher_params: Any  # EMA teacher θ̄ (same structure as params)
   opt_state: Any
-  vq_stats: Any              # EMA codebook statistics ('vq_stats' collection)
-  eos_bias: jax.Array        # [] float32: EOS-logit bias of teacher decodes (length controller)
-  rng: jax.Array             # PRNG key (raw uint32[2] key data, checkpointable)
+  vq_stats: Any  # EMA codebook statistics ('vq_stats' collection)
+  eos_bias: jax.Array  # [] float32: EOS-logit bias of teacher decodes (length controller)
+  rng: jax.Array  # PRNG key (raw uint32[2] key data, checkpointable)
   nonfinite_steps: jax.Array  # [] int32: consecutive skipped updates (non-finite loss or grads)
 
 
-def new_train_state(params, vq_stats, optimizer: optax.GradientTransformation, rng, *,
-                    teacher_params=None, eos_bias=None) -> TrainState:
+def new_train_state(
+  params,
+  vq_stats,
+  optimizer: optax.GradientTransformation,
+  rng,
+  *,
+  teacher_params=None,
+  eos_bias=None,
+) -> TrainState:
   """A state at step 0 around given variables: fresh optimizer state, no skipped updates.
 
   Used for a fresh run (randomly initialized variables) and for fine-tuning (`config.init_from`:
@@ -37,14 +44,14 @@ def new_train_state(params, vq_stats, optimizer: optax.GradientTransformation, r
   is given; `eos_bias` defaults to 0.
   """
   return TrainState(
-      step=jnp.zeros((), jnp.int32),
-      params=params,
-      teacher_params=jax.tree.map(lambda x: x, params) if teacher_params is None else teacher_params,
-      opt_state=optimizer.init(params),
-      vq_stats=vq_stats,
-      eos_bias=jnp.zeros((), jnp.float32) if eos_bias is None else jnp.asarray(eos_bias, jnp.float32),
-      rng=rng,
-      nonfinite_steps=jnp.zeros((), jnp.int32),
+    step=jnp.zeros((), jnp.int32),
+    params=params,
+    teacher_params=jax.tree.map(lambda x: x, params) if teacher_params is None else teacher_params,
+    opt_state=optimizer.init(params),
+    vq_stats=vq_stats,
+    eos_bias=jnp.zeros((), jnp.float32) if eos_bias is None else jnp.asarray(eos_bias, jnp.float32),
+    rng=rng,
+    nonfinite_steps=jnp.zeros((), jnp.int32),
   )
 
 
@@ -71,7 +78,9 @@ def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int, frozen_fr
 
 def ema_update(teacher_params, params, decay):
   """θ̄ ← decay·θ̄ + (1 − decay)·θ, leaf by leaf."""
-  return jax.tree.map(lambda t, p: decay * t + (1.0 - decay) * p.astype(t.dtype), teacher_params, params)
+  return jax.tree.map(
+    lambda t, p: decay * t + (1.0 - decay) * p.astype(t.dtype), teacher_params, params
+  )
 
 
 def tree_all_finite(tree) -> jax.Array:
@@ -80,8 +89,9 @@ def tree_all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves)) if leaves else jnp.array(True)
 
 
-def apply_update_if_finite(state: TrainState, grads, loss, optimizer: optax.GradientTransformation,
-                           *, new_vq_stats, new_rng) -> tuple[TrainState, jax.Array]:
+def apply_update_if_finite(
+  state: TrainState, grads, loss, optimizer: optax.GradientTransformation, *, new_vq_stats, new_rng
+) -> tuple[TrainState, jax.Array]:
   """Applies the optimizer update unless the loss or any gradient is non-finite.
 
   A skipped update leaves params, optimizer state and VQ statistics unchanged, still advances
@@ -96,11 +106,11 @@ def apply_update_if_finite(state: TrainState, grads, loss, optimizer: optax.Grad
     return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new, old)
 
   state = state.replace(
-      step=state.step + 1,
-      params=pick(new_params, state.params),
-      opt_state=pick(new_opt_state, state.opt_state),
-      vq_stats=pick(new_vq_stats, state.vq_stats),
-      rng=new_rng,
-      nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1).astype(jnp.int32),
+    step=state.step + 1,
+    params=pick(new_params, state.params),
+    opt_state=pick(new_opt_state, state.opt_state),
+    vq_stats=pick(new_vq_stats, state.vq_stats),
+    rng=new_rng,
+    nonfinite_steps=jnp.where(finite, 0, state.nonfinite_steps + 1).astype(jnp.int32),
   )
   return state, finite

@@ -9,6 +9,7 @@ import dataclasses
 @dataclasses.dataclass(frozen=True)
 class Vocab:
   """Special-token ids for a codebook of ``codebook_size`` codes."""
+
   codebook_size: int
 
   def __post_init__(self):

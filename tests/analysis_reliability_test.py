@@ -1,4 +1,4 @@
-"""Reliability of the analysis side (issue 14): stereo arrays, damaged checkpoints, bounded
+"""Reliability of the analysis side: stereo arrays, damaged checkpoints, bounded
 memory on long audio, length-control and input errors that name the argument, monotone times,
 and the training CLI's config errors. On the tiny checkpoint of tokenizer_test.py (damaged
 copies are made here)."""
@@ -14,10 +14,10 @@ import tracemalloc
 import jax
 import numpy as np
 import pytest
+import tokenizer_test
 
 from pairalign_jax import checkpointing
 from pairalign_jax.tokenizer import Tokenizer
-import tokenizer_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR, SEG, STEPS = tokenizer_test.SR, tokenizer_test.SEG, tokenizer_test.STEPS
@@ -38,13 +38,13 @@ def waves():
   return tokenizer_test.make_waves(4)
 
 
-# ------------------------------------------------------------------ 1. stereo / multi-channel arrays
+# ------------------------------------------------------------- 1. stereo / multi-channel arrays
 def test_stereo_array_is_one_clip_not_a_batch(tok, waves, caplog):
-  stereo = np.stack([waves[0], waves[1]], axis=1)                      # [48000, 2], as soundfile reads
+  stereo = np.stack([waves[0], waves[1]], axis=1)  # [48000, 2], as soundfile reads
   mono = (waves[0] + waves[1]) / 2
   with caplog.at_level(logging.INFO):
     out = tok.tokenize(stereo)
-  assert len(out.tokens) == 1                                          # not 48 000 two-sample clips
+  assert len(out.tokens) == 1  # not 48 000 two-sample clips
   assert out.tokens == tok.tokenize(mono).tokens
   assert any('2-channel clip' in r.getMessage() for r in caplog.records)
   np.testing.assert_allclose(tok.prepare(stereo)[0], mono, atol=1e-6)
@@ -69,22 +69,31 @@ def _damaged_copy(workdir, tmp_path, how):
       with open(f, 'rb') as fh:
         data = fh.read()
       with open(f, 'wb') as fh:
-        fh.write(data[:len(data) // 2])
+        fh.write(data[: len(data) // 2])
   elif how == 'deleted':
     for f in glob.glob(os.path.join(state, 'ocdbt.process_0', 'd', '*')):
       os.remove(f)
-  else:                                                                 # '_METADATA', 'manifest.ocdbt'
+  else:  # '_METADATA', 'manifest.ocdbt'
     os.remove(os.path.join(state, how))
   return copy
 
 
-@pytest.mark.parametrize('how, names', [('truncated', 'truncated'), ('deleted', 'missing'),
-                                        ('_METADATA', '_METADATA'), ('manifest.ocdbt', 'manifest.ocdbt')])
-def test_damaged_newest_step_falls_back_and_explicit_step_is_one_line(workdir, tmp_path, caplog, how, names):
+@pytest.mark.parametrize(
+  'how, names',
+  [
+    ('truncated', 'truncated'),
+    ('deleted', 'missing'),
+    ('_METADATA', '_METADATA'),
+    ('manifest.ocdbt', 'manifest.ocdbt'),
+  ],
+)
+def test_damaged_newest_step_falls_back_and_explicit_step_is_one_line(
+  workdir, tmp_path, caplog, how, names
+):
   copy = _damaged_copy(workdir, tmp_path, how)
   with caplog.at_level(logging.WARNING):
     t = Tokenizer.from_checkpoint(copy, batch_size=4)
-  assert t.default_eos_bias == pytest.approx(tokenizer_test.OLD_EOS_BIAS)    # step 3 was loaded
+  assert t.default_eos_bias == pytest.approx(tokenizer_test.OLD_EOS_BIAS)  # step 3 was loaded
   skipped = [r.getMessage() for r in caplog.records if 'skipping step' in r.getMessage()]
   assert len(skipped) == 1 and f'step {STEPS[1]}' in skipped[0] and names in skipped[0]
   with pytest.raises(ValueError, match=f'step {STEPS[1]} cannot be loaded') as info:
@@ -108,11 +117,12 @@ def test_no_step_loads_is_one_error_listing_each(workdir, tmp_path):
 def test_healthy_load_logs_no_missing_metadata_warning(workdir, caplog):
   with caplog.at_level(logging.INFO):
     Tokenizer.from_checkpoint(workdir, batch_size=4)
-  assert not [r for r in caplog.records if r.levelno >= logging.WARNING], \
-      [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+  assert not [r for r in caplog.records if r.levelno >= logging.WARNING], [
+    r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING
+  ]
 
 
-# ------------------------------------------------------------------ 3. long audio: bounded memory, hop
+# ------------------------------------------------------------- 3. long audio: bounded memory, hop
 def _peak_mib(fn):
   tracemalloc.start()
   try:
@@ -149,7 +159,9 @@ def test_eos_bias_and_target_rate_are_checked(tok, waves, caplog):
       tok.tokenize(waves[:1], eos_bias=bad)
   cal = Tokenizer(tok.config, tok.variables, batch_size=4, calibration=[(0.0, 5.0), (4.0, 1.0)])
   for bad in (0.0, -2.0, float('nan'), float('inf')):
-    with pytest.raises(ValueError, match=r'target_rate must be a finite number of tokens per second > 0'):
+    with pytest.raises(
+      ValueError, match=r'target_rate must be a finite number of tokens per second > 0'
+    ):
       cal.tokenize(waves[:1], target_rate=bad)
   with caplog.at_level(logging.WARNING):
     cal.tokenize(waves[:1], target_rate=1000.0)
@@ -164,7 +176,7 @@ def test_times_are_the_running_maximum_of_the_raw_times(tok, waves):
   """The raw times are the decoder's; with a damped cross-attention they step back, and the
   output times stay non-decreasing (the running maximum)."""
   out = tok.tokenize(waves)
-  ref = tokenizer_test._greedy(tok, waves, tokenizer_test.TRAINED_EOS_BIAS)   # pylint: disable=protected-access
+  ref = tokenizer_test._greedy(tok, waves, tokenizer_test.TRAINED_EOS_BIAS)
   for i, (times, raw) in enumerate(zip(out.times, out.raw_times)):
     n = len(out.tokens[i])
     np.testing.assert_allclose(raw, ref.times[i, :n], atol=1e-5)
@@ -172,10 +184,11 @@ def test_times_are_the_running_maximum_of_the_raw_times(tok, waves):
     assert np.all(np.diff(times) >= 0)
   # A model whose raw times do go backwards (random-ish decoder weights): still monotone output.
   shaken = jax.tree_util.tree_map_with_path(
-      lambda p, x: x * 4.0 if 'cross' in jax.tree_util.keystr(p) else x, tok.variables)
+    lambda p, x: x * 4.0 if 'cross' in jax.tree_util.keystr(p) else x, tok.variables
+  )
   other = Tokenizer(tok.config, shaken, eos_bias=-100.0, batch_size=4)
   out = other.tokenize(tokenizer_test.make_waves(8, seed=3))
-  assert any(np.any(np.diff(r) < 0) for r in out.raw_times)       # the test can fail
+  assert any(np.any(np.diff(r) < 0) for r in out.raw_times)  # the test can fail
   assert all(np.all(np.diff(t) >= 0) for t in out.times)
   assert all(np.all(t >= r) for t, r in zip(out.times, out.raw_times))
   for r in other.tokenize_long(np.concatenate(tokenizer_test.make_waves(3, seed=4))):
@@ -198,11 +211,27 @@ def test_bad_sample_rate_is_named_as_passed(tok, waves, rate):
 
 # ------------------------------------------------------------------ 8. training CLI config errors
 def _main(tmp_path, *overrides):
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
-  return subprocess.run([sys.executable, '-m', 'pairalign_jax.main', '--config=configs/default.py',
-                         f'--workdir={tmp_path / "wd"}', *overrides], cwd=ROOT, env=env,
-                        capture_output=True, text=True, timeout=600)
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='',
+    PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
+  return subprocess.run(
+    [
+      sys.executable,
+      '-m',
+      'pairalign_jax.main',
+      '--config=configs/default.py',
+      f'--workdir={tmp_path / "wd"}',
+      *overrides,
+    ],
+    cwd=ROOT,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
 
 
 def test_main_unknown_override_key_is_one_line(tmp_path):
@@ -213,7 +242,9 @@ def test_main_unknown_override_key_is_one_line(tmp_path):
   assert 'config.model.d_modle' in line and 'nearest valid keys: config.model.d_model' in line
   proc = _main(tmp_path, '--config.model.unknown_key=3')
   assert proc.returncode == 1 and 'Traceback' not in proc.stderr
-  assert 'config.model.unknown_key: unknown config key' in proc.stderr and 'num_heads' in proc.stderr
+  assert (
+    'config.model.unknown_key: unknown config key' in proc.stderr and 'num_heads' in proc.stderr
+  )
 
 
 def test_main_bad_d_model_names_d_model(tmp_path):

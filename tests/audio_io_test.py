@@ -20,11 +20,15 @@ def tone(freq, seconds, sr=SR, amp=0.3):
 def write_sphere(path, wave, sr, *, magic=b'NIST_1A', coding=b'pcm'):
   """A NIST SPHERE file as TIMIT ships it: 1024-byte ASCII header, 16-bit little-endian PCM."""
   pcm = np.round(np.clip(wave, -1, 1) * 32767).astype('<i2')
-  header = (magic + b'\n   1024\n'
-            + b'sample_count -i %d\n' % len(pcm) + b'sample_rate -i %d\n' % sr
-            + b'channel_count -i 1\nsample_n_bytes -i 2\n'
-            + b'sample_coding -s%d %s\n' % (len(coding), coding)
-            + b'sample_byte_format -s2 01\nsample_sig_bits -i 16\nend_head\n')
+  header = (
+    magic
+    + b'\n   1024\n'
+    + b'sample_count -i %d\n' % len(pcm)
+    + b'sample_rate -i %d\n' % sr
+    + b'channel_count -i 1\nsample_n_bytes -i 2\n'
+    + b'sample_coding -s%d %s\n' % (len(coding), coding)
+    + b'sample_byte_format -s2 01\nsample_sig_bits -i 16\nend_head\n'
+  )
   with open(path, 'wb') as f:
     f.write(header.ljust(1024, b' ') + pcm.tobytes())
 
@@ -46,7 +50,7 @@ def test_read_flac_mono_values(tmp_path):
   sf.write(tmp_path / 'a.flac', x, SR)
   y, sr = audio_io.read_audio(tmp_path / 'a.flac')
   assert sr == SR and y.dtype == np.float32 and y.shape == x.shape
-  np.testing.assert_allclose(y, x, atol=1 / 16384)   # 16-bit quantization
+  np.testing.assert_allclose(y, x, atol=1 / 16384)  # 16-bit quantization
 
 
 def test_stereo_is_downmixed_by_mean(tmp_path):
@@ -89,7 +93,7 @@ def test_bad_files_raise_with_reason(tmp_path):
   assert reason_of(tmp_path / 'empty.flac') == 'empty'
   sf.write(tmp_path / 'ok.flac', tone(220, 2.0), SR)
   data = (tmp_path / 'ok.flac').read_bytes()
-  (tmp_path / 'trunc.flac').write_bytes(data[:len(data) // 3])
+  (tmp_path / 'trunc.flac').write_bytes(data[: len(data) // 3])
   assert reason_of(tmp_path / 'trunc.flac') == 'unreadable'
   nan = tone(220, 0.5)
   nan[100] = np.nan
@@ -109,7 +113,10 @@ def test_bad_files_raise_with_reason(tmp_path):
 def test_audio_info(tmp_path):
   sf.write(tmp_path / 'a.flac', tone(220, 1.5, sr=8000), 8000)
   assert audio_io.audio_info(str(tmp_path / 'a.flac')) == {
-      'frames': 12000, 'sample_rate': 8000, 'channels': 1}
+    'frames': 12000,
+    'sample_rate': 8000,
+    'channels': 1,
+  }
   (tmp_path / 'b.flac').write_bytes(b'junk')
   assert audio_io.audio_info(str(tmp_path / 'b.flac')) is None
 
@@ -128,9 +135,11 @@ def test_fit_segment_pads_at_end_and_crops():
   np.testing.assert_array_equal(audio_io.fit_segment(x, 14), np.r_[x, np.zeros(4, np.float32)])
   np.testing.assert_array_equal(audio_io.fit_segment(x, 4, crop='center'), x[3:7])
   np.testing.assert_array_equal(audio_io.fit_segment(x, 4, crop='start'), x[:4])
-  starts = {int(audio_io.fit_segment(x, 4, crop='random', rng=np.random.default_rng(s))[0])
-            for s in range(40)}
-  assert starts == set(range(1, 8))             # every start in [0, n - length] occurs
+  starts = {
+    int(audio_io.fit_segment(x, 4, crop='random', rng=np.random.default_rng(s))[0])
+    for s in range(40)
+  }
+  assert starts == set(range(1, 8))  # every start in [0, n - length] occurs
   a = audio_io.fit_segment(x, 4, crop='random', rng=np.random.default_rng(3))
   b = audio_io.fit_segment(x, 4, crop='random', rng=np.random.default_rng(3))
   np.testing.assert_array_equal(a, b)
@@ -145,7 +154,7 @@ def test_stats_fraction_error_names_worst_files():
   for _ in range(2):
     stats.record_good()
   stats.record_bad(bad_input.BadAudioError('/d/a.flac', 'silent'))
-  stats.check()                                  # 3 reads < min_reads: no error yet
+  stats.check()  # 3 reads < min_reads: no error yet
   stats.record_bad(bad_input.BadAudioError('/d/a.flac', 'silent'))
   stats.record_bad(bad_input.BadAudioError('/d/b.wav', 'unreadable', 'bad header'))
   assert stats.as_dict()['bad/silent'] == 2 and stats.as_dict()['reads'] == 5
@@ -153,7 +162,7 @@ def test_stats_fraction_error_names_worst_files():
     stats.check()
   msg = str(info.value)
   assert '/d/a.flac: silent' in msg and '/d/b.wav: unreadable (bad header)' in msg
-  assert msg.index('/d/a.flac') < msg.index('/d/b.wav')   # most often met first
+  assert msg.index('/d/a.flac') < msg.index('/d/b.wav')  # most often met first
 
 
 def test_stats_pickle_round_trip():

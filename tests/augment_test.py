@@ -62,7 +62,7 @@ def test_random_noise_snr_within_range():
 
 
 def test_noise_colours_have_their_slopes():
-  n = 2 ** 16
+  n = 2**16
   f = np.fft.rfftfreq(n, 1 / SR)
   band = (f > 50) & (f < 5000)
   slopes = {}
@@ -83,9 +83,9 @@ def test_shift_is_exact_with_zero_fill(shift):
   assert y.shape == x.shape
   expected = np.zeros_like(x)
   if shift >= 0:
-    expected[shift:] = x[:len(x) - shift] if shift < len(x) else []
+    expected[shift:] = x[: len(x) - shift] if shift < len(x) else []
   else:
-    expected[:len(x) + shift] = x[-shift:]
+    expected[: len(x) + shift] = x[-shift:]
   np.testing.assert_array_equal(y, expected)
 
 
@@ -96,7 +96,7 @@ def test_random_shift_is_integer_and_bounded():
   seen = set()
   for seed in range(30):
     y = augment.random_shift(x, np.random.default_rng(seed), 1.0, max_ms, SR)
-    assert np.count_nonzero(y) == 1 and y.max() == 1.0          # exact sample move
+    assert np.count_nonzero(y) == 1 and y.max() == 1.0  # exact sample move
     shift = int(np.argmax(y)) - 8000
     assert abs(shift) <= 1600
     seen.add(shift)
@@ -108,15 +108,15 @@ def test_reverb_and_eq_change_signal_keep_length_and_finite():
   rng = np.random.default_rng(0)
   rir = augment.synthetic_rir(rng, 0.3, SR)
   assert rir.shape == (4800,) and np.sum(rir.astype(np.float64) ** 2) == pytest.approx(1.0, 1e-5)
-  assert np.abs(rir[-100:]).max() < 0.01 * np.abs(rir[1:100]).max()   # decayed by the end
+  assert np.abs(rir[-100:]).max() < 0.01 * np.abs(rir[1:100]).max()  # decayed by the end
   y = augment.apply_reverb(x, rir)
   assert y.shape == x.shape and np.isfinite(y).all() and not np.allclose(y, x, atol=1e-3)
-  assert power_db(y) == pytest.approx(power_db(x), abs=1e-3)          # level kept
+  assert power_db(y) == pytest.approx(power_db(x), abs=1e-3)  # level kept
   z = augment.apply_bandlimit(x, 400.0, 3000.0, SR)
   assert z.shape == x.shape and np.isfinite(z).all()
-  assert band_power(z, SR, 800, 1000) > 0.9 * band_power(x, SR, 800, 1000)   # pass band kept
-  assert band_power(z, SR, 100, 200) < 0.05 * band_power(x, SR, 100, 200)   # low cut
-  assert band_power(z, SR, 5500, 6500) < 0.01 * band_power(x, SR, 5500, 6500)   # high cut
+  assert band_power(z, SR, 800, 1000) > 0.9 * band_power(x, SR, 800, 1000)  # pass band kept
+  assert band_power(z, SR, 100, 200) < 0.05 * band_power(x, SR, 100, 200)  # low cut
+  assert band_power(z, SR, 5500, 6500) < 0.01 * band_power(x, SR, 5500, 6500)  # high cut
 
 
 @pytest.mark.parametrize('speed', [0.95, 1.05])
@@ -124,7 +124,7 @@ def test_speed_scales_frequency_and_keeps_length(speed):
   x = tone(1000, 1.0)
   y = augment.apply_speed(x, speed, SR)
   assert y.shape == x.shape
-  assert peak_hz(y[:int(SR * 0.9)], SR) == pytest.approx(1000 * speed, abs=3)
+  assert peak_hz(y[: int(SR * 0.9)], SR) == pytest.approx(1000 * speed, abs=3)
 
 
 def test_pitch_shift_keeps_length_and_timing():
@@ -137,7 +137,7 @@ def test_pitch_shift_keeps_length_and_timing():
   z = augment.apply_pitch_shift(burst, -1.0, SR)
   energy = z.astype(np.float64) ** 2
   centroid = np.sum(np.arange(len(z)) * energy) / np.sum(energy)
-  assert abs(centroid - 8800) < 80                          # the burst stays where it was (5 ms)
+  assert abs(centroid - 8800) < 80  # the burst stays where it was (5 ms)
 
 
 def test_probability_zero_is_identity():
@@ -149,8 +149,9 @@ def test_probability_zero_is_identity():
 def test_time_warp_off_skips_speed_and_shift():
   x = tone(300)
   cfg = aug_cfg(**{**ALL_OFF, 'speed_prob': 1.0, 'shift_prob': 1.0})
-  np.testing.assert_array_equal(augment.augment_view(x, np.random.default_rng(0), cfg, SR,
-                                                     time_warp=False), x)
+  np.testing.assert_array_equal(
+    augment.augment_view(x, np.random.default_rng(0), cfg, SR, time_warp=False), x
+  )
   assert not np.array_equal(augment.augment_view(x, np.random.default_rng(0), cfg, SR), x)
 
 
@@ -189,8 +190,10 @@ def test_bad_arguments_are_named():
 # The augmentations are vectorized numpy / scipy.fft versions of librosa's pitch shift and scipy's
 # sosfiltfilt / fftconvolve; these tests pin them to those references.
 
+
 def _butter_sos(low, high):
-  import scipy.signal  # pylint: disable=g-import-not-at-top
+  import scipy.signal
+
   if low > 0:
     return scipy.signal.butter(4, [low, high], btype='bandpass', fs=SR, output='sos')
   return scipy.signal.butter(4, high, btype='lowpass', fs=SR, output='sos')
@@ -198,28 +201,31 @@ def _butter_sos(low, high):
 
 def _rel_rms(a, ref):
   a, ref = np.asarray(a, np.float64), np.asarray(ref, np.float64)
-  return np.sqrt(np.mean((a - ref) ** 2) / np.mean(ref ** 2))
+  return np.sqrt(np.mean((a - ref) ** 2) / np.mean(ref**2))
 
 
-@pytest.mark.parametrize('low, high', [(50.0, 3000.0), (300.0, 7600.0), (0.0, 4000.0),
-                                       (1000.0, 1100.0)])
+@pytest.mark.parametrize(
+  'low, high', [(50.0, 3000.0), (300.0, 7600.0), (0.0, 4000.0), (1000.0, 1100.0)]
+)
 def test_bandlimit_power_response_is_the_butterworth_design(low, high):
-  import scipy.signal  # pylint: disable=g-import-not-at-top
+  import scipy.signal
+
   f = np.linspace(0.0, SR / 2, 2001)
   ref = np.abs(scipy.signal.sosfreqz(_butter_sos(low, high), f, fs=SR)[1]) ** 2
-  np.testing.assert_allclose(augment.butterworth_power_response(f, low, high, SR), ref,
-                             atol=1e-9)
+  np.testing.assert_allclose(augment.butterworth_power_response(f, low, high, SR), ref, atol=1e-9)
 
 
-@pytest.mark.parametrize('low, high', [(50.0, 3000.0), (250.0, 7500.0), (0.0, 5000.0),
-                                       (1000.0, 1100.0)])
+@pytest.mark.parametrize(
+  'low, high', [(50.0, 3000.0), (250.0, 7500.0), (0.0, 5000.0), (1000.0, 1100.0)]
+)
 def test_bandlimit_matches_sosfiltfilt_away_from_the_ends(low, high):
-  import scipy.signal  # pylint: disable=g-import-not-at-top
+  import scipy.signal
+
   x = np.random.default_rng(0).standard_normal(SR).astype(np.float32) * 0.1
   y = augment.apply_bandlimit(x, low, high, SR)
   ref = scipy.signal.sosfiltfilt(_butter_sos(low, high), x.astype(np.float64))
   assert y.shape == x.shape and y.dtype == np.float32
-  interior = slice(2000, -2000)   # 125 ms: sosfiltfilt's edge handling differs (odd extension)
+  interior = slice(2000, -2000)  # 125 ms: sosfiltfilt's edge handling differs (odd extension)
   assert _rel_rms(y[interior], ref[interior]) < 1e-4
 
 
@@ -227,7 +233,7 @@ def test_bandlimit_is_zero_phase():
   x = np.zeros(8001, np.float32)
   x[4000] = 1.0
   y = augment.apply_bandlimit(x, 120.0, 3500.0, SR).astype(np.float64)
-  assert np.argmax(np.abs(y)) == 4000                                  # no delay
+  assert np.argmax(np.abs(y)) == 4000  # no delay
   np.testing.assert_allclose(y[4001:], y[:4000][::-1], atol=1e-6 * np.abs(y).max())  # symmetric
 
 
@@ -235,8 +241,8 @@ def test_bandlimit_is_zero_phase():
 def test_reverb_is_the_causal_convolution(rt60):
   x = tone([150, 900, 6000])
   rir = augment.synthetic_rir(np.random.default_rng(1), rt60, SR)
-  ref = np.convolve(x.astype(np.float64), rir.astype(np.float64))[:len(x)]
-  ref *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / np.mean(ref ** 2))
+  ref = np.convolve(x.astype(np.float64), rir.astype(np.float64))[: len(x)]
+  ref *= np.sqrt(np.mean(x.astype(np.float64) ** 2) / np.mean(ref**2))
   y = augment.apply_reverb(x, rir)
   assert y.shape == x.shape and y.dtype == np.float32
   assert _rel_rms(y, ref) < 1e-5
@@ -252,7 +258,7 @@ def test_coloured_noise_any_length_float32_unit_rms(n, colour):
 
 def test_fast_fft_lengths():
   for n in list(range(1, 300)) + [48_000, 50_560, 55_999, 56_000, 65_537, 1_000_003]:
-    size = augment._fast_len(n)   # pylint: disable=protected-access
+    size = augment._fast_len(n)
     assert n <= size <= 1.15 * n + 8
 
 
@@ -279,7 +285,6 @@ def test_stft_phase_vocoder_istft_match_librosa():
   librosa = pytest.importorskip('librosa')
   rng = np.random.default_rng(0)
   x = tone([220, 1330], 1.0) + 0.01 * rng.standard_normal(SR).astype(np.float32)
-  # pylint: disable=protected-access
   spec = augment._stft(x, 512, 128)
   ref = librosa.stft(x, n_fft=512, hop_length=128).T
   scale = np.abs(ref).max()
@@ -287,15 +292,17 @@ def test_stft_phase_vocoder_istft_match_librosa():
   for rate in (2 ** (-1 / 12), 2 ** (0.5 / 12)):
     # librosa accumulates the phase in the input's precision (float32 for complex64, drifting by
     # ~1e-2 rad over 3 s); the vectorized version is as accurate as librosa run in float64.
-    ref_pv = librosa.phase_vocoder(ref.T.astype(np.complex128), rate=rate, hop_length=128,
-                                   n_fft=512).T
+    ref_pv = librosa.phase_vocoder(
+      ref.T.astype(np.complex128), rate=rate, hop_length=128, n_fft=512
+    ).T
     out = augment._phase_vocoder(spec, rate)
     assert out.shape == ref_pv.shape
     np.testing.assert_allclose(out, ref_pv, atol=1e-4 * scale)
     length = int(round(len(x) / rate))
     ref_y = librosa.istft(out.T, hop_length=128, n_fft=512, length=length, dtype=np.float32)
-    np.testing.assert_allclose(augment._istft(out, 512, 128, length), ref_y,
-                               atol=1e-5 * np.abs(ref_y).max())
+    np.testing.assert_allclose(
+      augment._istft(out, 512, 128, length), ref_y, atol=1e-5 * np.abs(ref_y).max()
+    )
 
 
 @pytest.mark.parametrize('semitones', [-1.0, 0.7])

@@ -24,8 +24,11 @@ def _positive(x) -> bool:
 
 def _env():
   env = dict(os.environ)
-  flags = [f for f in env.get('XLA_FLAGS', '').split()
-           if not f.startswith('--xla_force_host_platform_device_count')]
+  flags = [
+    f
+    for f in env.get('XLA_FLAGS', '').split()
+    if not f.startswith('--xla_force_host_platform_device_count')
+  ]
   env['XLA_FLAGS'] = ' '.join(flags)
   env['JAX_PLATFORMS'] = 'cpu'
   return env
@@ -36,8 +39,21 @@ def tiny_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'bench.json'
   cache = os.environ.get('PAIRALIGN_TEST_COMPILE_CACHE', os.path.join(ROOT, '.jax_test_cache'))
   proc = subprocess.run(
-      [sys.executable, '-m', 'pairalign_jax.bench', '--tiny', f'--out={out}', f'--compile_cache={cache}'],
-      cwd=ROOT, env=_env(), capture_output=True, text=True, timeout=900, check=False)
+    [
+      sys.executable,
+      '-m',
+      'pairalign_jax.bench',
+      '--tiny',
+      f'--out={out}',
+      f'--compile_cache={cache}',
+    ],
+    cwd=ROOT,
+    env=_env(),
+    capture_output=True,
+    text=True,
+    timeout=900,
+    check=False,
+  )
   assert proc.returncode == 0, proc.stderr[-4000:]
   with open(out, encoding='utf-8') as f:
     return json.load(f), proc.stdout
@@ -64,7 +80,7 @@ def test_top_level(tiny_run):
     assert _positive(goal['value']), name
     assert goal['goal'] == bench.GOALS[name][0]
     assert isinstance(goal['met'], bool)
-    assert name in stdout                      # the printed table
+    assert name in stdout  # the printed table
 
 
 def test_train_step(tiny_run):
@@ -73,9 +89,17 @@ def test_train_step(tiny_run):
   specs = [e['entry'] for e in ts['entries']]
   assert specs == ['config:0', 'config:2', 'base:0', 'base:2@8']
   for e in ts['entries']:
-    for key in ('step_s', 'examples_per_s', 'flops_per_step', 'achieved_flops_per_s',
-                'peak_flops_per_s', 'train_flops_ratio', 'compile_s', 'first_call_s',
-                'flops_unrolled_lowering'):
+    for key in (
+      'step_s',
+      'examples_per_s',
+      'flops_per_step',
+      'achieved_flops_per_s',
+      'peak_flops_per_s',
+      'train_flops_ratio',
+      'compile_s',
+      'first_call_s',
+      'flops_unrolled_lowering',
+    ):
       assert _positive(e[key]), (e['entry'], key)
     assert e['stage'] in (0, 2)
     assert len(e['step_s_all']) >= 1 and all(_positive(t) for t in e['step_s_all'])
@@ -96,8 +120,14 @@ def test_decode(tiny_run):
   for key in ('cache_s', 'recompute_s'):
     assert _positive(g[key])
   assert 0.0 <= g['tokens_equal_fraction'] <= 1.0
-  for key in ('tokenize_s', 'encode_decode_jit_s', 'encode_jit_s', 'audio_seconds', 'first_call_s',
-              'peak_flops_per_s'):
+  for key in (
+    'tokenize_s',
+    'encode_decode_jit_s',
+    'encode_jit_s',
+    'audio_seconds',
+    'first_call_s',
+    'peak_flops_per_s',
+  ):
     assert _positive(t[key]), key
   assert 0.0 <= t['terminated_fraction'] <= 1.0
   assert 0.0 <= t['host_overhead_fraction'] <= 1.0
@@ -128,5 +158,7 @@ def test_search(tiny_run):
 def test_goals_table_flags_misses():
   results = {'search': {'search_ratio': 0.5}, 'decode': {'decode_cache_speedup': 6.0}}
   goals = bench.goals_table(results)
-  assert goals == {'decode_cache_speedup': {'value': 6.0, 'goal': 5.0, 'met': True},
-                   'search_ratio': {'value': 0.5, 'goal': 0.9, 'met': False}}
+  assert goals == {
+    'decode_cache_speedup': {'value': 6.0, 'goal': 5.0, 'met': True},
+    'search_ratio': {'value': 0.5, 'goal': 0.9, 'met': False},
+  }

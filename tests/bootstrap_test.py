@@ -9,8 +9,8 @@ from pairalign_jax.evaluation import bootstrap
 def test_item_weights_are_resamples_of_the_items():
   w = bootstrap.item_weights(7, num_samples=500, seed=3)
   assert w.shape == (500, 7)
-  np.testing.assert_array_equal(w.sum(1), np.full(500, 7.0))      # A draws per sample
-  assert (w >= 0).all() and w.max() > 1                           # with replacement
+  np.testing.assert_array_equal(w.sum(1), np.full(500, 7.0))  # A draws per sample
+  assert (w >= 0).all() and w.max() > 1  # with replacement
   np.testing.assert_array_equal(w, bootstrap.item_weights(7, num_samples=500, seed=3))
   assert not np.array_equal(w, bootstrap.item_weights(7, num_samples=500, seed=4))
   # Each item is drawn once per sample on average.

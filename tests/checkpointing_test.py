@@ -7,16 +7,16 @@ import signal
 
 import grain
 import jax
+import multihost_helper as mh
 import numpy as np
 import pytest
 
-import multihost_helper as mh
 from pairalign_jax import checkpointing
 from pairalign_jax import sharding
 
 
 def _mesh(shape):
-  return sharding.make_mesh(mh.mesh_config(shape), devices=jax.devices()[:int(np.prod(shape))])
+  return sharding.make_mesh(mh.mesh_config(shape), devices=jax.devices()[: int(np.prod(shape))])
 
 
 def _iterator(seed=3):
@@ -44,7 +44,9 @@ def test_round_trip_state_iterator_config_meta(tmp_path):
   it = _iterator()
   for _ in range(3):
     next(it)
-  with checkpointing.Checkpointer(tmp_path / 'ckpt', max_to_keep=3, async_save=True, config=config) as ck:
+  with checkpointing.Checkpointer(
+    tmp_path / 'ckpt', max_to_keep=3, async_save=True, config=config
+  ) as ck:
     assert ck.save(2, state, it, meta={'skipped': {'empty': 1}, 'rate': np.float32(12.5)})
     # The iterator moves on while the async save may still be writing: the saved position stays.
     expected = [next(it) for _ in range(2)]
@@ -72,8 +74,9 @@ def test_restore_latest_without_checkpoints_is_none(tmp_path):
 @pytest.mark.parametrize('max_to_keep,keep_period,expected', [(2, None, [6, 7]), (2, 3, [3, 6, 7])])
 def test_retention(tmp_path, max_to_keep, keep_period, expected):
   state = {'w': np.arange(3, dtype=np.float32)}
-  with checkpointing.Checkpointer(tmp_path, max_to_keep=max_to_keep, keep_period=keep_period,
-                                  async_save=True) as ck:
+  with checkpointing.Checkpointer(
+    tmp_path, max_to_keep=max_to_keep, keep_period=keep_period, async_save=True
+  ) as ck:
     for step in range(1, 8):
       assert ck.save(step, {'w': state['w'] + step})
     ck.wait_until_finished()
@@ -83,10 +86,10 @@ def test_retention(tmp_path, max_to_keep, keep_period, expected):
 
 def test_save_interval_and_repeated_step(tmp_path):
   with checkpointing.Checkpointer(tmp_path, save_interval_steps=5, async_save=False) as ck:
-    assert ck.save(3, {'w': np.zeros(2)})          # Orbax always takes the first save
-    assert not ck.save(7, {'w': np.zeros(2)})      # not a multiple of 5
+    assert ck.save(3, {'w': np.zeros(2)})  # Orbax always takes the first save
+    assert not ck.save(7, {'w': np.zeros(2)})  # not a multiple of 5
     assert ck.save(7, {'w': np.zeros(2)}, force=True)
-    assert not ck.save(7, {'w': np.ones(2)}, force=True)    # already saved: not overwritten
+    assert not ck.save(7, {'w': np.ones(2)}, force=True)  # already saved: not overwritten
     assert ck.save(10, {'w': np.ones(2)})
     assert ck.all_steps() == [3, 7, 10]
 
@@ -99,7 +102,7 @@ def _corrupt(folder, how):
           with open(os.path.join(root, name), 'r+b') as f:
             f.truncate(3)
   elif how == 'delete':
-    for root, _, files in os.walk(folder / 'state'):   # every array data file
+    for root, _, files in os.walk(folder / 'state'):  # every array data file
       if os.path.basename(root) == 'd':
         for name in files:
           os.remove(os.path.join(root, name))
@@ -118,8 +121,10 @@ def _corrupt(folder, how):
 @pytest.mark.parametrize('how', ['truncate', 'delete', 'no_marker', 'iterator', 'uncommitted'])
 def test_corrupt_latest_falls_back_with_warning(tmp_path, caplog, how):
   states = {s: {'w': np.full((4,), s, np.float32), 'step': np.int32(s)} for s in (1, 2, 3)}
-  abstract = {'w': jax.ShapeDtypeStruct((4,), np.float32, sharding=_replicated()),
-              'step': jax.ShapeDtypeStruct((), np.int32, sharding=_replicated())}
+  abstract = {
+    'w': jax.ShapeDtypeStruct((4,), np.float32, sharding=_replicated()),
+    'step': jax.ShapeDtypeStruct((), np.int32, sharding=_replicated()),
+  }
   iterators = {}
   with checkpointing.Checkpointer(tmp_path, max_to_keep=5, async_save=False) as ck:
     it = _iterator()
@@ -158,11 +163,13 @@ def _clone_after(n):
 def test_no_usable_checkpoint_raises(tmp_path):
   with checkpointing.Checkpointer(tmp_path, async_save=False) as ck:
     ck.save(1, {'w': np.zeros(3, np.float32)})
-    bad_target = {'w': jax.ShapeDtypeStruct((3,), np.float32, sharding=_replicated()),
-                  'extra': jax.ShapeDtypeStruct((2,), np.float32, sharding=_replicated())}
+    bad_target = {
+      'w': jax.ShapeDtypeStruct((3,), np.float32, sharding=_replicated()),
+      'extra': jax.ShapeDtypeStruct((2,), np.float32, sharding=_replicated()),
+    }
     with pytest.raises(checkpointing.NoUsableCheckpointError, match='step 1'):
       ck.restore_latest(bad_target)
-  assert checkpointing.committed_steps(tmp_path) == [1]   # nothing moved aside
+  assert checkpointing.committed_steps(tmp_path) == [1]  # nothing moved aside
 
 
 def test_restore_params_on_other_mesh(tmp_path):
@@ -185,8 +192,9 @@ def test_restore_params_on_other_mesh(tmp_path):
   # A specific step folder, onto a (2, 2, 2) mesh via an explicit abstract target.
   mesh222 = _mesh((2, 2, 2))
   _, _, abstract222, shard222 = mh.toy_setup(mesh222)
-  out = checkpointing.restore_params(workdir / 'checkpoints' / '1', items=('params', 'rng'),
-                                     abstract={'params': abstract222.params})
+  out = checkpointing.restore_params(
+    workdir / 'checkpoints' / '1', items=('params', 'rng'), abstract={'params': abstract222.params}
+  )
   _assert_trees_equal(out['params'], state.params)
   assert out['params']['Dense_0']['kernel'].sharding == shard222.params['Dense_0']['kernel']
   np.testing.assert_array_equal(out['rng'], np.asarray(state.rng))
@@ -215,4 +223,4 @@ def test_sigterm_sets_stop_flag(tmp_path):
     ck.close()
     if signal.getsignal(signal.SIGTERM) is not old:
       signal.signal(signal.SIGTERM, old)
-  assert signal.getsignal(signal.SIGTERM) is old     # close() restored the previous handler
+  assert signal.getsignal(signal.SIGTERM) is old  # close() restored the previous handler

@@ -14,7 +14,7 @@ from pairalign_jax import vocab as vocab_lib
 
 
 def _clustered_codebook(num_clusters=4, per_cluster=6, dim=8, noise=0.05, seed=0):
-  """Codes scattered tightly around `num_clusters` orthogonal directions; returns (codebook, truth)."""
+  """Codes scattered tightly around `num_clusters` orthogonal directions -> (codebook, truth)."""
   rng = np.random.default_rng(seed)
   truth = np.repeat(np.arange(num_clusters), per_cluster)
   rng.shuffle(truth)
@@ -42,7 +42,8 @@ def test_one_group_per_code_and_fresh_counts():
   # As many groups as codes: every code is its own group (a permutation of the ids).
   groups = code_groups.group_codebook(codebook, jnp.ones(6), num_groups=6)
   assert sorted(np.asarray(groups).tolist()) == list(range(6))
-  # A fresh model has all counts 0: every code is still a candidate centre (no collapse to one group).
+  # A fresh model has all counts 0: every code is still a candidate centre (no collapse to one
+  # group).
   groups = code_groups.group_codebook(codebook, jnp.zeros(6), num_groups=3)
   assert _same_partition(groups, truth)
 
@@ -50,7 +51,7 @@ def test_one_group_per_code_and_fresh_counts():
 def test_dead_codes_are_assigned_but_never_centres():
   codebook, truth = _clustered_codebook(num_clusters=2, per_cluster=4)
   counts = np.ones(8, np.float32)
-  counts[0] = 0.0                                   # a dead code is still mapped to its nearest group
+  counts[0] = 0.0  # a dead code is still mapped to its nearest group
   groups = code_groups.group_codebook(codebook, jnp.asarray(counts), num_groups=2)
   assert _same_partition(groups, truth)
 
@@ -71,22 +72,43 @@ def test_grouped_codes_collapse_to_fewer_runs():
   codes = jnp.asarray([[a[0], a[1], a[0], a[1], b[0], b[1], b[0], b[1]]], jnp.int32)
   vocab = vocab_lib.Vocab(4)
   raw = sequences.collapse_runs(codes, 0.02, max_len=10, vocab=vocab)
-  grouped = sequences.collapse_runs(code_groups.map_codes(codes, jnp.asarray(groups)), 0.02,
-                                    max_len=10, vocab=vocab)
+  grouped = sequences.collapse_runs(
+    code_groups.map_codes(codes, jnp.asarray(groups)), 0.02, max_len=10, vocab=vocab
+  )
   assert int(raw[1][0]) == 8 and int(grouped[1][0]) == 2
   assert grouped[0][0, :2].tolist() == [groups[a[0]], groups[b[0]]]
-  np.testing.assert_allclose(grouped[2][0, :2], [0.04, 0.12], atol=1e-6)   # run centres of 4 frames each
+  np.testing.assert_allclose(
+    grouped[2][0, :2], [0.04, 0.12], atol=1e-6
+  )  # run centres of 4 frames each
 
 
 def test_groups_from_a_models_vq_stats():
   config = default_config.get_config()
-  config.model.update(d_model=16, num_heads=2, mlp_dim=32, enc_layers=1, dec_layers=1,
-                      codebook_size=12, code_dim=4, max_len=8, recon_channels=8)
+  config.model.update(
+    d_model=16,
+    num_heads=2,
+    mlp_dim=32,
+    enc_layers=1,
+    dec_layers=1,
+    codebook_size=12,
+    code_dim=4,
+    max_len=8,
+    recon_channels=8,
+  )
   config.frontend.n_mels = 8
   model = models.PairAlign(models.ModelConfig.from_config(config))
-  variables = nn.meta.unbox(model.init({'params': jax.random.PRNGKey(0), 'dropout': jax.random.PRNGKey(1),
-                                        'vq': jax.random.PRNGKey(2)},
-                                       jnp.zeros((1, 20, 8)), jnp.zeros((1, 8), jnp.int32), train=False))
+  variables = nn.meta.unbox(
+    model.init(
+      {
+        'params': jax.random.PRNGKey(0),
+        'dropout': jax.random.PRNGKey(1),
+        'vq': jax.random.PRNGKey(2),
+      },
+      jnp.zeros((1, 20, 8)),
+      jnp.zeros((1, 8), jnp.int32),
+      train=False,
+    )
+  )
   groups = code_groups.groups_from_vq_stats(variables['vq_stats'], 3)
   assert groups.shape == (12,) and int(groups.min()) >= 0 and int(groups.max()) < 3
   with pytest.raises(ValueError, match="exactly one 'codebook'"):

@@ -1,10 +1,5 @@
 """Config files load and validate; impossible values fail with a message naming the key."""
 
-import configparser
-import os
-import re
-
-import ml_collections
 import pytest
 
 from configs import ablations
@@ -14,8 +9,6 @@ from configs import librispeech
 from configs import synthetic
 from configs import timit
 from pairalign_jax import config_validation as cv
-
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.mark.parametrize('module', [default, demo, synthetic])
@@ -51,7 +44,10 @@ def test_demo_budget_ablation_is_the_demo_with_one_switch():
   config = ablations.get_config('no_contrast@demo')
   cv.validate_config(config)
   assert config.num_train_steps == demo.get_config().num_train_steps
-  assert config.loss.contrast_weight == 0.0 and ablations.get_config('full@demo').loss.contrast_weight > 0
+  assert (
+    config.loss.contrast_weight == 0.0
+    and ablations.get_config('full@demo').loss.contrast_weight > 0
+  )
 
 
 def _mutate(dotted, value):
@@ -73,7 +69,9 @@ class _null:
     return False
 
 
-@pytest.mark.parametrize('dotted,value,pattern', [
+@pytest.mark.parametrize(
+  'dotted,value,pattern',
+  [
     ('loss.contrast_weight', -1.0, r'config\.loss\.contrast_weight'),
     ('loss.prefix_corruption', 1.5, r'config\.loss\.prefix_corruption'),
     ('model.max_len', 20, r'config\.model\.max_len.*target length'),
@@ -99,7 +97,8 @@ class _null:
     ('eval.beam_size', 100_000, r'config\.eval\.beam_size'),
     ('eval.beam_length_penalty', -0.5, r'config\.eval\.beam_length_penalty'),
     ('eval.queries_per_item', 0, r'config\.eval\.queries_per_item'),
-])
+  ],
+)
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):
     cv.validate_config(_mutate(dotted, value))
@@ -142,13 +141,3 @@ def test_unknown_keys_are_named():
   message = str(err.value)
   assert 'config.loss.contrast_wieght' in message and 'contrast_weight' in message
   assert 'config.new_top_level' in message
-
-
-def test_requirements_and_setup_cfg_pins_agree():
-  with open(os.path.join(ROOT, 'requirements.txt')) as f:
-    reqs = sorted(l.strip() for l in f if l.strip() and not l.startswith('#'))
-  parser = configparser.ConfigParser()
-  parser.read(os.path.join(ROOT, 'setup.cfg'))
-  install = sorted(l.strip() for l in parser['options']['install_requires'].splitlines() if l.strip())
-  assert reqs == install
-  assert all(re.fullmatch(r'[A-Za-z0-9_.\-]+==[0-9][0-9A-Za-z.]*', r) for r in reqs)

@@ -2,6 +2,7 @@
 
 The environment must be set before jax is imported anywhere, which is why this lives here.
 """
+
 import os
 import sys
 

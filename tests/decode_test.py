@@ -28,9 +28,19 @@ NO_EOS, NOW = -1e4, 1e4
 
 def tiny_cfg() -> models.ModelConfig:
   config = default_config.get_config()
-  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=2,
-                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0,
-                      time_bias_frames=4)
+  config.model.update(
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    enc_layers=1,
+    dec_layers=2,
+    codebook_size=K,
+    code_dim=8,
+    max_len=L,
+    recon_channels=16,
+    dropout_rate=0.0,
+    time_bias_frames=4,
+  )
   return models.ModelConfig.from_config(config)
 
 
@@ -40,8 +50,11 @@ def _randomize_time_bias(variables):
   assert found, 'the tiny model has no location bias'
   keys = iter(jax.random.split(jax.random.PRNGKey(7), len(leaves)))
   return jax.tree_util.tree_map_with_path(
-      lambda p, x: 2.0 * jax.random.normal(next(keys), x.shape) if 'time_bias' in jax.tree_util.keystr(p) else x,
-      variables)
+    lambda p, x: (
+      2.0 * jax.random.normal(next(keys), x.shape) if 'time_bias' in jax.tree_util.keystr(p) else x
+    ),
+    variables,
+  )
 
 
 @pytest.fixture(scope='module')
@@ -49,8 +62,9 @@ def tiny():
   cfg = tiny_cfg()
   model = models.PairAlign(cfg)
   rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
-  variables = nn.meta.unbox(model.init(rngs, jnp.zeros((1, 2 * T, cfg.n_mels)),
-                                       jnp.zeros((1, L), jnp.int32), train=False))
+  variables = nn.meta.unbox(
+    model.init(rngs, jnp.zeros((1, 2 * T, cfg.n_mels)), jnp.zeros((1, L), jnp.int32), train=False)
+  )
   variables = _randomize_time_bias(variables)
   hcond = jax.random.normal(jax.random.PRNGKey(1), (B, T, cfg.d_model))
   return model, variables, hcond
@@ -66,8 +80,15 @@ def _jitted(model, max_len, recompute=False):
 def _jitted_score(model):
   def score(v, h, tokens, times):
     cond = model.apply(v, h, method=models.PairAlign.condition)
-    return model.apply(v, cond, sequences.shift_right(tokens, VOCAB), False, decode.shift_times(times),
-                       method=models.PairAlign.score)
+    return model.apply(
+      v,
+      cond,
+      sequences.shift_right(tokens, VOCAB),
+      False,
+      decode.shift_times(times),
+      method=models.PairAlign.score,
+    )
+
   return jax.jit(score)
 
 
@@ -109,18 +130,18 @@ def check_sequence_invariants(out, max_len):
     assert np.all(row[:n] < K), row
     if term[b]:
       assert n < max_len and row[n] == VOCAB.eos, row
-      assert np.all(row[n + 1:] == VOCAB.pad), row
+      assert np.all(row[n + 1 :] == VOCAB.pad), row
     else:
       assert n == max_len and not np.any(row == VOCAB.eos), row
     assert np.sum(row == VOCAB.eos) == int(term[b])
     np.testing.assert_array_equal(times[b][row == VOCAB.pad], 0.0)
-    assert np.all(times[b][row != VOCAB.pad] > 0)                    # attention times are positive
+    assert np.all(times[b][row != VOCAB.pad] > 0)  # attention times are positive
 
 
 def _biases(model, variables, hcond, max_len):
   """A per-row eos_bias vector: row 0 never stops, row 1 stops at once, rows 2-3 end early."""
   free = _np(_jitted(model, max_len)(variables, hcond, jnp.full((B,), NO_EOS)))
-  margin = _eos_margin(free.logits)                                     # [B, L]
+  margin = _eos_margin(free.logits)  # [B, L]
   bias = np.full((B,), NO_EOS, np.float32)
   bias[1] = NOW
   expected = {0: max_len, 1: 0}
@@ -140,23 +161,30 @@ def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
   check_sequence_invariants(out, max_len)
   for b, n in expected.items():
     assert out.lengths[b] == n, (b, out.tokens[b])
-  if max_len == L:   # the construction gives rows that end early, not at once (tiny model: checked)
+  if max_len == L:  # the construction gives rows that end early, not at once (tiny model: checked)
     assert any(0 < out.lengths[b] < max_len for b in (2, 3)), out.lengths
 
   # Teacher forcing with the decode's own times as the input times reproduces every step.
-  logits, times = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times))
+  logits, times = _jitted_score(model)(
+    variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times)
+  )
   logits, times = np.asarray(logits), np.asarray(times)
-  mask = np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
+  mask = (
+    np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
+  )
   assert mask.sum() == (out.lengths + out.terminated).sum()
   np.testing.assert_allclose(out.logits[mask], logits[mask], atol=1e-4, rtol=0)
   np.testing.assert_allclose(out.times[mask], times[mask], atol=1e-4, rtol=0)
   # Forced decoding of the same tokens (how Tokenizer.score runs) gives the same logits and times.
   forced_logits, forced_times = jax.jit(functools.partial(decode.forced_decode, model))(
-      variables, hcond, jnp.asarray(out.tokens))
+    variables, hcond, jnp.asarray(out.tokens)
+  )
   np.testing.assert_allclose(np.asarray(forced_logits)[mask], out.logits[mask], atol=1e-4, rtol=0)
   np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
   # The times matter: teacher forcing with all input times at 0 gives other logits.
-  zero_logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.zeros(out.times.shape))
+  zero_logits, _ = _jitted_score(model)(
+    variables, hcond, jnp.asarray(out.tokens), jnp.zeros(out.times.shape)
+  )
   if max_len > 1:
     assert not np.allclose(np.asarray(zero_logits)[mask], out.logits[mask], atol=1e-3)
 
@@ -215,15 +243,25 @@ def test_eos_bias_is_per_row(tiny):
 
 @functools.lru_cache(maxsize=None)
 def _jitted_beam(model, max_len, beam_size, length_penalty=0.0):
-  return jax.jit(lambda v, h, bias: decode.beam_decode(model, v, h, max_len=max_len, beam_size=beam_size,
-                                                       eos_bias=bias, length_penalty=length_penalty))
+  return jax.jit(
+    lambda v, h, bias: decode.beam_decode(
+      model,
+      v,
+      h,
+      max_len=max_len,
+      beam_size=beam_size,
+      eos_bias=bias,
+      length_penalty=length_penalty,
+    )
+  )
 
 
 def _forced_log_prob(model, variables, hcond, out, bias):
   """Sum over emitted tokens (codes and EOS) of log p under the decode rule (EOS biased, BOS/PAD
   excluded), with the decoder's own times fed back (forced decoding). [B]"""
-  logits, times = jax.jit(functools.partial(decode.forced_decode, model))(variables, hcond,
-                                                                          jnp.asarray(out.tokens))
+  logits, times = jax.jit(functools.partial(decode.forced_decode, model))(
+    variables, hcond, jnp.asarray(out.tokens)
+  )
   biased = np.asarray(logits, np.float64).copy()
   biased[:, :, VOCAB.eos] += np.asarray(bias, np.float64)[:, None]
   biased[:, :, [VOCAB.bos, VOCAB.pad]] = -np.inf
@@ -252,12 +290,15 @@ def test_beam_finds_the_best_two_token_string(tiny):
   bias = jnp.full((B,), NO_EOS)
   beam = _np(_jitted_beam(model, 2, K)(variables, hcond, bias))
   check_sequence_invariants(beam, 2)
-  pairs = np.stack(np.meshgrid(np.arange(K), np.arange(K), indexing='ij'), -1).reshape(-1, 2)   # [K*K, 2]
+  pairs = np.stack(np.meshgrid(np.arange(K), np.arange(K), indexing='ij'), -1).reshape(
+    -1, 2
+  )  # [K*K, 2]
   best = []
   for b in range(B):
-    h = jnp.repeat(hcond[b:b + 1], len(pairs), axis=0)
-    cand = decode.DecodeOutput(tokens=pairs.astype(np.int32), lengths=None, terminated=None, logits=None,
-                               times=None)
+    h = jnp.repeat(hcond[b : b + 1], len(pairs), axis=0)
+    cand = decode.DecodeOutput(
+      tokens=pairs.astype(np.int32), lengths=None, terminated=None, logits=None, times=None
+    )
     lp, _ = _forced_log_prob(model, variables, h, cand, np.full((len(pairs),), NO_EOS))
     best.append(pairs[int(np.argmax(lp))])
   np.testing.assert_array_equal(beam.tokens, np.stack(best))
@@ -265,7 +306,9 @@ def test_beam_finds_the_best_two_token_string(tiny):
   beam_lp, _ = _forced_log_prob(model, variables, hcond, beam, bias)
   greedy_lp, _ = _forced_log_prob(model, variables, hcond, greedy, bias)
   assert np.all(beam_lp >= greedy_lp - 1e-4)
-  assert np.any(beam_lp > greedy_lp + 1e-4), 'the tiny model should have a row where greedy is not best'
+  assert np.any(beam_lp > greedy_lp + 1e-4), (
+    'the tiny model should have a row where greedy is not best'
+  )
 
 
 @pytest.mark.parametrize('length_penalty', [0.0, 1.0])
@@ -278,9 +321,10 @@ def test_beam_strings_and_times_are_their_own(tiny, length_penalty):
   beam = _np(_jitted_beam(model, L, 4, length_penalty)(variables, hcond, bias))
   check_sequence_invariants(beam, L)
   beam_lp, forced_times = _forced_log_prob(model, variables, hcond, beam, bias)
-  np.testing.assert_allclose(beam.times, np.where(beam.tokens == VOCAB.pad, 0.0, forced_times),
-                             atol=1e-4, rtol=0)
-  np.testing.assert_array_equal(beam.lengths[:2], [L, 0])        # the never-stop and stop-at-once rows
+  np.testing.assert_allclose(
+    beam.times, np.where(beam.tokens == VOCAB.pad, 0.0, forced_times), atol=1e-4, rtol=0
+  )
+  np.testing.assert_array_equal(beam.lengths[:2], [L, 0])  # the never-stop and stop-at-once rows
   if length_penalty == 0.0:
     greedy = _np(_jitted(model, L)(variables, hcond, bias))
     greedy_lp, _ = _forced_log_prob(model, variables, hcond, greedy, bias)
@@ -321,7 +365,6 @@ def test_shift_right_matches_sequences():
   np.testing.assert_array_equal(sequences.shift_right(tokens, VOCAB), expected)
 
 
-
 def test_early_exit_equals_the_full_length_scan(tiny):
   """The while loop that stops once every row has ended gives the scan's tokens and times, and
   its logits at every scored position (up to and including EOS)."""
@@ -334,16 +377,22 @@ def test_early_exit_equals_the_full_length_scan(tiny):
     value, _ = _bias_ending_at(margin[b], L // 2)
     if value is not None:
       bias[b] = value
-  run = lambda early: _np(jax.jit(lambda v, h, e: decode.greedy_decode(
-      model, v, h, max_len=L, eos_bias=e, early_exit=early))(variables, hcond, jnp.asarray(bias)))
+
+  def run(early):
+    return _np(
+      jax.jit(
+        lambda v, h, e: decode.greedy_decode(model, v, h, max_len=L, eos_bias=e, early_exit=early)
+      )(variables, hcond, jnp.asarray(bias))
+    )
+
   fast, full = run(True), run(False)
-  assert fast.terminated.all() and fast.lengths.max() < L - 1      # the loop did stop early
+  assert fast.terminated.all() and fast.lengths.max() < L - 1  # the loop did stop early
   np.testing.assert_array_equal(fast.tokens, full.tokens)
   np.testing.assert_array_equal(fast.times, full.times)
   np.testing.assert_array_equal(fast.lengths, full.lengths)
   for b in range(B):
-    n = int(fast.lengths[b]) + 1                                     # codes and EOS
+    n = int(fast.lengths[b]) + 1  # codes and EOS
     np.testing.assert_allclose(fast.logits[b, :n], full.logits[b, :n], rtol=1e-6, atol=1e-6)
   # Past the last step run, the loop leaves logits at 0.
-  assert np.all(fast.logits[:, fast.lengths.max() + 1:] == 0.0)
+  assert np.all(fast.logits[:, fast.lengths.max() + 1 :] == 0.0)
   check_sequence_invariants(fast, L)

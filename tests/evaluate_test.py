@@ -9,43 +9,112 @@ import shutil
 
 import numpy as np
 import pytest
+import tokenizer_test
 
 from configs import default as default_config
 from pairalign_jax import evaluate
 from pairalign_jax.evaluation import report as report_lib
 from pairalign_jax.tokenizer import Tokenizer
-import tokenizer_test
 
 # vq_groups: the tiny config has targets.code_groups > 0
 NAMES = ('pairalign', 'vq', 'kmeans', 'vq_groups', 'mfcc_kmeans', 'mfcc_kmeans_matched')
-EVAL_SET_KEYS = {'split', 'num_items', 'num_rotations', 'num_queries', 'num_segments',
-                 'segment_seconds', 'sample_rate', 'sweep_items', 'sweep_shifts_ms', 'ties'}
+EVAL_SET_KEYS = {
+  'split',
+  'num_items',
+  'num_rotations',
+  'num_queries',
+  'num_segments',
+  'segment_seconds',
+  'sample_rate',
+  'sweep_items',
+  'sweep_shifts_ms',
+  'ties',
+}
 # report.py's docstring: the stable keys of every tokenizer's block.
-SCALARS = ('tokens_per_second', 'vocab_usage', 'unigram_perplexity', 'unique_ratio',
-           'length_mean', 'length_std', 'length_min', 'length_median', 'length_max',
-           'cross_view_ned', 'unrelated_ned', 'ned_gap', 'recall_at_1', 'recall_at_5', 'mrr',
-           'archive_tokens', 'num_queries', 'archive_size', 'tokenize_seconds', 'segments_per_second')
-TOKENIZER_KEYS = set(SCALARS) | {'termination_rate', 'recall_vs_archive_size', 'sweep', 'phone', 'lengths',
-                                 'recall_at_1_ci95', 'num_rotations', 'rotations', 'per_item'}
+SCALARS = (
+  'tokens_per_second',
+  'vocab_usage',
+  'unigram_perplexity',
+  'unique_ratio',
+  'length_mean',
+  'length_std',
+  'length_min',
+  'length_median',
+  'length_max',
+  'cross_view_ned',
+  'unrelated_ned',
+  'ned_gap',
+  'recall_at_1',
+  'recall_at_5',
+  'mrr',
+  'archive_tokens',
+  'num_queries',
+  'archive_size',
+  'tokenize_seconds',
+  'segments_per_second',
+)
+TOKENIZER_KEYS = set(SCALARS) | {
+  'termination_rate',
+  'recall_vs_archive_size',
+  'sweep',
+  'phone',
+  'lengths',
+  'recall_at_1_ci95',
+  'num_rotations',
+  'rotations',
+  'per_item',
+}
 RECALL_KEYS = {'sizes', 'recall_at_1', 'recall_at_5', 'mrr', 'num_queries'}
-SWEEP_KEYS = {'shifts_ms', 'edit_distance', 'normalized_edit_distance', 'bigram_jaccard', 'mean_length',
-              'length_std', 'length_range', 'mean_edit_distance', 'mean_normalized_edit_distance',
-              'local_overlap', 'num_items'}
+SWEEP_KEYS = {
+  'shifts_ms',
+  'edit_distance',
+  'normalized_edit_distance',
+  'bigram_jaccard',
+  'mean_length',
+  'length_std',
+  'length_range',
+  'mean_edit_distance',
+  'mean_normalized_edit_distance',
+  'local_overlap',
+  'num_items',
+}
 PHONE_KEYS = {'token_purity', 'phone_purity', 'nmi', 'unassigned_rate', 'num_tokens', 'num_phones'}
-HEADLINE_KEYS = {'primary', 'reference', 'archive_tokens_ratio', 'recall_at_1_difference',
-                 'archive_tokens_ratio_ci95', 'recall_at_1_difference_ci95', 'comparisons'}
+HEADLINE_KEYS = {
+  'primary',
+  'reference',
+  'archive_tokens_ratio',
+  'recall_at_1_difference',
+  'archive_tokens_ratio_ci95',
+  'recall_at_1_difference_ci95',
+  'comparisons',
+}
 SHIFTS = (0, 40)
 
 
 def eval_settings(config):
   """Tiny evaluation on the validation split: 3 items read by 3 speakers, each speaker the archive
   once (2 queries per item and rotation), 1 sweep item, k-means on 3 training segments."""
-  config.eval.update(num_items=3, queries_per_item=2, batch_size=4, sweep_items=1,
-                     sweep_shifts_ms=SHIFTS, kmeans_clusters=4, kmeans_train_segments=3,
-                     kmeans_max_frames=600, archive_rotations=-1, split='validation')
-  config.data.synthetic.update(num_train_speakers=2, num_heldout_speakers=3, num_train_sentences=3,
-                               num_heldout_sentences=3, num_validation_speakers=3,
-                               num_validation_sentences=3, train_size=16)
+  config.eval.update(
+    num_items=3,
+    queries_per_item=2,
+    batch_size=4,
+    sweep_items=1,
+    sweep_shifts_ms=SHIFTS,
+    kmeans_clusters=4,
+    kmeans_train_segments=3,
+    kmeans_max_frames=600,
+    archive_rotations=-1,
+    split='validation',
+  )
+  config.data.synthetic.update(
+    num_train_speakers=2,
+    num_heldout_speakers=3,
+    num_train_sentences=3,
+    num_heldout_sentences=3,
+    num_validation_speakers=3,
+    num_validation_sentences=3,
+    train_size=16,
+  )
   return config
 
 
@@ -82,17 +151,30 @@ def test_files_are_written(run):
   assert not os.path.exists(os.path.join(out, 'calibration.json'))
   assert not os.path.exists(os.path.join(workdir, 'report.json'))
   md = open(os.path.join(out, 'report.md')).read()
-  for text in ('## Headline', '| metric | PairAlign | VQ | MFCC k-means |', '| recall@1 |',
-               '| recall@1 95% interval (items) |', '| against |', 'sweep.png'):
+  for text in (
+    '## Headline',
+    '| metric | PairAlign | VQ | MFCC k-means |',
+    '| recall@1 |',
+    '| recall@1 95% interval (items) |',
+    '| against |',
+    'sweep.png',
+  ):
     assert text in md
 
 
 def test_report_json_has_the_documented_keys_and_finite_numbers(run):
   data = run['json']
-  assert {'eval_set', 'tokenizers', 'headline', 'example', 'length_control', 'checkpoint'} <= set(data)
+  assert {'eval_set', 'tokenizers', 'headline', 'example', 'length_control', 'checkpoint'} <= set(
+    data
+  )
   es = data['eval_set']
   assert set(es) == EVAL_SET_KEYS
-  assert (es['num_items'], es['num_rotations'], es['num_queries'], es['num_segments']) == (3, 3, 18, 9)
+  assert (es['num_items'], es['num_rotations'], es['num_queries'], es['num_segments']) == (
+    3,
+    3,
+    18,
+    9,
+  )
   assert es['split'] == 'validation'
   assert run['report']['example']['id'].startswith('validation-spk000-')
   assert es['sweep_shifts_ms'] == list(SHIFTS) and es['segment_seconds'] == 3.0
@@ -113,7 +195,7 @@ def test_report_json_has_the_documented_keys_and_finite_numbers(run):
   pa, vq = data['tokenizers']['pairalign'], data['tokenizers']['vq']
   assert pa['length_max'] <= tokenizer_test.L
   assert 0 <= pa['termination_rate'] <= 1 and vq['termination_rate'] == 1.0
-  assert data['tokenizers']['kmeans']['termination_rate'] is None     # not a decoder
+  assert data['tokenizers']['kmeans']['termination_rate'] is None  # not a decoder
   h = data['headline']
   assert set(h) == HEADLINE_KEYS and (h['primary'], h['reference']) == ('pairalign', 'vq')
   assert h['archive_tokens_ratio'] == pytest.approx(pa['archive_tokens'] / vq['archive_tokens'])
@@ -136,7 +218,7 @@ def test_model_and_front_end_come_from_the_checkpoint(run):
   assert np.asarray(run['report']['example']['log_mel']).shape == (300, 40)
   lc = run['json']['length_control']
   assert lc['trained_eos_bias'] == pytest.approx(tokenizer_test.TRAINED_EOS_BIAS)
-  assert lc['eval_eos_bias'] == pytest.approx(tokenizer_test.TRAINED_EOS_BIAS)   # eval.eos_bias 0
+  assert lc['eval_eos_bias'] == pytest.approx(tokenizer_test.TRAINED_EOS_BIAS)  # eval.eos_bias 0
   assert lc['target_rate'] == pytest.approx(tokenizer_test.tiny_config().length.target_rate)
 
 
@@ -146,11 +228,15 @@ def test_calibration_is_written_and_used_by_target_rate(run):
   assert cal['step'] == tokenizer_test.STEPS[-1] and cal['segments'] == 9
   table = [tuple(x) for x in cal['eos_bias_to_rate']]
   biases = [b for b, _ in table]
-  assert biases == pytest.approx([tokenizer_test.TRAINED_EOS_BIAS + o for o in evaluate.CALIBRATION_OFFSETS])
+  assert biases == pytest.approx(
+    [tokenizer_test.TRAINED_EOS_BIAS + o for o in evaluate.CALIBRATION_OFFSETS]
+  )
   rates = np.array([r for _, r in table])
-  assert np.all(np.isfinite(rates)) and np.all(rates >= 0) and np.all(rates <= tokenizer_test.L / 3.0)
-  assert np.all(np.diff(rates) <= 1e-9)                 # a larger EOS bias never lengthens
-  assert rates[0] > rates[-1]                           # and the table is not flat
+  assert (
+    np.all(np.isfinite(rates)) and np.all(rates >= 0) and np.all(rates <= tokenizer_test.L / 3.0)
+  )
+  assert np.all(np.diff(rates) <= 1e-9)  # a larger EOS bias never lengthens
+  assert rates[0] > rates[-1]  # and the table is not flat
   assert table == [tuple(x) for x in run['json']['length_control']['eos_bias_to_rate']]
 
   tok = Tokenizer.from_checkpoint(run['workdir'], batch_size=4)
@@ -167,7 +253,9 @@ def test_calibration_is_written_and_used_by_target_rate(run):
   b = tok.tokenize(waves, eos_bias=bias)
   assert a.tokens == b.tokens
   # The calibration is also found from the step folder.
-  step_tok = Tokenizer.from_checkpoint(os.path.join(run['workdir'], 'checkpoints', str(tokenizer_test.STEPS[-1])))
+  step_tok = Tokenizer.from_checkpoint(
+    os.path.join(run['workdir'], 'checkpoints', str(tokenizer_test.STEPS[-1]))
+  )
   assert step_tok.calibration == tok.calibration
 
 
@@ -175,7 +263,7 @@ def test_eval_config_keeps_the_checkpoint_model():
   ckpt = tokenizer_test.tiny_config()
   user = eval_settings(default_config.get_config())
   user.seed = 11
-  merged = evaluate._eval_config(ckpt, user)   # pylint: disable=protected-access
+  merged = evaluate._eval_config(ckpt, user)
   assert merged.model.to_dict() == ckpt.model.to_dict()
   assert merged.frontend.to_dict() == ckpt.frontend.to_dict()
   assert merged.audio.to_dict() == ckpt.audio.to_dict()
@@ -186,16 +274,17 @@ def test_eval_config_keeps_the_checkpoint_model():
 def test_training_stops_at_start_when_the_evaluation_split_is_too_small(tmp_path):
   soundfile = pytest.importorskip('soundfile')
   from pairalign_jax import train
+
   data = tmp_path / 'audio'
-  for i in range(3):   # three speakers, one file each: the held-out half-splits are too small
+  for i in range(3):  # three speakers, one file each: the held-out half-splits are too small
     (data / f'spk{i}').mkdir(parents=True)
     soundfile.write(str(data / f'spk{i}' / 'a.wav'), 0.1 * np.ones(8000, np.float32), 16000)
   config = tokenizer_test.tiny_config()
   config.data.source = 'folder'
   config.data.path = str(data)
   config.data.heldout_fraction = 0.3
-  config.batch_size = 8                # the tests' 8 host devices
+  config.batch_size = 8  # the tests' 8 host devices
   workdir = tmp_path / 'run'
   with pytest.raises(ValueError, match='heldout_fraction|eval_path'):
     train.train_and_evaluate(config, str(workdir))
-  assert not workdir.exists()          # nothing trained, nothing written
+  assert not workdir.exists()  # nothing trained, nothing written

@@ -26,13 +26,19 @@ def _speechlike(n, sr, seed):
   y = sum(np.sin(k * phase) / k for k in range(1, 20))
   y *= 0.5 + 0.5 * np.sin(2 * np.pi * 3 * t) ** 2
   y += 0.05 * rng.standard_normal(n) * (np.sin(2 * np.pi * 0.7 * t) > 0.5)
-  y[n // 3: n // 3 + sr // 10] = 0.0
+  y[n // 3 : n // 3 + sr // 10] = 0.0
   return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
 
 
 def test_from_config_reads_default():
   cfg = frontend.FrontendConfig.from_config(default_config.get_config())
-  assert (cfg.sample_rate, cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.n_mels) == (16000, 512, 400, 160, 80)
+  assert (cfg.sample_rate, cfg.n_fft, cfg.win_length, cfg.hop_length, cfg.n_mels) == (
+    16000,
+    512,
+    400,
+    160,
+    80,
+  )
   assert cfg.num_frames(48_000) == 300
   hash(cfg)  # hashable (used as an lru_cache / jit static key)
 
@@ -60,12 +66,21 @@ def test_log_mel_matches_librosa(num_samples):
   assert ours.shape == (3, num_frames, cfg.n_mels)
   for i in range(3):
     ref = librosa.feature.melspectrogram(
-        y=waves[i], sr=cfg.sample_rate, n_fft=cfg.n_fft, hop_length=cfg.hop_length,
-        win_length=cfg.win_length, n_mels=cfg.n_mels, fmin=cfg.fmin, fmax=cfg.fmax, power=2.0,
-        center=True, pad_mode='constant')                     # [n_mels, 1 + S // hop]
+      y=waves[i],
+      sr=cfg.sample_rate,
+      n_fft=cfg.n_fft,
+      hop_length=cfg.hop_length,
+      win_length=cfg.win_length,
+      n_mels=cfg.n_mels,
+      fmin=cfg.fmin,
+      fmax=cfg.fmax,
+      power=2.0,
+      center=True,
+      pad_mode='constant',
+    )  # [n_mels, 1 + S // hop]
     ref = np.log(np.maximum(ref, cfg.log_floor)).T[:num_frames]
     np.testing.assert_allclose(ours[i], ref, atol=1e-3, rtol=0)
-    assert ref.max() - ref.min() > 5.0   # the signal spans a realistic range (not all floor)
+    assert ref.max() - ref.min() > 5.0  # the signal spans a realistic range (not all floor)
 
 
 def test_log_mel_rejects_bad_shape():
@@ -74,7 +89,7 @@ def test_log_mel_rejects_bad_shape():
 
 
 def test_normalize_per_utterance_per_band():
-  x = jax.random.normal(jax.random.PRNGKey(0), (2, 50, 4)) * jnp.array([1., 2., 3., 4.]) + 7.0
+  x = jax.random.normal(jax.random.PRNGKey(0), (2, 50, 4)) * jnp.array([1.0, 2.0, 3.0, 4.0]) + 7.0
   y = frontend.normalize(x)
   np.testing.assert_allclose(np.mean(y, axis=1), 0.0, atol=1e-5)
   np.testing.assert_allclose(np.std(y, axis=1), 1.0, atol=1e-3)
@@ -86,13 +101,15 @@ def test_normalize_per_utterance_per_band():
 def test_spec_augment_masks_bands_and_frames():
   cfg = _cfg(freq_masks=2, freq_width=8, time_masks=2, time_width=10)
   mel = jnp.ones((16, 60, 20))
-  out = np.asarray(jax.jit(frontend.spec_augment, static_argnums=2)(jax.random.PRNGKey(1), mel, cfg))
+  out = np.asarray(
+    jax.jit(frontend.spec_augment, static_argnums=2)(jax.random.PRNGKey(1), mel, cfg)
+  )
   assert out.shape == mel.shape
   masked = out == 0.0
   assert set(np.unique(out)) <= {0.0, 1.0}
-  # Masked cells form whole bands or whole frames: every masked cell's band or frame is fully masked.
-  full_band = masked.all(axis=1)    # [B, M]
-  full_frame = masked.all(axis=2)   # [B, F]
+  # Masked cells form whole bands or whole frames: each masked cell's band or frame is all masked.
+  full_band = masked.all(axis=1)  # [B, M]
+  full_frame = masked.all(axis=2)  # [B, F]
   assert np.all(masked == (full_band[:, None, :] | full_frame[:, :, None]))
   assert np.all(full_band.sum(axis=1) <= 2 * 8) and np.all(full_frame.sum(axis=1) <= 2 * 10)
   assert masked.any()  # 16 utterances, 4 masks each: some mask is non-empty
@@ -112,21 +129,22 @@ def test_features_train_and_eval():
   assert np.any(np.asarray(tr) != np.asarray(ev))
   with pytest.raises(ValueError, match='rng'):
     frontend.features(waves, cfg, train=True)
-  np.testing.assert_allclose(frontend.features(waves, _cfg(normalize=False)),
-                             frontend.log_mel(waves, cfg), atol=0)
+  np.testing.assert_allclose(
+    frontend.features(waves, _cfg(normalize=False)), frontend.log_mel(waves, cfg), atol=0
+  )
 
 
 def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
   cfg = frontend.FrontendConfig()
   sr, n = cfg.sample_rate, cfg.sample_rate // 2
   t = np.arange(n) / sr
-  wave = np.sin(2 * np.pi * 1000.0 * t)[None].astype(np.float32)          # a 1 kHz tone
-  power = frontend.power_spectrogram(jnp.asarray(np.repeat(wave, 3, 0)), cfg)   # [3, F, 257]
+  wave = np.sin(2 * np.pi * 1000.0 * t)[None].astype(np.float32)  # a 1 kHz tone
+  power = frontend.power_spectrogram(jnp.asarray(np.repeat(wave, 3, 0)), cfg)  # [3, F, 257]
   alpha = jnp.asarray([1.0, 1.1, 0.9])
   warped = np.asarray(frontend.vtlp_warp(power, alpha))
   np.testing.assert_allclose(warped[0], np.asarray(power[0]), rtol=1e-6, atol=1e-6)
   bin_hz = sr / cfg.n_fft
-  peaks = warped[:, 20].argmax(-1) * bin_hz                                   # a middle frame
+  peaks = warped[:, 20].argmax(-1) * bin_hz  # a middle frame
   assert abs(peaks[0] - 1000.0) <= bin_hz
   assert abs(peaks[1] - 1100.0) <= bin_hz and abs(peaks[2] - 900.0) <= bin_hz
   # The band edges stay put and the warp is monotone for every factor in range.
@@ -138,6 +156,7 @@ def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
 
 def test_vtlp_config_off_by_default_and_validated():
   from configs import default
+
   config = default.get_config()
   assert not frontend.FrontendConfig.from_config(config).vtlp
   config.frontend.vtlp.enabled = True

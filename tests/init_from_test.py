@@ -15,12 +15,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from train_test import _record_device_batches
+from train_test import flat
+from train_test import state_arrays
+from train_test import tiny_config
 
 from pairalign_jax import checkpointing
 from pairalign_jax import config_validation
 from pairalign_jax import train
 from pairalign_jax.data import pipeline
-from train_test import _record_device_batches, flat, state_arrays, tiny_config
 
 SOURCE_STEP = 5
 SOURCE_EOS_BIAS = 1.25
@@ -45,6 +48,7 @@ def _perturbed(tree, seed):
     if jnp.issubdtype(x.dtype, jnp.floating):
       return x + jnp.asarray(0.1 * rng.standard_normal(x.shape), x.dtype)
     return x + 7
+
   return jax.tree.map(bump, tree)
 
 
@@ -55,18 +59,27 @@ def source(tmp_path_factory):
   trainer = train.Trainer(config)
   fresh = trainer.init_state()
   saved = fresh.replace(
-      step=jnp.int32(SOURCE_STEP), params=_perturbed(fresh.params, 1),
-      teacher_params=_perturbed(fresh.params, 2), opt_state=_perturbed(fresh.opt_state, 3),
-      vq_stats=_perturbed(fresh.vq_stats, 4), eos_bias=jnp.float32(SOURCE_EOS_BIAS),
-      rng=jax.random.PRNGKey(99), nonfinite_steps=jnp.int32(1))
+    step=jnp.int32(SOURCE_STEP),
+    params=_perturbed(fresh.params, 1),
+    teacher_params=_perturbed(fresh.params, 2),
+    opt_state=_perturbed(fresh.opt_state, 3),
+    vq_stats=_perturbed(fresh.vq_stats, 4),
+    eos_bias=jnp.float32(SOURCE_EOS_BIAS),
+    rng=jax.random.PRNGKey(99),
+    nonfinite_steps=jnp.int32(1),
+  )
   data_iter = pipeline.make_train_iterator(config)
   next(data_iter)
   next(data_iter)
   workdir = tmp_path_factory.mktemp('source')
   with checkpointing.Checkpointer(workdir / 'checkpoints', async_save=False, config=config) as ck:
     ck.save(SOURCE_STEP, saved, data_iter)
-  return {'workdir': str(workdir), 'state': state_arrays(saved), 'fresh': state_arrays(fresh),
-          'fresh_state': fresh}
+  return {
+    'workdir': str(workdir),
+    'state': state_arrays(saved),
+    'fresh': state_arrays(fresh),
+    'fresh_state': fresh,
+  }
 
 
 def _first_step_state(config, workdir, monkeypatch):
@@ -94,12 +107,14 @@ def _messages(caplog):
   return '\n'.join(r.getMessage() for r in caplog.records)
 
 
-def test_init_from_takes_params_vq_stats_teacher_on_another_mesh(source, tmp_path, monkeypatch, caplog):
+def test_init_from_takes_params_vq_stats_teacher_on_another_mesh(
+  source, tmp_path, monkeypatch, caplog
+):
   caplog.set_level(py_logging.INFO)
   config = tiny_config()
   config.mesh.shape = (2, 2, 2)
   config.init_from = source['workdir']
-  assert config.init_from_vq_stats and config.init_from_teacher      # the defaults
+  assert config.init_from_vq_stats and config.init_from_teacher  # the defaults
   state, first_batch = _first_step_state(config, tmp_path / 'ft', monkeypatch)
   got, want = state_arrays(state), source['state']
 
@@ -120,19 +135,24 @@ def test_init_from_takes_params_vq_stats_teacher_on_another_mesh(source, tmp_pat
   shardings = train.Trainer(config).state_sharding
   for x, s in zip(jax.tree.leaves(state), jax.tree.leaves(shardings)):
     assert x.sharding.is_equivalent_to(s, x.ndim), (x.shape, x.sharding, s)
-  kernel = state.params['decoder']['layers']['mlp']['wi']['kernel']      # [layers, embed, mlp]
+  kernel = state.params['decoder']['layers']['mlp']['wi']['kernel']  # [layers, embed, mlp]
   assert kernel.addressable_shards[0].data.shape == (1, 32 // 2, 64 // 2)
 
   log = _messages(caplog)
-  assert re.search(rf'Initialized from .*{SOURCE_STEP} \(step {SOURCE_STEP}\): params, vq_stats, '
-                   'teacher_params, eos_bias loaded', log), log
+  assert re.search(
+    rf'Initialized from .*{SOURCE_STEP} \(step {SOURCE_STEP}\): params, vq_stats, '
+    'teacher_params, eos_bias loaded',
+    log,
+  ), log
   # The default schedule starts in stage 0, where the teacher copies the student: warned.
   assert 'init_from_teacher: the loaded EMA teacher is replaced' in log
 
 
 def test_init_from_without_vq_stats_and_teacher(source, tmp_path, monkeypatch):
   config = tiny_config()
-  config.init_from = os.path.join(source['workdir'], 'checkpoints', str(SOURCE_STEP))   # a step folder
+  config.init_from = os.path.join(
+    source['workdir'], 'checkpoints', str(SOURCE_STEP)
+  )  # a step folder
   config.init_from_vq_stats = False
   config.init_from_teacher = False
   state, _ = _first_step_state(config, tmp_path / 'ft', monkeypatch)
@@ -152,7 +172,7 @@ def test_model_mismatch_raises_naming_the_keys(source, tmp_path, monkeypatch):
   config.init_from = source['workdir']
   config.model.d_model = 48
   config.model.codebook_size = 32
-  config.model.dropout_rate = 0.1          # changes no parameter shape: not reported
+  config.model.dropout_rate = 0.1  # changes no parameter shape: not reported
   workdir = tmp_path / 'ft'
   monkeypatch.setattr(train.Trainer, '__init__', lambda *a, **k: pytest.fail('built a trainer'))
   with pytest.raises(ValueError, match='config.init_from') as e:
@@ -162,7 +182,7 @@ def test_model_mismatch_raises_naming_the_keys(source, tmp_path, monkeypatch):
   assert 'config.model.d_model=48 (source: 32)' in message
   assert 'config.model.codebook_size=32 (source: 16)' in message
   assert 'dropout_rate' not in message and 'mlp_dim' not in message
-  assert not workdir.exists()                                  # failed before anything was made
+  assert not workdir.exists()  # failed before anything was made
 
 
 def test_saved_shapes_are_checked_too(source, tmp_path):
@@ -172,13 +192,19 @@ def test_saved_shapes_are_checked_too(source, tmp_path):
   other.model.mlp_dim = 96
   abstract = train.Trainer(other).abstract_state
   zeros = jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract)
-  with checkpointing.Checkpointer(tmp_path / 'src' / 'checkpoints', async_save=False, config=config) as ck:
+  with checkpointing.Checkpointer(
+    tmp_path / 'src' / 'checkpoints', async_save=False, config=config
+  ) as ck:
     ck.save(1, zeros)
   folder = train.resolve_init_from(_with_init_from(config, tmp_path / 'src'), str(tmp_path / 'ft'))
-  assert folder.name == '1'                                    # the saved configs agree
-  with pytest.raises(ValueError, match=re.escape(
+  assert folder.name == '1'  # the saved configs agree
+  with pytest.raises(
+    ValueError,
+    match=re.escape(
       "params['decoder']['layers']['mlp']['wi']['kernel']: shape (1, 32, 96) in the checkpoint, "
-      '(1, 32, 64) in this model')):
+      '(1, 32, 64) in this model'
+    ),
+  ):
     train.Trainer(config).init_from_checkpoint(folder)
 
 
@@ -206,8 +232,9 @@ def test_resumed_workdir_ignores_init_from(source, tmp_path, monkeypatch, caplog
   assert int(got['step']) == own_step
   for part in ('params', 'teacher', 'opt', 'vq_stats'):
     _assert_part_equal(got, own, part)
-  assert not np.array_equal(got['params'][next(iter(own['params']))],
-                            source['state']['params'][next(iter(own['params']))])
+  assert not np.array_equal(
+    got['params'][next(iter(own['params']))], source['state']['params'][next(iter(own['params']))]
+  )
   log = _messages(caplog)
   assert 'config.init_from=' in log and 'ignored' in log and 'Initialized from' not in log
 
@@ -226,8 +253,13 @@ def test_finetune_stage2_step_continues_the_loaded_teacher(source, tmp_path, cap
   assert int(got['step']) == 1 and int(state.nonfinite_steps) == 0
   d = config.schedule.ema_decay
   for key in want['teacher']:
-    np.testing.assert_allclose(got['teacher'][key], d * want['teacher'][key] + (1 - d) * got['params'][key],
-                               rtol=1e-5, atol=1e-6, err_msg=key)
+    np.testing.assert_allclose(
+      got['teacher'][key],
+      d * want['teacher'][key] + (1 - d) * got['params'][key],
+      rtol=1e-5,
+      atol=1e-6,
+      err_msg=key,
+    )
   assert checkpointing.committed_steps(workdir / 'checkpoints') == [1]
   assert 'replaced by the student' not in _messages(caplog)
 
@@ -237,9 +269,11 @@ def test_config_validation_of_the_init_from_keys():
   assert config.init_from == ''
   config.update(init_from='runs/base', init_from_vq_stats=False)
   config.schedule.update(stage1_start=0, stage2_start=0)
-  with pytest.raises(config_validation.ConfigError, match='config.init_from_vq_stats.*without ever being trained'):
+  with pytest.raises(
+    config_validation.ConfigError, match='config.init_from_vq_stats.*without ever being trained'
+  ):
     config_validation.validate_config(config)
-  config.init_from_vq_stats = True          # the source's codebook
+  config.init_from_vq_stats = True  # the source's codebook
   config_validation.validate_config(config)
-  config.update(init_from_vq_stats=False, init_from='')   # not fine-tuning: a fresh run's business
+  config.update(init_from_vq_stats=False, init_from='')  # not fine-tuning: a fresh run's business
   config_validation.validate_config(config)

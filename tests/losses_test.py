@@ -1,4 +1,5 @@
-"""Tests for pairalign_jax/losses.py: every term against hand-computed values (DESIGN §3)."""
+"""Tests for pairalign_jax/losses.py: every term against hand-computed values (docs/METHOD.md
+§5)."""
 
 import math
 
@@ -20,14 +21,16 @@ def _log_softmax_np(x, axis=-1):
 
 # ----------------------------------------------------------------------------- contrast
 
+
 def test_info_nce_hand_computed_2x2():
   # S = [[2, 0], [1, 1]], tau = 0.5  ->  Z = [[4, 0], [2, 2]].
   # rows:  row 0 picks col 0 from (4, 0): log(1 + e^-4); row 1 picks col 1 from (2, 2): log 2.
-  # cols:  col 0 picks row 0 from (4, 2): log(1 + e^-2); col 1 picks row 1 from (0, 2): log(1 + e^-2).
+  # cols:  col 0 picks row 0 from (4, 2): log(1 + e^-2);
+  #        col 1 picks row 1 from (0, 2): log(1 + e^-2).
   s = jnp.array([[2.0, 0.0], [1.0, 1.0]])
   rows = 0.5 * (math.log1p(math.exp(-4.0)) + math.log(2.0))
   cols = math.log1p(math.exp(-2.0))
-  expected = 0.5 * (rows + cols)                       # = 0.241288...
+  expected = 0.5 * (rows + cols)  # = 0.241288...
   assert expected == pytest.approx(0.2412880, abs=1e-6)
   np.testing.assert_allclose(float(losses.info_nce(s, 0.5)), expected, rtol=1e-6)
   # The transpose swaps the roles of rows and columns; the symmetric loss is unchanged.
@@ -37,7 +40,9 @@ def test_info_nce_hand_computed_2x2():
 def test_info_nce_3x3_limits_and_temperature():
   b = 3
   # Constant S: every softmax is uniform -> log B.
-  np.testing.assert_allclose(float(losses.info_nce(jnp.full((b, b), -2.5), 0.1)), math.log(b), rtol=1e-6)
+  np.testing.assert_allclose(
+    float(losses.info_nce(jnp.full((b, b), -2.5), 0.1)), math.log(b), rtol=1e-6
+  )
   # A dominant diagonal -> ~0; a dominant off-diagonal -> large.
   diag = -10.0 * (1.0 - jnp.eye(b))
   assert float(losses.info_nce(diag, 0.1)) < 1e-6
@@ -58,11 +63,18 @@ def test_info_nce_rejects_bad_input():
 
 
 def test_info_nce_sampled_equals_row_term_with_all_negatives():
-  s = np.array([[-1.0, -1.5, -2.0, -0.7], [-1.4, -1.0, -1.2, -3.0], [-2.0, -1.1, -0.9, -1.0],
-                [-0.5, -0.6, -0.7, -0.8]], np.float32)
+  s = np.array(
+    [
+      [-1.0, -1.5, -2.0, -0.7],
+      [-1.4, -1.0, -1.2, -3.0],
+      [-2.0, -1.1, -0.9, -1.0],
+      [-0.5, -0.6, -0.7, -0.8],
+    ],
+    np.float32,
+  )
   b, tau = s.shape[0], 0.3
   pos = np.diag(s)
-  neg = np.stack([np.delete(s[i], i) for i in range(b)])           # [B, B-1]: every other column
+  neg = np.stack([np.delete(s[i], i) for i in range(b)])  # [B, B-1]: every other column
   rows = -np.mean([_log_softmax_np(s[i] / tau)[i] for i in range(b)])
   got = float(losses.info_nce_sampled(jnp.asarray(pos), jnp.asarray(neg), tau))
   np.testing.assert_allclose(got, rows, rtol=1e-5)
@@ -72,12 +84,17 @@ def test_info_nce_sampled_equals_row_term_with_all_negatives():
   # info_nce = 0.5 (rows + cols); with a symmetric S rows == cols == info_nce.
   sym = 0.5 * (s + s.T)
   negs = np.stack([np.delete(sym[i], i) for i in range(b)])
-  np.testing.assert_allclose(float(losses.info_nce_sampled(jnp.asarray(np.diag(sym)), jnp.asarray(negs), tau)),
-                             float(losses.info_nce(jnp.asarray(sym), tau)), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(losses.info_nce_sampled(jnp.asarray(np.diag(sym)), jnp.asarray(negs), tau)),
+    float(losses.info_nce(jnp.asarray(sym), tau)),
+    rtol=1e-5,
+  )
   # 2x2 by hand: row 0 of Z = [4, 0] -> log(1 + e^-4); row 1 = [2, 2] -> log 2.
   np.testing.assert_allclose(
-      float(losses.info_nce_sampled(jnp.array([2.0, 1.0]), jnp.array([[0.0], [1.0]]), 0.5)),
-      0.5 * (math.log1p(math.exp(-4.0)) + math.log(2.0)), rtol=1e-6)
+    float(losses.info_nce_sampled(jnp.array([2.0, 1.0]), jnp.array([[0.0], [1.0]]), 0.5)),
+    0.5 * (math.log1p(math.exp(-4.0)) + math.log(2.0)),
+    rtol=1e-6,
+  )
   with pytest.raises(ValueError):
     losses.info_nce_sampled(jnp.zeros((3,)), jnp.zeros((3,)), 0.1)
   with pytest.raises(ValueError, match='temperature'):
@@ -85,6 +102,7 @@ def test_info_nce_sampled_equals_row_term_with_all_negatives():
 
 
 # ----------------------------------------------------------------------------- anti-bypass
+
 
 def test_antibypass_hinge_values_and_gradient():
   own = jnp.array([-1.0, -2.0, -0.5])
@@ -102,53 +120,6 @@ def test_antibypass_hinge_values_and_gradient():
 
 # ----------------------------------------------------------------------------- likelihoods
 
-def _ll_inputs():
-  rng = np.random.default_rng(0)
-  logits = rng.standard_normal((2, 5, 7)).astype(np.float32)
-  targets = rng.integers(0, 7, (2, 5)).astype(np.int32)
-  mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
-  return logits, targets, mask
-
-
-def test_sequence_log_likelihood_hand_computed():
-  logits, targets, mask = _ll_inputs()
-  lp = np.take_along_axis(_log_softmax_np(logits), targets[..., None], axis=-1)[..., 0]   # [2, 5]
-  total, mean = losses.sequence_log_likelihood(jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask))
-  np.testing.assert_allclose(total, [lp[0, :3].sum(), lp[1].sum()], rtol=1e-5)
-  np.testing.assert_allclose(mean, [lp[0, :3].mean(), lp[1].mean()], rtol=1e-5)
-  # An all-masked row gives 0 (no division by zero).
-  total0, mean0 = losses.sequence_log_likelihood(jnp.asarray(logits), jnp.asarray(targets),
-                                                 jnp.zeros_like(jnp.asarray(mask)))
-  np.testing.assert_array_equal(total0, [0.0, 0.0])
-  np.testing.assert_array_equal(mean0, [0.0, 0.0])
-  with pytest.raises(ValueError):
-    losses.token_log_probs(jnp.asarray(logits), jnp.asarray(targets[:, :4]))
-
-
-@pytest.mark.parametrize('garbage', [1e4, -1e4, np.nan])
-def test_sequence_log_likelihood_masked_positions_never_matter(garbage):
-  logits, targets, mask = _ll_inputs()
-  masked = mask == 0                                                  # [2, 5]
-  dirty = logits.copy()
-  dirty[masked] = garbage
-  dirty_targets = targets.copy()
-  dirty_targets[masked] = 0
-
-  def f(lg, tg):
-    total, mean = losses.sequence_log_likelihood(lg, tg, jnp.asarray(mask))
-    return jnp.sum(total) + 3.0 * jnp.sum(mean), (total, mean)
-
-  (_, (t_clean, m_clean)), g_clean = jax.value_and_grad(f, has_aux=True)(jnp.asarray(logits), jnp.asarray(targets))
-  (_, (t_dirty, m_dirty)), g_dirty = jax.value_and_grad(f, has_aux=True)(jnp.asarray(dirty),
-                                                                        jnp.asarray(dirty_targets))
-  np.testing.assert_array_equal(t_clean, t_dirty)
-  np.testing.assert_array_equal(m_clean, m_dirty)
-  g_clean, g_dirty = np.asarray(g_clean), np.asarray(g_dirty)
-  assert np.all(np.isfinite(g_dirty))
-  np.testing.assert_array_equal(g_dirty[masked], 0.0)
-  np.testing.assert_array_equal(g_dirty[~masked], g_clean[~masked])
-  assert np.all(np.abs(g_clean[~masked]).sum(-1) > 0)               # scored positions do get gradient
-
 
 def test_cross_teacher_forcing():
   ll12 = jnp.array([-1.0, -3.0])
@@ -157,31 +128,40 @@ def test_cross_teacher_forcing():
   np.testing.assert_allclose(float(losses.cross_teacher_forcing(ll12, ll21)), 4.0, rtol=1e-6)
   ll11, ll22 = jnp.array([-0.5, -1.5]), jnp.array([-1.0, -1.0])
   # + self terms: 4 - 0.5 * (mean(-0.5, -1.5) + mean(-1, -1)) = 4 + 0.5 * 2 = 5.
-  got = losses.cross_teacher_forcing(ll12, ll21, ll_1_given_1=ll11, ll_2_given_2=ll22, self_weight=0.5)
+  got = losses.cross_teacher_forcing(
+    ll12, ll21, ll_1_given_1=ll11, ll_2_given_2=ll22, self_weight=0.5
+  )
   np.testing.assert_allclose(float(got), 5.0, rtol=1e-6)
   g = jax.grad(lambda a: losses.cross_teacher_forcing(a, ll21))(ll12)
-  np.testing.assert_allclose(g, [-0.5, -0.5])                        # raising a likelihood lowers the loss
+  np.testing.assert_allclose(g, [-0.5, -0.5])  # raising a likelihood lowers the loss
   with pytest.raises(ValueError, match='both'):
     losses.cross_teacher_forcing(ll12, ll21, ll_1_given_1=ll11)
 
 
 # ----------------------------------------------------------------------------- VQ prior
 
+
 def test_vq_prior_terms():
   mel = jnp.array([[[1.0, 2.0], [3.0, 4.0]]])
   mel_hat = jnp.array([[[1.0, 1.0], [3.0, 6.0]]])
   np.testing.assert_allclose(float(losses.vq_recon_loss(mel_hat, mel)), (0 + 1 + 0 + 4) / 4)
   g = jax.grad(lambda m: losses.vq_recon_loss(mel_hat, m))(mel)
-  np.testing.assert_array_equal(g, 0.0)                               # the target is stop-gradient
+  np.testing.assert_array_equal(g, 0.0)  # the target is stop-gradient
   with pytest.raises(ValueError):
     losses.vq_recon_loss(mel_hat[:, :1], mel)
 
   logits = jnp.log(jnp.array([[[0.5, 0.25, 0.25], [0.1, 0.8, 0.1]]]))
   codes = jnp.array([[0, 1]])
-  np.testing.assert_allclose(float(losses.code_prediction_loss(logits, codes)),
-                             -0.5 * (math.log(0.5) + math.log(0.8)), rtol=1e-5)
-  np.testing.assert_allclose(float(losses.code_prediction_loss(logits, codes, jnp.array([[0.0, 1.0]]))),
-                             -math.log(0.8), rtol=1e-5)
+  np.testing.assert_allclose(
+    float(losses.code_prediction_loss(logits, codes)),
+    -0.5 * (math.log(0.5) + math.log(0.8)),
+    rtol=1e-5,
+  )
+  np.testing.assert_allclose(
+    float(losses.code_prediction_loss(logits, codes, jnp.array([[0.0, 1.0]]))),
+    -math.log(0.8),
+    rtol=1e-5,
+  )
   with pytest.raises(ValueError):
     losses.code_prediction_loss(logits, codes[:, :1])
   assert float(losses.commitment_loss(jnp.array(0.7))) == pytest.approx(0.7)
@@ -191,24 +171,32 @@ def test_vq_prior_terms():
 
 # ----------------------------------------------------------------------------- timing / coverage
 
+
 def test_timing_loss():
   target = jnp.array([[0.1, 0.3, 0.5, 0.0]])
   mask = jnp.array([[1.0, 1.0, 1.0, 0.0]])
   assert float(losses.timing_loss(target, target, mask)) == 0.0
-  # Errors 0.1 s (beyond beta = 0.02: |x| - beta/2 = 0.09) and 0.01 s (inside: 0.5 x^2 / beta = 0.0025);
+  # Errors 0.1 s (beyond beta = 0.02: |x| - beta/2 = 0.09) and 0.01 s
+  # (inside: 0.5 x^2 / beta = 0.0025);
   # the masked position's 9 s error is ignored.
   pred = jnp.array([[0.2, 0.31, 0.5, 9.0]])
-  np.testing.assert_allclose(float(losses.timing_loss(pred, target, mask)), (0.09 + 0.0025) / 3, rtol=1e-4)
-  np.testing.assert_allclose(float(losses.timing_loss(pred, target, mask, beta=0.0)), 0.11 / 3, rtol=1e-4)
-  g_pred, g_tgt = jax.grad(lambda p, t: losses.timing_loss(p, t, mask), argnums=(0, 1))(pred, target)
-  np.testing.assert_array_equal(g_tgt, 0.0)                           # targets are stop-gradient
+  np.testing.assert_allclose(
+    float(losses.timing_loss(pred, target, mask)), (0.09 + 0.0025) / 3, rtol=1e-4
+  )
+  np.testing.assert_allclose(
+    float(losses.timing_loss(pred, target, mask, beta=0.0)), 0.11 / 3, rtol=1e-4
+  )
+  g_pred, g_tgt = jax.grad(lambda p, t: losses.timing_loss(p, t, mask), argnums=(0, 1))(
+    pred, target
+  )
+  np.testing.assert_array_equal(g_tgt, 0.0)  # targets are stop-gradient
   assert g_pred[0, 0] > 0 and g_pred[0, 3] == 0
 
 
 def test_monotonic_penalty():
   mask = jnp.ones((1, 4))
   assert float(losses.monotonic_penalty(jnp.array([[0.1, 0.2, 0.2, 0.5]]), mask)) == 0.0
-  back = jnp.array([[0.1, 0.3, 0.2, 0.5]])                            # one step back by 0.1 over 3 pairs
+  back = jnp.array([[0.1, 0.3, 0.2, 0.5]])  # one step back by 0.1 over 3 pairs
   np.testing.assert_allclose(float(losses.monotonic_penalty(back, mask)), 0.1 / 3, rtol=1e-5)
   # Pairs that touch an unscored position do not count.
   tail = jnp.array([[0.1, 0.2, 0.3, 0.0]])
@@ -217,32 +205,49 @@ def test_monotonic_penalty():
 
 
 def test_coverage_loss():
-  start, end, g = jnp.array([0.1]), jnp.array([0.9]), 0.4             # cover = t +- 0.2
+  start, end, g = jnp.array([0.1]), jnp.array([0.9]), 0.4  # cover = t +- 0.2
   mask3 = jnp.array([[1.0, 1.0, 1.0, 0.0]])
 
   def cov(times, mask=mask3, s=start, e=end):
     return float(losses.coverage_loss(jnp.array([times]), mask, s, e, g))
 
-  assert cov([0.25, 0.5, 0.75, 7.0]) == 0.0                          # spans [0.05, 0.95], gaps 0.25
+  assert cov([0.25, 0.5, 0.75, 7.0]) == 0.0  # spans [0.05, 0.95], gaps 0.25
   mask2 = jnp.array([[1.0, 1.0, 0.0, 0.0]])
-  np.testing.assert_allclose(cov([0.25, 0.4, 7.0, 7.0], mask2), 0.9 - 0.4 - 0.2, rtol=1e-5)   # early EOS
-  np.testing.assert_allclose(cov([0.5, 0.75, 0.0, 0.0], mask2), 0.5 - 0.2 - 0.1, rtol=1e-5)   # late start
-  np.testing.assert_allclose(cov([0.25, 0.75, 0.0, 0.0], mask2), 0.5 - 0.4, rtol=1e-5)        # one long gap
-  np.testing.assert_allclose(cov([0.0, 0.0, 0.0, 0.0], jnp.zeros((1, 4))), 0.8, rtol=1e-5)    # no codes
-  assert cov([0.0, 0.0, 0.0, 0.0], jnp.zeros((1, 4)), jnp.array([0.5]), jnp.array([0.5])) == 0.0  # silent
+  np.testing.assert_allclose(
+    cov([0.25, 0.4, 7.0, 7.0], mask2), 0.9 - 0.4 - 0.2, rtol=1e-5
+  )  # early EOS
+  np.testing.assert_allclose(
+    cov([0.5, 0.75, 0.0, 0.0], mask2), 0.5 - 0.2 - 0.1, rtol=1e-5
+  )  # late start
+  np.testing.assert_allclose(
+    cov([0.25, 0.75, 0.0, 0.0], mask2), 0.5 - 0.4, rtol=1e-5
+  )  # one long gap
+  np.testing.assert_allclose(
+    cov([0.0, 0.0, 0.0, 0.0], jnp.zeros((1, 4))), 0.8, rtol=1e-5
+  )  # no codes
+  assert (
+    cov([0.0, 0.0, 0.0, 0.0], jnp.zeros((1, 4)), jnp.array([0.5]), jnp.array([0.5])) == 0.0
+  )  # silent
   # Averaged over rows.
-  two = losses.coverage_loss(jnp.array([[0.25, 0.5, 0.75, 0.0], [0.25, 0.4, 0.0, 0.0]]),
-                             jnp.concatenate([mask3, mask2]), jnp.array([0.1, 0.1]), jnp.array([0.9, 0.9]), g)
+  two = losses.coverage_loss(
+    jnp.array([[0.25, 0.5, 0.75, 0.0], [0.25, 0.4, 0.0, 0.0]]),
+    jnp.concatenate([mask3, mask2]),
+    jnp.array([0.1, 0.1]),
+    jnp.array([0.9, 0.9]),
+    g,
+  )
   np.testing.assert_allclose(float(two), 0.3 / 2, rtol=1e-5)
   # An early EOS gets a gradient pulling the last time towards the end.
-  grad = jax.grad(lambda t: losses.coverage_loss(t, mask2, start, end, g))(jnp.array([[0.25, 0.4, 7.0, 7.0]]))
+  grad = jax.grad(lambda t: losses.coverage_loss(t, mask2, start, end, g))(
+    jnp.array([[0.25, 0.4, 7.0, 7.0]])
+  )
   assert grad[0, 1] < 0 and grad[0, 2] == 0 and grad[0, 3] == 0
 
 
 def test_voiced_region_hand_made_energy():
   # 30 dB below the max = 3 ln(10) = 6.91 nats: frames >= -6.91 are voiced.
-  row = [-20.0, -20.0, -3.0, 0.0, -1.0, -20.0, -5.0, -20.0, -20.0, -20.0]   # voiced frames 2..6
-  flat = [-4.0] * 10                                                       # all voiced
+  row = [-20.0, -20.0, -3.0, 0.0, -1.0, -20.0, -5.0, -20.0, -20.0, -20.0]  # voiced frames 2..6
+  flat = [-4.0] * 10  # all voiced
   silent = [-20.0] * 10
   energy = jnp.array([row, flat, silent])
   start, end = losses.voiced_region(energy, 0.01, 30.0)
@@ -261,6 +266,7 @@ def test_voiced_region_hand_made_energy():
 
 # ----------------------------------------------------------------------------- length
 
+
 def test_length_loss():
   # rel = [(10-10)/10, (12-8)/8 = 0.5]; smoothL1_0.1(0.5) = 0.5 - 0.05 = 0.45 -> mean 0.225.
   got = losses.length_loss(jnp.array([10.0, 12.0]), jnp.array([10, 8]))
@@ -276,10 +282,16 @@ def test_eos_bias_update_direction_and_clip():
   down = losses.eos_bias_update(jnp.float32(0.0), 5.0, 10.0, 0.05, 8.0)
   np.testing.assert_allclose(float(down), -0.25, rtol=1e-6)
   # On target: unchanged.
-  assert float(losses.eos_bias_update(jnp.float32(1.5), 10.0, 10.0, 0.05, 8.0)) == pytest.approx(1.5)
+  assert float(losses.eos_bias_update(jnp.float32(1.5), 10.0, 10.0, 0.05, 8.0)) == pytest.approx(
+    1.5
+  )
   # Clipped at +-limit.
-  assert float(losses.eos_bias_update(jnp.float32(7.9), 20.0, 10.0, 0.05, 8.0)) == pytest.approx(8.0)
-  assert float(losses.eos_bias_update(jnp.float32(-7.9), 0.0, 10.0, 0.05, 8.0)) == pytest.approx(-8.0)
+  assert float(losses.eos_bias_update(jnp.float32(7.9), 20.0, 10.0, 0.05, 8.0)) == pytest.approx(
+    8.0
+  )
+  assert float(losses.eos_bias_update(jnp.float32(-7.9), 0.0, 10.0, 0.05, 8.0)) == pytest.approx(
+    -8.0
+  )
   assert losses.eos_bias_update(jnp.float32(0.0), 20.0, 10.0, 0.05, 8.0).dtype == jnp.float32
 
   # "More EOS bias" means an earlier EOS in the greedy decoder: a row whose EOS logit is 0.3
@@ -307,6 +319,7 @@ def test_eos_bias_is_never_lowered_while_decodes_loop():
 
 # ----------------------------------------------------------------------------- total
 
+
 def test_total_from_terms_sums_weighted_and_skips_zero_weights():
   terms = {'a': jnp.float32(2.0), 'b': jnp.float32(np.nan), 'd': jnp.float32(-1.0)}
   weights = {'a': 0.5, 'b': 0.0, 'c': 0, 'd': np.float32(3.0)}
@@ -318,16 +331,17 @@ def test_total_from_terms_sums_weighted_and_skips_zero_weights():
   assert float(logged['b']) == 0.0 and float(logged['c']) == 0.0
   # Only nonzero-weight terms get gradients.
   g = jax.grad(lambda t: losses.total_from_terms(t, {'a': 0.5, 'b': 0.0})[0])(
-      {'a': jnp.float32(1.0), 'b': jnp.float32(1.0)})
+    {'a': jnp.float32(1.0), 'b': jnp.float32(1.0)}
+  )
   assert float(g['a']) == 0.5 and float(g['b']) == 0.0
 
 
 def test_total_from_terms_errors():
   with pytest.raises(KeyError, match="'a'"):
-    losses.total_from_terms({}, {'a': 1.0})                          # weighted but not computed
+    losses.total_from_terms({}, {'a': 1.0})  # weighted but not computed
   with pytest.raises(KeyError, match='no weight'):
-    losses.total_from_terms({'a': 1.0, 'z': 1.0}, {'a': 1.0})       # computed but no weight
+    losses.total_from_terms({'a': 1.0, 'z': 1.0}, {'a': 1.0})  # computed but no weight
   with pytest.raises(TypeError):
     losses.total_from_terms({'a': 1.0}, {'a': True})
   with pytest.raises(TypeError):
-    jax.jit(lambda w: losses.total_from_terms({'a': 1.0}, {'a': w})[0])(1.0)   # traced weight
+    jax.jit(lambda w: losses.total_from_terms({'a': 1.0}, {'a': w})[0])(1.0)  # traced weight

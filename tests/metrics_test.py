@@ -77,8 +77,13 @@ def test_paired_ned_stats_gap_and_content_skip():
 
 def test_length_stats():
   s = metrics.length_stats([[1], [1, 2, 3], [], [1, 2]])
-  assert s == {'mean': 1.5, 'std': pytest.approx(np.std([1, 3, 0, 2])), 'min': 0.0,
-               'median': 1.5, 'max': 3.0}
+  assert s == {
+    'mean': 1.5,
+    'std': pytest.approx(np.std([1, 3, 0, 2])),
+    'min': 0.0,
+    'median': 1.5,
+    'max': 3.0,
+  }
 
 
 def test_as_strings_rejects_bad_input():
@@ -112,8 +117,12 @@ def test_phone_purity_hand_computed():
   assert r['phone_purity'] == pytest.approx(5 / 6)
   assert 0.0 < r['nmi'] < 1.0
   # A one-to-one code is perfectly pure with NMI 1.
-  r = metrics.phone_purity([[1, 2, 1]], [np.array([0.5, 1.5, 2.5])], [['x', 'y', 'x']],
-                           [np.array([[0, 1], [1, 2], [2, 3]])])
+  r = metrics.phone_purity(
+    [[1, 2, 1]],
+    [np.array([0.5, 1.5, 2.5])],
+    [['x', 'y', 'x']],
+    [np.array([[0, 1], [1, 2], [2, 3]])],
+  )
   assert r['token_purity'] == r['phone_purity'] == pytest.approx(1.0)
   assert r['nmi'] == pytest.approx(1.0)
   with pytest.raises(ValueError, match='times'):

@@ -13,13 +13,23 @@ from configs import default as default_config
 from pairalign_jax import models
 from pairalign_jax import vocab as vocab_lib
 
-B, F, M, L, K = 3, 50, 80, 12, 16   # 0.5 s of 10 ms frames
+B, F, M, L, K = 3, 50, 80, 12, 16  # 0.5 s of 10 ms frames
 
 
 def tiny_cfg(**kw) -> models.ModelConfig:
   config = default_config.get_config()
-  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=2, dec_layers=2,
-                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, time_bias_frames=0)
+  config.model.update(
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    enc_layers=2,
+    dec_layers=2,
+    codebook_size=K,
+    code_dim=8,
+    max_len=L,
+    recon_channels=16,
+    time_bias_frames=0,
+  )
   return dataclasses.replace(models.ModelConfig.from_config(config), **kw)
 
 
@@ -51,8 +61,9 @@ def _tokens(seed, b, lengths, k=K, length=L):
 
 
 def _shift_right(tokens, k=K):
-  return jnp.concatenate([jnp.full((tokens.shape[0], 1), vocab_lib.Vocab(k).bos, jnp.int32),
-                          tokens[:, :-1]], axis=1)
+  return jnp.concatenate(
+    [jnp.full((tokens.shape[0], 1), vocab_lib.Vocab(k).bos, jnp.int32), tokens[:, :-1]], axis=1
+  )
 
 
 # ---------------------------------------------------------------------------------------- config
@@ -88,7 +99,9 @@ def test_shapes_and_dtypes(tiny):
   assert 1.0 <= float(vq.perplexity) <= K
   np.testing.assert_allclose(np.linalg.norm(vq.z, axis=-1), 1.0, atol=1e-4)
   chex.assert_shape(model.apply(v, vq.quantized, method=models.PairAlign.reconstruct), (B, F, M))
-  chex.assert_shape(model.apply(v, vq.quantized, 53, method=models.PairAlign.reconstruct), (B, 53, M))
+  chex.assert_shape(
+    model.apply(v, vq.quantized, 53, method=models.PairAlign.reconstruct), (B, 53, M)
+  )
   chex.assert_shape(model.apply(v, h, method=models.PairAlign.predict_codes), (B, 25, K))
   chex.assert_shape(model.apply(v, h, method=models.PairAlign.predict_length), (B,))
   cond = model.apply(v, h, method=models.PairAlign.condition)
@@ -99,15 +112,18 @@ def test_shapes_and_dtypes(tiny):
   chex.assert_type([logits, times], [jnp.float32, jnp.float32])
   assert np.all(times > 0) and np.all(times < 25 * cfg.frame_seconds)
   # Shorter sequences score too (any L' <= max_len).
-  chex.assert_shape(model.apply(v, cond, inputs[:, :5], False, method=models.PairAlign.score)[0],
-                    (B, 5, cfg.vocab_size))
+  chex.assert_shape(
+    model.apply(v, cond, inputs[:, :5], False, method=models.PairAlign.score)[0],
+    (B, 5, cfg.vocab_size),
+  )
 
 
 def test_subsample_4_and_learned_positions():
-  model, _, v = init(tiny_cfg(subsample=4, enc_positions='learned', enc_max_frames=12,
-                              frame_seconds=0.04))
+  model, _, v = init(
+    tiny_cfg(subsample=4, enc_positions='learned', enc_max_frames=12, frame_seconds=0.04)
+  )
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
-  chex.assert_shape(h, (B, 12, 32))                       # 50 // 4
+  chex.assert_shape(h, (B, 12, 32))  # 50 // 4
   vq = model.apply(v, h, method=models.PairAlign.quantize)
   chex.assert_shape(model.apply(v, vq.quantized, F, method=models.PairAlign.reconstruct), (B, F, M))
   with pytest.raises(ValueError, match='position table'):
@@ -142,32 +158,41 @@ def _loss(model, params, vq_stats, mel, tokens, rng):
   v = {'params': params, 'vq_stats': vq_stats}
   d_rng, q_rng = jax.random.split(rng)
   h = model.apply(v, mel, True, method=models.PairAlign.encode, rngs={'dropout': d_rng})
-  vq, _ = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
-                      rngs={'vq': q_rng})
+  vq, _ = model.apply(
+    v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'], rngs={'vq': q_rng}
+  )
   recon = model.apply(v, vq.quantized, mel.shape[1], method=models.PairAlign.reconstruct)
   code_logits = model.apply(v, h, method=models.PairAlign.predict_codes)
   length = model.apply(v, h, method=models.PairAlign.predict_length)
   cond = model.apply(v, h, method=models.PairAlign.condition)
   # Cross pairing: row i's tokens under row (i+1)'s condition.
   cond = models.gather_condition(cond, jnp.roll(jnp.arange(mel.shape[0]), 1))
-  logits, times = model.apply(v, cond, _shift_right(tokens), True, method=models.PairAlign.score,
-                              rngs={'dropout': d_rng})
+  logits, times = model.apply(
+    v, cond, _shift_right(tokens), True, method=models.PairAlign.score, rngs={'dropout': d_rng}
+  )
   ll = jnp.take_along_axis(jax.nn.log_softmax(logits), tokens[..., None], -1)
-  return (-jnp.mean(ll) + jnp.mean((recon - mel) ** 2) + vq.commit_loss + jnp.mean(times)
-          + jnp.mean(jax.nn.log_softmax(code_logits)[..., 0]) + jnp.mean(length ** 2))
+  return (
+    -jnp.mean(ll)
+    + jnp.mean((recon - mel) ** 2)
+    + vq.commit_loss
+    + jnp.mean(times)
+    + jnp.mean(jax.nn.log_softmax(code_logits)[..., 0])
+    + jnp.mean(length**2)
+  )
 
 
 def test_gradients_finite_and_nonzero(tiny):
   model, _, v = tiny
   tokens = _tokens(2, B, [4, 7, L])
-  grads = jax.jit(jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens,
-                                           jax.random.PRNGKey(0))))(v['params'])
+  grads = jax.jit(
+    jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))
+  )(v['params'])
   for path, g in jax.tree_util.tree_flatten_with_path(grads)[0]:
     assert np.all(np.isfinite(g)), jax.tree_util.keystr(path)
   for sub in ('encoder', 'decoder', 'vq', 'mel_decoder', 'code_head', 'length_out'):
     norm = float(optax_global_norm(grads[sub]))
     assert norm > 0, sub
-  assert float(optax_global_norm(grads['vq']['proj'])) > 0     # through the straight-through path
+  assert float(optax_global_norm(grads['vq']['proj'])) > 0  # through the straight-through path
   assert float(optax_global_norm(grads['decoder']['cross_kv'])) > 0
 
 
@@ -181,7 +206,9 @@ def test_straight_through_gradient_is_identity(tiny):
   w = jax.random.normal(jax.random.PRNGKey(5), (B, 25, 8))
 
   def via(field):
-    return lambda hh: jnp.sum(w * getattr(model.apply(v, hh, method=models.PairAlign.quantize), field))
+    return lambda hh: jnp.sum(
+      w * getattr(model.apply(v, hh, method=models.PairAlign.quantize), field)
+    )
 
   g_q, g_z = jax.grad(via('quantized'))(h), jax.grad(via('z'))(h)
   np.testing.assert_allclose(g_q, g_z, atol=1e-6)
@@ -191,7 +218,8 @@ def test_straight_through_gradient_is_identity(tiny):
   codebook = v['vq_stats']['vq']['codebook']
   np.testing.assert_allclose(vq.quantized, codebook[vq.codes], atol=1e-6)
   np.testing.assert_allclose(
-      vq.commit_loss, np.mean(np.sum((np.asarray(vq.z) - codebook[vq.codes]) ** 2, -1)), rtol=1e-5)
+    vq.commit_loss, np.mean(np.sum((np.asarray(vq.z) - codebook[vq.codes]) ** 2, -1)), rtol=1e-5
+  )
 
 
 # ---------------------------------------------------------------------------------------- VQ / EMA
@@ -217,13 +245,24 @@ def test_quantize_applies_ema_only_when_training_and_mutable(tiny):
   cfg = dataclasses.replace(model.cfg, vq_reseed=False)
   model = models.PairAlign(cfg)
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
-  vq, mutated = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
-                            rngs={'vq': jax.random.PRNGKey(0)})
+  vq, mutated = model.apply(
+    v,
+    h,
+    True,
+    method=models.PairAlign.quantize,
+    mutable=['vq_stats'],
+    rngs={'vq': jax.random.PRNGKey(0)},
+  )
   old = v['vq_stats']['vq']
   onehot = jax.nn.one_hot(vq.codes.reshape(-1), K)
-  exp = models.ema_codebook_update(old['cluster_size'], old['embed_sum'], onehot,
-                                   vq.z.reshape(-1, 8), decay=cfg.vq_ema_decay,
-                                   epsilon=cfg.vq_epsilon)
+  exp = models.ema_codebook_update(
+    old['cluster_size'],
+    old['embed_sum'],
+    onehot,
+    vq.z.reshape(-1, 8),
+    decay=cfg.vq_ema_decay,
+    epsilon=cfg.vq_epsilon,
+  )
   new = mutated['vq_stats']['vq']
   for name, e in zip(('cluster_size', 'embed_sum', 'codebook'), exp):
     np.testing.assert_allclose(new[name], e, rtol=1e-5, atol=1e-7)
@@ -238,13 +277,19 @@ def test_dead_codes_are_reseeded_from_batch(tiny):
   model, _, v = tiny
   dead = np.array([0, 5, 9])
   stats = jax.tree.map(lambda x: x, v['vq_stats'])
-  stats['vq']['cluster_size'] = jnp.full((K,), 100.0).at[dead].set(0.0)   # live codes well used
+  stats['vq']['cluster_size'] = jnp.full((K,), 100.0).at[dead].set(0.0)  # live codes well used
   # Make codes 0/5/9 unreachable so they stay unused this step.
   stats['vq']['codebook'] = stats['vq']['codebook'].at[dead].set(0.0)
   vars_ = {'params': v['params'], 'vq_stats': stats}
   h = model.apply(vars_, _mel(), method=models.PairAlign.encode)
-  vq, mutated = model.apply(vars_, h, True, method=models.PairAlign.quantize,
-                            mutable=['vq_stats'], rngs={'vq': jax.random.PRNGKey(3)})
+  vq, mutated = model.apply(
+    vars_,
+    h,
+    True,
+    method=models.PairAlign.quantize,
+    mutable=['vq_stats'],
+    rngs={'vq': jax.random.PRNGKey(3)},
+  )
   assert not np.isin(np.asarray(vq.codes), dead).any()
   new = mutated['vq_stats']['vq']
   z = np.asarray(vq.z).reshape(-1, 8)
@@ -257,12 +302,21 @@ def test_dead_codes_are_reseeded_from_batch(tiny):
   # Live codes follow the EMA: decay * 100 + (1 - decay) * (frames assigned), never re-seeded.
   decay = model.cfg.vq_ema_decay
   assert np.all(np.asarray(new['cluster_size'])[live] >= decay * 100.0)
-  np.testing.assert_allclose(np.asarray(new['cluster_size'])[live].sum(),
-                             decay * 100.0 * len(live) + (1 - decay) * z.shape[0], rtol=1e-5)
+  np.testing.assert_allclose(
+    np.asarray(new['cluster_size'])[live].sum(),
+    decay * 100.0 * len(live) + (1 - decay) * z.shape[0],
+    rtol=1e-5,
+  )
   # Without re-seeding they stay dead.
   off = models.PairAlign(dataclasses.replace(model.cfg, vq_reseed=False))
-  _, m2 = off.apply(vars_, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
-                    rngs={'vq': jax.random.PRNGKey(3)})
+  _, m2 = off.apply(
+    vars_,
+    h,
+    True,
+    method=models.PairAlign.quantize,
+    mutable=['vq_stats'],
+    rngs={'vq': jax.random.PRNGKey(3)},
+  )
   np.testing.assert_array_equal(np.asarray(m2['vq_stats']['vq']['cluster_size'])[dead], 0.0)
 
 
@@ -281,7 +335,7 @@ def test_padding_never_changes_scores(tiny):
   del other
   s1 = model.apply(v, cond, _shift_right(tokens), False, method=models.PairAlign.score)
   s2 = model.apply(v, cond, _shift_right(tokens2), False, method=models.PairAlign.score)
-  scored = ~after                                                   # t <= n_b
+  scored = ~after  # t <= n_b
   for a, b in zip(s1, s2):
     np.testing.assert_allclose(np.asarray(a)[scored], np.asarray(b)[scored], atol=1e-6)
   assert not np.allclose(np.asarray(s1[0])[after], np.asarray(s2[0])[after])
@@ -296,8 +350,10 @@ def test_gather_condition_equals_conditioning_gathered_rows(tiny):
   chex.assert_trees_all_close(cond, direct, atol=1e-6)
   inputs = _shift_right(_tokens(6, 5, [1, 2, 3, 4, 5]))
   np.testing.assert_allclose(
-      model.apply(v, cond, inputs, False, method=models.PairAlign.score)[0],
-      model.apply(v, direct, inputs, False, method=models.PairAlign.score)[0], atol=1e-5)
+    model.apply(v, cond, inputs, False, method=models.PairAlign.score)[0],
+    model.apply(v, direct, inputs, False, method=models.PairAlign.score)[0],
+    atol=1e-5,
+  )
 
 
 def _unstack_layers(tree, n):
@@ -316,7 +372,7 @@ def _unstack_layers(tree, n):
 
 @pytest.mark.parametrize('scan,remat', [(False, False), (False, True), (True, False)])
 def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
-  model, _, v = tiny                                    # scan_layers=True, remat=True
+  model, _, v = tiny  # scan_layers=True, remat=True
   other = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=scan, remat=remat))
   _, _, v_other = init(other.cfg)
   params = v['params'] if scan else _unstack_layers(v['params'], 2)
@@ -330,9 +386,13 @@ def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
     return h, m.apply(var, cond, _shift_right(tokens), False, method=models.PairAlign.score)
 
   chex.assert_trees_all_close(run(model, v), run(other, v2), atol=1e-5)
-  g1 = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(v['params'])
-  g2 = jax.grad(lambda p: _loss(other, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(params)
-  if scan:   # same rng splitting: identical gradients (remat only changes what is stored)
+  g1 = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(
+    v['params']
+  )
+  g2 = jax.grad(lambda p: _loss(other, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(
+    params
+  )
+  if scan:  # same rng splitting: identical gradients (remat only changes what is stored)
     chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
 
@@ -344,14 +404,23 @@ def test_bfloat16_path_runs_finite():
   assert h.dtype == jnp.bfloat16
   vq = model.apply(v, h, method=models.PairAlign.quantize)
   cond = model.apply(v, h, method=models.PairAlign.condition)
-  logits, times = model.apply(v, cond, _shift_right(_tokens(1, B, [2, 3, 4])), False,
-                              method=models.PairAlign.score)
+  logits, times = model.apply(
+    v, cond, _shift_right(_tokens(1, B, [2, 3, 4])), False, method=models.PairAlign.score
+  )
   assert logits.dtype == jnp.float32
-  for x in (vq.quantized, vq.commit_loss, logits, times,
-            model.apply(v, vq.quantized, method=models.PairAlign.reconstruct)):
+  for x in (
+    vq.quantized,
+    vq.commit_loss,
+    logits,
+    times,
+    model.apply(v, vq.quantized, method=models.PairAlign.reconstruct),
+  ):
     assert np.all(np.isfinite(np.asarray(x, np.float32)))
-  grads = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), _tokens(1, B, [2, 3, 4]),
-                                   jax.random.PRNGKey(0)))(v['params'])
+  grads = jax.grad(
+    lambda p: _loss(
+      model, p, v['vq_stats'], _mel(), _tokens(1, B, [2, 3, 4]), jax.random.PRNGKey(0)
+    )
+  )(v['params'])
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
 
@@ -359,28 +428,37 @@ def test_dropout_needs_rng_and_changes_outputs(tiny):
   model, _, v = tiny
   mel = _mel()
   h_eval = model.apply(v, mel, False, method=models.PairAlign.encode)
-  h_tr = model.apply(v, mel, True, method=models.PairAlign.encode, rngs={'dropout': jax.random.PRNGKey(1)})
+  h_tr = model.apply(
+    v, mel, True, method=models.PairAlign.encode, rngs={'dropout': jax.random.PRNGKey(1)}
+  )
   assert not np.allclose(h_eval, h_tr)
   np.testing.assert_array_equal(h_eval, model.apply(v, mel, False, method=models.PairAlign.encode))
 
 
 def test_first_training_step_seeds_the_codebook_from_batch_vectors(tiny):
   """Counts start at 0, so after the first update every code that got fewer than
-  threshold / (1 - decay) frames is dead and re-seeded from a batch vector; none keeps its random init."""
+  threshold / (1 - decay) frames is dead and re-seeded from a batch vector; none keeps its random
+  init."""
   model, _, v = tiny
   np.testing.assert_array_equal(np.asarray(v['vq_stats']['vq']['cluster_size']), 0.0)
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
-  vq, mutated = model.apply(v, h, True, method=models.PairAlign.quantize, mutable=['vq_stats'],
-                            rngs={'vq': jax.random.PRNGKey(0)})
+  vq, mutated = model.apply(
+    v,
+    h,
+    True,
+    method=models.PairAlign.quantize,
+    mutable=['vq_stats'],
+    rngs={'vq': jax.random.PRNGKey(0)},
+  )
   z = np.asarray(vq.z).reshape(-1, vq.z.shape[-1])
-  frames = np.bincount(np.asarray(vq.codes).ravel(), minlength=K)                 # [K]
+  frames = np.bincount(np.asarray(vq.codes).ravel(), minlength=K)  # [K]
   dead = frames * (1 - model.cfg.vq_ema_decay) < model.cfg.dead_code_threshold
   assert dead.sum() > K // 2 and int(vq.reseeded) == int(dead.sum())
   codebook = np.asarray(mutated['vq_stats']['vq']['codebook'])
-  dist = np.min(np.linalg.norm(codebook[:, None, :] - z[None, :, :], axis=-1), axis=1)   # [K]
+  dist = np.min(np.linalg.norm(codebook[:, None, :] - z[None, :, :], axis=-1), axis=1)  # [K]
   np.testing.assert_array_less(dist[dead], 1e-5)
   init = np.asarray(v['vq_stats']['vq']['codebook'])
-  assert np.all(np.linalg.norm(codebook - init, axis=1) > 1e-3)                    # nothing kept its init
+  assert np.all(np.linalg.norm(codebook - init, axis=1) > 1e-3)  # nothing kept its init
 
 
 def test_diversity_loss_formula_and_collapse(tiny):
@@ -393,7 +471,9 @@ def test_diversity_loss_formula_and_collapse(tiny):
   mean_soft = (soft / soft.sum(-1, keepdims=True)).mean(axis=(0, 1))
   expected = 1.0 - np.exp(-np.sum(mean_soft * np.log(mean_soft + 1e-10))) / K
   np.testing.assert_allclose(float(vq.diversity_loss), expected, rtol=1e-4, atol=1e-5)
-  collapsed = model.apply(v, jnp.ones_like(h), method=models.PairAlign.quantize)   # every frame alike
+  collapsed = model.apply(
+    v, jnp.ones_like(h), method=models.PairAlign.quantize
+  )  # every frame alike
   assert 0.0 <= float(vq.diversity_loss) < float(collapsed.diversity_loss) < 1.0
   grad = jax.grad(lambda x: model.apply(v, x, method=models.PairAlign.quantize).diversity_loss)(h)
   assert np.isfinite(np.asarray(grad)).all() and float(jnp.abs(grad).max()) > 0
@@ -403,9 +483,13 @@ def test_diversity_loss_formula_and_collapse(tiny):
 def test_location_bias_follows_the_input_times():
   cfg = tiny_cfg(time_bias_frames=8)
   model, _, v = init(cfg)
-  table = [x for p, x in jax.tree_util.tree_flatten_with_path(v)[0] if 'time_bias' in jax.tree_util.keystr(p)]
+  table = [
+    x
+    for p, x in jax.tree_util.tree_flatten_with_path(v)[0]
+    if 'time_bias' in jax.tree_util.keystr(p)
+  ]
   assert len(table) == 1 and table[0].shape == (cfg.dec_layers, 17, cfg.num_heads)
-  prior = np.asarray(table[0][0])                                   # [17, H]: peaks after offset 0
+  prior = np.asarray(table[0][0])  # [17, H]: peaks after offset 0
   assert np.all(np.argmax(prior, axis=0) - 8 >= 2) and np.all(np.argmax(prior, axis=0) - 8 <= 6)
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
   cond = model.apply(v, h, method=models.PairAlign.condition)
@@ -423,7 +507,7 @@ def test_location_bias_follows_the_input_times():
 
 
 def test_token_times_mix_heads_uniformly_at_init_and_as_weighted():
-  head_times = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 4, 5))        # [Ld, B, H, Lq]
+  head_times = jax.random.uniform(jax.random.PRNGKey(0), (2, 3, 4, 5))  # [Ld, B, H, Lq]
   uniform = models.token_times(head_times, jnp.zeros((2, 4)))
   np.testing.assert_allclose(uniform, head_times.mean(axis=(0, 2)), rtol=1e-6)
   # A dominant logit picks that layer's head.
@@ -434,8 +518,11 @@ def test_token_times_mix_heads_uniformly_at_init_and_as_weighted():
 def test_time_head_logits_are_learned_per_layer_and_drive_the_times():
   cfg = tiny_cfg(time_bias_frames=8)
   model, _, v = init(cfg)
-  found = {jax.tree_util.keystr(p): x for p, x in jax.tree_util.tree_flatten_with_path(v)[0]
-           if 'time_head_logits' in jax.tree_util.keystr(p)}
+  found = {
+    jax.tree_util.keystr(p): x
+    for p, x in jax.tree_util.tree_flatten_with_path(v)[0]
+    if 'time_head_logits' in jax.tree_util.keystr(p)
+  }
   assert [x.shape for x in found.values()] == [(cfg.dec_layers, cfg.num_heads)]
   h = model.apply(v, _mel(), method=models.PairAlign.encode)
   cond = model.apply(v, h, method=models.PairAlign.condition)
@@ -443,11 +530,19 @@ def test_time_head_logits_are_learned_per_layer_and_drive_the_times():
   in_times = jnp.broadcast_to(0.05 + 0.02 * jnp.arange(L, dtype=jnp.float32), (B, L))
 
   def times_for(params):
-    return model.apply({**v, 'params': params}, cond, inputs, False, in_times, method=models.PairAlign.score)[1]
+    return model.apply(
+      {**v, 'params': params}, cond, inputs, False, in_times, method=models.PairAlign.score
+    )[1]
 
   grads = jax.grad(lambda p: jnp.sum(times_for(p)))(v['params'])
-  g = [x for p, x in jax.tree_util.tree_flatten_with_path(grads)[0] if 'time_head_logits' in jax.tree_util.keystr(p)]
-  assert np.abs(np.asarray(g[0])).max() > 0                          # the timing losses reach them
+  g = [
+    x
+    for p, x in jax.tree_util.tree_flatten_with_path(grads)[0]
+    if 'time_head_logits' in jax.tree_util.keystr(p)
+  ]
+  assert np.abs(np.asarray(g[0])).max() > 0  # the timing losses reach them
   moved = jax.tree_util.tree_map_with_path(
-      lambda p, x: x.at[0, 0].set(10.0) if 'time_head_logits' in jax.tree_util.keystr(p) else x, v['params'])
+    lambda p, x: x.at[0, 0].set(10.0) if 'time_head_logits' in jax.tree_util.keystr(p) else x,
+    v['params'],
+  )
   assert not np.allclose(times_for(moved), times_for(v['params']), atol=1e-4)

@@ -3,7 +3,7 @@ compute, prefix corruption that never touches the targets, finite gradients for 
 
 Tiny sizes: d_model 32, 1+1 layers, K 16, L 8, 0.5 s (50 mel frames of 16 bands), B = 3 pairs.
 The loss-function spies below record, at trace time, what the objective hands to
-`losses.sequence_log_likelihood` and `sequences.corrupt_inputs`; the jitted functions return the
+`sequences.sequence_log_likelihood` and `sequences.corrupt_inputs`; the jitted functions return the
 recorded arrays, so the checks see the real values of the compiled step.
 """
 
@@ -23,13 +23,22 @@ from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import objective
 from pairalign_jax import sequences
+from pairalign_jax import targets as targets_lib
 from pairalign_jax import vocab as vocab_lib
 
 B, F, M, K, L = 3, 50, 16, 16, 8
 VOCAB = vocab_lib.Vocab(K)
-DECODER_TERMS = ('cross_tf', 'self_tf', 'antibypass', 'contrast', 'length', 'timing', 'monotonic',
-                 'coverage')
-RELU_TERMS = ('monotonic', 'coverage', 'antibypass')   # exactly 0 (and no gradient) when satisfied
+DECODER_TERMS = (
+  'cross_tf',
+  'self_tf',
+  'antibypass',
+  'contrast',
+  'length',
+  'timing',
+  'monotonic',
+  'coverage',
+)
+RELU_TERMS = ('monotonic', 'coverage', 'antibypass')  # exactly 0 (and no gradient) when satisfied
 
 
 def tiny_config(**loss):
@@ -37,8 +46,18 @@ def tiny_config(**loss):
   config.audio.segment_seconds = 0.5
   config.length.target_rate = 10.0
   config.frontend.n_mels = M
-  config.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1,
-                      codebook_size=K, code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
+  config.model.update(
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    enc_layers=1,
+    dec_layers=1,
+    codebook_size=K,
+    code_dim=8,
+    max_len=L,
+    recon_channels=16,
+    dropout_rate=0.0,
+  )
   config.targets.min_run_frames = 2
   config.targets.code_groups = 4
   config.loss.update(loss)
@@ -57,7 +76,7 @@ CAPTURE = {}
 @pytest.fixture(scope='module', autouse=True)
 def spies():
   mp = pytest.MonkeyPatch()
-  real_ll, real_corrupt = losses.sequence_log_likelihood, sequences.corrupt_inputs
+  real_ll, real_corrupt = sequences.sequence_log_likelihood, sequences.corrupt_inputs
 
   def ll_spy(logits, targets, mask):
     CAPTURE['ll_targets'], CAPTURE['ll_mask'] = targets, mask
@@ -68,7 +87,7 @@ def spies():
     CAPTURE['clean_inputs'], CAPTURE['corrupt_inputs'] = inputs, out
     return out
 
-  mp.setattr(losses, 'sequence_log_likelihood', ll_spy)
+  mp.setattr(sequences, 'sequence_log_likelihood', ll_spy)
   mp.setattr(sequences, 'corrupt_inputs', corrupt_spy)
   yield
   mp.undo()
@@ -76,17 +95,25 @@ def spies():
 
 # ------------------------------------------------------------------------------ harness
 
+
 @pytest.fixture(scope='module')
 def setup():
   config = tiny_config()
   model = models.PairAlign(models.ModelConfig.from_config(config))
   rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
-  variables = nn.meta.unbox(model.init(rngs, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32), train=False))
+  variables = nn.meta.unbox(
+    model.init(rngs, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32), train=False)
+  )
   mel = jax.random.normal(jax.random.PRNGKey(1), (2 * B, F, M))
   energy = np.full((2 * B, F), -20.0, np.float32)
-  energy[:, 10:41] = 0.0                                       # voiced 0.10 .. 0.41 s
+  energy[:, 10:41] = 0.0  # voiced 0.10 .. 0.41 s
   mels = {'mel_in': mel, 'mel_clean': mel, 'energy': jnp.asarray(energy)}
-  keys = dict(zip(('dropout', 'vq', 'corrupt', 'negatives', 'jitter'), jax.random.split(jax.random.PRNGKey(2), 5)))
+  keys = dict(
+    zip(
+      ('dropout', 'vq', 'corrupt', 'negatives', 'jitter'),
+      jax.random.split(jax.random.PRNGKey(2), 5),
+    )
+  )
   keys['own_times'] = jax.random.PRNGKey(7)
   return model, variables, mels, keys
 
@@ -96,13 +123,16 @@ def _terms_fn(model, settings, stage, grads):
 
   def terms_and_aux(params, vq_stats, mels, targets, rngs):
     CAPTURE.clear()
-    if targets is not None:       # (tokens, lengths, times): Targets is not a pytree
-      targets = objective.Targets(*targets)
-    terms, aux = objective.compute_terms(model, params, vq_stats, mels, targets, rngs, stage=stage,
-                                         settings=settings, train=True)
+    if targets is not None:  # (tokens, lengths, times): Targets is not a pytree
+      targets = targets_lib.Targets(*targets)
+    terms, aux = objective.compute_terms(
+      model, params, vq_stats, mels, targets, rngs, stage=stage, settings=settings, train=True
+    )
     aux = dict(aux)
     if 'targets' in aux:
-      aux['targets'] = {f.name: getattr(aux['targets'], f.name) for f in dataclasses.fields(objective.Targets)}
+      aux['targets'] = {
+        f.name: getattr(aux['targets'], f.name) for f in dataclasses.fields(targets_lib.Targets)
+      }
     return terms, aux, dict(CAPTURE)
 
   if not grads:
@@ -112,6 +142,7 @@ def _terms_fn(model, settings, stage, grads):
     def vec(p):
       terms, aux, cap = terms_and_aux(p, vq_stats, mels, targets, rngs)
       return jnp.stack([terms[n] for n in sorted(terms)]), (terms, aux, cap)
+
     jac, (terms, aux, cap) = jax.jacrev(vec, has_aux=True)(params)
     return terms, aux, cap, jac
 
@@ -125,15 +156,23 @@ def _jitted(model, settings, stage, grads):
 
 def run(setup, settings, stage, *, grads=False, targets=None):
   model, variables, mels, keys = setup
-  out = _jitted(model, settings, stage, grads)(variables['params'], variables['vq_stats'], mels, targets, keys)
+  out = _jitted(model, settings, stage, grads)(
+    variables['params'], variables['vq_stats'], mels, targets, keys
+  )
   return jax.tree.map(np.asarray, out)
 
 
 def shapes(setup, settings, stage, targets=None):
   """Shapes only (jax.eval_shape: traced, never compiled)."""
   model, variables, mels, keys = setup
-  return jax.eval_shape(_terms_fn(model, settings, stage, False),
-                        variables['params'], variables['vq_stats'], mels, targets, keys)
+  return jax.eval_shape(
+    _terms_fn(model, settings, stage, False),
+    variables['params'],
+    variables['vq_stats'],
+    mels,
+    targets,
+    keys,
+  )
 
 
 def expected_terms(settings, stage):
@@ -141,10 +180,13 @@ def expected_terms(settings, stage):
 
 
 def _norm(tree):
-  return float(np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree))))
+  return float(
+    np.sqrt(sum(np.sum(np.square(np.asarray(x, np.float64))) for x in jax.tree.leaves(tree)))
+  )
 
 
 # ------------------------------------------------------------------------------ stages
+
 
 @pytest.mark.parametrize('stage', [0, 1, 2])
 def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
@@ -154,19 +196,27 @@ def test_stage_computes_exactly_the_active_weighted_terms(setup, stage):
   if stage == 0:
     assert {'recon', 'commit', 'code_pred'} <= set(terms)
     assert not set(terms) & set(DECODER_TERMS)
-    assert 'targets' not in aux and not cap                     # the decoder is never scored
+    assert 'targets' not in aux and not cap  # the decoder is never scored
   elif stage == 1:
-    assert {'recon', 'commit', 'code_pred', 'cross_tf', 'length', 'timing', 'monotonic',
-            'coverage'} <= set(terms)
-    assert 'self_tf' in terms                                       # on by default
-    assert not set(terms) & {'contrast', 'antibypass'}              # stage 2 only
+    assert {
+      'recon',
+      'commit',
+      'code_pred',
+      'cross_tf',
+      'length',
+      'timing',
+      'monotonic',
+      'coverage',
+    } <= set(terms)
+    assert 'self_tf' in terms  # on by default
+    assert not set(terms) & {'contrast', 'antibypass'}  # stage 2 only
   else:
     assert {'cross_tf', 'self_tf', 'contrast', 'antibypass', 'timing', 'coverage'} <= set(terms)
   assert all(v.shape == () for v in terms.values())
   assert aux['codes'].shape == (2 * B, F // 2)
 
 
-@pytest.mark.parametrize('stage', [0, 2])   # stage 2 computes every term of stage 1 as well
+@pytest.mark.parametrize('stage', [0, 2])  # stage 2 computes every term of stage 1 as well
 def test_every_term_is_finite_with_gradients(setup, stage):
   settings = settings_for()
   terms, aux, _, jac = run(setup, settings, stage, grads=True)
@@ -183,12 +233,16 @@ def test_every_term_is_finite_with_gradients(setup, stage):
     else:
       assert _norm(grad) > 0.0, name
   # The decoder is only trained from stage 1 on.
-  dec_grad = sum(_norm(jax.tree.map(lambda g, i=i: g[i], jac['decoder'])) for i in range(len(terms)))
+  dec_grad = sum(
+    _norm(jax.tree.map(lambda g, i=i: g[i], jac['decoder'])) for i in range(len(terms))
+  )
   assert (dec_grad > 0) == (stage > 0)
   # The EMA codebook moves in stage 0 only (config.vq.freeze_after_stage0, on by default).
   _, variables, _, _ = setup
-  moved = any(not np.array_equal(np.asarray(a), b) for a, b in
-              zip(jax.tree.leaves(variables['vq_stats']), jax.tree.leaves(aux['vq_stats'])))
+  moved = any(
+    not np.array_equal(np.asarray(a), b)
+    for a, b in zip(jax.tree.leaves(variables['vq_stats']), jax.tree.leaves(aux['vq_stats']))
+  )
   assert settings.freeze_codebook_after_stage0 and moved == (stage == 0)
 
 
@@ -197,17 +251,17 @@ NOISY = dict(prefix_corruption=0.5, corruption_delete=0.2, corruption_duplicate=
 
 def test_cross_tf_is_the_cross_paired_likelihood(setup):
   """cross_tf = -mean ℓ̄(y1|H2) - mean ℓ̄(y2|H1) of the rows the objective scored."""
-  terms, aux, cap = run(setup, settings_for(**NOISY), 1)      # the corruption test's run
-  tgt = objective.Targets(**aux['targets'])
-  rows = cap['ll_targets']                                          # [R, L]
+  terms, aux, cap = run(setup, settings_for(**NOISY), 1)  # the corruption test's run
+  tgt = targets_lib.Targets(**aux['targets'])
+  rows = cap['ll_targets']  # [R, L]
   # pos12 rows are y1 (targets[:B]) and pos21 rows are y2 (targets[B:]).
   np.testing.assert_array_equal(rows[:B], tgt.tokens[:B])
-  np.testing.assert_array_equal(rows[B:2 * B], tgt.tokens[B:])
+  np.testing.assert_array_equal(rows[B : 2 * B], tgt.tokens[B:])
   mask = cap['ll_mask']
-  np.testing.assert_array_equal(mask.sum(1)[:2 * B], tgt.lengths + (tgt.lengths < L))
+  np.testing.assert_array_equal(mask.sum(1)[: 2 * B], tgt.lengths + (tgt.lengths < L))
   # The self rows (on by default) follow: y1|H1, y2|H2, the same targets.
-  np.testing.assert_array_equal(rows[2 * B:4 * B], tgt.tokens)
-  assert terms['cross_tf'] > 0                                     # -log-likelihoods are positive
+  np.testing.assert_array_equal(rows[2 * B : 4 * B], tgt.tokens)
+  assert terms['cross_tf'] > 0  # -log-likelihoods are positive
   # The targets are collapsed VQ codes: runs of the frame codes, EOS, PAD.
   assert np.all(tgt.lengths >= 1) and np.all(tgt.lengths <= L - 1)
   for b in range(2 * B):
@@ -218,8 +272,21 @@ def test_cross_tf_is_the_cross_paired_likelihood(setup):
 
 # ------------------------------------------------------------------------------ ablations
 
-@pytest.mark.parametrize('name', ['contrast', 'antibypass', 'self_tf', 'recon', 'code_pred', 'length',
-                                  'timing', 'coverage', 'cross_tf'])
+
+@pytest.mark.parametrize(
+  'name',
+  [
+    'contrast',
+    'antibypass',
+    'self_tf',
+    'recon',
+    'code_pred',
+    'length',
+    'timing',
+    'coverage',
+    'cross_tf',
+  ],
+)
 def test_zero_weight_term_is_absent(setup, name):
   on = settings_for(**{f'{name}_weight': 0.7})
   off = settings_for(**{f'{name}_weight': 0.0})
@@ -239,7 +306,10 @@ def test_ablation_removes_scored_rows(setup):
   assert _scored_rows(setup, settings_for(**no_self)) == 2 * B + 2 * B + B * B
   assert _scored_rows(setup, settings_for(contrast_weight=0.0, **no_self)) == 4 * B
   assert _scored_rows(setup, settings_for(antibypass_weight=0.0, **no_self)) == 2 * B + B * B
-  assert _scored_rows(setup, settings_for(contrast_weight=0.0, antibypass_weight=0.0, **no_self)) == 2 * B
+  assert (
+    _scored_rows(setup, settings_for(contrast_weight=0.0, antibypass_weight=0.0, **no_self))
+    == 2 * B
+  )
   assert _scored_rows(setup, settings_for(contrast_negatives=2, **no_self)) == 4 * B + 2 * B
   assert _scored_rows(setup, settings_for()) == 2 * B + 2 * B + B * B + 2 * B
 
@@ -250,19 +320,19 @@ def test_sampled_negatives_never_pick_the_positive():
     tgt, cnd, blocks = objective._row_pairs(B, 2, settings, jax.random.PRNGKey(5))
     start, size = blocks['neg']
     assert size == B * k
-    t, c = np.asarray(tgt[start:start + size]), np.asarray(cnd[start:start + size])
-    np.testing.assert_array_equal(t, np.repeat(np.arange(B), k))       # y1_i ...
-    assert np.all(c >= B) and np.all(c - B != t)                       # ... under H2_j, j != i
-    assert len(set(zip(t.tolist(), c.tolist()))) == B * k              # no repeated pair in a row
+    t, c = np.asarray(tgt[start : start + size]), np.asarray(cnd[start : start + size])
+    np.testing.assert_array_equal(t, np.repeat(np.arange(B), k))  # y1_i ...
+    assert np.all(c >= B) and np.all(c - B != t)  # ... under H2_j, j != i
+    assert len(set(zip(t.tolist(), c.tolist()))) == B * k  # no repeated pair in a row
   # k = 0: all in-batch conditions in row-major order (S_ij = y1_i | H2_j).
   tgt, cnd, blocks = objective._row_pairs(B, 2, settings_for(), jax.random.PRNGKey(5))
   start, size = blocks['neg']
-  np.testing.assert_array_equal(tgt[start:start + size], np.repeat(np.arange(B), B))
-  np.testing.assert_array_equal(cnd[start:start + size], B + np.tile(np.arange(B), B))
+  np.testing.assert_array_equal(tgt[start : start + size], np.repeat(np.arange(B), B))
+  np.testing.assert_array_equal(cnd[start : start + size], B + np.tile(np.arange(B), B))
   s, n = blocks['pos12']
-  np.testing.assert_array_equal(cnd[s:s + n], B + np.arange(B))
+  np.testing.assert_array_equal(cnd[s : s + n], B + np.arange(B))
   s, n = blocks['other12']
-  np.testing.assert_array_equal(cnd[s:s + n], B + np.roll(np.arange(B), 1))
+  np.testing.assert_array_equal(cnd[s : s + n], B + np.roll(np.arange(B), 1))
 
 
 def test_contrast_weight_zero_lowers_flops(setup):
@@ -282,21 +352,31 @@ def test_contrast_weight_zero_lowers_flops(setup):
 
 # ------------------------------------------------------------------------------ corruption
 
+
 def test_prefix_corruption_changes_inputs_never_targets(setup):
   settings = settings_for(**NOISY)
   assert settings.weight('cross_tf') > 0
   terms, aux, cap = run(setup, settings, 1)
-  assert 'corrupt_inputs' not in shapes(setup, settings_for(prefix_corruption=0.0), 1)[2]   # p = 0: none
+  assert (
+    'corrupt_inputs' not in shapes(setup, settings_for(prefix_corruption=0.0), 1)[2]
+  )  # p = 0: none
 
   # The loss targets are the VQ-derived target sequences, row for row (pos12 = y1, pos21 = y2) ...
   targets, mask = cap['ll_targets'], cap['ll_mask']
-  np.testing.assert_array_equal(targets[:2 * B], aux['targets']['tokens'])
-  vocab_codes = objective.vq_targets(jnp.asarray(aux['codes']), settings, aux['vq_stats'])
-  np.testing.assert_array_equal(aux['targets']['tokens'], vocab_codes.tokens)   # from the codes alone
+  np.testing.assert_array_equal(targets[: 2 * B], aux['targets']['tokens'])
+  vocab_codes = targets_lib.vq_targets(jnp.asarray(aux['codes']), settings.targets, aux['vq_stats'])
+  np.testing.assert_array_equal(
+    aux['targets']['tokens'], vocab_codes.tokens
+  )  # from the codes alone
   # Targets are code groups (targets.code_groups = 4): ids < 4, the codes' groups collapsed.
   groups = code_groups.groups_from_vq_stats(aux['vq_stats'], 4)
-  grouped = sequences.collapse_runs(code_groups.map_codes(jnp.asarray(aux['codes']), groups), 0.02,
-                                    max_len=L, vocab=VOCAB, min_run_frames=2)[0]
+  grouped = sequences.collapse_runs(
+    code_groups.map_codes(jnp.asarray(aux['codes']), groups),
+    0.02,
+    max_len=L,
+    vocab=VOCAB,
+    min_run_frames=2,
+  )[0]
   np.testing.assert_array_equal(aux['targets']['tokens'], grouped)
   codes_in_targets = aux['targets']['tokens'][aux['targets']['tokens'] < K]
   assert codes_in_targets.size and codes_in_targets.max() < 4
@@ -305,11 +385,13 @@ def test_prefix_corruption_changes_inputs_never_targets(setup):
   np.testing.assert_array_equal(aux['targets']['times'], vocab_codes.times)
   # ... and the teacher-forced inputs are the shifted targets with some codes changed.
   clean_in, noisy_in = cap['clean_inputs'], cap['corrupt_inputs']
-  np.testing.assert_array_equal(clean_in, np.asarray(sequences.shift_right(jnp.asarray(targets), VOCAB)))
+  np.testing.assert_array_equal(
+    clean_in, np.asarray(sequences.shift_right(jnp.asarray(targets), VOCAB))
+  )
   changed = clean_in != noisy_in
   assert changed.any()
-  assert not changed[:, 0].any() and np.all(noisy_in[:, 0] == VOCAB.bos)   # BOS is never touched
-  assert np.all(mask[changed] > 0) and np.all(noisy_in[changed] < K)       # only scored code inputs
+  assert not changed[:, 0].any() and np.all(noisy_in[:, 0] == VOCAB.bos)  # BOS is never touched
+  assert np.all(mask[changed] > 0) and np.all(noisy_in[changed] < K)  # only scored code inputs
   assert np.all(np.isfinite(list(terms.values())))
 
 
@@ -322,7 +404,9 @@ def test_targets_override_is_what_gets_scored(setup):
   override = (jnp.asarray(tokens), jnp.asarray(lengths), jnp.asarray(times, jnp.float32))
   terms, aux, cap = run(setup, settings, 2, targets=override)
   np.testing.assert_array_equal(aux['targets']['tokens'], tokens)
-  np.testing.assert_array_equal(cap['ll_targets'][:2 * B], np.concatenate([tokens[:B], tokens[B:]]))
+  np.testing.assert_array_equal(
+    cap['ll_targets'][: 2 * B], np.concatenate([tokens[:B], tokens[B:]])
+  )
   assert set(terms) == expected_terms(settings, 2)
   assert all(np.isfinite(v) for v in terms.values())
   assert float(aux['mean_target_length']) == pytest.approx(np.mean(lengths))
@@ -333,29 +417,43 @@ def test_settings_from_config_resolve_min_run_frames():
   assert s.min_run_frames == 2 and s.max_len == L and s.codebook_size == K
   assert s.frame_seconds == pytest.approx(0.02) and s.mel_frame_seconds == pytest.approx(0.01)
   config = tiny_config()
-  config.targets.min_run_frames = -1                                # 10 tokens/s at 20 ms -> 5
+  config.targets.min_run_frames = -1  # 10 tokens/s at 20 ms -> 5
   assert objective.ObjectiveSettings.from_config(config).min_run_frames == 5
   hash(s)
   weights = s.stage_weights(0)
   assert set(weights) == set(objective.TERM_NAMES)
   assert all(weights[n] == 0 for n in objective.TERM_NAMES if n not in objective.STAGE_TERMS[0])
-  assert dataclasses.replace(s, weights=tuple((n, 0.0) for n, _ in s.weights)).stage_weights(2)['contrast'] == 0
+  assert (
+    dataclasses.replace(s, weights=tuple((n, 0.0) for n, _ in s.weights)).stage_weights(2)[
+      'contrast'
+    ]
+    == 0
+  )
 
 
 def test_input_times_move_onto_the_condition_views_clock():
   settings = settings_for()
   energy = np.full((4, F), -40.0, np.float32)
-  energy[0, 5:25] = 0.0          # view 0 voiced 0.05 .. 0.25 s
-  energy[1, 10:50] = 0.0         # view 1 voiced 0.10 .. 0.50 s (twice as long, later)
+  energy[0, 5:25] = 0.0  # view 0 voiced 0.05 .. 0.25 s
+  energy[1, 10:50] = 0.0  # view 1 voiced 0.10 .. 0.50 s (twice as long, later)
   energy[2:, :] = 0.0
   times = jnp.asarray([[0.05, 0.15, 0.25, 0.0], [0.05, 0.15, 0.25, 0.0]], jnp.float32)
   tgt, cnd = jnp.asarray([0, 0]), jnp.asarray([0, 1])
-  start, end = (np.asarray(x) for x in losses.voiced_region(jnp.asarray(energy), 0.01, objective.VOICED_THRESHOLD_DB))
-  out = np.asarray(objective._times_on_condition_clock(times, tgt, cnd, jnp.asarray(start), jnp.asarray(end), settings))
-  np.testing.assert_allclose(out[0], times[0])                      # self row: unchanged
-  expected = start[1] + (np.asarray(times[1, :3]) - start[0]) * (end[1] - start[1]) / (end[0] - start[0])
-  np.testing.assert_allclose(out[1, :3], expected, atol=1e-6)       # linear map of the voiced regions
-  assert out[1, 3] == 0.0                                           # EOS/PAD stay 0
+  start, end = (
+    np.asarray(x)
+    for x in losses.voiced_region(jnp.asarray(energy), 0.01, objective.VOICED_THRESHOLD_DB)
+  )
+  out = np.asarray(
+    objective._times_on_condition_clock(
+      times, tgt, cnd, jnp.asarray(start), jnp.asarray(end), settings
+    )
+  )
+  np.testing.assert_allclose(out[0], times[0])  # self row: unchanged
+  expected = start[1] + (np.asarray(times[1, :3]) - start[0]) * (end[1] - start[1]) / (
+    end[0] - start[0]
+  )
+  np.testing.assert_allclose(out[1, :3], expected, atol=1e-6)  # linear map of the voiced regions
+  assert out[1, 3] == 0.0  # EOS/PAD stay 0
   assert expected[0] == pytest.approx(start[1]) and expected[2] == pytest.approx(end[1])
 
 
@@ -365,32 +463,45 @@ def test_own_input_times_are_the_decoders_own_pass_by_pass(setup):
   cond = model.apply(variables, h, method=models.PairAlign.condition)
   rows = 2 * B
   cnd_idx = jnp.arange(rows)[::-1]
-  inputs = jax.random.randint(jax.random.PRNGKey(3), (rows, L), 0, K).at[:, 0].set(vocab_lib.Vocab(K).bos)
-  true_times = jnp.tile(jnp.linspace(0.0, 0.4, L)[None], (rows, 1)).at[:, -2:].set(0.0)   # [R, L], PAD at 0
+  inputs = (
+    jax.random.randint(jax.random.PRNGKey(3), (rows, L), 0, K).at[:, 0].set(vocab_lib.Vocab(K).bos)
+  )
+  true_times = (
+    jnp.tile(jnp.linspace(0.0, 0.4, L)[None], (rows, 1)).at[:, -2:].set(0.0)
+  )  # [R, L], PAD at 0
   rng = jax.random.PRNGKey(5)
 
   def own(prob, passes):
     settings = dataclasses.replace(settings_for(), own_time_prob=prob, own_time_passes=passes)
-    return np.asarray(objective._own_input_times(model, variables, models.gather_condition(cond, cnd_idx),
-                                                 inputs, true_times, rng, settings))
+    return np.asarray(
+      objective._own_input_times(
+        model, variables, models.gather_condition(cond, cnd_idx), inputs, true_times, rng, settings
+      )
+    )
 
   def one_pass(times_in):
-    _, out = model.apply(variables, models.gather_condition(cond, cnd_idx), inputs, train=False,
-                         input_times=times_in, method=models.PairAlign.score)
+    _, out = model.apply(
+      variables,
+      models.gather_condition(cond, cnd_idx),
+      inputs,
+      train=False,
+      input_times=times_in,
+      method=models.PairAlign.score,
+    )
     return jnp.where(true_times > 0, decode.shift_times(out), 0.0)
 
   first = one_pass(true_times)
   np.testing.assert_allclose(own(1.0, 1), first, atol=1e-6)
-  np.testing.assert_allclose(own(1.0, 2), one_pass(first), atol=1e-6)     # pass 2 reads pass 1's times
-  assert not np.allclose(own(1.0, 1), true_times, atol=1e-3)            # they are not the true times
+  np.testing.assert_allclose(own(1.0, 2), one_pass(first), atol=1e-6)  # pass 2 reads pass 1's times
+  assert not np.allclose(own(1.0, 1), true_times, atol=1e-3)  # they are not the true times
   np.testing.assert_array_equal(own(0.0, 2), true_times)
-  assert (own(1.0, 2)[np.asarray(true_times) == 0] == 0).all()          # BOS / PAD stay at 0
+  assert (own(1.0, 2)[np.asarray(true_times) == 0] == 0).all()  # BOS / PAD stay at 0
   mixed = own(0.5, 1)
   is_own = [np.allclose(r, f, atol=1e-6) for r, f in zip(mixed, np.asarray(first))]
   is_true = [np.array_equal(r, t) for r, t in zip(mixed, np.asarray(true_times))]
-  assert all(a or b for a, b in zip(is_own, is_true))                   # whole rows, one or the other
+  assert all(a or b for a, b in zip(is_own, is_true))  # whole rows, one or the other
   assert 0 < sum(is_own) < rows
-  np.testing.assert_array_equal(mixed, own(0.5, 1))                     # deterministic in the key
+  np.testing.assert_array_equal(mixed, own(0.5, 1))  # deterministic in the key
 
 
 def test_own_time_rows_train_with_finite_gradients_and_change_the_loss(setup):

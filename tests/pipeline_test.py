@@ -41,8 +41,13 @@ class ArraySource:
   def __getitem__(self, i):
     rng = np.random.default_rng(1000 + int(i))
     audio = (0.1 * rng.standard_normal(int(self.seconds * SR))).astype(np.float32)
-    return {'audio': audio, 'sample_rate': SR, 'id': f'utt{i}', 'speaker': f's{i % 3}',
-            'content_id': f'c{i}'}
+    return {
+      'audio': audio,
+      'sample_rate': SR,
+      'id': f'utt{i}',
+      'speaker': f's{i % 3}',
+      'content_id': f'c{i}',
+    }
 
 
 def take(it, n):
@@ -86,7 +91,7 @@ def test_restored_state_gives_the_same_following_batches():
   it = pipeline.make_train_iterator(config, source=ArraySource(10))
   take(it, 2)
   state = it.get_state()
-  reference = take(it, 4)                 # crosses the epoch boundary (2 batches per epoch)
+  reference = take(it, 4)  # crosses the epoch boundary (2 batches per epoch)
   fresh = pipeline.make_train_iterator(config, source=ArraySource(10))
   fresh.set_state(state)
   assert_same_batches(take(fresh, 4), reference)
@@ -121,10 +126,15 @@ def test_epochs_cover_the_data_and_reshuffle():
 
 def test_hosts_get_disjoint_equal_shards():
   config = small_config(batch_size=4)
-  src = ArraySource(11)                   # 11 // 2 = 5 per host -> 2 batches of 2 each
-  per_host = [list(pipeline.make_train_dataset(config, process_index=p, process_count=2,
-                                               source=src, num_epochs=1))
-              for p in range(2)]
+  src = ArraySource(11)  # 11 // 2 = 5 per host -> 2 batches of 2 each
+  per_host = [
+    list(
+      pipeline.make_train_dataset(
+        config, process_index=p, process_count=2, source=src, num_epochs=1
+      )
+    )
+    for p in range(2)
+  ]
   assert [len(h) for h in per_host] == [2, 2]
   assert all(b['view1'].shape == (2, 4000) for h in per_host for b in h)
   seen = [set(np.concatenate([b['index'] for b in h]).tolist()) for h in per_host]
@@ -143,7 +153,7 @@ def test_stage0_views_share_the_time_axis():
   config.data.augment.speed_prob = config.data.augment.shift_prob = 1.0
   config.schedule.stage1_start = 2
   batches = take(pipeline.make_train_iterator(config, source=ArraySource(12)), 3)
-  for b in batches[:2]:                   # steps 0, 1: no speed, no shift -> identical views
+  for b in batches[:2]:  # steps 0, 1: no speed, no shift -> identical views
     np.testing.assert_array_equal(b['view1'], b['view2'])
   assert not np.array_equal(batches[2]['view1'], batches[2]['view2'])
 
@@ -156,15 +166,25 @@ def tone(seconds, freq=440.0, sr=SR, amp=0.3):
 
 def write_sphere(path, wave, sr=SR, magic=b'NIST_1A'):
   pcm = np.round(np.clip(wave, -1, 1) * 32767).astype('<i2')
-  header = (magic + b'\n   1024\n' + b'sample_count -i %d\n' % len(pcm)
-            + b'sample_rate -i %d\n' % sr + b'channel_count -i 1\nsample_n_bytes -i 2\n'
-            + b'sample_coding -s3 pcm\nsample_byte_format -s2 01\nend_head\n')
+  header = (
+    magic
+    + b'\n   1024\n'
+    + b'sample_count -i %d\n' % len(pcm)
+    + b'sample_rate -i %d\n' % sr
+    + b'channel_count -i 1\nsample_n_bytes -i 2\n'
+    + b'sample_coding -s3 pcm\nsample_byte_format -s2 01\nend_head\n'
+  )
   with open(path, 'wb') as f:
     f.write(header.ljust(1024, b' ') + pcm.tobytes())
 
 
-BAD = {'trunc.flac': 'unreadable', 'wrong_header.wav': 'unreadable', 'empty.flac': 'empty',
-       'nan.wav': 'nonfinite', 'zeros.flac': 'silent'}
+BAD = {
+  'trunc.flac': 'unreadable',
+  'wrong_header.wav': 'unreadable',
+  'empty.flac': 'empty',
+  'nan.wav': 'nonfinite',
+  'zeros.flac': 'silent',
+}
 FIXABLE = ('stereo.wav', 'rate8k.wav', 'rate44k.flac', 'short1s.flac')
 
 
@@ -180,7 +200,7 @@ def make_bad_folder(root):
   data = open(os.path.join(root, 'ok.flac'), 'rb').read()
   os.remove(os.path.join(root, 'ok.flac'))
   with open(os.path.join(root, 'trunc.flac'), 'wb') as f:
-    f.write(data[:len(data) // 3])
+    f.write(data[: len(data) // 3])
   write_sphere(os.path.join(root, 'wrong_header.wav'), tone(3.2), magic=b'NIST_9Z')
   open(os.path.join(root, 'empty.flac'), 'wb').close()
   nan = tone(3.2)
@@ -195,11 +215,19 @@ def test_bad_input_counted_by_reason_and_fixable_files_used(tmp_path):
   assert len(src) == 12
   stats = bad_input.BadInputStats()
   good = dict(pipeline.eval_records(src, stats=stats))
-  assert stats.as_dict() == {'reads': 12, 'bad': 5, 'bad_fraction': 5 / 12, 'bad/unreadable': 2,
-                             'bad/empty': 1, 'bad/nonfinite': 1, 'bad/silent': 1,
-                             'bad/truncated': 0}
+  assert stats.as_dict() == {
+    'reads': 12,
+    'bad': 5,
+    'bad_fraction': 5 / 12,
+    'bad/unreadable': 2,
+    'bad/empty': 1,
+    'bad/nonfinite': 1,
+    'bad/silent': 1,
+    'bad/truncated': 0,
+  }
   assert {src.entries[i]['path'] for i in good} == {f'good{i}.flac' for i in range(3)} | set(
-      FIXABLE)
+    FIXABLE
+  )
   assert {(os.path.basename(p), r) for p, r, _, _ in stats.worst_files()} == set(BAD.items())
   config = small_config(segment_seconds=3.0)
   by_name = {src.entries[i]['path']: r for i, r in good.items()}
@@ -208,8 +236,8 @@ def test_bad_input_counted_by_reason_and_fixable_files_used(tmp_path):
     assert seg.shape == (48000,) and seg.dtype == np.float32 and np.isfinite(seg).all()
   short = pipeline.load_segment(by_name['short1s.flac'], config)
   np.testing.assert_allclose(short[:SR], tone(1.0, 500), atol=1 / 16384)
-  assert not short[SR:].any()                                   # zero-padded at the end
-  for name in ('rate8k.wav', 'rate44k.flac'):                   # resampled, pitch kept
+  assert not short[SR:].any()  # zero-padded at the end
+  for name in ('rate8k.wav', 'rate44k.flac'):  # resampled, pitch kept
     seg = pipeline.load_segment(by_name[name], config)
     spectrum = np.abs(np.fft.rfft(seg * np.hanning(len(seg))))
     assert abs(np.argmax(spectrum) * SR / len(seg) - 1000) < 2
@@ -225,17 +253,17 @@ def test_bad_items_never_reach_a_batch(tmp_path):
   it = pipeline.make_train_iterator(config, source=src)
   main_stats = bad_input.BadInputStats(0.9)
   used = []
-  for batch in take(it, 6):                                    # 2 epochs of 12 items
+  for batch in take(it, 6):  # 2 epochs of 12 items
     main_stats.update_from_batch(batch)
     used += batch['index'].tolist()
     assert batch['view1'].shape == (4, 48000)
     for v in (batch['view1'], batch['view2']):
       assert np.isfinite(v).all() and (np.abs(v).max(axis=1) > 0).all()
   assert not set(used) & bad_indices
-  assert set(used) == set(range(12)) - bad_indices             # every good file is used
+  assert set(used) == set(range(12)) - bad_indices  # every good file is used
   counts = main_stats.as_dict()
   assert counts['reads'] == 24 + counts['bad']
-  for reason in set(BAD.values()):                              # each bad file met every epoch
+  for reason in set(BAD.values()):  # each bad file met every epoch
     assert counts[f'bad/{reason}'] >= 2 * list(BAD.values()).count(reason)
 
 
@@ -258,6 +286,7 @@ def test_skipping_source_replacement_is_deterministic():
       if i == 5:
         record['audio'][:] = 0.0
       return record
+
   src = bad_input.SkippingSource(Bad(10))
   got = [src[i]['_source_index'] for i in range(10)]
   assert got == [0, 1, 4, 4, 4, 6, 6, 7, 8, 0]
@@ -290,26 +319,39 @@ def test_synthetic_source_is_selected_and_batched():
 
 def test_cross_speaker_views_pair_two_speakers_from_stage_1():
   pytest.importorskip('pairalign_jax.data.synthetic')
-  config = small_config(segment_seconds=1.0, batch_size=2, source='synthetic',
-                        cross_speaker_views=1.0, align_views_in_stage0=True)
-  config.schedule.stage1_start = 1                  # step 0 aligned (same recording), then cross-speaker
-  for k in ('gain_prob', 'noise_prob', 'reverb_prob', 'eq_prob', 'pitch_prob', 'speed_prob', 'shift_prob'):
-    config.data.augment[k] = 0.0                    # views = the raw readings
+  config = small_config(
+    segment_seconds=1.0,
+    batch_size=2,
+    source='synthetic',
+    cross_speaker_views=1.0,
+    align_views_in_stage0=True,
+  )
+  config.schedule.stage1_start = 1  # step 0 aligned (same recording), then cross-speaker
+  for k in (
+    'gain_prob',
+    'noise_prob',
+    'reverb_prob',
+    'eq_prob',
+    'pitch_prob',
+    'speed_prob',
+    'shift_prob',
+  ):
+    config.data.augment[k] = 0.0  # views = the raw readings
   batches = take(pipeline.make_train_iterator(config), 2)
-  np.testing.assert_array_equal(batches[0]['view1'], batches[0]['view2'])   # stage 0: one recording
+  np.testing.assert_array_equal(batches[0]['view1'], batches[0]['view2'])  # stage 0: one recording
   src = pipeline.make_source(config, 'train')
   for row in range(2):
     record = src[int(batches[1]['index'][row])]
     own = pipeline.fit_audio(record['audio'], SR, SR, SR, crop='start')
     np.testing.assert_array_equal(batches[1]['view1'][row], own)
-    assert not np.allclose(batches[1]['view2'][row], own)                   # another speaker's reading
+    assert not np.allclose(batches[1]['view2'][row], own)  # another speaker's reading
   assert_same_batches(batches, take(pipeline.make_train_iterator(config), 2))
 
 
 def no_augmentation(config):
   for k in config.data.augment:
     if k.endswith('_prob'):
-      config.data.augment[k] = 0.0                # views = the raw readings
+      config.data.augment[k] = 0.0  # views = the raw readings
   return config
 
 
@@ -318,26 +360,33 @@ def test_cross_speaker_views_from_a_manifest_with_shared_text(tmp_path):
   levels = {'ann.wav': 0.1, 'bob.wav': 0.4, 'cat1.wav': 0.7, 'cat2.wav': -0.2}
   for name, level in levels.items():
     sf.write(tmp_path / name, np.full(SR // 2, level, np.float32), SR, subtype='FLOAT')
-  (tmp_path / 'm.tsv').write_text('path\tspeaker\ttext\n' 'ann.wav\tann\tHello world\n'
-                                  'bob.wav\tbob\thello, WORLD!\n' 'cat1.wav\tcat\tsomething\n'
-                                  'cat2.wav\tcat\tsomething\n')
-  config = no_augmentation(small_config(batch_size=4, source='manifest',
-                                        path=str(tmp_path / 'm.tsv'), cross_speaker_views=1.0))
+  (tmp_path / 'm.tsv').write_text(
+    'path\tspeaker\ttext\n'
+    'ann.wav\tann\tHello world\n'
+    'bob.wav\tbob\thello, WORLD!\n'
+    'cat1.wav\tcat\tsomething\n'
+    'cat2.wav\tcat\tsomething\n'
+  )
+  config = no_augmentation(
+    small_config(
+      batch_size=4, source='manifest', path=str(tmp_path / 'm.tsv'), cross_speaker_views=1.0
+    )
+  )
   src = manifest.ManifestSource(str(tmp_path / 'm.tsv'))
   assert src.num_parallel_items == 2
   ann = src[0]
   assert src.parallel_record(ann, np.random.default_rng(0))['speaker'] == 'bob'
-  assert src.parallel_record(src[2], np.random.default_rng(0)) is None     # cat2 is cat too
+  assert src.parallel_record(src[2], np.random.default_rng(0)) is None  # cat2 is cat too
   batches = take(pipeline.make_train_iterator(config, source=src), 3)
   for batch in batches:
     for row in range(4):
       name = os.path.basename(src.entries[int(batch['index'][row])]['path'])
       np.testing.assert_allclose(batch['view1'][row], levels[name], atol=1e-6)
-      if name in ('ann.wav', 'bob.wav'):                 # view 2 = the other speaker's reading
+      if name in ('ann.wav', 'bob.wav'):  # view 2 = the other speaker's reading
         other = 'bob.wav' if name == 'ann.wav' else 'ann.wav'
         assert batch['cross_speaker'][row] == pipeline.VIEW2_OTHER_SPEAKER
-        np.testing.assert_allclose(batch['view2'][row, :SR // 2], levels[other], atol=1e-6)
-      else:                                              # no other reader: the same recording
+        np.testing.assert_allclose(batch['view2'][row, : SR // 2], levels[other], atol=1e-6)
+      else:  # no other reader: the same recording
         assert batch['cross_speaker'][row] == pipeline.VIEW2_FALLBACK
         np.testing.assert_array_equal(batch['view2'][row], batch['view1'][row])
   assert_same_batches(batches, take(pipeline.make_train_iterator(config, source=src), 3))
@@ -345,14 +394,18 @@ def test_cross_speaker_views_from_a_manifest_with_shared_text(tmp_path):
 
 def test_bad_parallel_reading_falls_back_and_is_counted(tmp_path):
   sf.write(tmp_path / 'ann.wav', tone(0.5), SR)
-  sf.write(tmp_path / 'bob.wav', np.zeros(SR // 2, np.float32), SR)      # silent: bad
-  (tmp_path / 'm.jsonl').write_text('{"path": "ann.wav", "speaker": "ann", "text": "hi"}\n'
-                                    '{"path": "bob.wav", "speaker": "bob", "text": "hi"}\n')
-  config = no_augmentation(small_config(batch_size=2, cross_speaker_views=1.0,
-                                        max_bad_fraction=1.0))
-  batch = next(pipeline.make_train_iterator(config, source=manifest.ManifestSource(
-      str(tmp_path / 'm.jsonl'))))
-  assert batch['index'].tolist() == [0, 0]                                 # bob -> ann
+  sf.write(tmp_path / 'bob.wav', np.zeros(SR // 2, np.float32), SR)  # silent: bad
+  (tmp_path / 'm.jsonl').write_text(
+    '{"path": "ann.wav", "speaker": "ann", "text": "hi"}\n'
+    '{"path": "bob.wav", "speaker": "bob", "text": "hi"}\n'
+  )
+  config = no_augmentation(
+    small_config(batch_size=2, cross_speaker_views=1.0, max_bad_fraction=1.0)
+  )
+  batch = next(
+    pipeline.make_train_iterator(config, source=manifest.ManifestSource(str(tmp_path / 'm.jsonl')))
+  )
+  assert batch['index'].tolist() == [0, 0]  # bob -> ann
   assert (batch['cross_speaker'] == pipeline.VIEW2_FALLBACK).all()
   silent = bad_input.REASONS.index('silent')
   # bob itself is skipped (replaced by ann) and ann's parallel reading (bob) is bad too.
@@ -373,9 +426,10 @@ def test_source_without_parallel_readings_warns_instead_of_refusing(tmp_path, mo
     assert repr(src) in warnings[0]
     assert all((b['cross_speaker'] == pipeline.VIEW2_SAME).all() for b in batches)
     # Augmentation-only views: exactly the batches of cross_speaker_views=0.
-    assert_same_batches(batches, take(pipeline.make_train_iterator(
-        small_config(batch_size=2), source=src), 2))
+    assert_same_batches(
+      batches, take(pipeline.make_train_iterator(small_config(batch_size=2), source=src), 2)
+    )
   config.data.source, config.data.path = 'folder', str(tmp_path)
   warnings.clear()
-  pipeline.make_train_dataset(config)                      # make_source path, as main does
+  pipeline.make_train_dataset(config)  # make_source path, as main does
   assert len(warnings) == 1

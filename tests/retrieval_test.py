@@ -11,10 +11,10 @@ from pairalign_jax.evaluation import retrieval
 
 ARCHIVE = [[1, 2, 3, 4], [5, 6, 7, 8], [1, 2, 3, 9], [9, 9, 9, 9]]
 QUERIES = [
-    [1, 2, 3, 4],   # target 0: exact match -> rank 1
-    [5, 6, 7, 0],   # target 1: 0.25, all others 1.0 -> rank 1
-    [1, 2, 3, 4],   # target 2: 0.25, but archive 0 is at 0 -> rank 2
-    [],             # target 3: every entry at 1.0 -> a 4-way tie
+  [1, 2, 3, 4],  # target 0: exact match -> rank 1
+  [5, 6, 7, 0],  # target 1: 0.25, all others 1.0 -> rank 1
+  [1, 2, 3, 4],  # target 2: 0.25, but archive 0 is at 0 -> rank 2
+  [],  # target 3: every entry at 1.0 -> a 4-way tie
 ]
 TARGETS = [0, 1, 2, 3]
 
@@ -23,11 +23,16 @@ def test_distance_matrix_matches_string_mapping_and_arrays():
   d = retrieval.distance_matrix(QUERIES, ARCHIVE)
   assert d.shape == (4, 4) and d.dtype == np.float32
   assert d[2, 0] == 0.0 and d[2, 2] == pytest.approx(0.25) and d[3].tolist() == [1.0] * 4
-  as_str = lambda seqs: [''.join(chr(0x100 + t) for t in s) for s in seqs]
-  np.testing.assert_array_equal(d, process.cdist(as_str(QUERIES), as_str(ARCHIVE),
-                                                 scorer=Levenshtein.normalized_distance))
+
+  def as_str(seqs):
+    return [''.join(chr(0x100 + t) for t in s) for s in seqs]
+
   np.testing.assert_array_equal(
-      d, retrieval.distance_matrix([np.array(q, np.int32) for q in QUERIES], ARCHIVE))
+    d, process.cdist(as_str(QUERIES), as_str(ARCHIVE), scorer=Levenshtein.normalized_distance)
+  )
+  np.testing.assert_array_equal(
+    d, retrieval.distance_matrix([np.array(q, np.int32) for q in QUERIES], ARCHIVE)
+  )
 
 
 def test_known_scores_expected_ties():
@@ -39,10 +44,13 @@ def test_known_scores_expected_ties():
   assert r.archive_tokens == 16 and r.num_queries == 4 and r.archive_size == 4
 
 
-@pytest.mark.parametrize('ties,r1,mrr', [
+@pytest.mark.parametrize(
+  'ties,r1,mrr',
+  [
     ('pessimistic', 2 / 4, (1 + 1 + 1 / 2 + 1 / 4) / 4),
     ('optimistic', 3 / 4, (1 + 1 + 1 / 2 + 1) / 4),
-])
+  ],
+)
 def test_known_scores_other_tie_conventions(ties, r1, mrr):
   r = retrieval.evaluate_retrieval(QUERIES, ARCHIVE, TARGETS, ties=ties)
   assert r.recall_at_1 == pytest.approx(r1)
@@ -64,13 +72,13 @@ def test_recall_at_5_with_larger_archive():
 
 def test_expected_ties_match_random_tie_breaking():
   rng = np.random.default_rng(0)
-  d = rng.integers(0, 4, size=(20, 12)).astype(np.float32)   # many ties
+  d = rng.integers(0, 4, size=(20, 12)).astype(np.float32)  # many ties
   t = rng.integers(0, 12, size=20)
   s = retrieval.scores_from_distances(d, t)
   hits1, hits5, rr = [], [], []
   for _ in range(3000):
     key = rng.random(d.shape)
-    order = np.lexsort((key, d), axis=1)                       # by distance, random among ties
+    order = np.lexsort((key, d), axis=1)  # by distance, random among ties
     rank = np.argmax(order == t[:, None], axis=1) + 1
     hits1.append(rank <= 1)
     hits5.append(rank <= 5)
@@ -101,7 +109,7 @@ def test_recall_vs_archive_size():
   full = retrieval.scores_from_distances(d, TARGETS)
   assert c['recall_at_1'][2] == pytest.approx(full['recall_at_1'])
   assert c['num_queries'][2] == 4
-  assert c['recall_at_1'][0] == 1.0                 # alone in the archive: always found
+  assert c['recall_at_1'][0] == 1.0  # alone in the archive: always found
   assert 0 < c['num_queries'][1] <= 40
   # Queries 0, 1 are first against any partner; 2 loses only against archive 0; 3 is a 2-way tie.
   assert full['recall_at_1'] <= c['recall_at_1'][1] <= 1.0
@@ -121,8 +129,10 @@ def test_bad_inputs():
 
 
 def _random_strings(rng, n, k=512, mean_len=35):
-  return [rng.integers(0, k, size=int(rng.integers(mean_len - 10, mean_len + 11))).tolist()
-          for _ in range(n)]
+  return [
+    rng.integers(0, k, size=int(rng.integers(mean_len - 10, mean_len + 11))).tolist()
+    for _ in range(n)
+  ]
 
 
 @pytest.mark.slow

@@ -16,12 +16,12 @@ NUM_SENTENCES = 6
 NUM_SPEAKERS = 3
 FREQS = np.array([300, 500, 700, 900, 1100, 1300, 1500, 1700], np.float64)
 PHONE_SECONDS = 0.15
-BLOCK = 400        # 50 ms tokenizer frames
+BLOCK = 400  # 50 ms tokenizer frames
 
 
 def _sentence_phones(sentence):
   rng = np.random.default_rng(100 + sentence)
-  return rng.permutation(len(FREQS))[:5]          # 5 distinct tones: no collapsed repeats
+  return rng.permutation(len(FREQS))[:5]  # 5 distinct tones: no collapsed repeats
 
 
 class FakeSource:
@@ -42,9 +42,15 @@ class FakeSource:
       t = np.arange(i1 - i0) / SR
       audio[i0:i1] = (0.2 + 0.2 * speaker) * np.sin(2 * np.pi * FREQS[p] * t)
       times.append((s, s + PHONE_SECONDS))
-    return {'audio': audio, 'sample_rate': SR, 'id': f'spk{speaker}-s{sentence}',
-            'speaker': f'spk{speaker}', 'content_id': f's{sentence}',
-            'phones': [f'p{p}' for p in phones], 'phone_times': np.array(times, np.float32)}
+    return {
+      'audio': audio,
+      'sample_rate': SR,
+      'id': f'spk{speaker}-s{sentence}',
+      'speaker': f'spk{speaker}',
+      'content_id': f's{sentence}',
+      'phones': [f'p{p}' for p in phones],
+      'phone_times': np.array(times, np.float32),
+    }
 
 
 def tone_tokenizer(waves, sample_rate):
@@ -52,10 +58,10 @@ def tone_tokenizer(waves, sample_rate):
   assert sample_rate == SR
   tokens, times = [], []
   n_blocks = waves.shape[1] // BLOCK
-  blocks = waves[:, :n_blocks * BLOCK].reshape(waves.shape[0], n_blocks, BLOCK)
+  blocks = waves[:, : n_blocks * BLOCK].reshape(waves.shape[0], n_blocks, BLOCK)
   spec = np.abs(np.fft.rfft(blocks, axis=-1))
-  peak = spec.argmax(-1) * SR / BLOCK                                    # [N, blocks] Hz
-  loud = (blocks ** 2).mean(-1) > 1e-3
+  peak = spec.argmax(-1) * SR / BLOCK  # [N, blocks] Hz
+  loud = (blocks**2).mean(-1) > 1e-3
   for row_peak, row_loud in zip(peak, loud):
     toks, tms = [], []
     for b, (f, on) in enumerate(zip(row_peak, row_loud)):
@@ -69,8 +75,7 @@ def tone_tokenizer(waves, sample_rate):
         tms.append([b, b])
     tokens.append(toks)
     times.append(np.array([(a + b + 1) / 2 * BLOCK / SR for a, b in tms], np.float32))
-  return runner.TokenizerOutput(tokens=tokens, times=times,
-                                terminated=np.ones(len(tokens), bool))
+  return runner.TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
 
 
 def collapsed_tokenizer(waves, sample_rate):
@@ -79,8 +84,15 @@ def collapsed_tokenizer(waves, sample_rate):
 
 
 def _eval_set(**kw):
-  args = dict(num_items=4, queries_per_item=2, seed=0, sample_rate=SR,
-              segment_seconds=SEGMENT_SECONDS, sweep_items=3, sweep_shifts_ms=(0, 10, 20))
+  args = dict(
+    num_items=4,
+    queries_per_item=2,
+    seed=0,
+    sample_rate=SR,
+    segment_seconds=SEGMENT_SECONDS,
+    sweep_items=3,
+    sweep_shifts_ms=(0, 10, 20),
+  )
   args.update(kw)
   return runner.build_eval_set(FakeSource(), **args)
 
@@ -122,8 +134,14 @@ def test_build_eval_set_content_ids_and_augment():
 
 def test_synthetic_heldout_content_ids_without_synthesis():
   synthetic = pytest.importorskip('pairalign_jax.data.synthetic')
-  cfg = {'seed': 3, 'num_train_speakers': 2, 'num_heldout_speakers': 2, 'num_train_sentences': 3,
-         'num_heldout_sentences': 3, 'train_size': 4}
+  cfg = {
+    'seed': 3,
+    'num_train_speakers': 2,
+    'num_heldout_speakers': 2,
+    'num_train_sentences': 3,
+    'num_heldout_sentences': 3,
+    'train_size': 4,
+  }
   src = synthetic.SyntheticSpeechSource(cfg, 'heldout')
   ids = runner._content_ids(src, None)
   assert len(ids) == 6 and ids[0] == ids[3] != ids[1]
@@ -134,9 +152,14 @@ def test_synthetic_heldout_content_ids_without_synthesis():
 def test_evaluate_tokenizers_known_values():
   es = _eval_set()
   rep = runner.evaluate_tokenizers(
-      {'pairalign': tone_tokenizer, 'vq': collapsed_tokenizer}, es,
-      codebook_sizes={'pairalign': 8, 'vq': 4}, batch_size=5, archive_sizes=(2, 4),
-      example_features_fn=lambda w: np.abs(w[:, :800].reshape(1, 20, 40)), example_index=1)
+    {'pairalign': tone_tokenizer, 'vq': collapsed_tokenizer},
+    es,
+    codebook_sizes={'pairalign': 8, 'vq': 4},
+    batch_size=5,
+    archive_sizes=(2, 4),
+    example_features_fn=lambda w: np.abs(w[:, :800].reshape(1, 20, 40)),
+    example_index=1,
+  )
   pa, vq = rep['tokenizers']['pairalign'], rep['tokenizers']['vq']
   # The tone tokenizer reads the phones exactly: 5 tokens per segment, perfect retrieval.
   assert pa['lengths'] == [5] * 12
@@ -164,11 +187,16 @@ def test_evaluate_tokenizers_known_values():
 
 def test_tokenizer_contract_errors():
   es = _eval_set()
-  bad_count = lambda w, sr: runner.TokenizerOutput(tokens=[[1]])
+
+  def bad_count(w, sr):
+    return runner.TokenizerOutput(tokens=[[1]])
+
   with pytest.raises(ValueError, match='strings for'):
     runner.evaluate_tokenizers({'x': bad_count}, es, codebook_sizes=4)
-  bad_times = lambda w, sr: runner.TokenizerOutput(tokens=[[1, 2]] * w.shape[0],
-                                                   times=[np.zeros(1)] * w.shape[0])
+
+  def bad_times(w, sr):
+    return runner.TokenizerOutput(tokens=[[1, 2]] * w.shape[0], times=[np.zeros(1)] * w.shape[0])
+
   with pytest.raises(ValueError, match='times for 2 tokens'):
     runner.evaluate_tokenizers({'x': bad_times}, es, codebook_sizes=4)
 
@@ -202,14 +230,18 @@ def test_archive_rotations_cover_every_speaker_once():
 def test_rotations_pool_queries_and_keep_per_item_counts():
   es = _eval_set(archive_rotations=-1, queries_per_item=2, num_items=-1)
   assert es.num_archive == NUM_SENTENCES
+
   # A tokenizer that reads the speaker only for speaker 2: its strings differ from the others'.
   def speaker_marked(waves, sample_rate):
     out = tone_tokenizer(waves, sample_rate)
-    loud = np.abs(waves).max(1) > 0.5           # speaker 2's amplitude is 0.6
-    return runner.TokenizerOutput(tokens=[t + [7, 7, 7, 7, 7, 7] if l else t
-                                          for t, l in zip(out.tokens, loud)])
-  rep = runner.evaluate_tokenizers({'pairalign': speaker_marked, 'vq': tone_tokenizer}, es,
-                                   codebook_sizes=8, archive_sizes=(2,))
+    loud = np.abs(waves).max(1) > 0.5  # speaker 2's amplitude is 0.6
+    return runner.TokenizerOutput(
+      tokens=[t + [7, 7, 7, 7, 7, 7] if is_loud else t for t, is_loud in zip(out.tokens, loud)]
+    )
+
+  rep = runner.evaluate_tokenizers(
+    {'pairalign': speaker_marked, 'vq': tone_tokenizer}, es, codebook_sizes=8, archive_sizes=(2,)
+  )
   pa, vq = rep['tokenizers']['pairalign'], rep['tokenizers']['vq']
   assert pa['num_rotations'] == 3 and pa['num_queries'] == NUM_SENTENCES * 3 * 2
   assert vq['recall_at_1'] == 1.0 and vq['recall_at_1_ci95'] == [1.0, 1.0]

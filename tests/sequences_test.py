@@ -4,11 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import scipy.special
 
 from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
-VOCAB = vocab_lib.Vocab(8)          # codes 0..7, BOS 8, EOS 9, PAD 10
+VOCAB = vocab_lib.Vocab(8)  # codes 0..7, BOS 8, EOS 9, PAD 10
 BOS, EOS, PAD = VOCAB.bos, VOCAB.eos, VOCAB.pad
 
 
@@ -25,9 +26,9 @@ def _runs_of(row):
 
 # ----------------------------------------------------------------------------- collapse_runs
 
+
 def test_collapse_runs_known_runs_centres_and_padding():
-  codes = jnp.array([[1, 1, 2, 2, 2, 3],
-                     [4, 4, 4, 4, 4, 4]], jnp.int32)
+  codes = jnp.array([[1, 1, 2, 2, 2, 3], [4, 4, 4, 4, 4, 4]], jnp.int32)
   tokens, lengths, times, truncated = sequences.collapse_runs(codes, 0.01, max_len=5, vocab=VOCAB)
   np.testing.assert_array_equal(tokens, [[1, 2, 3, EOS, PAD], [4, EOS, PAD, PAD, PAD]])
   np.testing.assert_array_equal(lengths, [3, 1])
@@ -38,7 +39,7 @@ def test_collapse_runs_known_runs_centres_and_padding():
 
 
 def test_collapse_runs_truncates_to_l_minus_1_codes_plus_eos():
-  codes = jnp.array([[0, 1, 2, 3, 4, 4], [0, 0, 1, 1, 2, 2]], jnp.int32)   # 5 and 3 runs
+  codes = jnp.array([[0, 1, 2, 3, 4, 4], [0, 0, 1, 1, 2, 2]], jnp.int32)  # 5 and 3 runs
   tokens, lengths, times, truncated = sequences.collapse_runs(codes, 0.02, max_len=4, vocab=VOCAB)
   np.testing.assert_array_equal(tokens, [[0, 1, 2, EOS], [0, 1, 2, EOS]])
   np.testing.assert_array_equal(lengths, [3, 3])
@@ -70,7 +71,9 @@ def test_collapse_runs_frame_times_array_matches_scalar():
 def test_collapse_runs_jits_and_matches_eager():
   rng = np.random.default_rng(1)
   codes = jnp.asarray(rng.integers(0, 4, (4, 30)), jnp.int32)
-  fn = jax.jit(lambda c: sequences.collapse_runs(c, 0.02, max_len=16, vocab=VOCAB, min_run_frames=3))
+  fn = jax.jit(
+    lambda c: sequences.collapse_runs(c, 0.02, max_len=16, vocab=VOCAB, min_run_frames=3)
+  )
   jitted = fn(codes)
   eager = sequences.collapse_runs(codes, 0.02, max_len=16, vocab=VOCAB, min_run_frames=3)
   for x, y in zip(jitted, eager):
@@ -83,7 +86,9 @@ def test_collapse_runs_rejects_bad_inputs():
   with pytest.raises(ValueError, match='integers'):
     sequences.collapse_runs(jnp.zeros((1, 5), jnp.float32), 0.02, max_len=4, vocab=VOCAB)
   with pytest.raises(ValueError, match='min_run_frames'):
-    sequences.collapse_runs(jnp.zeros((1, 5), jnp.int32), 0.02, max_len=4, vocab=VOCAB, min_run_frames=-1)
+    sequences.collapse_runs(
+      jnp.zeros((1, 5), jnp.int32), 0.02, max_len=4, vocab=VOCAB, min_run_frames=-1
+    )
   with pytest.raises(ValueError, match='frame_times'):
     sequences.collapse_runs(jnp.zeros((1, 5), jnp.int32), jnp.zeros((4,)), max_len=4, vocab=VOCAB)
   with pytest.raises(ValueError, match='max_len'):
@@ -92,9 +97,11 @@ def test_collapse_runs_rejects_bad_inputs():
 
 # ----------------------------------------------------------------------------- pruning
 
+
 def test_prune_short_runs_hand_made():
-  codes = jnp.array([[1, 1, 1, 2, 3, 3, 3, 3, 4, 1, 1, 1],
-                     [5, 5, 5, 5, 1, 2, 3, 4, 6, 6, 6, 6]], jnp.int32)
+  codes = jnp.array(
+    [[1, 1, 1, 2, 3, 3, 3, 3, 4, 1, 1, 1], [5, 5, 5, 5, 1, 2, 3, 4, 6, 6, 6, 6]], jnp.int32
+  )
   pruned = sequences.prune_short_runs(codes, 2)
   # Row 0: every run already >= 2 except the singles 2 and 4.
   #   '2' (shortest, leftmost) joins its shorter neighbour '111' (3 < 4) and takes code 1;
@@ -103,8 +110,9 @@ def test_prune_short_runs_hand_made():
   # Row 1: flicker 1 2 3 4 between two long runs: '1' joins its shorter neighbour '2' (tie in
   # length -> the earlier code, 1), then '3' joins '4' -> 3. The long runs keep their boundaries.
   np.testing.assert_array_equal(pruned[1], [5, 5, 5, 5, 1, 1, 3, 3, 6, 6, 6, 6])
-  tokens, lengths, times, _ = sequences.collapse_runs(codes, 0.01, max_len=8, vocab=VOCAB,
-                                                      min_run_frames=2)
+  tokens, lengths, times, _ = sequences.collapse_runs(
+    codes, 0.01, max_len=8, vocab=VOCAB, min_run_frames=2
+  )
   np.testing.assert_array_equal(tokens[1], [5, 1, 3, 6, EOS, PAD, PAD, PAD])
   np.testing.assert_allclose(times[1, :4], [0.02, 0.05, 0.07, 0.10], atol=1e-6)
   np.testing.assert_array_equal(lengths, [3, 4])
@@ -124,15 +132,15 @@ def test_prune_short_runs_properties_on_random_codes():
 
 
 def test_prune_single_short_segment_becomes_one_run():
-  codes = jnp.array([[0, 1, 2]], jnp.int32)    # shorter than min_run_frames in total
+  codes = jnp.array([[0, 1, 2]], jnp.int32)  # shorter than min_run_frames in total
   pruned = sequences.prune_short_runs(codes, 5)
   assert len(_runs_of(np.asarray(pruned[0]))) == 1
 
 
 def test_min_run_frames_for_rate():
-  assert sequences.min_run_frames_for_rate(12.7, 0.02) == 3     # 1 / 0.254 = 3.94 -> 3
-  assert sequences.min_run_frames_for_rate(12.7, 0.01) == 7     # 7.87 -> 7
-  assert sequences.min_run_frames_for_rate(12.5, 0.02) == 4     # exactly 4 frames per token
+  assert sequences.min_run_frames_for_rate(12.7, 0.02) == 3  # 1 / 0.254 = 3.94 -> 3
+  assert sequences.min_run_frames_for_rate(12.7, 0.01) == 7  # 7.87 -> 7
+  assert sequences.min_run_frames_for_rate(12.5, 0.02) == 4  # exactly 4 frames per token
   assert sequences.min_run_frames_for_rate(100.0, 0.02) == 1
   assert sequences.min_run_frames_for_rate(12.7, 0.02, natural_rate=10.0) == 1
   assert sequences.min_run_frames_for_rate(12.7, 0.02, natural_rate=28.0) == 3
@@ -144,27 +152,31 @@ def test_min_run_frames_for_rate():
 
 def test_pruned_rate_never_exceeds_the_cap():
   rng = np.random.default_rng(3)
-  codes = jnp.asarray(rng.integers(0, 6, (8, 150)), jnp.int32)       # very flickery
+  codes = jnp.asarray(rng.integers(0, 6, (8, 150)), jnp.int32)  # very flickery
   fs = 0.02
   m = sequences.min_run_frames_for_rate(12.7, fs)
   _, lengths, _, _ = sequences.collapse_runs(codes, fs, max_len=160, vocab=VOCAB, min_run_frames=m)
   rate = np.asarray(lengths) / (150 * fs)
   assert np.all(rate <= 1.0 / (m * fs) + 1e-6)
-  assert np.all(rate > 0.3 * 12.7)    # still spans the segment: not collapsed to a few tokens
+  assert np.all(rate > 0.3 * 12.7)  # still spans the segment: not collapsed to a few tokens
 
 
 # ----------------------------------------------------------------------------- teacher forcing
 
+
 def test_shift_right_and_score_mask():
   tokens = jnp.array([[3, 4, EOS, PAD], [5, 6, 7, 1], [EOS, PAD, PAD, PAD]], jnp.int32)
   lengths = jnp.array([2, 4, 0], jnp.int32)
-  np.testing.assert_array_equal(sequences.shift_right(tokens, VOCAB),
-                                [[BOS, 3, 4, EOS], [BOS, 5, 6, 7], [BOS, EOS, PAD, PAD]])
-  np.testing.assert_array_equal(sequences.score_mask(tokens, lengths, VOCAB),
-                                [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]])
+  np.testing.assert_array_equal(
+    sequences.shift_right(tokens, VOCAB), [[BOS, 3, 4, EOS], [BOS, 5, 6, 7], [BOS, EOS, PAD, PAD]]
+  )
+  np.testing.assert_array_equal(
+    sequences.score_mask(tokens, lengths, VOCAB), [[1, 1, 1, 0], [1, 1, 1, 1], [1, 0, 0, 0]]
+  )
   # A row whose position n is not EOS scores only its codes.
   np.testing.assert_array_equal(
-      sequences.score_mask(jnp.array([[3, PAD, PAD]]), jnp.array([1]), VOCAB), [[1, 0, 0]])
+    sequences.score_mask(jnp.array([[3, PAD, PAD]]), jnp.array([1]), VOCAB), [[1, 0, 0]]
+  )
 
 
 def _random_batch(rng, b, length, k=VOCAB.codebook_size):
@@ -185,17 +197,19 @@ def test_corrupt_inputs_substitution_fraction_and_untouched_positions():
   eligible = (inputs < VOCAB.codebook_size) & (np.asarray(mask) > 0)
   eligible[:, 0] = False
   changed = out != inputs
-  assert not changed[~eligible].any()                          # BOS, EOS, PAD never touched
+  assert not changed[~eligible].any()  # BOS, EOS, PAD never touched
   assert np.all(out[:, 0] == BOS)
   frac = changed[eligible].mean()
   assert abs(frac - 0.3) < 0.03, frac
-  assert np.all(out[changed] < VOCAB.codebook_size)             # replacements are codes
+  assert np.all(out[changed] < VOCAB.codebook_size)  # replacements are codes
   # Targets and their scored mask are unchanged (derived from the originals).
   np.testing.assert_array_equal(tokens, tokens_before)
   np.testing.assert_array_equal(sequences.score_mask(tokens, lengths, VOCAB), mask)
   # p = 0 and no deletion/duplication: identity.
   np.testing.assert_array_equal(
-      sequences.corrupt_inputs(jax.random.key(0), jnp.asarray(inputs), mask, p=0.0, vocab=VOCAB), inputs)
+    sequences.corrupt_inputs(jax.random.key(0), jnp.asarray(inputs), mask, p=0.0, vocab=VOCAB),
+    inputs,
+  )
 
 
 @pytest.mark.parametrize('p_delete,p_duplicate', [(0.2, 0.0), (0.0, 0.2), (0.15, 0.15)])
@@ -204,44 +218,63 @@ def test_corrupt_inputs_delete_duplicate_never_leak_targets(p_delete, p_duplicat
   vocab = vocab_lib.Vocab(64)
   b, length = 128, 20
   lengths = jnp.full((b,), 16, jnp.int32)
-  tokens = jnp.where(jnp.arange(length)[None, :] < 16, jnp.arange(length)[None, :],
-                     jnp.where(jnp.arange(length)[None, :] == 16, vocab.eos, vocab.pad))
+  tokens = jnp.where(
+    jnp.arange(length)[None, :] < 16,
+    jnp.arange(length)[None, :],
+    jnp.where(jnp.arange(length)[None, :] == 16, vocab.eos, vocab.pad),
+  )
   tokens = jnp.broadcast_to(tokens, (b, length)).astype(jnp.int32)
   mask = sequences.score_mask(tokens, lengths, vocab)
   inputs = sequences.shift_right(tokens, vocab)
-  out = np.asarray(sequences.corrupt_inputs(jax.random.key(1), inputs, mask, p=0.0, vocab=vocab,
-                                            p_delete=p_delete, p_duplicate=p_duplicate))
-  codes = out[:, 1:17]                                           # scored input positions 1..16
+  out = np.asarray(
+    sequences.corrupt_inputs(
+      jax.random.key(1),
+      inputs,
+      mask,
+      p=0.0,
+      vocab=vocab,
+      p_delete=p_delete,
+      p_duplicate=p_duplicate,
+    )
+  )
+  codes = out[:, 1:17]  # scored input positions 1..16
   pos = np.arange(1, 17)
   assert np.all(out[:, 0] == vocab.bos)
-  assert np.all(codes < vocab.codebook_size)                     # BOS never copied forward
-  assert np.all(codes <= pos - 1)                                # input t never shows target y_{t+1}
-  assert np.all(np.diff(codes, axis=1) >= 0)                     # order of the prefix kept
-  np.testing.assert_array_equal(out[:, 17:], np.asarray(inputs)[:, 17:])   # unscored part unchanged
+  assert np.all(codes < vocab.codebook_size)  # BOS never copied forward
+  assert np.all(codes <= pos - 1)  # input t never shows target y_{t+1}
+  assert np.all(np.diff(codes, axis=1) >= 0)  # order of the prefix kept
+  np.testing.assert_array_equal(out[:, 17:], np.asarray(inputs)[:, 17:])  # unscored part unchanged
   repeats = (np.diff(codes, axis=1) == 0).mean()
   assert 0.05 < repeats < 0.45, repeats
   if p_duplicate > 0:
-    assert np.any(codes < pos - 1)                               # some shifted right
+    assert np.any(codes < pos - 1)  # some shifted right
 
 
 def test_corrupt_inputs_num_codes_limits_substitutes():
   rng = np.random.default_rng(5)
   tokens, lengths = _random_batch(rng, 64, 24)
-  tokens = jnp.where(tokens < VOCAB.codebook_size, tokens % 4, tokens)   # targets use ids 0..3 only
+  tokens = jnp.where(tokens < VOCAB.codebook_size, tokens % 4, tokens)  # targets use ids 0..3 only
   mask = sequences.score_mask(tokens, lengths, VOCAB)
   inputs = np.asarray(sequences.shift_right(tokens, VOCAB))
-  out = np.asarray(sequences.corrupt_inputs(jax.random.key(1), jnp.asarray(inputs), mask, p=0.5,
-                                            vocab=VOCAB, num_codes=4))
+  out = np.asarray(
+    sequences.corrupt_inputs(
+      jax.random.key(1), jnp.asarray(inputs), mask, p=0.5, vocab=VOCAB, num_codes=4
+    )
+  )
   changed = out != inputs
   assert changed.any() and np.all(out[changed] < 4)
   with pytest.raises(ValueError, match='num_codes'):
-    sequences.corrupt_inputs(jax.random.key(1), jnp.asarray(inputs), mask, p=0.5, vocab=VOCAB, num_codes=1)
+    sequences.corrupt_inputs(
+      jax.random.key(1), jnp.asarray(inputs), mask, p=0.5, vocab=VOCAB, num_codes=1
+    )
 
 
 def test_corrupt_inputs_rejects_bad_probabilities():
   x = jnp.zeros((1, 4), jnp.int32)
   with pytest.raises(ValueError, match='p_delete'):
-    sequences.corrupt_inputs(jax.random.key(0), x, jnp.ones((1, 4)), p=0.1, vocab=VOCAB, p_delete=1.5)
+    sequences.corrupt_inputs(
+      jax.random.key(0), x, jnp.ones((1, 4)), p=0.1, vocab=VOCAB, p_delete=1.5
+    )
 
 
 def test_mix_targets():
@@ -249,19 +282,27 @@ def test_mix_targets():
   b, length = 400, 6
   vq_tok, vq_len = _random_batch(rng, b, length)
   te_tok, te_len = _random_batch(rng, b, length)
-  te_len = te_len.at[:10].set(length)                           # unterminated teacher rows
+  te_len = te_len.at[:10].set(length)  # unterminated teacher rows
   te_tok = te_tok.at[:10].set(1)
   vq_times = jnp.ones((b, length))
   te_times = 2 * jnp.ones((b, length))
   key = jax.random.key(3)
-  tok, n, times = sequences.mix_targets(key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 0.0)
+  tok, n, times = sequences.mix_targets(
+    key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 0.0
+  )
   np.testing.assert_array_equal(tok, vq_tok)
   np.testing.assert_array_equal(n, vq_len)
-  tok, n, times = sequences.mix_targets(key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 1.0)
+  tok, n, times = sequences.mix_targets(
+    key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 1.0
+  )
   np.testing.assert_array_equal(tok[10:], te_tok[10:])
-  np.testing.assert_array_equal(tok[:10], vq_tok[:10])           # unterminated -> VQ fallback
-  tok, n, times = sequences.mix_targets(key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 0.5)
-  from_teacher = np.all(np.asarray(tok) == np.asarray(te_tok), axis=1) & (np.asarray(n) == np.asarray(te_len))
+  np.testing.assert_array_equal(tok[:10], vq_tok[:10])  # unterminated -> VQ fallback
+  tok, n, times = sequences.mix_targets(
+    key, vq_tok, vq_len, vq_times, te_tok, te_len, te_times, 0.5
+  )
+  from_teacher = np.all(np.asarray(tok) == np.asarray(te_tok), axis=1) & (
+    np.asarray(n) == np.asarray(te_len)
+  )
   assert 0.4 < from_teacher[10:].mean() < 0.62
   # Times are zero outside each row's codes.
   pos = np.arange(length)[None, :]
@@ -270,11 +311,13 @@ def test_mix_targets():
 
 # ----------------------------------------------------------------------------- pad / trim / host
 
+
 def test_lists_roundtrip_and_resize():
   seqs = [[1, 2, 3], [], [7, 7, 0, 1, 2, 3]]
   tokens, lengths = sequences.from_lists(seqs, 5, VOCAB)
-  np.testing.assert_array_equal(tokens, [[1, 2, 3, EOS, PAD], [EOS, PAD, PAD, PAD, PAD],
-                                         [7, 7, 0, 1, EOS]])
+  np.testing.assert_array_equal(
+    tokens, [[1, 2, 3, EOS, PAD], [EOS, PAD, PAD, PAD, PAD], [7, 7, 0, 1, EOS]]
+  )
   assert sequences.to_lists(tokens, lengths) == [[1, 2, 3], [], [7, 7, 0, 1]]
   with pytest.raises(ValueError, match='row 0'):
     sequences.from_lists([[1, BOS]], 5, VOCAB)
@@ -292,3 +335,62 @@ def test_lists_roundtrip_and_resize():
   out, n = sequences.resize(dec, jnp.array([3, 1]), 2, VOCAB, terminate=False)
   np.testing.assert_array_equal(out, [[1, 2], [4, EOS]])
   np.testing.assert_array_equal(n, [2, 1])
+
+
+# ------------------------------------------------------------------------------ scoring
+
+
+def _ll_inputs():
+  rng = np.random.default_rng(0)
+  logits = rng.standard_normal((2, 5, 7)).astype(np.float32)
+  targets = rng.integers(0, 7, (2, 5)).astype(np.int32)
+  mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], np.float32)
+  return logits, targets, mask
+
+
+def test_sequence_log_likelihood_hand_computed():
+  logits, targets, mask = _ll_inputs()
+  lp = np.take_along_axis(
+    scipy.special.log_softmax(logits.astype(np.float64), axis=-1), targets[..., None], axis=-1
+  )[..., 0]  # [2, 5]
+  total, mean = sequences.sequence_log_likelihood(
+    jnp.asarray(logits), jnp.asarray(targets), jnp.asarray(mask)
+  )
+  np.testing.assert_allclose(total, [lp[0, :3].sum(), lp[1].sum()], rtol=1e-5)
+  np.testing.assert_allclose(mean, [lp[0, :3].mean(), lp[1].mean()], rtol=1e-5)
+  # An all-masked row gives 0 (no division by zero).
+  total0, mean0 = sequences.sequence_log_likelihood(
+    jnp.asarray(logits), jnp.asarray(targets), jnp.zeros_like(jnp.asarray(mask))
+  )
+  np.testing.assert_array_equal(total0, [0.0, 0.0])
+  np.testing.assert_array_equal(mean0, [0.0, 0.0])
+  with pytest.raises(ValueError):
+    sequences.token_log_probs(jnp.asarray(logits), jnp.asarray(targets[:, :4]))
+
+
+@pytest.mark.parametrize('garbage', [1e4, -1e4, np.nan])
+def test_sequence_log_likelihood_masked_positions_never_matter(garbage):
+  logits, targets, mask = _ll_inputs()
+  masked = mask == 0  # [2, 5]
+  dirty = logits.copy()
+  dirty[masked] = garbage
+  dirty_targets = targets.copy()
+  dirty_targets[masked] = 0
+
+  def f(lg, tg):
+    total, mean = sequences.sequence_log_likelihood(lg, tg, jnp.asarray(mask))
+    return jnp.sum(total) + 3.0 * jnp.sum(mean), (total, mean)
+
+  (_, (t_clean, m_clean)), g_clean = jax.value_and_grad(f, has_aux=True)(
+    jnp.asarray(logits), jnp.asarray(targets)
+  )
+  (_, (t_dirty, m_dirty)), g_dirty = jax.value_and_grad(f, has_aux=True)(
+    jnp.asarray(dirty), jnp.asarray(dirty_targets)
+  )
+  np.testing.assert_array_equal(t_clean, t_dirty)
+  np.testing.assert_array_equal(m_clean, m_dirty)
+  g_clean, g_dirty = np.asarray(g_clean), np.asarray(g_dirty)
+  assert np.all(np.isfinite(g_dirty))
+  np.testing.assert_array_equal(g_dirty[masked], 0.0)
+  np.testing.assert_array_equal(g_dirty[~masked], g_clean[~masked])
+  assert np.all(np.abs(g_clean[~masked]).sum(-1) > 0)  # scored positions do get gradient

@@ -9,10 +9,10 @@ import sys
 
 import flax.linen as nn
 import jax
+import multihost_helper as mh
 import numpy as np
 import pytest
 
-import multihost_helper as mh
 from configs import default
 from pairalign_jax import config_validation
 from pairalign_jax import sharding
@@ -28,7 +28,7 @@ def _free_port() -> int:
 
 
 def _mesh(shape):
-  return sharding.make_mesh(mh.mesh_config(shape), devices=jax.devices()[:int(np.prod(shape))])
+  return sharding.make_mesh(mh.mesh_config(shape), devices=jax.devices()[: int(np.prod(shape))])
 
 
 @pytest.fixture(scope='module')
@@ -48,7 +48,7 @@ def test_toy_train_step_is_mesh_independent(reference, shape):
   first = state
   state, losses = mh.run_toy_steps(state, step, mesh, [mh.toy_global_batch()] * STEPS)
 
-  assert first.params['Dense_0']['kernel'].is_deleted()          # donated
+  assert first.params['Dense_0']['kernel'].is_deleted()  # donated
   np.testing.assert_allclose(losses, ref_losses, rtol=1e-5, atol=1e-6)
   params = mh.flat_params(state.params)
   assert params.keys() == ref_params.keys()
@@ -60,10 +60,10 @@ def test_toy_train_step_is_mesh_independent(reference, shape):
 
   # Parameters and their optimizer moments follow the rules (embed -> fsdp, mlp -> tensor).
   _, fsdp, tensor = shape
-  kernel = state.params['Dense_0']['kernel']                      # [embed=8, mlp=16]
+  kernel = state.params['Dense_0']['kernel']  # [embed=8, mlp=16]
   assert kernel.sharding == shardings.params['Dense_0']['kernel']
   assert kernel.addressable_shards[0].data.shape == (8 // fsdp, 16 // tensor)
-  mu = state.opt_state[0].mu['Dense_1']['kernel']                  # [mlp=16, embed=8]
+  mu = state.opt_state[0].mu['Dense_1']['kernel']  # [mlp=16, embed=8]
   assert mu.addressable_shards[0].data.shape == (16 // tensor, 8 // fsdp)
   assert state.step.sharding.is_fully_replicated and state.rng.sharding.is_fully_replicated
   assert abstract.params['Dense_0']['kernel'].sharding == kernel.sharding
@@ -77,15 +77,18 @@ def test_make_mesh_resolves_minus_one():
   assert sharding.make_mesh(default.get_config()).shape['data'] == jax.device_count()
 
 
-@pytest.mark.parametrize('shape,batch,key', [
-    ((3, 1, 1), 16, 'config.mesh.shape'),        # uses 3 of 8 devices
-    ((-1, 3, 1), 16, 'config.mesh.shape'),       # 3 does not divide 8
-    ((2, 2), 16, 'config.mesh.shape'),           # wrong rank
-    ((-1, -1, 1), 16, 'config.mesh.shape'),      # two -1
+@pytest.mark.parametrize(
+  'shape,batch,key',
+  [
+    ((3, 1, 1), 16, 'config.mesh.shape'),  # uses 3 of 8 devices
+    ((-1, 3, 1), 16, 'config.mesh.shape'),  # 3 does not divide 8
+    ((2, 2), 16, 'config.mesh.shape'),  # wrong rank
+    ((-1, -1, 1), 16, 'config.mesh.shape'),  # two -1
     ((0, 8, 1), 16, 'config.mesh.shape'),
-    ((8, 1, 1), 12, 'config.batch_size'),        # 12 not divisible by data*fsdp = 8
-    ((2, 2, 2), 6, 'config.batch_size'),         # 6 not divisible by 4
-])
+    ((8, 1, 1), 12, 'config.batch_size'),  # 12 not divisible by data*fsdp = 8
+    ((2, 2, 2), 6, 'config.batch_size'),  # 6 not divisible by 4
+  ],
+)
 def test_make_mesh_errors_name_the_key(shape, batch, key):
   with pytest.raises(config_validation.ConfigError, match=key.replace('.', r'\.')):
     sharding.make_mesh(mh.mesh_config(shape, batch_size=batch))
@@ -107,14 +110,16 @@ def test_state_shardings_boxes_specs_and_indivisible_dims():
   rules = (('vocab', 'tensor'), ('embed', 'fsdp'), ('mlp', 'tensor'))
   sds = jax.ShapeDtypeStruct
   tree = {
-      'logits': nn.LogicallyPartitioned(sds((8, 515), np.float32), ('embed', 'vocab')),  # 515 % 4 != 0
-      'mlp': nn.LogicallyPartitioned(sds((8, 16), np.float32), ('embed', 'mlp')),
-      'mesh_named': nn.Partitioned(sds((4, 6), np.float32), ('tensor', None)),
-      'count': sds((), np.int32),
-      'rng': np.zeros((2,), np.uint32),
+    'logits': nn.LogicallyPartitioned(
+      sds((8, 515), np.float32), ('embed', 'vocab')
+    ),  # 515 % 4 != 0
+    'mlp': nn.LogicallyPartitioned(sds((8, 16), np.float32), ('embed', 'mlp')),
+    'mesh_named': nn.Partitioned(sds((4, 6), np.float32), ('tensor', None)),
+    'count': sds((), np.int32),
+    'rng': np.zeros((2,), np.uint32),
   }
   out = sharding.state_shardings(tree, mesh, rules)
-  assert out['logits'].spec == jax.P('fsdp')                       # vocab stays whole
+  assert out['logits'].spec == jax.P('fsdp')  # vocab stays whole
   assert out['mlp'].spec == jax.P('fsdp', 'tensor')
   assert out['mesh_named'].spec == jax.P('tensor')
   assert out['count'].spec == jax.P() and out['rng'].spec == jax.P()
@@ -135,7 +140,7 @@ def test_global_batch_single_process():
   local = {'x': np.arange(16 * 3, dtype=np.float32).reshape(16, 3), 'i': np.arange(16)}
   out = sharding.global_batch(local, mesh)
   assert out['x'].sharding == sharding.batch_sharding(mesh)
-  assert out['x'].addressable_shards[0].data.shape == (4, 3)         # 16 / (data*fsdp)
+  assert out['x'].addressable_shards[0].data.shape == (4, 3)  # 16 / (data*fsdp)
   np.testing.assert_array_equal(np.asarray(out['x']), local['x'])
   np.testing.assert_array_equal(np.asarray(out['i']), local['i'])
   with pytest.raises(ValueError, match="'x'.*data\\*fsdp = 4"):
@@ -144,14 +149,20 @@ def test_global_batch_single_process():
 
 def test_maybe_initialize_distributed_is_noop_without_request():
   assert not sharding.maybe_initialize_distributed(env={})
-  assert not sharding.maybe_initialize_distributed(env={'PAIRALIGN_DISTRIBUTED': '0',
-                                                        'PAIRALIGN_COORDINATOR': 'localhost:1'})
-  assert not sharding.maybe_initialize_distributed(env={'PAIRALIGN_COORDINATOR': 'localhost:1',
-                                                        'PAIRALIGN_NUM_PROCESSES': '1',
-                                                        'PAIRALIGN_PROCESS_ID': '0'})
+  assert not sharding.maybe_initialize_distributed(
+    env={'PAIRALIGN_DISTRIBUTED': '0', 'PAIRALIGN_COORDINATOR': 'localhost:1'}
+  )
+  assert not sharding.maybe_initialize_distributed(
+    env={
+      'PAIRALIGN_COORDINATOR': 'localhost:1',
+      'PAIRALIGN_NUM_PROCESSES': '1',
+      'PAIRALIGN_PROCESS_ID': '0',
+    }
+  )
   with pytest.raises(ValueError, match='PAIRALIGN_NUM_PROCESSES'):
-    sharding.maybe_initialize_distributed(env={'PAIRALIGN_COORDINATOR': 'localhost:1',
-                                               'PAIRALIGN_NUM_PROCESSES': 'two'})
+    sharding.maybe_initialize_distributed(
+      env={'PAIRALIGN_COORDINATOR': 'localhost:1', 'PAIRALIGN_NUM_PROCESSES': 'two'}
+    )
   assert not jax.distributed.is_initialized()
 
 
@@ -166,10 +177,23 @@ def test_two_process_training_matches_single_process(reference, tmp_path):
   for pid in range(2):
     log = open(tmp_path / f'process_{pid}.log', 'w+')
     logs.append(log)
-    procs.append(subprocess.Popen(
-        [sys.executable, os.path.join(HERE, 'multihost_helper.py'), f'--process_id={pid}',
-         '--num_processes=2', f'--coordinator=localhost:{port}', f'--outdir={tmp_path}',
-         '--mesh=2,2,1', f'--steps={STEPS}'], env=env, stdout=log, stderr=subprocess.STDOUT))
+    procs.append(
+      subprocess.Popen(
+        [
+          sys.executable,
+          os.path.join(HERE, 'multihost_helper.py'),
+          f'--process_id={pid}',
+          '--num_processes=2',
+          f'--coordinator=localhost:{port}',
+          f'--outdir={tmp_path}',
+          '--mesh=2,2,1',
+          f'--steps={STEPS}',
+        ],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+      )
+    )
   try:
     for p in procs:
       p.wait(timeout=120)

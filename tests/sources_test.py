@@ -24,20 +24,26 @@ def noise(seconds, seed, sr=SR):
 def write_sphere(path, wave, sr=SR):
   """NIST SPHERE as TIMIT ships it: 1024-byte NIST_1A header, 16-bit little-endian PCM."""
   pcm = np.round(np.clip(wave, -1, 1) * 32767).astype('<i2')
-  header = (b'NIST_1A\n   1024\n' + b'sample_count -i %d\n' % len(pcm)
-            + b'sample_rate -i %d\n' % sr + b'channel_count -i 1\nsample_n_bytes -i 2\n'
-            + b'sample_coding -s3 pcm\nsample_byte_format -s2 01\nsample_sig_bits -i 16\n'
-            + b'end_head\n')
+  header = (
+    b'NIST_1A\n   1024\n'
+    + b'sample_count -i %d\n' % len(pcm)
+    + b'sample_rate -i %d\n' % sr
+    + b'channel_count -i 1\nsample_n_bytes -i 2\n'
+    + b'sample_coding -s3 pcm\nsample_byte_format -s2 01\nsample_sig_bits -i 16\n'
+    + b'end_head\n'
+  )
   with open(path, 'wb') as f:
     f.write(header.ljust(1024, b' ') + pcm.tobytes())
 
 
 # ---------------------------------------------------------------------------- LibriSpeech
 LIBRI = {  # subset -> {utterance id: transcript}
-    'train-clean-100': {'19-198-0000': "NORTHANGER ABBEY, CHAPTER one!",
-                        '19-198-0001': 'IT WAS THE  BEST OF TIMES',
-                        '26-495-0000': "the TUTOR'S   tale"},
-    'dev-clean': {'84-121123-0000': 'GO DO YOU HEAR', '174-50561-0000': 'FORGOTTEN TOO'},
+  'train-clean-100': {
+    '19-198-0000': 'NORTHANGER ABBEY, CHAPTER one!',
+    '19-198-0001': 'IT WAS THE  BEST OF TIMES',
+    '26-495-0000': "the TUTOR'S   tale",
+  },
+  'dev-clean': {'84-121123-0000': 'GO DO YOU HEAR', '174-50561-0000': 'FORGOTTEN TOO'},
 }
 
 
@@ -67,9 +73,10 @@ def test_librispeech_records_and_content_id(tmp_path):
   assert src[2]['content_id'] == "THE TUTOR'S TALE"
   assert r['audio'].dtype == np.float32 and r['audio'].shape == (8000,)
   np.testing.assert_allclose(r['audio'], noise(0.5, 0), atol=1 / 16384)
-  parent = librispeech.LibriSpeechSource(str(tmp_path))          # a parent of several subsets
+  parent = librispeech.LibriSpeechSource(str(tmp_path))  # a parent of several subsets
   assert sorted(e['id'] for e in parent.entries) == sorted(
-      u for utts in LIBRI.values() for u in utts)
+    u for utts in LIBRI.values() for u in utts
+  )
 
 
 def test_index_is_cached_and_rebuilt_when_files_change(tmp_path, monkeypatch):
@@ -77,18 +84,19 @@ def test_index_is_cached_and_rebuilt_when_files_change(tmp_path, monkeypatch):
   root = str(tmp_path / 'train-clean-100')
   first = librispeech.LibriSpeechSource(root)
   caches = [n for n in os.listdir(root) if n.startswith('.pairalign_index_librispeech')]
-  assert len(caches) == 1                                        # next to the (writable) data
+  assert len(caches) == 1  # next to the (writable) data
   with open(os.path.join(root, caches[0])) as f:
     cached = json.load(f)
   assert cached['num_files'] == 5 and cached['entries'][0]['frames'] == 8000
 
   def no_scan(*args, **kwargs):
     raise AssertionError('index rebuilt although nothing changed')
+
   monkeypatch.setattr(folder, 'file_infos', no_scan)
-  assert librispeech.LibriSpeechSource(root).entries == first.entries   # loaded from the cache
+  assert librispeech.LibriSpeechSource(root).entries == first.entries  # loaded from the cache
   monkeypatch.undo()
   sf.write(os.path.join(root, '26', '495', '26-495-0000.flac'), noise(2.0, 9), SR)
-  assert librispeech.LibriSpeechSource(root).entries[2]['frames'] == 32000   # rebuilt
+  assert librispeech.LibriSpeechSource(root).entries[2]['frames'] == 32000  # rebuilt
   cfg_dir = tmp_path / 'index_cache'
   librispeech.LibriSpeechSource(root, cache_dir=str(cfg_dir))
   assert len(os.listdir(cfg_dir)) == 1
@@ -96,12 +104,12 @@ def test_index_is_cached_and_rebuilt_when_files_change(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------------------- TIMIT
 TIMIT = [  # (split, dialect, speaker, sentence, text, words)
-    ('TRAIN', 'DR1', 'FCJF0', 'SA1', 'She had your dark suit.', ['she', 'had']),
-    ('TRAIN', 'DR1', 'FCJF0', 'SX123', 'A big cat sat.', ['a', 'big']),
-    ('TRAIN', 'DR1', 'FCJF0', 'SI648', 'Dogs run.', ['dogs', 'run']),
-    ('TRAIN', 'DR2', 'MABC0', 'SX123', 'A big cat sat.', ['a', 'big']),
-    ('TEST', 'DR3', 'FDEF0', 'SX200', 'Test sentence here.', ['test', 'sentence']),
-    ('TEST', 'DR4', 'MGHI0', 'SX201', 'Another test one.', ['another', 'test']),
+  ('TRAIN', 'DR1', 'FCJF0', 'SA1', 'She had your dark suit.', ['she', 'had']),
+  ('TRAIN', 'DR1', 'FCJF0', 'SX123', 'A big cat sat.', ['a', 'big']),
+  ('TRAIN', 'DR1', 'FCJF0', 'SI648', 'Dogs run.', ['dogs', 'run']),
+  ('TRAIN', 'DR2', 'MABC0', 'SX123', 'A big cat sat.', ['a', 'big']),
+  ('TEST', 'DR3', 'FDEF0', 'SX200', 'Test sentence here.', ['test', 'sentence']),
+  ('TEST', 'DR4', 'MGHI0', 'SX201', 'Another test one.', ['another', 'test']),
 ]
 
 
@@ -126,7 +134,10 @@ def test_timit_labels_splits_and_case(tmp_path, lower):
   make_timit(tmp_path, lower)
   train = timit.TimitSource(str(tmp_path), 'train')
   assert sorted(e['id'] for e in train.entries) == [
-      'TRAIN/DR1/FCJF0/SI648', 'TRAIN/DR1/FCJF0/SX123', 'TRAIN/DR2/MABC0/SX123']
+    'TRAIN/DR1/FCJF0/SI648',
+    'TRAIN/DR1/FCJF0/SX123',
+    'TRAIN/DR2/MABC0/SX123',
+  ]
   r = train[[e['id'] for e in train.entries].index('TRAIN/DR2/MABC0/SX123')]
   assert r['speaker'] == 'MABC0' and r['content_id'] == 'SX123' and r['text'] == 'A big cat sat.'
   assert r['audio'].shape == (15_000,) and r['sample_rate'] == SR
@@ -137,18 +148,22 @@ def test_timit_labels_splits_and_case(tmp_path, lower):
   np.testing.assert_allclose(r['word_times'], [[0.125, 0.325], [0.325, 0.5]])
   # Same prompt read by two speakers -> same content_id (the retrieval query).
   assert sorted(e['speaker'] for e in train.entries if e['content_id'] == 'SX123') == [
-      'FCJF0', 'MABC0']
+    'FCJF0',
+    'MABC0',
+  ]
   with_sa = timit.TimitSource(str(tmp_path), 'train', exclude_sa=False)
   assert len(with_sa) == 4
   # TEST is halved by speaker into validation / test; 'heldout' is 'test'.
   val = timit.TimitSource(str(tmp_path), 'validation')
   test = timit.TimitSource(str(tmp_path), 'test')
   assert sorted(e['id'] for e in val.entries + test.entries) == [
-      'TEST/DR3/FDEF0/SX200', 'TEST/DR4/MGHI0/SX201']
+    'TEST/DR3/FDEF0/SX200',
+    'TEST/DR4/MGHI0/SX201',
+  ]
   assert len(val) == len(test) == 1
   assert timit.TimitSource(str(tmp_path), 'heldout').entries == test.entries
   direct = timit.TimitSource(str(tmp_path / ('test' if lower else 'TEST')), 'train')
-  assert len(direct) == 2                     # a split folder given directly: all of it
+  assert len(direct) == 2  # a split folder given directly: all of it
   # Parallel readings: the other speaker of SX123, never one of the same speaker.
   assert train.num_parallel_items == 2 and val.num_parallel_items == 0
   other = train.parallel_record(r, np.random.default_rng(0))
@@ -169,8 +184,9 @@ def make_folder(root, speakers=8, per_speaker=2):
     d = os.path.join(root, f'spk{s}', 'session')
     os.makedirs(d, exist_ok=True)
     for u in range(per_speaker):
-      sf.write(os.path.join(d, f'u{u}.flac' if u % 2 == 0 else f'u{u}.WAV'),
-               noise(0.2, 100 * s + u), SR)
+      sf.write(
+        os.path.join(d, f'u{u}.flac' if u % 2 == 0 else f'u{u}.WAV'), noise(0.2, 100 * s + u), SR
+      )
   with open(os.path.join(root, 'notes.txt'), 'w') as f:
     f.write('not audio')
 
@@ -182,13 +198,18 @@ def test_folder_recursive_and_split(tmp_path):
   r = everything[0]
   assert r['id'] == os.path.join('spk0', 'session', 'u0') and r['speaker'] == 'session'
   assert r['content_id'] == r['id'] and r['audio'].shape == (3200,)
-  parts = [folder.FolderSource(str(tmp_path), split, heldout_fraction=0.2)
-           for split in ('train', 'validation', 'test')]
-  ids = lambda s: {e['id'] for e in s.entries}
+  parts = [
+    folder.FolderSource(str(tmp_path), split, heldout_fraction=0.2)
+    for split in ('train', 'validation', 'test')
+  ]
+
+  def ids(s):
+    return {e['id'] for e in s.entries}
+
   assert set.union(*map(ids, parts)) == ids(everything)
   assert sum(len(p) for p in parts) == len(everything)
   assert 0 < len(parts[1]) < len(parts[0]) and 0 < len(parts[2]) < len(parts[0])
-  assert everything.num_parallel_items == 0                 # a file is its own content
+  assert everything.num_parallel_items == 0  # a file is its own content
 
 
 def test_split_by_speaker_is_speaker_disjoint():
@@ -214,16 +235,21 @@ def test_manifest_tsv_and_jsonl(tmp_path):
   audio_dir.mkdir()
   sf.write(audio_dir / 'a.wav', noise(2.0, 1), SR, subtype='FLOAT')
   sf.write(audio_dir / 'b.flac', noise(1.0, 2), SR)
-  rows = [{'path': 'audio/a.wav', 'speaker': 'ann', 'text': 'Hello, world', 'start': 0.5,
-           'end': 1.25},
-          {'path': str(audio_dir / 'b.flac'), 'speaker': '', 'text': '', 'start': '', 'end': ''}]
+  rows = [
+    {'path': 'audio/a.wav', 'speaker': 'ann', 'text': 'Hello, world', 'start': 0.5, 'end': 1.25},
+    {'path': str(audio_dir / 'b.flac'), 'speaker': '', 'text': '', 'start': '', 'end': ''},
+  ]
   tsv = tmp_path / 'm.tsv'
-  tsv.write_text('path\tspeaker\ttext\tstart\tend\n' + ''.join(
-      '\t'.join(str(r[k]) for k in ('path', 'speaker', 'text', 'start', 'end')) + '\n'
-      for r in rows))
+  tsv.write_text(
+    'path\tspeaker\ttext\tstart\tend\n'
+    + ''.join(
+      '\t'.join(str(r[k]) for k in ('path', 'speaker', 'text', 'start', 'end')) + '\n' for r in rows
+    )
+  )
   jsonl = tmp_path / 'm.jsonl'
-  jsonl.write_text(''.join(json.dumps({k: v for k, v in r.items() if v != ''}) + '\n'
-                           for r in rows))
+  jsonl.write_text(
+    ''.join(json.dumps({k: v for k, v in r.items() if v != ''}) + '\n' for r in rows)
+  )
   for path in (tsv, jsonl):
     src = manifest.ManifestSource(str(path))
     assert len(src) == 2
@@ -248,17 +274,21 @@ def test_manifest_errors_name_the_line(tmp_path):
 
 def test_manifest_bad_lines_are_collected_when_asked(tmp_path):
   m = tmp_path / 'm.jsonl'
-  m.write_text('{"path": "a.wav"}\n\nnot json\n{"text": "no path"}\n{"path": "b.wav", "start": "x"}\n'
-               '{"path": "c.wav"}\n')
+  m.write_text(
+    '{"path": "a.wav"}\n\nnot json\n{"text": "no path"}\n{"path": "b.wav", "start": "x"}\n'
+    '{"path": "c.wav"}\n'
+  )
   with pytest.raises(ValueError, match='m.jsonl:3: not valid JSON'):
-    manifest.read_manifest(str(m))                       # strict by default (training sources)
+    manifest.read_manifest(str(m))  # strict by default (training sources)
   bad = []
   entries = manifest.read_manifest(str(m), bad_lines=bad)
   assert [(e['line'], os.path.basename(e['path'])) for e in entries] == [(1, 'a.wav'), (6, 'c.wav')]
   assert [n for n, _ in bad] == [3, 4, 5]
   assert 'not valid JSON' in bad[0][1] and '"path"' in bad[1][1] and 'seconds' in bad[2][1]
   tsv = tmp_path / 'm.tsv'
-  tsv.write_text('path\tstart\na.wav\t\n"b\nc.wav"\tx\nd.wav\t1\n')   # a quoted field spans lines 3-4
+  tsv.write_text(
+    'path\tstart\na.wav\t\n"b\nc.wav"\tx\nd.wav\t1\n'
+  )  # a quoted field spans lines 3-4
   bad = []
   entries = manifest.read_manifest(str(tsv), bad_lines=bad)
   assert [e['line'] for e in entries] == [2, 5] and [n for n, _ in bad] == [4]
@@ -277,10 +307,10 @@ def test_make_source_selects_by_config(tmp_path):
   config.data.source = 'librispeech'
   config.data.path = str(tmp_path / 'libri' / 'train-clean-100')
   config.data.eval_path = str(tmp_path / 'libri' / 'dev-clean')
-  assert len(pipeline.make_source(config, 'train')) == 3      # eval_path set: all of path
+  assert len(pipeline.make_source(config, 'train')) == 3  # eval_path set: all of path
   evals = [pipeline.make_source(config, s).entries for s in ('validation', 'test')]
   assert sorted(e['id'] for e in evals[0] + evals[1]) == ['174-50561-0000', '84-121123-0000']
-  assert len(evals[0]) == len(evals[1]) == 1                  # eval_path halved by speaker
+  assert len(evals[0]) == len(evals[1]) == 1  # eval_path halved by speaker
   assert pipeline.make_source(config, 'heldout').entries == evals[1]
   config.data.source, config.data.eval_path = 'timit', ''
   config.data.path = str(tmp_path / 'timit')

@@ -17,7 +17,7 @@ SR = 16_000
 def wav(path, seed):
   os.makedirs(os.path.dirname(path), exist_ok=True)
   rng = np.random.default_rng(seed)
-  sf.write(path, (0.1 * rng.standard_normal(SR // 20)).astype(np.float32), SR)   # 50 ms
+  sf.write(path, (0.1 * rng.standard_normal(SR // 20)).astype(np.float32), SR)  # 50 ms
 
 
 def file_config(source, path, eval_path='', heldout_fraction=0.5):
@@ -39,7 +39,7 @@ def assert_speaker_disjoint_parts(parts, all_ids):
   names = list(parts)
   for i, a in enumerate(names):
     assert parts[a].entries, f'{a} is empty'
-    for b in names[i + 1:]:
+    for b in names[i + 1 :]:
       assert not speakers(parts[a]) & speakers(parts[b]), (a, b)
   assert set.union(*(ids(p) for p in parts.values())) == all_ids
   assert sum(len(p) for p in parts.values()) == len(all_ids)
@@ -48,7 +48,11 @@ def assert_speaker_disjoint_parts(parts, all_ids):
 def test_canonical_split():
   assert pipeline.SPLITS == ('train', 'validation', 'test')
   assert [pipeline.canonical_split(s) for s in ('train', 'validation', 'test', 'heldout')] == [
-      'train', 'validation', 'test', 'test']
+    'train',
+    'validation',
+    'test',
+    'test',
+  ]
   for bad in ('dev', 'eval', 'all', 'Train', ''):
     with pytest.raises(ValueError, match="'train', 'validation', 'test'"):
       pipeline.canonical_split(bad)
@@ -93,15 +97,18 @@ def test_manifest_splits_are_speaker_disjoint_with_and_without_eval_path(tmp_pat
   assert len(parts['train']) == 60
   assert not speakers(parts['validation']) & speakers(parts['test'])
   assert ids(parts['validation']) | ids(parts['test']) == {
-      f'e{k}/{u}' for k in range(12) for u in range(2)}
+    f'e{k}/{u}' for k in range(12) for u in range(2)
+  }
   assert parts['validation'].entries and parts['test'].entries
 
 
 def old_split_entries(entries, split, heldout_fraction):
   """The train/heldout rule before validation existed (reference: 'train' must not move)."""
+
   def pick(key):
     held = [folder._hash_fraction(e[key]) < heldout_fraction for e in entries]
     return held if 0 < sum(held) < len(entries) else None
+
   held = pick('speaker') or pick('id')
   if held is None:
     k = int(np.ceil(heldout_fraction * len(entries)))
@@ -114,11 +121,15 @@ def old_split_entries(entries, split, heldout_fraction):
 @pytest.mark.parametrize('num_speakers,per_speaker', [(200, 2), (7, 3), (1, 5), (2, 1), (3, 1)])
 @pytest.mark.parametrize('fraction', [0.05, 0.1, 0.5])
 def test_train_split_is_unchanged_and_heldout_is_halved(num_speakers, per_speaker, fraction):
-  entries = [{'id': f'{s}-{u}', 'speaker': f'speaker{s}'}
-             for s in range(num_speakers) for u in range(per_speaker)]
+  entries = [
+    {'id': f'{s}-{u}', 'speaker': f'speaker{s}'}
+    for s in range(num_speakers)
+    for u in range(per_speaker)
+  ]
   assert folder._hash_fraction('abc') == (zlib.crc32(b'abc') % 10_000) / 10_000
   assert folder.split_entries(entries, 'train', fraction) == old_split_entries(
-      entries, 'train', fraction)
+    entries, 'train', fraction
+  )
   held = old_split_entries(entries, 'heldout', fraction)
   if len(held) < 2:
     with pytest.raises(ValueError, match='heldout_fraction'):
@@ -127,7 +138,7 @@ def test_train_split_is_unchanged_and_heldout_is_halved(num_speakers, per_speake
   val = folder.split_entries(entries, 'validation', fraction)
   test = folder.split_entries(entries, 'test', fraction)
   assert val and test and sorted(map(str, val + test)) == sorted(map(str, held))
-  if len({e['speaker'] for e in held}) >= 8:           # enough speakers: disjoint halves
+  if len({e['speaker'] for e in held}) >= 8:  # enough speakers: disjoint halves
     assert not {e['speaker'] for e in val} & {e['speaker'] for e in test}
 
 
@@ -140,7 +151,7 @@ def test_too_few_held_out_items_name_the_config_key(tmp_path):
   for split in ('validation', 'test', 'heldout'):
     with pytest.raises(ValueError, match='config.data.eval_path'):
       pipeline.make_source(config, split)
-  entries = [{'id': 'a', 'speaker': 'x'}, {'id': 'b', 'speaker': 'y'}]    # 1 held out of 2
+  entries = [{'id': 'a', 'speaker': 'x'}, {'id': 'b', 'speaker': 'y'}]  # 1 held out of 2
   assert len(folder.split_entries(entries, 'train', 0.1)) == 1
   with pytest.raises(ValueError, match='config.data.heldout_fraction'):
     folder.split_entries(entries, 'test', 0.1)

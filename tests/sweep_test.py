@@ -6,9 +6,9 @@ import pytest
 from pairalign_jax.evaluation import runner
 from pairalign_jax.evaluation import sweep
 
-SR = 1000          # 1 sample per ms: a 10 ms shift is 10 samples
-BLOCK = 10         # the fake tokenizer reads one level per 10 ms block
-SEGMENT = 100      # 10 blocks
+SR = 1000  # 1 sample per ms: a 10 ms shift is 10 samples
+BLOCK = 10  # the fake tokenizer reads one level per 10 ms block
+SEGMENT = 100  # 10 blocks
 
 
 def _signal(levels):
@@ -22,9 +22,9 @@ def fake_tokenize(waves):
 
 
 def _waves():
-  ramp = _signal(np.arange(1, 14))                    # levels 1..13
-  sparse = _signal([1] + [0] * 9 + [2, 3, 0])         # one token, then 2, then 2 3
-  return np.stack([ramp, sparse])                     # [2, 130]
+  ramp = _signal(np.arange(1, 14))  # levels 1..13
+  sparse = _signal([1] + [0] * 9 + [2, 3, 0])  # one token, then 2, then 2 3
+  return np.stack([ramp, sparse])  # [2, 130]
 
 
 def test_bigram_jaccard():
@@ -36,8 +36,9 @@ def test_bigram_jaccard():
 
 
 def test_sweep_known_trajectory():
-  r = sweep.sweep_probe(fake_tokenize, _waves(), segment_samples=SEGMENT, sample_rate=SR,
-                        shifts_ms=(0, 10, 20))
+  r = sweep.sweep_probe(
+    fake_tokenize, _waves(), segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10, 20)
+  )
   # Ramp, shift k blocks: [1+k .. 10+k] vs [1 .. 10] -> distance 2k, NED 2k/10, Jaccard (9-k)/(9+k).
   # Sparse: [1], [2], [2, 3] -> distances 0, 1, 2; NED 0, 1, 1; Jaccard 1, 0, 0; lengths 1, 1, 2.
   assert r['shifts_ms'] == [0.0, 10.0, 20.0]
@@ -55,16 +56,21 @@ def test_sweep_known_trajectory():
 
 
 def test_shift_invariant_tokenizer_is_flat():
-  const = lambda w: [[7, 8, 9]] * w.shape[0]
-  r = sweep.sweep_probe(const, _waves(), segment_samples=SEGMENT, sample_rate=SR,
-                        shifts_ms=(0, 10, 20, 30))
+  def const(w):
+    return [[7, 8, 9]] * w.shape[0]
+
+  r = sweep.sweep_probe(
+    const, _waves(), segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10, 20, 30)
+  )
   assert len(r['normalized_edit_distance']) == 4
   assert max(r['normalized_edit_distance']) == 0.0
   assert r['local_overlap'] == 1.0 and r['length_std'] == 0.0
 
 
 def test_accepts_tokenizer_output_objects():
-  fn = lambda w: runner.TokenizerOutput(tokens=fake_tokenize(w))
+  def fn(w):
+    return runner.TokenizerOutput(tokens=fake_tokenize(w))
+
   r = sweep.sweep_probe(fn, _waves(), segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10))
   np.testing.assert_allclose(r['edit_distance'], [0, 1.5])
 
@@ -72,10 +78,12 @@ def test_accepts_tokenizer_output_objects():
 def test_errors():
   w = _waves()
   with pytest.raises(ValueError, match='needs 131'):
-    sweep.sweep_probe(fake_tokenize, w, segment_samples=SEGMENT, sample_rate=SR,
-                      shifts_ms=(0, 10, 31))
+    sweep.sweep_probe(
+      fake_tokenize, w, segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10, 31)
+    )
   with pytest.raises(ValueError, match='start with 0'):
     sweep.sweep_probe(fake_tokenize, w, segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(10,))
   with pytest.raises(ValueError, match='returned 1 strings for 2'):
-    sweep.sweep_probe(lambda x: [[1]], w, segment_samples=SEGMENT, sample_rate=SR,
-                      shifts_ms=(0, 10))
+    sweep.sweep_probe(
+      lambda x: [[1]], w, segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10)
+    )

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 import soundfile as sf
 import soxr
+import tokenizer_test
 
 from pairalign_jax import tokenize as cli
 from pairalign_jax.data import audio_io
 from pairalign_jax.tokenizer import Tokenizer
-import tokenizer_test
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SR = tokenizer_test.SR
@@ -36,26 +36,34 @@ def audio_dir(tmp_path_factory):
   bad: garbage.wav, empty.flac, silent.wav, cut.flac (truncated), notes.txt (not audio)."""
   d = tmp_path_factory.mktemp('audio')
   w = tokenizer_test.make_waves(4, seed=5, seconds=5.0)
-  sf.write(d / 'a.wav', w[0][:2 * SR], SR)
+  sf.write(d / 'a.wav', w[0][: 2 * SR], SR)
   os.makedirs(d / 'sub')
   b = np.stack([w[1], w[2]], axis=1)
   sf.write(d / 'sub' / 'b.flac', soxr.resample(b, SR, 22_050).astype(np.float32), 22_050)
-  sf.write(d / 'c.WAV', soxr.resample(w[3][:3 * SR], SR, 8_000).astype(np.float32), 8_000,
-           subtype='PCM_16')
+  sf.write(
+    d / 'c.WAV',
+    soxr.resample(w[3][: 3 * SR], SR, 8_000).astype(np.float32),
+    8_000,
+    subtype='PCM_16',
+  )
   (d / 'garbage.wav').write_bytes(b'RIFF\x00\x00\x00\x00WAVEjunk' * 40)
   (d / 'empty.flac').write_bytes(b'')
   sf.write(d / 'silent.wav', np.zeros(SR, np.float32), SR)
-  sf.write(d / 'full.flac', w[0][:2 * SR], SR)
+  sf.write(d / 'full.flac', w[0][: 2 * SR], SR)
   data = (d / 'full.flac').read_bytes()
-  (d / 'cut.flac').write_bytes(data[:len(data) // 2])
+  (d / 'cut.flac').write_bytes(data[: len(data) // 2])
   os.remove(d / 'full.flac')
   (d / 'notes.txt').write_text('not audio')
   return str(d)
 
 
 GOOD = {'a.wav': 2.0, os.path.join('sub', 'b.flac'): 5.0, 'c.WAV': 3.0}
-BAD = {'garbage.wav': 'unreadable', 'empty.flac': 'empty', 'silent.wav': 'silent',
-       'cut.flac': 'unreadable'}
+BAD = {
+  'garbage.wav': 'unreadable',
+  'empty.flac': 'empty',
+  'silent.wav': 'silent',
+  'cut.flac': 'unreadable',
+}
 
 
 def _read_jsonl(path):
@@ -67,8 +75,10 @@ def _check_records(records, tok, hop=1.0):
   for r in records:
     assert set(r) == {'path', 'start', 'end', 'tokens', 'times', 'terminated'}
     assert len(r['tokens']) == len(r['times'])
-    assert r['times'] == sorted(r['times'])                               # non-decreasing
-    assert r['terminated'] or len(r['tokens']) == tokenizer_test.L      # not terminated = cut at max_len
+    assert r['times'] == sorted(r['times'])  # non-decreasing
+    assert (
+      r['terminated'] or len(r['tokens']) == tokenizer_test.L
+    )  # not terminated = cut at max_len
     assert all(isinstance(t, int) and 0 <= t < tokenizer_test.K for t in r['tokens'])
     assert all(r['start'] <= t <= r['end'] for t in r['times'])
     assert 0 < r['end'] - r['start'] <= tok.segment_samples / tok.sample_rate + 1e-6
@@ -80,7 +90,9 @@ def test_folder_with_bad_files(workdir, audio_dir, tok, tmp_path):
   assert summary['files'] == len(GOOD) + len(BAD)
   assert summary['files_ok'] == len(GOOD)
   assert summary['skipped'] == {'unreadable': 2, 'empty': 1, 'silent': 1}
-  assert {os.path.relpath(s['path'], audio_dir): s['error'] for s in summary['skipped_files']} == BAD
+  assert {
+    os.path.relpath(s['path'], audio_dir): s['error'] for s in summary['skipped_files']
+  } == BAD
   records = _read_jsonl(out)
   assert summary['windows'] == len(records)
   _check_records(records, tok)
@@ -117,11 +129,12 @@ def test_deterministic_single_file_vq_and_eos_bias(workdir, audio_dir, tok, tmp_
   wave, sr = audio_io.read_audio(b)
   beam_tok = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=3)
   assert [r['tokens'] for r in _read_jsonl(beam)] == [
-      w['tokens'] for w in beam_tok.tokenize_long(wave, sr, hop_seconds=1.0)]
+    w['tokens'] for w in beam_tok.tokenize_long(wave, sr, hop_seconds=1.0)
+  ]
   vq = tmp_path / 'vq.jsonl'
   summary = cli.run(workdir, b, str(vq), hop_seconds=2.0, use_vq=True, batch_size=4, progress=False)
   records = _read_jsonl(vq)
-  assert summary['windows'] == len(records) == 2                  # windows at 0 and 2 s
+  assert summary['windows'] == len(records) == 2  # windows at 0 and 2 s
   _check_records(records, tok)
   assert all(a != c for r in records for a, c in zip(r['tokens'], r['tokens'][1:]))
   wave, sr = audio_io.read_audio(b)
@@ -131,8 +144,9 @@ def test_deterministic_single_file_vq_and_eos_bias(workdir, audio_dir, tok, tmp_
 
 def test_bad_single_file_is_skipped_not_raised(workdir, audio_dir, tmp_path):
   out = tmp_path / 'bad.jsonl'
-  summary = cli.run(workdir, os.path.join(audio_dir, 'garbage.wav'), str(out), batch_size=4,
-                    progress=False)
+  summary = cli.run(
+    workdir, os.path.join(audio_dir, 'garbage.wav'), str(out), batch_size=4, progress=False
+  )
   assert summary['files'] == 1 and summary['files_ok'] == 0 and summary['windows'] == 0
   assert summary['skipped'] == {'unreadable': 1}
   assert out.read_text() == ''
@@ -140,18 +154,20 @@ def test_bad_single_file_is_skipped_not_raised(workdir, audio_dir, tmp_path):
 
 @pytest.mark.parametrize('kind', ['jsonl', 'tsv'])
 def test_manifest_with_regions(workdir, audio_dir, tok, tmp_path, kind):
-  rows = [{'path': os.path.join('sub', 'b.flac'), 'start': 1.0, 'end': 4.5},   # relative path
-          {'path': os.path.join(audio_dir, 'a.wav')},
-          {'path': os.path.join(audio_dir, 'a.wav'), 'start': 0.5},            # the same file again
-          {'path': 'missing.wav'},
-          {'path': os.path.join(audio_dir, 'silent.wav')}]
+  rows = [
+    {'path': os.path.join('sub', 'b.flac'), 'start': 1.0, 'end': 4.5},  # relative path
+    {'path': os.path.join(audio_dir, 'a.wav')},
+    {'path': os.path.join(audio_dir, 'a.wav'), 'start': 0.5},  # the same file again
+    {'path': 'missing.wav'},
+    {'path': os.path.join(audio_dir, 'silent.wav')},
+  ]
   manifest = os.path.join(audio_dir, f'list.{kind}')
   with open(manifest, 'w') as f:
     if kind == 'jsonl':
       f.writelines(json.dumps(r) + '\n' for r in rows)
     else:
       f.write('path\tstart\tend\n')
-      f.writelines(f"{r['path']}\t{r.get('start', '')}\t{r.get('end', '')}\n" for r in rows)
+      f.writelines(f'{r["path"]}\t{r.get("start", "")}\t{r.get("end", "")}\n' for r in rows)
   out = tmp_path / 'm.jsonl'
   summary = cli.run(workdir, manifest, str(out), hop_seconds=1.0, batch_size=4, progress=False)
   assert (summary['files'], summary['files_ok']) == (5, 3)
@@ -191,7 +207,9 @@ def test_summary_counts_terminated_windows(workdir, audio_dir, tmp_path, caplog)
   for bias, share in ((100.0, 1.0), (-100.0, 0.0)):
     out = tmp_path / f'{bias}.jsonl'
     with caplog.at_level('INFO'):
-      summary = cli.run(workdir, b, str(out), hop_seconds=1.0, eos_bias=bias, batch_size=4, progress=False)
+      summary = cli.run(
+        workdir, b, str(out), hop_seconds=1.0, eos_bias=bias, batch_size=4, progress=False
+      )
     records = _read_jsonl(out)
     assert summary['windows'] == len(records) == 3
     assert summary['terminated'] == sum(r['terminated'] for r in records)
@@ -205,8 +223,14 @@ def test_malformed_manifest_lines_are_skipped_with_their_number(workdir, audio_d
   a = os.path.join(audio_dir, 'a.wav')
   manifest = tmp_path / f'list.{kind}'
   if kind == 'jsonl':
-    manifest.write_text(json.dumps({'path': a}) + '\n{"path": oops\n' +
-                        json.dumps({'path': a, 'start': 1.5, 'end': 0.5}) + '\n' + json.dumps({'path': a}) + '\n')
+    manifest.write_text(
+      json.dumps({'path': a})
+      + '\n{"path": oops\n'
+      + json.dumps({'path': a, 'start': 1.5, 'end': 0.5})
+      + '\n'
+      + json.dumps({'path': a})
+      + '\n'
+    )
     bad = {2: 'not valid JSON', 3: 'end (0.5) must be after start'}
   else:
     manifest.write_text(f'path\tstart\tend\n{a}\t\t\n{a}\tsoon\t\n\t1\t2\n{a}\t\t\n')
@@ -224,13 +248,20 @@ def test_malformed_manifest_lines_are_skipped_with_their_number(workdir, audio_d
 
 def test_flags_are_defined_only_for_the_program():
   from absl import flags
-  assert 'hop_seconds' not in flags.FLAGS            # importing the module defined nothing
+
+  assert 'hop_seconds' not in flags.FLAGS  # importing the module defined nothing
   fv = flags.FlagValues()
-  cli._define_flags(fv)   # pylint: disable=protected-access
+  cli._define_flags(fv)
   fv(['tokenize', '--checkpoint=c', '--input=i', '--output=o', '--hop_seconds=0.5', '--vq'])
-  assert (fv.checkpoint, fv.hop_seconds, fv.vq, fv.eos_bias, fv.batch_size) == ('c', 0.5, True, None, 64)
+  assert (fv.checkpoint, fv.hop_seconds, fv.vq, fv.eos_bias, fv.batch_size) == (
+    'c',
+    0.5,
+    True,
+    None,
+    64,
+  )
   bad = flags.FlagValues()
-  cli._define_flags(bad)   # pylint: disable=protected-access
+  cli._define_flags(bad)
   with pytest.raises(flags.IllegalFlagValueError, match='--input'):
     bad(['tokenize', '--checkpoint=c'])
 
@@ -239,21 +270,39 @@ def test_command_line(workdir, audio_dir, tok, tmp_path):
   """`python -m pairalign_jax.tokenize ...` end to end: exit 0, summary on stdout, JSONL written,
   and the same ids as in this process (another process, one device instead of eight)."""
   out = tmp_path / 'cli.jsonl'
-  env = dict(os.environ, JAX_PLATFORMS='cpu', XLA_FLAGS='',
-             JAX_COMPILATION_CACHE_DIR=os.environ.get('PAIRALIGN_TEST_COMPILE_CACHE',
-                                                      os.path.join(ROOT, '.jax_test_cache')),
-             JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
-             PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''))
+  env = dict(
+    os.environ,
+    JAX_PLATFORMS='cpu',
+    XLA_FLAGS='',
+    JAX_COMPILATION_CACHE_DIR=os.environ.get(
+      'PAIRALIGN_TEST_COMPILE_CACHE', os.path.join(ROOT, '.jax_test_cache')
+    ),
+    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS='0.5',
+    PYTHONPATH=ROOT + os.pathsep + os.environ.get('PYTHONPATH', ''),
+  )
   proc = subprocess.run(
-      [sys.executable, '-m', 'pairalign_jax.tokenize', f'--checkpoint={workdir}',
-       f'--input={audio_dir}', f'--output={out}', '--hop_seconds=1.5', '--batch_size=4'],
-      cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+    [
+      sys.executable,
+      '-m',
+      'pairalign_jax.tokenize',
+      f'--checkpoint={workdir}',
+      f'--input={audio_dir}',
+      f'--output={out}',
+      '--hop_seconds=1.5',
+      '--batch_size=4',
+    ],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert proc.returncode == 0, proc.stderr[-3000:]
   summary = json.loads(proc.stdout.strip().splitlines()[-1])
   assert summary['files_ok'] == len(GOOD) and sum(summary['skipped'].values()) == len(BAD)
-  assert 'garbage.wav' in proc.stderr                       # the skip is reported in the log
+  assert 'garbage.wav' in proc.stderr  # the skip is reported in the log
   records = _read_jsonl(out)
-  assert len(records) == summary['windows'] == 1 + 1 + 3    # b.flac: 0, 1.5, 2 s
+  assert len(records) == summary['windows'] == 1 + 1 + 3  # b.flac: 0, 1.5, 2 s
   _check_records(records, tok)
   for rel in GOOD:
     wave, sr = audio_io.read_audio(os.path.join(audio_dir, rel))
@@ -262,6 +311,12 @@ def test_command_line(workdir, audio_dir, tok, tmp_path):
     assert [r['tokens'] for r in got] == [w['tokens'] for w in want]
     for r, w in zip(got, want):
       np.testing.assert_allclose(r['times'], w['times'], atol=2e-4)
-  missing = subprocess.run([sys.executable, '-m', 'pairalign_jax.tokenize', f'--checkpoint={workdir}'],
-                           cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=600)
+  missing = subprocess.run(
+    [sys.executable, '-m', 'pairalign_jax.tokenize', f'--checkpoint={workdir}'],
+    cwd=str(tmp_path),
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=600,
+  )
   assert missing.returncode != 0 and '--input' in missing.stderr

@@ -28,14 +28,15 @@ from pairalign_jax import frontend
 from pairalign_jax import sequences
 from pairalign_jax import sharding
 from pairalign_jax import train
-from pairalign_jax.tokenizer import Tokenizer, collapse_codes
+from pairalign_jax.tokenizer import collapse_codes
+from pairalign_jax.tokenizer import Tokenizer
 
 SR = 16_000
-SEG = 48_000                   # 3 s
+SEG = 48_000  # 3 s
 K, L = 16, 16
-TRAINED_EOS_BIAS = 2.0         # stored in the newest checkpoint (step 7)
-OLD_EOS_BIAS = -1.0            # stored in the older one (step 3)
-SHARPEN = 3.0                  # kernels/embeddings x3: input-dependent strings of varied length
+TRAINED_EOS_BIAS = 2.0  # stored in the newest checkpoint (step 7)
+OLD_EOS_BIAS = -1.0  # stored in the older one (step 3)
+SHARPEN = 3.0  # kernels/embeddings x3: input-dependent strings of varied length
 STEPS = (3, 7)
 
 
@@ -46,13 +47,28 @@ def tiny_config():
   c.batch_size = 4
   c.num_train_steps = 8
   c.checkpoint.async_save = False
-  c.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1, codebook_size=K,
-                 code_dim=8, max_len=L, recon_channels=16, dropout_rate=0.0)
+  c.model.update(
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    enc_layers=1,
+    dec_layers=1,
+    codebook_size=K,
+    code_dim=8,
+    max_len=L,
+    recon_channels=16,
+    dropout_rate=0.0,
+  )
   c.frontend.n_mels = 40
   c.targets.code_groups = 4
-  c.length.target_rate = 4.0          # 4 tokens/s x 3 s + EOS <= L
-  c.data.synthetic.update(num_train_speakers=2, num_heldout_speakers=3, num_train_sentences=3,
-                          num_heldout_sentences=3, train_size=16)
+  c.length.target_rate = 4.0  # 4 tokens/s x 3 s + EOS <= L
+  c.data.synthetic.update(
+    num_train_speakers=2,
+    num_heldout_speakers=3,
+    num_train_sentences=3,
+    num_heldout_sentences=3,
+    train_size=16,
+  )
   return c
 
 
@@ -60,6 +76,7 @@ def _sharpen(tree, scale):
   def f(path, x):
     name = jax.tree_util.keystr(path)
     return x * scale if ('kernel' in name or 'embed' in name) else x
+
   return jax.tree_util.tree_map_with_path(f, tree)
 
 
@@ -68,14 +85,29 @@ def build_checkpoint(workdir):
   config = tiny_config()
   trainer = train.Trainer(config, sharding.make_mesh(config, devices=jax.devices()[:1]))
   state = trainer.init_state()
-  state = state.replace(params=_sharpen(state.params, SHARPEN),
-                        teacher_params=_sharpen(state.teacher_params, SHARPEN))
+  state = state.replace(
+    params=_sharpen(state.params, SHARPEN), teacher_params=_sharpen(state.teacher_params, SHARPEN)
+  )
   with checkpointing.Checkpointer.from_config(os.path.join(workdir, 'checkpoints'), config) as ck:
-    ck.save(STEPS[0], state.replace(step=jnp.int32(STEPS[0]), eos_bias=jnp.float32(OLD_EOS_BIAS),
-                                    teacher_params=_sharpen(state.teacher_params, 0.5)), force=True)
+    ck.save(
+      STEPS[0],
+      state.replace(
+        step=jnp.int32(STEPS[0]),
+        eos_bias=jnp.float32(OLD_EOS_BIAS),
+        teacher_params=_sharpen(state.teacher_params, 0.5),
+      ),
+      force=True,
+    )
     # The student differs from the teacher, so the use_teacher switch is visible.
-    ck.save(STEPS[1], state.replace(step=jnp.int32(STEPS[1]), eos_bias=jnp.float32(TRAINED_EOS_BIAS),
-                                    params=_sharpen(state.params, 1.1)), force=True)
+    ck.save(
+      STEPS[1],
+      state.replace(
+        step=jnp.int32(STEPS[1]),
+        eos_bias=jnp.float32(TRAINED_EOS_BIAS),
+        params=_sharpen(state.params, 1.1),
+      ),
+      force=True,
+    )
     ck.wait_until_finished()
   return config
 
@@ -109,7 +141,6 @@ def make_waves(n, seed=0, seconds=3.0, sr=SR):
   return out
 
 
-
 @pytest.fixture(scope='session')
 def workdir(tmp_path_factory):
   return tiny_workdir(tmp_path_factory)
@@ -135,10 +166,12 @@ def _same_output(a, b, atol=0.0):
 
 
 # ---------------------------------------------------------------------------------- loading
-def test_from_checkpoint_workdir_checkpoints_folder_and_step_folder(workdir, tok, waves, monkeypatch):
+def test_from_checkpoint_workdir_checkpoints_folder_and_step_folder(
+  workdir, tok, waves, monkeypatch
+):
   ref = tok.tokenize(waves[:3])
   newest = os.path.join(workdir, 'checkpoints', str(STEPS[1]))
-  monkeypatch.chdir(os.path.dirname(workdir))          # a relative path works too
+  monkeypatch.chdir(os.path.dirname(workdir))  # a relative path works too
   for path in (os.path.join(workdir, 'checkpoints'), newest, os.path.basename(workdir)):
     other = Tokenizer.from_checkpoint(path, batch_size=4)
     assert other.default_eos_bias == pytest.approx(TRAINED_EOS_BIAS)
@@ -171,7 +204,12 @@ def test_settings_come_from_the_checkpoint_config(workdir, tok, waves):
   saved = checkpointing.read_config(workdir)
   assert tok.fcfg == frontend.FrontendConfig.from_config(saved)
   assert tok.fcfg.n_mels == 40 != default_config.get_config().frontend.n_mels
-  assert (tok.vocab.codebook_size, tok.max_len, tok.sample_rate, tok.segment_samples) == (K, L, SR, SEG)
+  assert (tok.vocab.codebook_size, tok.max_len, tok.sample_rate, tok.segment_samples) == (
+    K,
+    L,
+    SR,
+    SEG,
+  )
   # Changing the config object after loading (before the first call) changes nothing.
   fresh = Tokenizer.from_checkpoint(workdir, batch_size=4)
   fresh.config.frontend.n_mels = 80
@@ -204,7 +242,7 @@ def test_tokenize_is_deterministic(tok, workdir, waves):
 
 
 def test_batched_equals_one_by_one(tok, waves):
-  batched = tok.tokenize(waves)                         # 7 waves, batch 4: one full, one padded
+  batched = tok.tokenize(waves)  # 7 waves, batch 4: one full, one padded
   singles = [tok.tokenize(w) for w in waves]
   assert batched.tokens == [s.tokens[0] for s in singles]
   np.testing.assert_array_equal(batched.terminated, [s.terminated[0] for s in singles])
@@ -221,18 +259,20 @@ def test_batched_equals_one_by_one(tok, waves):
 
 
 def test_batch_size_does_not_change_results(workdir, tok, waves):
-  other = Tokenizer.from_checkpoint(workdir, batch_size=3)   # another compiled shape; 3 does not divide 7
+  other = Tokenizer.from_checkpoint(
+    workdir, batch_size=3
+  )  # another compiled shape; 3 does not divide 7
   _same_output(other.tokenize(waves), tok.tokenize(waves), atol=1e-4)
 
 
 def test_input_forms_are_equivalent(tok, waves):
   ref = tok.tokenize(waves[:3])
-  _same_output(tok.tokenize(np.stack(waves[:3])), ref)               # [N, S] array
-  _same_output(tok.tokenize(tuple(waves[:3])), ref)                   # any sequence
-  _same_output(tok.tokenize(jnp.asarray(np.stack(waves[:3]))), ref)   # a jax array
-  single = tok.tokenize(waves[0])                                     # one 1-D waveform
+  _same_output(tok.tokenize(np.stack(waves[:3])), ref)  # [N, S] array
+  _same_output(tok.tokenize(tuple(waves[:3])), ref)  # any sequence
+  _same_output(tok.tokenize(jnp.asarray(np.stack(waves[:3]))), ref)  # a jax array
+  single = tok.tokenize(waves[0])  # one 1-D waveform
   assert single.tokens == ref.tokens[:1]
-  stereo = np.stack([waves[0], waves[0]], axis=1)                     # [n, 2], same channels
+  stereo = np.stack([waves[0], waves[0]], axis=1)  # [n, 2], same channels
   assert tok.tokenize([stereo]).tokens == ref.tokens[:1]
   pcm = np.round(np.clip(waves[1], -1, 1) * 32767).astype(np.int16)  # int16 PCM is scaled
   np.testing.assert_allclose(tok.prepare([pcm])[0], np.clip(waves[1], -1, 1), atol=1e-4)
@@ -252,7 +292,7 @@ def test_other_sample_rates_are_resampled(tok, waves, rate):
 
 
 def test_short_input_is_zero_padded_at_the_end(tok, waves):
-  short = waves[2][:SR]                                               # 1 s
+  short = waves[2][:SR]  # 1 s
   padded = np.concatenate([short, np.zeros(SEG - SR, np.float32)])
   _same_output(tok.tokenize([short]), tok.tokenize([padded]))
   np.testing.assert_array_equal(tok.prepare([short])[0], padded)
@@ -263,13 +303,16 @@ def test_longer_input_raises_and_points_to_tokenize_long(tok, waves):
     tok.tokenize([waves[0], np.concatenate([waves[1], waves[2][:SR]])])
 
 
-@pytest.mark.parametrize('bad,match', [
+@pytest.mark.parametrize(
+  'bad,match',
+  [
     (np.full(SEG, np.nan, np.float32), 'NaN'),
     (np.concatenate([np.zeros(100, np.float32), [np.inf]]), 'NaN or inf'),
     (np.zeros(0, np.float32), 'empty'),
     (np.zeros((2, 3, 100), np.float32), '1-D'),
     (np.array(['a', 'b']), 'numeric'),
-])
+  ],
+)
 def test_bad_input_is_a_clear_error(tok, waves, bad, match):
   with pytest.raises(ValueError, match=match):
     tok.tokenize([waves[0], bad])
@@ -286,10 +329,12 @@ def test_bad_array_shapes_and_rates(tok):
     tok.tokenize([np.zeros(100, np.float32)], sample_rate=0)
 
 
-# ---------------------------------------------------------------------------------- decoder agreement
+# ------------------------------------------------------------------------- decoder agreement
 def _greedy(tok, waves, eos_bias):
   h = jax.jit(tok._encode)(tok.variables, jnp.asarray(tok.prepare(waves)))
-  return jax.device_get(decode.greedy_decode(tok.model, tok.variables, h, max_len=L, eos_bias=eos_bias))
+  return jax.device_get(
+    decode.greedy_decode(tok.model, tok.variables, h, max_len=L, eos_bias=eos_bias)
+  )
 
 
 def test_tokens_and_times_are_the_decoders(tok, waves):
@@ -306,18 +351,18 @@ def test_tokens_and_times_are_the_decoders(tok, waves):
 def test_score_is_the_sum_of_the_decoders_log_probs(tok, waves):
   out = tok.tokenize(waves[:4])
   ref = _greedy(tok, waves[:4], TRAINED_EOS_BIAS)
-  logp = np.asarray(jax.nn.log_softmax(ref.logits, axis=-1))                   # [B, L, V]
+  logp = np.asarray(jax.nn.log_softmax(ref.logits, axis=-1))  # [B, L, V]
   checked = {True: 0, False: 0}
   for i in range(4):
     seq = out.tokens[i]
     n = len(seq)
-    targets = seq + ([tok.vocab.eos] if n < L else [])                          # + EOS if room
+    targets = seq + ([tok.vocab.eos] if n < L else [])  # + EOS if room
     want = float(sum(logp[i, t, y] for t, y in enumerate(targets)))
     total, mean = tok.score(seq, waves[i])
     assert total == pytest.approx(want, abs=1e-3)
     assert mean == pytest.approx(want / len(targets), abs=1e-4)
     checked[n < L] += 1
-  assert checked[True] >= 1 and checked[False] >= 1   # with EOS and full length (no room for EOS)
+  assert checked[True] >= 1 and checked[False] >= 1  # with EOS and full length (no room for EOS)
 
 
 def test_score_prefers_the_greedy_string(tok, waves):
@@ -337,8 +382,11 @@ def test_beam_tokenize_is_the_beam_decode_and_batch_independent(workdir, tok, wa
   beam = tok.tokenize(waves, beam_size=3)
   wav = jnp.asarray(tok.prepare(waves[:4]))
   h = tok._encode(tok.variables, wav)
-  ref = jax.device_get(decode.beam_decode(tok.model, tok.variables, h, max_len=L, beam_size=3,
-                                          eos_bias=TRAINED_EOS_BIAS))
+  ref = jax.device_get(
+    decode.beam_decode(
+      tok.model, tok.variables, h, max_len=L, beam_size=3, eos_bias=TRAINED_EOS_BIAS
+    )
+  )
   for i in range(4):
     n = int(ref.lengths[i])
     assert beam.tokens[i] == ref.tokens[i, :n].tolist()
@@ -354,12 +402,20 @@ def test_beam_tokenize_is_the_beam_decode_and_batch_independent(workdir, tok, wa
   greedy = tok.tokenize(waves[:4])
   for i in range(4):
     if beam.terminated[i] and greedy.terminated[i]:
-      assert tok.score(beam.tokens[i], waves[i])[0] >= tok.score(greedy.tokens[i], waves[i])[0] - 1e-3
+      assert (
+        tok.score(beam.tokens[i], waves[i])[0] >= tok.score(greedy.tokens[i], waves[i])[0] - 1e-3
+      )
 
 
-@pytest.mark.parametrize('kwargs, match', [
-    ({'beam_size': 0}, 'beam_size'), ({'beam_size': K + 1}, 'beam_size'), ({'beam_size': 2.5}, 'beam_size'),
-    ({'beam_size': 2, 'length_penalty': -1.0}, 'length_penalty')])
+@pytest.mark.parametrize(
+  'kwargs, match',
+  [
+    ({'beam_size': 0}, 'beam_size'),
+    ({'beam_size': K + 1}, 'beam_size'),
+    ({'beam_size': 2.5}, 'beam_size'),
+    ({'beam_size': 2, 'length_penalty': -1.0}, 'length_penalty'),
+  ],
+)
 def test_bad_beam_settings_raise(tok, waves, kwargs, match):
   with pytest.raises(ValueError, match=match):
     tok.tokenize(waves[:1], **kwargs)
@@ -367,12 +423,12 @@ def test_bad_beam_settings_raise(tok, waves, kwargs, match):
 
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
-    tok.score([1, K], waves[0])                       # BOS is not a code
+    tok.score([1, K], waves[0])  # BOS is not a code
   with pytest.raises(ValueError, match='codes'):
     tok.score([-1], waves[0])
   with pytest.raises(ValueError, match='limit'):
     tok.score([1] * (L + 1), waves[0])
-  total, mean = tok.score([], waves[0])               # just EOS
+  total, mean = tok.score([], waves[0])  # just EOS
   assert total == pytest.approx(mean) and total < 0
 
 
@@ -389,17 +445,25 @@ def test_eos_bias_shortens_never_lengthens(tok, waves):
 
 
 def test_target_rate_uses_the_calibration(tok, waves):
-  cal = Tokenizer(tok.config, tok.variables, eos_bias=TRAINED_EOS_BIAS, batch_size=4,
-                  calibration=[(4.0, 1.0), (0.0, 5.0), (2.0, 3.0)])       # any order
+  cal = Tokenizer(
+    tok.config,
+    tok.variables,
+    eos_bias=TRAINED_EOS_BIAS,
+    batch_size=4,
+    calibration=[(4.0, 1.0), (0.0, 5.0), (2.0, 3.0)],
+  )  # any order
   assert cal.eos_bias_for_rate(3.0) == pytest.approx(2.0)
   assert cal.eos_bias_for_rate(4.0) == pytest.approx(1.0)
   assert cal.eos_bias_for_rate(2.0) == pytest.approx(3.0)
-  assert cal.eos_bias_for_rate(50.0) == pytest.approx(0.0)                # clamped to the table
-  assert cal.eos_bias_for_rate(0.5) == pytest.approx(4.0)                 # (0 is no rate: ValueError)
+  assert cal.eos_bias_for_rate(50.0) == pytest.approx(0.0)  # clamped to the table
+  assert cal.eos_bias_for_rate(0.5) == pytest.approx(4.0)  # (0 is no rate: ValueError)
   _same_output(cal.tokenize(waves[:4], target_rate=4.0), cal.tokenize(waves[:4], eos_bias=1.0))
   # A measured table with a tie and noise: still the monotone inverse.
-  noisy = Tokenizer(tok.config, tok.variables, calibration=[(0.0, 5.0), (1.0, 3.0), (2.0, 3.0),
-                                                            (3.0, 3.2), (4.0, 1.0)])
+  noisy = Tokenizer(
+    tok.config,
+    tok.variables,
+    calibration=[(0.0, 5.0), (1.0, 3.0), (2.0, 3.0), (3.0, 3.2), (4.0, 1.0)],
+  )
   assert noisy.eos_bias_for_rate(4.0) == pytest.approx(0.5)
   assert noisy.eos_bias_for_rate(2.0) == pytest.approx(3.5)
   with pytest.raises(ValueError, match='calibration'):
@@ -432,9 +496,9 @@ def test_vq_tokenize(tok, waves):
   frame = 0.02
   for seq, times in zip(out.tokens, out.times):
     assert 1 <= len(seq) <= SEG // 320 and all(0 <= t < K for t in seq)
-    assert all(a != b for a, b in zip(seq, seq[1:]))               # no consecutive repeats
+    assert all(a != b for a, b in zip(seq, seq[1:]))  # no consecutive repeats
     assert times.shape == (len(seq),)
-    assert np.all(np.diff(times) > 0)                              # run centres are ordered
+    assert np.all(np.diff(times) > 0)  # run centres are ordered
     assert times[0] >= frame / 2 - 1e-6 and times[-1] <= 3.0 - frame / 2 + 1e-6
   assert out.terminated.all()
   assert len({tuple(s) for s in out.tokens}) == len(waves)
@@ -459,7 +523,7 @@ def test_vq_group_tokenize_is_the_stage1_target_recipe(tok, waves):
   pruned = np.asarray(sequences.prune_short_runs(code_groups.map_codes(codes, groups), min_run))
   for i, (seq, times) in enumerate(zip(out.tokens, out.times)):
     assert all(0 <= t < groups_n for t in seq) and all(a != b for a, b in zip(seq, seq[1:]))
-    assert 1 <= len(seq) <= len(vq.tokens[i])                     # never longer than the codes
+    assert 1 <= len(seq) <= len(vq.tokens[i])  # never longer than the codes
     assert times.shape == (len(seq),) and np.all(np.diff(times) > 0)
     if i < 4:
       assert seq == collapse_codes(pruned[i])[0]
@@ -487,7 +551,7 @@ def test_window_starts(tok):
 
 
 def test_tokenize_long_covers_the_audio_and_is_deterministic(tok, waves):
-  long = np.concatenate([waves[0], waves[1], waves[2][:int(1.3 * SR)]])     # 7.3 s
+  long = np.concatenate([waves[0], waves[1], waves[2][: int(1.3 * SR)]])  # 7.3 s
   res = tok.tokenize_long(long, hop_seconds=1.0)
   assert res == tok.tokenize_long(long, hop_seconds=1.0)
   starts = [r['start'] for r in res]
@@ -496,25 +560,25 @@ def test_tokenize_long_covers_the_audio_and_is_deterministic(tok, waves):
   assert res[-1]['end'] == pytest.approx(7.3)
   covered = np.zeros(len(long), bool)
   for r in res:
-    covered[int(round(r['start'] * SR)):int(round(r['end'] * SR))] = True
+    covered[int(round(r['start'] * SR)) : int(round(r['end'] * SR))] = True
   assert covered.all()
   # Each window is exactly what tokenize gives for that slice; times are shifted to the recording.
-  windows = [long[int(round(s * SR)):int(round(s * SR)) + SEG] for s in starts]
+  windows = [long[int(round(s * SR)) : int(round(s * SR)) + SEG] for s in starts]
   direct = tok.tokenize(windows)
   for r, seq, times in zip(res, direct.tokens, direct.times):
     assert r['tokens'] == seq
     np.testing.assert_allclose(r['times'], np.round(times + r['start'], 4), atol=1.5e-4)
     assert all(r['start'] <= t <= r['end'] for t in r['times'])
-  json.dumps(res)                                                            # plain types only
+  json.dumps(res)  # plain types only
 
 
 def test_tokenize_long_short_audio_other_rate_and_vq(tok, waves):
-  short = waves[3][:int(1.5 * SR)]
+  short = waves[3][: int(1.5 * SR)]
   (one,) = tok.tokenize_long(short)
   assert (one['start'], one['end']) == (0.0, pytest.approx(1.5))
   assert one['tokens'] == tok.tokenize([short]).tokens[0]
-  assert all(0.0 <= t <= 1.5 for t in one['times'])                       # clipped to the audio
-  long = np.concatenate([waves[4], waves[5]])                               # 6 s at 8 kHz
+  assert all(0.0 <= t <= 1.5 for t in one['times'])  # clipped to the audio
+  long = np.concatenate([waves[4], waves[5]])  # 6 s at 8 kHz
   res8 = tok.tokenize_long(soxr.resample(long, SR, 8000).astype(np.float32), 8000, hop_seconds=1.5)
   assert [r['start'] for r in res8] == pytest.approx([0.0, 1.5, 3.0])
   assert res8[-1]['end'] == pytest.approx(6.0)

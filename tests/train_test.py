@@ -28,8 +28,8 @@ from pairalign_jax.data import pipeline
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-N_STEPS, RESUME_AT = 6, 2     # checkpoints every RESUME_AT steps; the SIGKILL comes after the first
-PREEMPT_AT = 3                # mid stage 1, between two periodic checkpoints
+N_STEPS, RESUME_AT = 6, 2  # checkpoints every RESUME_AT steps; the SIGKILL comes after the first
+PREEMPT_AT = 3  # mid stage 1, between two periodic checkpoints
 SEGMENT = 16_000
 
 
@@ -44,12 +44,27 @@ def tiny_config():
   c.audio.segment_seconds = 1.0
   c.length.target_rate = 10.0
   c.frontend.n_mels = 16
-  c.model.update(d_model=32, num_heads=2, mlp_dim=64, enc_layers=1, dec_layers=1, codebook_size=16,
-                 code_dim=8, max_len=12, recon_channels=16, dropout_rate=0.0)
+  c.model.update(
+    d_model=32,
+    num_heads=2,
+    mlp_dim=64,
+    enc_layers=1,
+    dec_layers=1,
+    codebook_size=16,
+    code_dim=8,
+    max_len=12,
+    recon_channels=16,
+    dropout_rate=0.0,
+  )
   c.schedule.update(stage1_start=2, stage2_start=4, ramp_steps=2, ema_warmup_steps=1, ema_decay=0.5)
   c.optim.update(warmup_steps=1, learning_rate=1e-3)
-  c.data.synthetic.update(num_train_speakers=4, num_heldout_speakers=2, num_train_sentences=8,
-                          num_heldout_sentences=4, train_size=64)
+  c.data.synthetic.update(
+    num_train_speakers=4,
+    num_heldout_speakers=2,
+    num_train_sentences=8,
+    num_heldout_sentences=4,
+    train_size=64,
+  )
   c.data.read_threads = 1
   c.data.prefetch_buffer_size = 1
   c.data.augment.pitch_prob = 0.0
@@ -57,22 +72,32 @@ def tiny_config():
 
 
 def flat(tree):
-  return {jax.tree_util.keystr(p): np.array(x, copy=True) for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+  return {
+    jax.tree_util.keystr(p): np.array(x, copy=True)
+    for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]
+  }
 
 
 def state_arrays(state):
   """Everything a resumed run must reproduce, as numpy."""
-  return {'params': flat(state.params), 'teacher': flat(state.teacher_params),
-          'opt': flat(state.opt_state), 'vq_stats': flat(state.vq_stats),
-          'eos_bias': np.asarray(state.eos_bias), 'rng': np.asarray(state.rng),
-          'step': np.asarray(state.step)}
+  return {
+    'params': flat(state.params),
+    'teacher': flat(state.teacher_params),
+    'opt': flat(state.opt_state),
+    'vq_stats': flat(state.vq_stats),
+    'eos_bias': np.asarray(state.eos_bias),
+    'rng': np.asarray(state.rng),
+    'step': np.asarray(state.step),
+  }
 
 
 def assert_states_close(got, want, atol=1e-6):
   for part in ('params', 'teacher', 'opt', 'vq_stats'):
     assert got[part].keys() == want[part].keys(), part
     for key in want[part]:
-      np.testing.assert_allclose(got[part][key], want[part][key], atol=atol, rtol=0, err_msg=f'{part}{key}')
+      np.testing.assert_allclose(
+        got[part][key], want[part][key], atol=atol, rtol=0, err_msg=f'{part}{key}'
+      )
   np.testing.assert_allclose(got['eos_bias'], want['eos_bias'], atol=atol)
   np.testing.assert_array_equal(got['rng'], want['rng'])
   np.testing.assert_array_equal(got['step'], want['step'])
@@ -127,13 +152,16 @@ def reference(tmp_path_factory):
 
 # ------------------------------------------------------------------------------ compile per stage
 
+
 def test_one_compile_per_stage(reference):
   # Steps 0-1 stage 0, 2-3 stage 1, 4-5 stage 2: each stage's step is traced exactly once.
   assert reference['traces'] == {0: 1, 1: 1, 2: 1}
   assert len(reference['batches']) == N_STEPS
   assert reference['state']['step'] == N_STEPS
   ckpt_dir = os.path.join(reference['workdir'], 'checkpoints')
-  assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == list(range(RESUME_AT, N_STEPS + 1, RESUME_AT))
+  assert sorted(int(d) for d in os.listdir(ckpt_dir) if d.isdigit()) == list(
+    range(RESUME_AT, N_STEPS + 1, RESUME_AT)
+  )
   # Distinct batches (the iterator moves on), all of the configured size.
   assert all(b.shape == (8,) for b in reference['batches'])
   assert len({tuple(b) for b in reference['batches']}) == N_STEPS
@@ -145,27 +173,43 @@ def test_stage_schedule_helpers():
   # alpha(step): 0 up to stage 2, then a linear ramp over ramp_steps up to schedule.max_alpha.
   top = float(config.schedule.max_alpha)
   assert 0 < top <= 1
-  np.testing.assert_allclose([float(train.teacher_alpha(s, config)) for s in (0, 3, 4, 5, 6, 9)],
-                             [0.0, 0.0, 0.0, 0.5 * top, top, top], rtol=1e-6)
+  np.testing.assert_allclose(
+    [float(train.teacher_alpha(s, config)) for s in (0, 3, 4, 5, 6, 9)],
+    [0.0, 0.0, 0.0, 0.5 * top, top, top],
+    rtol=1e-6,
+  )
   # EMA decay: 0 in stage 0 (the teacher copies the student), 1 in stage 1 (frozen teacher), then
   # a ramp from 0 to the decay over the warmup from stage 2 on.
-  decays = [float(train_state_lib.ema_decay_at(s, start=4, decay=0.5, warmup_steps=2, frozen_from=2))
-            for s in (0, 1, 2, 3, 4, 5, 6, 10)]
+  decays = [
+    float(train_state_lib.ema_decay_at(s, start=4, decay=0.5, warmup_steps=2, frozen_from=2))
+    for s in (0, 1, 2, 3, 4, 5, 6, 10)
+  ]
   np.testing.assert_allclose(decays, [0.0, 0.0, 1.0, 1.0, 0.0, 0.25, 0.5, 0.5])
-  assert float(train_state_lib.ema_decay_at(3, start=2, decay=0.9, warmup_steps=0)) == pytest.approx(0.9)
+  assert float(
+    train_state_lib.ema_decay_at(3, start=2, decay=0.9, warmup_steps=0)
+  ) == pytest.approx(0.9)
   assert float(train_state_lib.ema_decay_at(1, start=2, decay=0.9, warmup_steps=0)) == 0.0
-  out = train_state_lib.ema_update({'w': jnp.array([1.0, 3.0])}, {'w': jnp.array([3.0, -1.0])}, 0.25)
+  out = train_state_lib.ema_update(
+    {'w': jnp.array([1.0, 3.0])}, {'w': jnp.array([3.0, -1.0])}, 0.25
+  )
   np.testing.assert_allclose(out['w'], [0.25 * 1 + 0.75 * 3, 0.25 * 3 - 0.75])
 
 
 # ------------------------------------------------------------------------------ non-finite updates
 
+
 def _toy_state(optimizer):
   params = {'w': jnp.array([1.0, -2.0]), 'b': jnp.array(0.5)}
   return train_state_lib.TrainState(
-      step=jnp.array(4, jnp.int32), params=params, teacher_params=params,
-      opt_state=optimizer.init(params), vq_stats={'n': jnp.ones((3,))}, eos_bias=jnp.float32(0.0),
-      rng=jax.random.PRNGKey(0), nonfinite_steps=jnp.array(0, jnp.int32))
+    step=jnp.array(4, jnp.int32),
+    params=params,
+    teacher_params=params,
+    opt_state=optimizer.init(params),
+    vq_stats={'n': jnp.ones((3,))},
+    eos_bias=jnp.float32(0.0),
+    rng=jax.random.PRNGKey(0),
+    nonfinite_steps=jnp.array(0, jnp.int32),
+  )
 
 
 @pytest.mark.parametrize('bad', ['loss', 'grads'])
@@ -177,20 +221,29 @@ def test_apply_update_if_finite_skips_non_finite(bad):
   loss = jnp.float32(np.nan) if bad == 'loss' else jnp.float32(1.0)
   new_rng = jax.random.PRNGKey(7)
   skipped, finite = train_state_lib.apply_update_if_finite(
-      state, grads, loss, optimizer, new_vq_stats={'n': jnp.full((3,), 9.0)}, new_rng=new_rng)
+    state, grads, loss, optimizer, new_vq_stats={'n': jnp.full((3,), 9.0)}, new_rng=new_rng
+  )
   assert not bool(finite)
   assert int(skipped.step) == 5 and int(skipped.nonfinite_steps) == 1
-  for a, b in zip(jax.tree.leaves((skipped.params, skipped.opt_state, skipped.vq_stats)),
-                  jax.tree.leaves((state.params, state.opt_state, state.vq_stats))):
+  for a, b in zip(
+    jax.tree.leaves((skipped.params, skipped.opt_state, skipped.vq_stats)),
+    jax.tree.leaves((state.params, state.opt_state, state.vq_stats)),
+  ):
     np.testing.assert_array_equal(a, b)
-  np.testing.assert_array_equal(skipped.rng, new_rng)                  # the RNG still moves on
+  np.testing.assert_array_equal(skipped.rng, new_rng)  # the RNG still moves on
   skipped2, _ = train_state_lib.apply_update_if_finite(
-      skipped, grads, loss, optimizer, new_vq_stats=skipped.vq_stats, new_rng=new_rng)
+    skipped, grads, loss, optimizer, new_vq_stats=skipped.vq_stats, new_rng=new_rng
+  )
   assert int(skipped2.nonfinite_steps) == 2
   # A finite update applies and resets the count.
   applied, finite = train_state_lib.apply_update_if_finite(
-      skipped2, good_grads, jnp.float32(1.0), optimizer, new_vq_stats={'n': jnp.full((3,), 9.0)},
-      new_rng=new_rng)
+    skipped2,
+    good_grads,
+    jnp.float32(1.0),
+    optimizer,
+    new_vq_stats={'n': jnp.full((3,), 9.0)},
+    new_rng=new_rng,
+  )
   assert bool(finite) and int(applied.nonfinite_steps) == 0
   np.testing.assert_allclose(applied.params['w'], [0.9, -2.1], rtol=1e-5)
   np.testing.assert_array_equal(applied.vq_stats['n'], 9.0)
@@ -235,14 +288,17 @@ def test_train_and_evaluate_raises_after_max_nonfinite_steps(tmp_path, monkeypat
     b = config.batch_size
     while True:
       served.append(1)
-      yield {'view1': np.full((b, SEGMENT), np.nan, np.float32), 'view2': np.zeros((b, SEGMENT), np.float32),
-             'index': np.arange(b) + b * len(served),
-             'bad_counts': np.zeros((b, len(bad_input.REASONS)), np.int32)}
+      yield {
+        'view1': np.full((b, SEGMENT), np.nan, np.float32),
+        'view2': np.zeros((b, SEGMENT), np.float32),
+        'index': np.arange(b) + b * len(served),
+        'bad_counts': np.zeros((b, len(bad_input.REASONS)), np.int32),
+      }
 
   monkeypatch.setattr(pipeline, 'make_train_iterator', nan_iterator)
   with pytest.raises(train.NonFiniteError, match='max_nonfinite_steps=2'):
     train.train_and_evaluate(config, str(tmp_path), run_evaluation=False)
-  assert len(served) == config.max_nonfinite_steps                  # stopped at the limit, not later
+  assert len(served) == config.max_nonfinite_steps  # stopped at the limit, not later
   ckpt = os.path.join(tmp_path, 'checkpoints')
   assert not os.path.isdir(ckpt) or not [d for d in os.listdir(ckpt) if d.isdigit()]
 
@@ -260,7 +316,7 @@ def _mesh_run(shape):
   """MESH_STEPS stage-2 steps from the initial state on `shape` (fixed batches)."""
   config = tiny_config()
   config.mesh.shape = shape
-  mesh = sharding.make_mesh(config, devices=jax.devices()[:int(np.prod(shape))])
+  mesh = sharding.make_mesh(config, devices=jax.devices()[: int(np.prod(shape))])
   trainer = train.Trainer(config, mesh=mesh)
   state = trainer.init_state()
   losses = []
@@ -277,8 +333,14 @@ def mesh_reference():
   return losses, arrays
 
 
-@pytest.mark.parametrize('shape', [(2, 2, 2), pytest.param((1, 1, 1), marks=pytest.mark.slow),
-                                   pytest.param((2, 4, 1), marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  'shape',
+  [
+    (2, 2, 2),
+    pytest.param((1, 1, 1), marks=pytest.mark.slow),
+    pytest.param((2, 4, 1), marks=pytest.mark.slow),
+  ],
+)
 def test_real_train_step_is_mesh_independent(mesh_reference, shape):
   ref_losses, ref = mesh_reference
   losses, got, state = _mesh_run(shape)
@@ -290,30 +352,38 @@ def test_real_train_step_is_mesh_independent(mesh_reference, shape):
       if key.endswith(ZERO_GRAD_LEAVES):
         noise_leaves += 1
         lr_noise = 2 * MESH_STEPS * tiny_config().optim.learning_rate
-        assert np.max(np.abs(got[part][key])) <= lr_noise and np.max(np.abs(ref[part][key])) <= lr_noise
+        assert (
+          np.max(np.abs(got[part][key])) <= lr_noise and np.max(np.abs(ref[part][key])) <= lr_noise
+        )
         continue
-      np.testing.assert_allclose(got[part][key], ref[part][key], rtol=1e-4, atol=1e-5, err_msg=f'{part}{key}')
+      np.testing.assert_allclose(
+        got[part][key], ref[part][key], rtol=1e-4, atol=1e-5, err_msg=f'{part}{key}'
+      )
   assert noise_leaves >= 3
   np.testing.assert_allclose(got['eos_bias'], ref['eos_bias'], atol=1e-6)
   np.testing.assert_array_equal(got['rng'], ref['rng'])
   # The parameters are laid out on the mesh (FSDP shards 'embed', tensor shards 'mlp').
   _, fsdp, tensor = shape
-  kernel = state.params['decoder']['layers']['mlp']['wi']['kernel']      # [layers, embed, mlp]
+  kernel = state.params['decoder']['layers']['mlp']['wi']['kernel']  # [layers, embed, mlp]
   assert kernel.addressable_shards[0].data.shape == (1, 32 // fsdp, 64 // tensor)
 
 
 # ------------------------------------------------------------------------------ exact resume
 
-@pytest.mark.slow   # the SIGKILL test below covers exact resume in the default run
+
+@pytest.mark.slow  # the SIGKILL test below covers exact resume in the default run
 def test_resume_after_preemption_is_exact(reference, record_batches, tmp_path, monkeypatch):
   """Stopped (preemption path: save + exit) at step PREEMPT_AT, then resumed in the same workdir."""
   workdir = str(tmp_path)
   real_should_stop = checkpointing.Checkpointer.should_stop
-  monkeypatch.setattr(checkpointing.Checkpointer, 'should_stop',
-                      lambda self, step: step == PREEMPT_AT or real_should_stop(self, step))
+  monkeypatch.setattr(
+    checkpointing.Checkpointer,
+    'should_stop',
+    lambda self, step: step == PREEMPT_AT or real_should_stop(self, step),
+  )
   first = train.train_and_evaluate(tiny_config(), workdir, run_evaluation=False)
   assert int(first.step) == PREEMPT_AT and len(record_batches) == PREEMPT_AT
-  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(PREEMPT_AT)))   # the forced save
+  assert os.path.isdir(os.path.join(workdir, 'checkpoints', str(PREEMPT_AT)))  # the forced save
   monkeypatch.setattr(checkpointing.Checkpointer, 'should_stop', real_should_stop)
   final = train.train_and_evaluate(tiny_config(), workdir, run_evaluation=False)
   assert_states_close(state_arrays(final), reference['state'])
@@ -322,7 +392,7 @@ def test_resume_after_preemption_is_exact(reference, record_batches, tmp_path, m
     np.testing.assert_array_equal(got, want)
 
 
-_CHILD = r'''
+_CHILD = r"""
 import os, sys, time
 import numpy as np
 sys.path[:0] = [{root!r}, {here!r}]
@@ -349,7 +419,7 @@ def device_batch(self, local_batch):
   return real_batch(self, local_batch)
 train.Trainer.device_batch = device_batch
 train.train_and_evaluate(train_test.tiny_config(), {workdir!r}, run_evaluation=False)
-'''
+"""
 
 
 def test_resume_after_sigkill_is_exact(reference, record_batches, tmp_path):
@@ -357,11 +427,22 @@ def test_resume_after_sigkill_is_exact(reference, record_batches, tmp_path):
   workdir, marker, batches = tmp_path / 'run', tmp_path / 'saved', tmp_path / 'batches.txt'
   cache = jax.config.jax_compilation_cache_dir
   script = tmp_path / 'child.py'
-  script.write_text(_CHILD.format(root=ROOT, here=HERE, cache=cache, kill_at=RESUME_AT, marker=str(marker),
-                                  batches=str(batches), workdir=str(workdir)))
+  script.write_text(
+    _CHILD.format(
+      root=ROOT,
+      here=HERE,
+      cache=cache,
+      kill_at=RESUME_AT,
+      marker=str(marker),
+      batches=str(batches),
+      workdir=str(workdir),
+    )
+  )
   env = dict(os.environ, XLA_FLAGS='--xla_force_host_platform_device_count=8', JAX_PLATFORMS='cpu')
   log = open(tmp_path / 'child.log', 'w+')
-  proc = subprocess.Popen([sys.executable, str(script)], env=env, stdout=log, stderr=subprocess.STDOUT)
+  proc = subprocess.Popen(
+    [sys.executable, str(script)], env=env, stdout=log, stderr=subprocess.STDOUT
+  )
   try:
     deadline = time.time() + 900
     while not marker.exists() and proc.poll() is None and time.time() < deadline:

@@ -29,8 +29,11 @@ def audio_info(path: str) -> dict[str, Any] | None:
     info = sf.info(path)
   except (sf.LibsndfileError, RuntimeError, OSError, ValueError):
     return None
-  return {'frames': int(info.frames), 'sample_rate': int(info.samplerate),
-          'channels': int(info.channels)}
+  return {
+    'frames': int(info.frames),
+    'sample_rate': int(info.samplerate),
+    'channels': int(info.channels),
+  }
 
 
 def validate_audio(wave: np.ndarray, path: str) -> None:
@@ -55,8 +58,9 @@ def to_mono(wave: np.ndarray) -> np.ndarray:
   return wave
 
 
-def read_audio(path: str, start: float | None = None, end: float | None = None
-               ) -> tuple[np.ndarray, int]:
+def read_audio(
+  path: str, start: float | None = None, end: float | None = None
+) -> tuple[np.ndarray, int]:
   """Decodes `path` (optionally the region `[start, end)` in seconds) to mono float32.
 
   Returns `(wave float32[n], sample_rate)` at the file's own rate. Float files whose peak
@@ -79,14 +83,15 @@ def read_audio(path: str, start: float | None = None, end: float | None = None
       first = 0 if start is None else int(round(float(start) * sr))
       last = total if end is None else min(int(round(float(end) * sr)), total)
       if first < 0 or (start is not None and first >= total):
-        raise BadAudioError(path, 'empty',
-                            f'region start {start}s outside the file ({total / max(sr, 1):.3f}s)')
+        raise BadAudioError(
+          path, 'empty', f'region start {start}s outside the file ({total / max(sr, 1):.3f}s)'
+        )
       want = last - first
       if want <= 0:
         raise BadAudioError(path, 'empty', f'no samples in region [{start}, {end})')
       if first:
         f.seek(first)
-      wave = f.read(frames=want, dtype='float32', always_2d=True)   # [n, channels]
+      wave = f.read(frames=want, dtype='float32', always_2d=True)  # [n, channels]
   except BadAudioError:
     raise
   except (sf.LibsndfileError, RuntimeError, OSError, ValueError, EOFError) as e:
@@ -126,14 +131,15 @@ def crop_start(n: int, length: int, crop: str, rng: np.random.Generator | None =
   return 0
 
 
-def fit_segment(wave: np.ndarray, length: int, *, crop: str = 'center',
-                rng: np.random.Generator | None = None) -> np.ndarray:
+def fit_segment(
+  wave: np.ndarray, length: int, *, crop: str = 'center', rng: np.random.Generator | None = None
+) -> np.ndarray:
   """float32 `[n]` -> float32 `[length]`: crop (see `crop_start`) or zero-pad at the end."""
   wave = np.asarray(wave, np.float32)
   if wave.ndim != 1:
     raise ValueError(f'fit_segment expects mono [n] audio, got shape {wave.shape}')
   start = crop_start(wave.shape[0], length, crop, rng)
-  out = wave[start:start + length]
+  out = wave[start : start + length]
   if out.shape[0] < length:
     out = np.pad(out, (0, length - out.shape[0]))
   return np.ascontiguousarray(out, dtype=np.float32)

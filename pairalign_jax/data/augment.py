@@ -30,7 +30,7 @@ import scipy.signal
 import soxr
 
 NOISE_COLOURS = ('white', 'pink', 'brown')
-_DB_60 = 3.0 * np.log(10.0)   # amplitude decays by 60 dB when exp(-_DB_60) = 1e-3
+_DB_60 = 3.0 * np.log(10.0)  # amplitude decays by 60 dB when exp(-_DB_60) = 1e-3
 
 
 def _as_wave(wave: np.ndarray) -> np.ndarray:
@@ -106,9 +106,9 @@ def coloured_noise(rng: np.random.Generator, n: int, colour: str = 'white') -> n
 def _colour_shape(n: int, colour: str) -> np.ndarray:
   """float32 `[n // 2 + 1]` rFFT amplitude shaping: f^-1/2 (pink) or f^-1 (brown), DC zeroed."""
   f = np.arange(n // 2 + 1, dtype=np.float64)
-  f[0] = 1.0                                   # keep DC finite (then removed below)
+  f[0] = 1.0  # keep DC finite (then removed below)
   exponent = 0.5 if colour == 'pink' else 1.0  # amplitude ~ f^-1/2 (pink), f^-1 (brown)
-  shape = f ** -exponent
+  shape = f**-exponent
   shape[0] = 0.0
   shape = shape.astype(np.float32)
   shape.flags.writeable = False
@@ -152,9 +152,9 @@ def synthetic_rir(rng: np.random.Generator, rt60: float, sample_rate: int) -> np
   t = np.arange(n) / sample_rate
   tail = rng.standard_normal(n) * np.exp(-_DB_60 * t / rt60)
   tail[0] = 0.0
-  h = tail / np.sqrt(np.sum(tail ** 2))
+  h = tail / np.sqrt(np.sum(tail**2))
   h[0] = 1.0
-  return (h / np.sqrt(np.sum(h ** 2))).astype(np.float32)
+  return (h / np.sqrt(np.sum(h**2))).astype(np.float32)
 
 
 def _causal_fft_convolve(x: np.ndarray, h: np.ndarray) -> np.ndarray:
@@ -187,8 +187,9 @@ def random_reverb(wave, rng, prob, rt60_range, sample_rate):
 
 
 # ---------------------------------------------------------------------------- band-limit / EQ
-def butterworth_power_response(freqs_hz: np.ndarray, low_hz: float, high_hz: float,
-                               sample_rate: int, order: int = 4) -> np.ndarray:
+def butterworth_power_response(
+  freqs_hz: np.ndarray, low_hz: float, high_hz: float, sample_rate: int, order: int = 4
+) -> np.ndarray:
   """`|H(f)|^2` of the digital Butterworth band-pass `[low_hz, high_hz]` (low-pass to `high_hz`
   when `low_hz <= 0`) that `scipy.signal.butter(order, ..., fs=sample_rate)` designs.
 
@@ -211,8 +212,9 @@ def butterworth_power_response(freqs_hz: np.ndarray, low_hz: float, high_hz: flo
   return np.where(np.isfinite(power), power, 0.0)
 
 
-def apply_bandlimit(wave: np.ndarray, low_hz: float, high_hz: float, sample_rate: int,
-                    order: int = 4) -> np.ndarray:
+def apply_bandlimit(
+  wave: np.ndarray, low_hz: float, high_hz: float, sample_rate: int, order: int = 4
+) -> np.ndarray:
   """Zero-phase Butterworth band-pass `[low_hz, high_hz]` (no delay).
 
   The response is that of scipy's `sosfiltfilt` with `butter(order, ..., output='sos')`: the
@@ -230,14 +232,15 @@ def apply_bandlimit(wave: np.ndarray, low_hz: float, high_hz: float, sample_rate
   if low > 0 and not low < high:
     raise ValueError(f'band-limit needs low_hz < high_hz, got {low_hz} >= {high}')
   n = wave.shape[0]
-  num_sections = order if low > 0 else (order + 1) // 2   # sos rows of scipy's design
-  if n <= 3 * (2 * num_sections + 1):   # too short (as for sosfiltfilt's padding): unchanged
+  num_sections = order if low > 0 else (order + 1) // 2  # sos rows of scipy's design
+  if n <= 3 * (2 * num_sections + 1):  # too short (as for sosfiltfilt's padding): unchanged
     return wave
-  slowest_hz = min(low, 0.5 * (high - low)) if low > 0 else high   # edge or half-bandwidth
+  slowest_hz = min(low, 0.5 * (high - low)) if low > 0 else high  # edge or half-bandwidth
   pad = max(256, int(np.ceil(8.0 * sample_rate / slowest_hz)))
   size = _fast_len(n + pad)
-  gain = butterworth_power_response(np.arange(size // 2 + 1) * (sample_rate / size), low,
-                                    high, sample_rate, order)
+  gain = butterworth_power_response(
+    np.arange(size // 2 + 1) * (sample_rate / size), low, high, sample_rate, order
+  )
   spectrum = scipy.fft.rfft(wave, size)
   spectrum *= gain.astype(np.float32)
   return scipy.fft.irfft(spectrum, size)[:n].astype(np.float32, copy=False)
@@ -274,7 +277,7 @@ def _istft(spec: np.ndarray, n_fft: int, hop: int, length: int) -> np.ndarray:
   librosa's `istft(center=True, length=length)`. Needs `n_fft % hop == 0`."""
   ratio = n_fft // hop
   start = n_fft // 2
-  num_frames = min(spec.shape[0], -(-(length + start) // hop))   # later frames start past the end
+  num_frames = min(spec.shape[0], -(-(length + start) // hop))  # later frames start past the end
   window = _hann(n_fft)
   frames = scipy.fft.irfft(spec[:num_frames], n_fft, axis=-1)
   frames *= window
@@ -282,11 +285,11 @@ def _istft(spec: np.ndarray, n_fft: int, hop: int, length: int) -> np.ndarray:
   blocks = np.zeros((num_frames + ratio - 1, hop), np.float32)
   envelope = np.zeros((num_frames + ratio - 1, hop), np.float32)
   square = (window * window).reshape(ratio, hop)
-  for j in range(ratio):                      # frame k's j-th hop-block lands in block k + j
-    blocks[j:j + num_frames] += frames[:, j]
-    envelope[j:j + num_frames] += square[j]
-  y = blocks.reshape(-1)[start:start + length]
-  envelope = envelope.reshape(-1)[start:start + length]
+  for j in range(ratio):  # frame k's j-th hop-block lands in block k + j
+    blocks[j : j + num_frames] += frames[:, j]
+    envelope[j : j + num_frames] += square[j]
+  y = blocks.reshape(-1)[start : start + length]
+  envelope = envelope.reshape(-1)[start : start + length]
   nonzero = envelope > np.finfo(np.float32).tiny
   y = np.where(nonzero, y / np.where(nonzero, envelope, 1.0), y)
   return _fix_length(y, length)
@@ -305,9 +308,9 @@ def _cumprod_rows(x: np.ndarray) -> np.ndarray:
   else:
     x_pad = x
   v = x_pad.reshape((num_blocks, block) + x.shape[1:])
-  for j in range(1, block):                # running product inside each block
+  for j in range(1, block):  # running product inside each block
     v[:, j] *= v[:, j - 1]
-  for k in range(1, num_blocks):           # carry the previous blocks' products
+  for k in range(1, num_blocks):  # carry the previous blocks' products
     v[k] *= v[k - 1, -1]
   if x_pad is not x:
     x[...] = x_pad[:rows]
@@ -331,17 +334,17 @@ def _phase_vocoder(spec: np.ndarray, rate: float) -> np.ndarray:
   padded = np.concatenate([spec, np.zeros((2, spec.shape[1]), spec.dtype)])
   magnitude = np.abs(padded)
   zero = magnitude == 0.0
-  unit = padded / np.where(zero, np.float32(1.0), magnitude)   # e^{i angle}
+  unit = padded / np.where(zero, np.float32(1.0), magnitude)  # e^{i angle}
   unit[zero] = 1.0
   mag = magnitude[idx]
   mag *= 1.0 - alpha
   mag += magnitude[idx + 1] * alpha
-  phasor = np.empty(mag.shape, np.complex64)                   # e^{i phase} of output frame t
+  phasor = np.empty(mag.shape, np.complex64)  # e^{i phase} of output frame t
   phasor[0] = unit[0]
   if phasor.shape[0] > 1:
-    last = int(idx[-2]) + 2                                    # frames read before the last output
-    advance = np.conj(unit[:last - 1])
-    advance *= unit[1:last]                                    # e^{i (angle[i + 1] - angle[i])}
+    last = int(idx[-2]) + 2  # frames read before the last output
+    advance = np.conj(unit[: last - 1])
+    advance *= unit[1:last]  # e^{i (angle[i + 1] - angle[i])}
     step = advance[idx[:-1]]
     step[0] *= unit[0]
     phasor[1:] = _cumprod_rows(step)
@@ -368,7 +371,7 @@ def apply_pitch_shift(wave: np.ndarray, semitones: float, sample_rate: int) -> n
   spec = _phase_vocoder(_stft(wave, n_fft, hop), rate)
   stretched = _istft(spec, n_fft, hop, int(round(n / rate)))
   out = soxr.resample(stretched, sample_rate / rate, sample_rate, quality='HQ')
-  out = np.asarray(out, np.float32)[:int(np.ceil(stretched.shape[0] * rate))]
+  out = np.asarray(out, np.float32)[: int(np.ceil(stretched.shape[0] * rate))]
   return _fix_length(out, n)
 
 
@@ -407,9 +410,9 @@ def apply_shift(wave: np.ndarray, shift: int) -> np.ndarray:
   n, shift = wave.shape[0], int(shift)
   out = np.zeros_like(wave)
   if shift >= 0:
-    out[shift:] = wave[:max(n - shift, 0)]
+    out[shift:] = wave[: max(n - shift, 0)]
   else:
-    out[:max(n + shift, 0)] = wave[-shift:]
+    out[: max(n + shift, 0)] = wave[-shift:]
   return out
 
 
@@ -422,8 +425,14 @@ def random_shift(wave, rng, prob, max_shift_ms, sample_rate):
 
 
 # ---------------------------------------------------------------------------- chain
-def augment_view(wave: np.ndarray, rng: np.random.Generator, aug_cfg: Mapping[str, Any],
-                 sample_rate: int, *, time_warp: bool = True) -> np.ndarray:
+def augment_view(
+  wave: np.ndarray,
+  rng: np.random.Generator,
+  aug_cfg: Mapping[str, Any],
+  sample_rate: int,
+  *,
+  time_warp: bool = True,
+) -> np.ndarray:
   """One augmented view of `wave` (float32 `[n]` -> `[n]`); see the module docstring.
 
   `aug_cfg` is `config.data.augment`. With every `*_prob` at 0 the input is returned unchanged.

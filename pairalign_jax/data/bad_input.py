@@ -37,11 +37,11 @@ import numpy as np
 
 # Why an item was skipped. The order is the column order of a batch's `bad_counts`.
 REASONS = (
-    'unreadable',   # the decoder failed: corrupt/truncated data, wrong or unsupported header
-    'empty',        # zero-byte file or no samples
-    'nonfinite',    # NaN or inf samples
-    'silent',       # every sample is exactly zero
-    'truncated',    # fewer samples than the header / requested region promises
+  'unreadable',  # the decoder failed: corrupt/truncated data, wrong or unsupported header
+  'empty',  # zero-byte file or no samples
+  'nonfinite',  # NaN or inf samples
+  'silent',  # every sample is exactly zero
+  'truncated',  # fewer samples than the header / requested region promises
 )
 NUM_REASONS = len(REASONS)
 _REASON_INDEX = {r: i for i, r in enumerate(REASONS)}
@@ -73,10 +73,10 @@ class BadInputStats:
     self.min_reads = int(min_reads)
     self.max_listed = int(max_listed)
     self._lock = threading.Lock()
-    self.reads = 0                                  # items read (good + bad)
-    self.bad = collections.Counter()                # reason -> count
-    self._by_file = collections.Counter()           # (path, reason) -> count
-    self._details = {}                              # (path, reason) -> detail of the first failure
+    self.reads = 0  # items read (good + bad)
+    self.bad = collections.Counter()  # reason -> count
+    self._by_file = collections.Counter()  # (path, reason) -> count
+    self._details = {}  # (path, reason) -> detail of the first failure
 
   # Locks cannot be pickled; Grain pickles the dataset (and this object) into worker processes.
   def __getstate__(self):
@@ -111,8 +111,12 @@ class BadInputStats:
       if first:
         self._details[key] = error.detail
     if first:
-      logging.warning('Skipping bad audio %s: %s%s', error.path, error.reason,
-                      f' ({error.detail})' if error.detail else '')
+      logging.warning(
+        'Skipping bad audio %s: %s%s',
+        error.path,
+        error.reason,
+        f' ({error.detail})' if error.detail else '',
+      )
 
   def update_from_batch(self, batch: Mapping[str, Any]) -> None:
     """Main-process aggregation from a batch's `bad_counts: int32[b, NUM_REASONS]` (no paths)."""
@@ -141,14 +145,16 @@ class BadInputStats:
       return
     by_reason = ', '.join(f'{r}={self.bad[r]}' for r in REASONS if self.bad[r])
     worst = self.worst_files()
-    listed = '\n'.join(f'  {p}: {r}' + (f' ({d})' if d else '') + (f' x{c}' if c > 1 else '')
-                       for p, r, c, d in worst)
+    listed = '\n'.join(
+      f'  {p}: {r}' + (f' ({d})' if d else '') + (f' x{c}' if c > 1 else '') for p, r, c, d in worst
+    )
     if not worst:
       listed = '  (paths are logged by the worker processes that read them)'
     raise BadInputError(
-        f'{self.num_bad} of {self.reads} audio reads were bad ({self.bad_fraction:.1%} > '
-        f'config.data.max_bad_fraction={self.max_bad_fraction:.1%}); by reason: {by_reason}.\n'
-        f'Worst files:\n{listed}')
+      f'{self.num_bad} of {self.reads} audio reads were bad ({self.bad_fraction:.1%} > '
+      f'config.data.max_bad_fraction={self.max_bad_fraction:.1%}); by reason: {by_reason}.\n'
+      f'Worst files:\n{listed}'
+    )
 
   def as_dict(self) -> dict[str, float]:
     """Flat counts for logging: `reads`, `bad`, `bad_fraction`, `bad/<reason>`."""
@@ -189,7 +195,8 @@ class SkippingSource:
 
   def _read(self, index: int) -> dict[str, Any]:
     # Imported here: audio_io imports this module.
-    from pairalign_jax.data import audio_io  # pylint: disable=g-import-not-at-top
+    from pairalign_jax.data import audio_io
+
     known = self._known_bad.get(index)
     if known is not None:
       raise known
@@ -220,4 +227,6 @@ class SkippingSource:
       record['_source_index'] = i
       record['_bad_counts'] = reason_counts(skipped)
       return record
-    raise BadInputError(f'every one of the {n} items of {self.source!r} is bad; first: {skipped[0]}')
+    raise BadInputError(
+      f'every one of the {n} items of {self.source!r} is bad; first: {skipped[0]}'
+    )

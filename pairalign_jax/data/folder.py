@@ -39,8 +39,8 @@ import hashlib
 import json
 import os
 import tempfile
-import zlib
 from typing import Any, Callable, Sequence
+import zlib
 
 from absl import logging
 import numpy as np
@@ -48,11 +48,27 @@ import tqdm
 
 from pairalign_jax.data import audio_io
 
-AUDIO_EXTENSIONS = ('.wav', '.flac', '.ogg', '.oga', '.opus', '.mp3', '.aiff', '.aif', '.aifc',
-                    '.au', '.snd', '.sph', '.nist', '.caf', '.w64', '.rf64')
-SPLITS = ('train', 'validation', 'test', 'all')   # and 'heldout', an alias of 'test'
+AUDIO_EXTENSIONS = (
+  '.wav',
+  '.flac',
+  '.ogg',
+  '.oga',
+  '.opus',
+  '.mp3',
+  '.aiff',
+  '.aif',
+  '.aifc',
+  '.au',
+  '.snd',
+  '.sph',
+  '.nist',
+  '.caf',
+  '.w64',
+  '.rf64',
+)
+SPLITS = ('train', 'validation', 'test', 'all')  # and 'heldout', an alias of 'test'
 INDEX_VERSION = 1
-PROGRESS_MIN_FILES = 500   # show a progress bar from this many files on
+PROGRESS_MIN_FILES = 500  # show a progress bar from this many files on
 
 
 # ---------------------------------------------------------------------------- scanning
@@ -79,8 +95,9 @@ def tree_fingerprint(root: str, relpaths: Sequence[str]) -> str:
   return h.hexdigest()
 
 
-def file_infos(root: str, relpaths: Sequence[str], desc: str = 'audio headers'
-               ) -> list[dict[str, Any] | None]:
+def file_infos(
+  root: str, relpaths: Sequence[str], desc: str = 'audio headers'
+) -> list[dict[str, Any] | None]:
   """`audio_io.audio_info` of each file (None where the header is unreadable)."""
   it = tqdm.tqdm(relpaths, desc=desc, unit='file', disable=len(relpaths) < PROGRESS_MIN_FILES)
   return [audio_io.audio_info(os.path.join(root, rel)) for rel in it]
@@ -91,8 +108,9 @@ def _writable_dir(d: str) -> bool:
   return bool(d) and os.path.isdir(d) and os.access(d, os.W_OK | os.X_OK)
 
 
-def index_cache_path(root: str, kind: str, key: str, cache_dir: str = '',
-                     fallback_dir: str | None = None) -> str:
+def index_cache_path(
+  root: str, kind: str, key: str, cache_dir: str = '', fallback_dir: str | None = None
+) -> str:
   """Where the index of (`root`, `kind`, `key`) is cached (see the module docstring)."""
   digest = hashlib.sha1(f'{os.path.abspath(root)}\0{kind}\0{key}'.encode()).hexdigest()[:16]
   name = f'.pairalign_index_{kind}_{digest}.json'
@@ -109,13 +127,21 @@ def index_cache_path(root: str, kind: str, key: str, cache_dir: str = '',
         continue
       if _writable_dir(d):
         return os.path.join(d, name)
-  raise OSError(f'no writable place for the {kind} index of {root!r}; '
-                'set config.data.index_cache_dir')
+  raise OSError(
+    f'no writable place for the {kind} index of {root!r}; set config.data.index_cache_dir'
+  )
 
 
-def cached_index(root: str, kind: str, relpaths: Sequence[str],
-                 build: Callable[[Sequence[str]], list[dict[str, Any]]], *, key: str = '',
-                 cache_dir: str = '', fallback_dir: str | None = None) -> list[dict[str, Any]]:
+def cached_index(
+  root: str,
+  kind: str,
+  relpaths: Sequence[str],
+  build: Callable[[Sequence[str]], list[dict[str, Any]]],
+  *,
+  key: str = '',
+  cache_dir: str = '',
+  fallback_dir: str | None = None,
+) -> list[dict[str, Any]]:
   """`build(relpaths)` once; later calls with the same files load the JSON cache instead."""
   root = os.path.abspath(root)
   fingerprint = tree_fingerprint(root, relpaths)
@@ -123,18 +149,29 @@ def cached_index(root: str, kind: str, relpaths: Sequence[str],
   try:
     with open(path, encoding='utf-8') as f:
       cached = json.load(f)
-    if (cached.get('version') == INDEX_VERSION and cached.get('root') == root
-        and cached.get('fingerprint') == fingerprint):
-      logging.info('Loaded %s index of %s (%d entries) from %s', kind, root,
-                   len(cached['entries']), path)
+    if (
+      cached.get('version') == INDEX_VERSION
+      and cached.get('root') == root
+      and cached.get('fingerprint') == fingerprint
+    ):
+      logging.info(
+        'Loaded %s index of %s (%d entries) from %s', kind, root, len(cached['entries']), path
+      )
       return cached['entries']
     logging.info('Index cache %s is stale; rebuilding', path)
   except (OSError, ValueError, KeyError):
     pass
   logging.info('Building %s index of %s (%d files)', kind, root, len(relpaths))
   entries = build(relpaths)
-  payload = {'version': INDEX_VERSION, 'kind': kind, 'root': root, 'key': key,
-             'fingerprint': fingerprint, 'num_files': len(relpaths), 'entries': entries}
+  payload = {
+    'version': INDEX_VERSION,
+    'kind': kind,
+    'root': root,
+    'key': key,
+    'fingerprint': fingerprint,
+    'num_files': len(relpaths),
+    'entries': entries,
+  }
   try:
     fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path), prefix='.tmp_index_', suffix='.json')
     with os.fdopen(fd, 'w', encoding='utf-8') as f:
@@ -157,15 +194,18 @@ def _half_hash_fraction(s: str) -> float:
   return int(hashlib.sha1(f'validation-test\0{s}'.encode('utf-8')).hexdigest()[:8], 16) / 2**32
 
 
-def _pick(entries: Sequence[dict[str, Any]], fraction: float,
-          hash_fraction: Callable[[str], float]) -> list[bool] | None:
+def _pick(
+  entries: Sequence[dict[str, Any]], fraction: float, hash_fraction: Callable[[str], float]
+) -> list[bool] | None:
   """True for the entries on the `fraction` side: by speaker hash; if that leaves a side empty, by
   item-id hash; else the `ceil(fraction * n)` items of smallest id hash. None with < 2 entries."""
+
   def by(key):
     chosen = [hash_fraction(e[key]) < fraction for e in entries]
     return chosen if 0 < sum(chosen) < len(entries) else None
+
   chosen = by('speaker') or by('id')
-  if chosen is None:   # tiny sets
+  if chosen is None:  # tiny sets
     if len(entries) < 2:
       return None
     k = int(np.ceil(fraction * len(entries)))
@@ -183,8 +223,11 @@ def canonical_split(split: str) -> str:
   return split
 
 
-def split_entries(entries: Sequence[dict[str, Any]], split: str, heldout_fraction: float,
-                  ) -> list[dict[str, Any]]:
+def split_entries(
+  entries: Sequence[dict[str, Any]],
+  split: str,
+  heldout_fraction: float,
+) -> list[dict[str, Any]]:
   """The `split` part of `entries` (see the module docstring); `heldout_fraction=1.0`: all of
   `entries` is held out (a separate evaluation tree), to be halved into validation / test."""
   split = canonical_split(split)
@@ -194,27 +237,37 @@ def split_entries(entries: Sequence[dict[str, Any]], split: str, heldout_fractio
   if heldout_fraction == 1.0:
     held = [True] * len(entries)
     if split == 'train':
-      raise ValueError('no train split: all of the tree is held out (config.data.eval_path, '
-                       'TIMIT TEST, or config.data.heldout_fraction=1.0)')
+      raise ValueError(
+        'no train split: all of the tree is held out (config.data.eval_path, '
+        'TIMIT TEST, or config.data.heldout_fraction=1.0)'
+      )
   else:
     if not 0.0 < heldout_fraction < 1.0:
-      raise ValueError('config.data.heldout_fraction must be in (0, 1) to split one tree into '
-                       f'train/validation/test, got {heldout_fraction}')
+      raise ValueError(
+        'config.data.heldout_fraction must be in (0, 1) to split one tree into '
+        f'train/validation/test, got {heldout_fraction}'
+      )
     held = _pick(entries, heldout_fraction, _hash_fraction)
     if held is None:
-      raise ValueError(f'cannot split {len(entries)} item(s) into train and held-out parts; '
-                       'set config.data.eval_path')
+      raise ValueError(
+        f'cannot split {len(entries)} item(s) into train and held-out parts; '
+        'set config.data.eval_path'
+      )
   if split == 'train':
     return [e for e, h in zip(entries, held) if not h]
   held_out = [e for e, h in zip(entries, held) if h]
   is_test = _pick(held_out, 0.5, _half_hash_fraction)
   if is_test is None:
-    fix = ('put more speakers in config.data.eval_path (or the TIMIT TEST folder)'
-           if heldout_fraction == 1.0 else
-           f'raise config.data.heldout_fraction (now {heldout_fraction}) or set '
-           'config.data.eval_path')
-    raise ValueError(f'the held-out part has {len(held_out)} item(s), too few for both a '
-                     f'validation and a test split (each needs >= 1); {fix}')
+    fix = (
+      'put more speakers in config.data.eval_path (or the TIMIT TEST folder)'
+      if heldout_fraction == 1.0
+      else f'raise config.data.heldout_fraction (now {heldout_fraction}) or set '
+      'config.data.eval_path'
+    )
+    raise ValueError(
+      f'the held-out part has {len(held_out)} item(s), too few for both a '
+      f'validation and a test split (each needs >= 1); {fix}'
+    )
   want = split == 'test'
   return [e for e, t in zip(held_out, is_test) if t == want]
 
@@ -261,8 +314,14 @@ class IndexedAudioSource:
       raise IndexError(f'index {index} out of range for {self!r}')
     e = self.entries[index]
     audio, sr = audio_io.read_audio(self.path(index), e.get('start'), e.get('end'))
-    record = {'audio': audio, 'sample_rate': sr, 'id': e['id'], 'speaker': e['speaker'],
-              'content_id': e['content_id'], 'path': self.path(index)}
+    record = {
+      'audio': audio,
+      'sample_rate': sr,
+      'id': e['id'],
+      'speaker': e['speaker'],
+      'content_id': e['content_id'],
+      'path': self.path(index),
+    }
     for k in ('text', 'phones', 'words'):
       if k in e:
         record[k] = e[k]
@@ -271,12 +330,16 @@ class IndexedAudioSource:
         record[k] = np.asarray(e[k], np.float32).reshape(-1, 2)
     return record
 
-  def parallel_record(self, record: dict[str, Any], rng: np.random.Generator
-                      ) -> dict[str, Any] | None:
+  def parallel_record(
+    self, record: dict[str, Any], rng: np.random.Generator
+  ) -> dict[str, Any] | None:
     """The record of another speaker reading `record`'s `content_id`, drawn uniformly with `rng`
     (deterministic given it); None when no other speaker reads it. May raise `BadAudioError`."""
-    others = [i for i in self._by_content.get(record['content_id'], ())
-              if self.entries[i]['speaker'] != record['speaker']]
+    others = [
+      i
+      for i in self._by_content.get(record['content_id'], ())
+      if self.entries[i]['speaker'] != record['speaker']
+    ]
     if not others:
       return None
     return self[others[int(rng.integers(len(others)))]]
@@ -287,13 +350,26 @@ class FolderSource(IndexedAudioSource):
 
   name = 'folder'
 
-  def __init__(self, root: str, split: str = 'all', *, heldout_fraction: float = 0.1,
-               cache_dir: str = '', fallback_dir: str | None = None):
+  def __init__(
+    self,
+    root: str,
+    split: str = 'all',
+    *,
+    heldout_fraction: float = 0.1,
+    cache_dir: str = '',
+    fallback_dir: str | None = None,
+  ):
     relpaths = list_files(root, AUDIO_EXTENSIONS)
     if not relpaths:
       raise FileNotFoundError(f'no audio files ({", ".join(AUDIO_EXTENSIONS)}) under {root!r}')
-    entries = cached_index(root, 'folder', relpaths, lambda r: _folder_entries(root, r),
-                           cache_dir=cache_dir, fallback_dir=fallback_dir)
+    entries = cached_index(
+      root,
+      'folder',
+      relpaths,
+      lambda r: _folder_entries(root, r),
+      cache_dir=cache_dir,
+      fallback_dir=fallback_dir,
+    )
     super().__init__(root, split_entries(entries, split, heldout_fraction))
 
 
@@ -302,8 +378,14 @@ def _folder_entries(root: str, relpaths: Sequence[str]) -> list[dict[str, Any]]:
   for rel, info in zip(relpaths, file_infos(root, relpaths)):
     item_id = os.path.splitext(rel)[0]
     parent = os.path.basename(os.path.dirname(rel))
-    entries.append({'path': rel, 'id': item_id, 'speaker': parent or 'unknown',
-                    'content_id': item_id,
-                    'frames': info['frames'] if info else None,
-                    'sample_rate': info['sample_rate'] if info else None})
+    entries.append(
+      {
+        'path': rel,
+        'id': item_id,
+        'speaker': parent or 'unknown',
+        'content_id': item_id,
+        'frames': info['frames'] if info else None,
+        'sample_rate': info['sample_rate'] if info else None,
+      }
+    )
   return entries

@@ -44,8 +44,9 @@ def read_transcripts(path: str) -> dict[str, str]:
 
 
 def _entries(root: str, relpaths: Sequence[str]) -> list[dict[str, Any]]:
-  flacs = {os.path.splitext(os.path.basename(p))[0]: p for p in relpaths
-           if p.lower().endswith('.flac')}
+  flacs = {
+    os.path.splitext(os.path.basename(p))[0]: p for p in relpaths if p.lower().endswith('.flac')
+  }
   listed = []
   for trans in (p for p in relpaths if p.lower().endswith('.trans.txt')):
     for utt, text in read_transcripts(os.path.join(root, trans)).items():
@@ -55,18 +56,30 @@ def _entries(root: str, relpaths: Sequence[str]) -> list[dict[str, Any]]:
         logging.warning('LibriSpeech: %s lists %s but its flac is missing', trans, utt)
   missing = set(flacs) - {u for u, _ in listed}
   if missing:
-    logging.warning('LibriSpeech: %d flac files under %s have no transcript (e.g. %s); skipped',
-                    len(missing), root, sorted(missing)[0])
+    logging.warning(
+      'LibriSpeech: %d flac files under %s have no transcript (e.g. %s); skipped',
+      len(missing),
+      root,
+      sorted(missing)[0],
+    )
   listed.sort()
   paths = [flacs[u] for u, _ in listed]
   infos = folder.file_infos(root, paths, desc='LibriSpeech headers')
   entries = []
   for (utt, text), rel, info in zip(listed, paths, infos):
     speaker, chapter = utt.split('-')[:2]
-    entries.append({'path': rel, 'id': utt, 'speaker': speaker, 'chapter': chapter,
-                    'text': text, 'content_id': normalize_text(text),
-                    'frames': info['frames'] if info else None,
-                    'sample_rate': info['sample_rate'] if info else None})
+    entries.append(
+      {
+        'path': rel,
+        'id': utt,
+        'speaker': speaker,
+        'chapter': chapter,
+        'text': text,
+        'content_id': normalize_text(text),
+        'frames': info['frames'] if info else None,
+        'sample_rate': info['sample_rate'] if info else None,
+      }
+    )
   return entries
 
 
@@ -80,12 +93,26 @@ class LibriSpeechSource(folder.IndexedAudioSource):
 
   name = 'librispeech'
 
-  def __init__(self, root: str, split: str = 'all', *, heldout_fraction: float = 0.1,
-               cache_dir: str = '', fallback_dir: str | None = None):
+  def __init__(
+    self,
+    root: str,
+    split: str = 'all',
+    *,
+    heldout_fraction: float = 0.1,
+    cache_dir: str = '',
+    fallback_dir: str | None = None,
+  ):
     relpaths = folder.list_files(root, ('.flac', '.trans.txt'))
-    entries = folder.cached_index(root, 'librispeech', relpaths, lambda r: _entries(root, r),
-                                  cache_dir=cache_dir, fallback_dir=fallback_dir)
+    entries = folder.cached_index(
+      root,
+      'librispeech',
+      relpaths,
+      lambda r: _entries(root, r),
+      cache_dir=cache_dir,
+      fallback_dir=fallback_dir,
+    )
     if not entries:
-      raise FileNotFoundError(f'no LibriSpeech utterances (SPEAKER/CHAPTER/*.flac with '
-                              f'*.trans.txt) under {root!r}')
+      raise FileNotFoundError(
+        f'no LibriSpeech utterances (SPEAKER/CHAPTER/*.flac with *.trans.txt) under {root!r}'
+      )
     super().__init__(root, folder.split_entries(entries, split, heldout_fraction))

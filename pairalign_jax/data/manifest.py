@@ -33,8 +33,9 @@ def _float_or_none(value, where: str) -> float | None:
     raise ValueError(f'{where}: start/end must be seconds, got {value!r}') from e
 
 
-def read_manifest(path: str, *, bad_lines: list[tuple[int, str]] | None = None
-                  ) -> list[dict[str, Any]]:
+def read_manifest(
+  path: str, *, bad_lines: list[tuple[int, str]] | None = None
+) -> list[dict[str, Any]]:
   """Rows of the manifest as dicts (`path` made absolute, `line` its line number).
 
   A malformed line (not JSON, no "path", start/end not seconds or end <= start) raises ValueError
@@ -58,8 +59,9 @@ def read_manifest(path: str, *, bad_lines: list[tuple[int, str]] | None = None
     with open(path, encoding='utf-8', newline='') as f:
       reader = csv.DictReader(f, delimiter='\t')
       if not reader.fieldnames or 'path' not in reader.fieldnames:
-        raise ValueError(f'{path}: the TSV header must name a "path" column, got '
-                         f'{reader.fieldnames}')
+        raise ValueError(
+          f'{path}: the TSV header must name a "path" column, got {reader.fieldnames}'
+        )
       # reader.line_num: the row's last physical line (a quoted field may span lines).
       rows = [(reader.line_num, row) for row in reader]
   entries = []
@@ -76,7 +78,8 @@ def read_manifest(path: str, *, bad_lines: list[tuple[int, str]] | None = None
 
 
 def _entry(row, where: str, base: str, line_no: int) -> dict[str, Any]:
-  """One manifest row (a dict, or the ValueError its line gave) -> entry; ValueError naming `where`."""
+  """One manifest row (a dict, or the ValueError its line gave) -> entry; ValueError naming
+  `where`."""
   if isinstance(row, ValueError):
     raise row
   if not isinstance(row, dict) or not row.get('path'):
@@ -91,9 +94,15 @@ def _entry(row, where: str, base: str, line_no: int) -> dict[str, Any]:
   if (start is not None or end is not None) and not row.get('id'):
     item_id += f'@{start or 0:g}-{"" if end is None else f"{end:g}"}'
   text = row.get('text') or None
-  entry = {'path': abs_path, 'id': str(item_id), 'speaker': str(row.get('speaker') or 'unknown'),
-           'content_id': str(row.get('content_id') or (normalize_text(text) if text else item_id)),
-           'start': start, 'end': end, 'line': line_no}
+  entry = {
+    'path': abs_path,
+    'id': str(item_id),
+    'speaker': str(row.get('speaker') or 'unknown'),
+    'content_id': str(row.get('content_id') or (normalize_text(text) if text else item_id)),
+    'start': start,
+    'end': end,
+    'line': line_no,
+  }
   if text:
     entry['text'] = str(text)
   return entry
@@ -106,5 +115,6 @@ class ManifestSource(folder.IndexedAudioSource):
 
   def __init__(self, path: str, split: str = 'all', *, heldout_fraction: float = 0.1):
     entries = read_manifest(path)
-    super().__init__(os.path.dirname(os.path.abspath(path)),
-                     folder.split_entries(entries, split, heldout_fraction))
+    super().__init__(
+      os.path.dirname(os.path.abspath(path)), folder.split_entries(entries, split, heldout_fraction)
+    )

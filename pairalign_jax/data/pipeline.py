@@ -24,7 +24,7 @@ drawn with the example's rng), so the batches do not depend on `worker_count` or
 the iterator state (`get_state`/`set_state`, or `grain.checkpoint.CheckpointSave/Restore`
 through Orbax) resumes exactly.
 
-Stage 0 (views kept time-aligned, DESIGN §3.1): when `config.data.align_views_in_stage0`, the
+Stage 0 (views kept time-aligned, docs/METHOD.md §8): when `config.data.align_views_in_stage0`, the
 elements of steps `< config.schedule.stage1_start` (step = per-host element index // local
 batch) get neither speed perturbation nor time shift, so the two views share one time axis.
 
@@ -56,14 +56,16 @@ from pairalign_jax.data import audio_io
 from pairalign_jax.data import augment
 from pairalign_jax.data import bad_input
 from pairalign_jax.data.augment import augment_view  # noqa: F401  (re-exported, see ARCHITECTURE)
-from pairalign_jax.data.bad_input import BadAudioError, BadInputError, BadInputStats  # noqa: F401
+from pairalign_jax.data.bad_input import BadAudioError  # noqa: F401
+from pairalign_jax.data.bad_input import BadInputError  # noqa: F401
+from pairalign_jax.data.bad_input import BadInputStats  # noqa: F401
 
 SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
 SPLITS = ('train', 'validation', 'test')
 # batch['cross_speaker']: what view 2 of an example is.
-VIEW2_SAME = 0            # an augmentation of the same recording (no cross-speaker draw)
-VIEW2_OTHER_SPEAKER = 1   # another speaker's reading of the same content
-VIEW2_FALLBACK = 2        # drawn, but no other speaker's (good) reading: the same recording
+VIEW2_SAME = 0  # an augmentation of the same recording (no cross-speaker draw)
+VIEW2_OTHER_SPEAKER = 1  # another speaker's reading of the same content
+VIEW2_FALLBACK = 2  # drawn, but no other speaker's (good) reading: the same recording
 
 
 def segment_samples(config) -> int:
@@ -76,8 +78,9 @@ def canonical_split(split: str) -> str:
   """One of `SPLITS`: 'heldout' (old configs) -> 'test'; anything else unknown -> ValueError."""
   split = 'test' if split == 'heldout' else split
   if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS} (or 'heldout', an alias of 'test'), "
-                     f'got {split!r}')
+    raise ValueError(
+      f"split must be one of {SPLITS} (or 'heldout', an alias of 'test'), got {split!r}"
+    )
   return split
 
 
@@ -97,14 +100,18 @@ def make_source(config, split: str = 'train', *, cache_dir: str | None = None):
     raise ValueError(f'config.data.source must be one of {SOURCES}, got {kind!r}')
   split = canonical_split(split)
   if kind == 'synthetic':
-    from pairalign_jax.data import synthetic  # pylint: disable=g-import-not-at-top
+    from pairalign_jax.data import synthetic
+
     return synthetic.SyntheticSpeechSource(
-        config.data.synthetic, split, sample_rate=config.audio.sample_rate,
-        segment_seconds=config.audio.segment_seconds)
+      config.data.synthetic,
+      split,
+      sample_rate=config.audio.sample_rate,
+      segment_seconds=config.audio.segment_seconds,
+    )
   frac = config.data.heldout_fraction
   if split != 'train' and config.data.eval_path:
     root, sub, key = config.data.eval_path, split, 'config.data.eval_path'
-    frac = 1.0                                   # every speaker of eval_path is held out
+    frac = 1.0  # every speaker of eval_path is held out
   else:
     root, key = config.data.path, 'config.data.path'
     sub = 'all' if config.data.eval_path else split
@@ -112,15 +119,19 @@ def make_source(config, split: str = 'train', *, cache_dir: str | None = None):
     raise ValueError(f'{key} must be set for config.data.source={kind!r}')
   kwargs = dict(cache_dir=config.data.index_cache_dir, fallback_dir=cache_dir)
   if kind == 'librispeech':
-    from pairalign_jax.data import librispeech  # pylint: disable=g-import-not-at-top
+    from pairalign_jax.data import librispeech
+
     return librispeech.LibriSpeechSource(root, sub, heldout_fraction=frac, **kwargs)
   if kind == 'timit':
-    from pairalign_jax.data import timit  # pylint: disable=g-import-not-at-top
+    from pairalign_jax.data import timit
+
     return timit.TimitSource(root, split, exclude_sa=config.data.timit_exclude_sa, **kwargs)
   if kind == 'folder':
-    from pairalign_jax.data import folder  # pylint: disable=g-import-not-at-top
+    from pairalign_jax.data import folder
+
     return folder.FolderSource(root, sub, heldout_fraction=frac, **kwargs)
-  from pairalign_jax.data import manifest  # pylint: disable=g-import-not-at-top
+  from pairalign_jax.data import manifest
+
   return manifest.ManifestSource(root, sub, heldout_fraction=frac)
 
 
@@ -142,8 +153,15 @@ def data_stats(obj) -> dict[str, float]:
 
 
 # ---------------------------------------------------------------------------- segments
-def fit_audio(audio: np.ndarray, sample_rate: int, target_rate: int, length: int, *,
-              crop: str = 'center', rng: np.random.Generator | None = None) -> np.ndarray:
+def fit_audio(
+  audio: np.ndarray,
+  sample_rate: int,
+  target_rate: int,
+  length: int,
+  *,
+  crop: str = 'center',
+  rng: np.random.Generator | None = None,
+) -> np.ndarray:
   """Mono float32 `[n]` at `sample_rate` -> float32 `[length]` at `target_rate`.
 
   The crop window is chosen on the source-rate signal (its length is the source-rate equivalent
@@ -154,28 +172,36 @@ def fit_audio(audio: np.ndarray, sample_rate: int, target_rate: int, length: int
   if sample_rate != target_rate:
     native_len = int(np.ceil(length * sample_rate / target_rate))
     start = audio_io.crop_start(audio.shape[0], native_len, crop, rng)
-    audio = audio_io.resample(audio[start:start + native_len], sample_rate, target_rate)
+    audio = audio_io.resample(audio[start : start + native_len], sample_rate, target_rate)
     crop = 'start'
   return audio_io.fit_segment(audio, length, crop=crop, rng=rng)
 
 
-def load_segment(record: dict[str, Any], config, *, crop: str = 'center',
-                 rng: np.random.Generator | None = None) -> np.ndarray:
+def load_segment(
+  record: dict[str, Any], config, *, crop: str = 'center', rng: np.random.Generator | None = None
+) -> np.ndarray:
   """The record's segment: float32 `[S]` mono at `config.audio.sample_rate`, end zero-padded.
 
   `crop='center'` is the deterministic evaluation crop, `'random'` the training crop (needs
   `rng`), `'start'` the first `S` samples (then label times need no offset).
   """
-  return fit_audio(record['audio'], int(record['sample_rate']), config.audio.sample_rate,
-                   segment_samples(config), crop=crop, rng=rng)
+  return fit_audio(
+    record['audio'],
+    int(record['sample_rate']),
+    config.audio.sample_rate,
+    segment_samples(config),
+    crop=crop,
+    rng=rng,
+  )
 
 
-def eval_records(source, indices: Sequence[int] | None = None,
-                 stats: BadInputStats | None = None) -> Iterator[tuple[int, dict[str, Any]]]:
+def eval_records(
+  source, indices: Sequence[int] | None = None, stats: BadInputStats | None = None
+) -> Iterator[tuple[int, dict[str, Any]]]:
   """`(index, record)` for the good items of `source` (all, or `indices`); bad ones are counted
   in `stats` (logged with path and reason) and left out, never replaced (no duplicates)."""
   stats = stats if stats is not None else BadInputStats()
-  for i in (range(len(source)) if indices is None else indices):
+  for i in range(len(source)) if indices is None else indices:
     try:
       record = source[int(i)]
       audio_io.validate_audio(record['audio'], record.get('id', f'index {i}'))
@@ -199,15 +225,21 @@ class TwoViews:
   has no other speaker; a `BadAudioError` is counted in `bad_counts`), both from their starts.
   """
 
-  def __init__(self, sample_rate: int, length: int, aug_cfg: dict[str, Any],
-               aligned_until_element: int = 0, cross_speaker_prob: float = 0.0,
-               parallel_record=None):
+  def __init__(
+    self,
+    sample_rate: int,
+    length: int,
+    aug_cfg: dict[str, Any],
+    aligned_until_element: int = 0,
+    cross_speaker_prob: float = 0.0,
+    parallel_record=None,
+  ):
     self.sample_rate = int(sample_rate)
     self.length = int(length)
     self.aug_cfg = dict(aug_cfg)
     self.aligned_until_element = int(aligned_until_element)
     self.cross_speaker_prob = float(cross_speaker_prob)
-    self.parallel_record = parallel_record   # record, rng -> same content, another speaker
+    self.parallel_record = parallel_record  # record, rng -> same content, another speaker
 
   def _other_reading(self, record, rng) -> tuple[dict[str, Any] | None, list[BadAudioError]]:
     """(another speaker's validated record or None, bad parallel files met)."""
@@ -221,8 +253,14 @@ class TwoViews:
 
   def __call__(self, item, rng: np.random.Generator) -> dict[str, np.ndarray]:
     element_index, record = item
-    wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate, self.length,
-                     crop='random', rng=rng)                                         # [S]
+    wave = fit_audio(
+      record['audio'],
+      int(record['sample_rate']),
+      self.sample_rate,
+      self.length,
+      crop='random',
+      rng=rng,
+    )  # [S]
     time_warp = element_index >= self.aligned_until_element
     wave2, kind, bad = wave, VIEW2_SAME, []
     # Cross-speaker views only after the aligned (stage-0) elements: another speaker's reading of
@@ -230,20 +268,25 @@ class TwoViews:
     if time_warp and self.cross_speaker_prob > 0 and rng.random() < self.cross_speaker_prob:
       other, bad = self._other_reading(record, rng)
       if other is None:
-        kind = VIEW2_FALLBACK                           # same recording, augmented twice
+        kind = VIEW2_FALLBACK  # same recording, augmented twice
       else:
         kind = VIEW2_OTHER_SPEAKER
-        wave2 = fit_audio(other['audio'], int(other['sample_rate']), self.sample_rate,
-                          self.length, crop='start')
-        wave = fit_audio(record['audio'], int(record['sample_rate']), self.sample_rate,
-                         self.length, crop='start')
+        wave2 = fit_audio(
+          other['audio'], int(other['sample_rate']), self.sample_rate, self.length, crop='start'
+        )
+        wave = fit_audio(
+          record['audio'], int(record['sample_rate']), self.sample_rate, self.length, crop='start'
+        )
     view1 = augment.augment_view(wave, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
     view2 = augment.augment_view(wave2, rng, self.aug_cfg, self.sample_rate, time_warp=time_warp)
     bad_counts = np.asarray(record.get('_bad_counts', np.zeros(bad_input.NUM_REASONS)), np.int32)
-    return {'view1': view1, 'view2': view2,
-            'index': np.int64(record.get('_source_index', -1)),
-            'bad_counts': bad_counts + bad_input.reason_counts(bad),             # [R]
-            'cross_speaker': np.int32(kind)}
+    return {
+      'view1': view1,
+      'view2': view2,
+      'index': np.int64(record.get('_source_index', -1)),
+      'bad_counts': bad_counts + bad_input.reason_counts(bad),  # [R]
+      'cross_speaker': np.int32(kind),
+    }
 
 
 def _plain_dict(cfg) -> dict[str, Any]:
@@ -253,29 +296,44 @@ def _plain_dict(cfg) -> dict[str, Any]:
 def local_batch_size(config, process_count: int = 1) -> int:
   """Per-host batch `config.batch_size // process_count` (must divide evenly)."""
   if config.batch_size % process_count:
-    raise ValueError(f'config.batch_size={config.batch_size} must be divisible by the '
-                     f'process count {process_count}')
+    raise ValueError(
+      f'config.batch_size={config.batch_size} must be divisible by the '
+      f'process count {process_count}'
+    )
   return config.batch_size // process_count
 
 
 def _parallel_readings(source, cross: float):
   """(source.parallel_record, cross), or (None, 0.0) with one warning when it has no readings."""
   parallel = getattr(source, 'parallel_record', None)
-  num = getattr(source, 'num_parallel_items', None)     # None: unknown (e.g. synthetic: all)
+  num = getattr(source, 'num_parallel_items', None)  # None: unknown (e.g. synthetic: all)
   if parallel is None or num == 0:
-    logging.warning('config.data.cross_speaker_views=%g: %r has no parallel readings (no content '
-                    'read by two speakers); view 2 is an augmentation of the same recording',
-                    cross, source)
+    logging.warning(
+      'config.data.cross_speaker_views=%g: %r has no parallel readings (no content '
+      'read by two speakers); view 2 is an augmentation of the same recording',
+      cross,
+      source,
+    )
     return None, 0.0
   if num is not None:
-    logging.info('Cross-speaker views: %d of %d training items have another speaker reading '
-                 'the same content; the others fall back to the same recording', num, len(source))
+    logging.info(
+      'Cross-speaker views: %d of %d training items have another speaker reading '
+      'the same content; the others fall back to the same recording',
+      num,
+      len(source),
+    )
   return parallel, cross
 
 
-def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1,
-                       source=None, cache_dir: str | None = None,
-                       num_epochs: int | None = None) -> grain.IterDataset:
+def make_train_dataset(
+  config,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+  source=None,
+  cache_dir: str | None = None,
+  num_epochs: int | None = None,
+) -> grain.IterDataset:
   """Per-host training `IterDataset` of two-view batches (see the module docstring).
 
   `source`: a ready source (default `make_source(config, 'train')`); it is wrapped in a
@@ -289,12 +347,13 @@ def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1
     src = bad_input.SkippingSource(src, make_bad_input_stats(config))
   per_host = len(src) // process_count
   if per_host < batch:
-    raise ValueError(f'{len(src)} training items give {per_host} per host, fewer than the '
-                     f'per-host batch {batch}')
+    raise ValueError(
+      f'{len(src)} training items give {per_host} per host, fewer than the per-host batch {batch}'
+    )
   ds = grain.MapDataset.source(src).seed(config.seed)
   if config.data.shuffle:
     ds = ds.shuffle()
-  ds = ds[:per_host * process_count][process_index::process_count]
+  ds = ds[: per_host * process_count][process_index::process_count]
   ds = ds.repeat(num_epochs)
   aligned = (config.schedule.stage1_start * batch) if config.data.align_views_in_stage0 else 0
   ds = ds.map_with_index(_with_index)
@@ -303,27 +362,57 @@ def make_train_dataset(config, *, process_index: int = 0, process_count: int = 1
   if cross > 0:
     base = src.source if isinstance(src, bad_input.SkippingSource) else src
     parallel, cross = _parallel_readings(base, cross)
-  ds = ds.random_map(TwoViews(config.audio.sample_rate, segment_samples(config),
-                              _plain_dict(config.data.augment), aligned, cross, parallel))
+  ds = ds.random_map(
+    TwoViews(
+      config.audio.sample_rate,
+      segment_samples(config),
+      _plain_dict(config.data.augment),
+      aligned,
+      cross,
+      parallel,
+    )
+  )
   ds = ds.batch(batch, drop_remainder=True)
-  it_ds = ds.to_iter_dataset(grain.ReadOptions(
-      num_threads=config.data.read_threads,
-      prefetch_buffer_size=config.data.prefetch_buffer_size))
+  it_ds = ds.to_iter_dataset(
+    grain.ReadOptions(
+      num_threads=config.data.read_threads, prefetch_buffer_size=config.data.prefetch_buffer_size
+    )
+  )
   if config.data.worker_count > 0:
     if not flags.FLAGS.is_parsed():
       # Grain's worker start-up reads its absl flags; outside absl.app (tests, notebooks) nobody
       # parsed them, so use their defaults.
       flags.FLAGS.mark_as_parsed()
     it_ds = it_ds.mp_prefetch(grain.MultiprocessingOptions(num_workers=config.data.worker_count))
-  logging.info('Train data: %r, %d items per host (%d of %d hosts), batch %d, %d workers',
-               src, per_host, process_index, process_count, batch, config.data.worker_count)
+  logging.info(
+    'Train data: %r, %d items per host (%d of %d hosts), batch %d, %d workers',
+    src,
+    per_host,
+    process_index,
+    process_count,
+    batch,
+    config.data.worker_count,
+  )
   return it_ds
 
 
-def make_train_iterator(config, *, process_index: int = 0, process_count: int = 1,
-                        source=None, cache_dir: str | None = None,
-                        num_epochs: int | None = None) -> grain.DatasetIterator:
+def make_train_iterator(
+  config,
+  *,
+  process_index: int = 0,
+  process_count: int = 1,
+  source=None,
+  cache_dir: str | None = None,
+  num_epochs: int | None = None,
+) -> grain.DatasetIterator:
   """`iter(make_train_dataset(...))`: a `grain.DatasetIterator` with `get_state`/`set_state`."""
-  return iter(make_train_dataset(config, process_index=process_index,
-                                 process_count=process_count, source=source,
-                                 cache_dir=cache_dir, num_epochs=num_epochs))
+  return iter(
+    make_train_dataset(
+      config,
+      process_index=process_index,
+      process_count=process_count,
+      source=source,
+      cache_dir=cache_dir,
+      num_epochs=num_epochs,
+    )
+  )

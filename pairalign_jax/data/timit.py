@@ -62,22 +62,27 @@ def find_split_root(root: str, split: str) -> tuple[str, str]:
     return root, 'all'
   split = folder.canonical_split(split)
   if split not in SPLIT_DIRS:
-    raise ValueError(f'TIMIT split must be one of {tuple(SPLIT_DIRS)} (or heldout = test), '
-                     f'got {split!r}')
+    raise ValueError(
+      f'TIMIT split must be one of {tuple(SPLIT_DIRS)} (or heldout = test), got {split!r}'
+    )
   want = SPLIT_DIRS[split]
-  for base in [root] + [os.path.join(root, n) for n in sorted(names)
-                        if os.path.isdir(os.path.join(root, n))]:
+  for base in [root] + [
+    os.path.join(root, n) for n in sorted(names) if os.path.isdir(os.path.join(root, n))
+  ]:
     for n in sorted(os.listdir(base)):
       if n.lower() == want and os.path.isdir(os.path.join(base, n)):
         return os.path.join(base, n), split
-  raise FileNotFoundError(f'no {want.upper()} folder (any case) under {root!r} or its '
-                          'sub-folders; expected TIMIT/TRAIN/DR*/SPEAKER/*.WAV')
+  raise FileNotFoundError(
+    f'no {want.upper()} folder (any case) under {root!r} or its '
+    'sub-folders; expected TIMIT/TRAIN/DR*/SPEAKER/*.WAV'
+  )
 
 
 def _entries(root: str, relpaths: Sequence[str], split_name: str) -> list[dict[str, Any]]:
   by_lower = {p.lower(): p for p in relpaths}
-  wavs = [p for p in relpaths if p.lower().endswith('.wav')
-          and _SENTENCE.match(os.path.basename(p)[:-4])]
+  wavs = [
+    p for p in relpaths if p.lower().endswith('.wav') and _SENTENCE.match(os.path.basename(p)[:-4])
+  ]
   infos = folder.file_infos(root, wavs, desc='TIMIT headers')
   entries = []
   for rel, info in zip(wavs, infos):
@@ -88,11 +93,16 @@ def _entries(root: str, relpaths: Sequence[str], split_name: str) -> list[dict[s
     dialect, speaker, sentence = parts[-3].upper(), parts[-2].upper(), parts[-1][:-4].upper()
     stem = rel[:-4].lower()
     sr = info['sample_rate'] if info else 16_000
-    entry = {'path': rel, 'id': f'{split_name}/{dialect}/{speaker}/{sentence}',
-             'speaker': speaker, 'dialect': dialect, 'sentence': sentence,
-             'content_id': sentence,
-             'frames': info['frames'] if info else None,
-             'sample_rate': info['sample_rate'] if info else None}
+    entry = {
+      'path': rel,
+      'id': f'{split_name}/{dialect}/{speaker}/{sentence}',
+      'speaker': speaker,
+      'dialect': dialect,
+      'sentence': sentence,
+      'content_id': sentence,
+      'frames': info['frames'] if info else None,
+      'sample_rate': info['sample_rate'] if info else None,
+    }
     txt = by_lower.get(stem + '.txt')
     if txt:
       entry['text'] = read_text(os.path.join(root, txt))
@@ -111,22 +121,37 @@ class TimitSource(folder.IndexedAudioSource):
 
   name = 'timit'
 
-  def __init__(self, root: str, split: str = 'train', *, exclude_sa: bool = True,
-               cache_dir: str = '', fallback_dir: str | None = None):
+  def __init__(
+    self,
+    root: str,
+    split: str = 'train',
+    *,
+    exclude_sa: bool = True,
+    cache_dir: str = '',
+    fallback_dir: str | None = None,
+  ):
     split = folder.canonical_split(split)
     split_root, found = find_split_root(root, split)
     split_name = os.path.basename(os.path.normpath(split_root)).upper()
     if found == 'all' and split_name.startswith('DR'):
       split_name = 'ALL'
     relpaths = folder.list_files(split_root, ('.wav', '.phn', '.wrd', '.txt'))
-    entries = folder.cached_index(split_root, 'timit', relpaths,
-                                  lambda r: _entries(split_root, r, split_name),
-                                  key=split_name, cache_dir=cache_dir, fallback_dir=fallback_dir)
+    entries = folder.cached_index(
+      split_root,
+      'timit',
+      relpaths,
+      lambda r: _entries(split_root, r, split_name),
+      key=split_name,
+      cache_dir=cache_dir,
+      fallback_dir=fallback_dir,
+    )
     if exclude_sa:
       entries = [e for e in entries if not e['sentence'].startswith('SA')]
     if not entries:
-      raise FileNotFoundError(f'no TIMIT sentences (DR*/SPEAKER/S[AIX]*.WAV) under {split_root!r}'
-                              + (' after excluding SA sentences' if exclude_sa else ''))
-    if split in ('validation', 'test'):     # halves of the held-out folder, by speaker hash
+      raise FileNotFoundError(
+        f'no TIMIT sentences (DR*/SPEAKER/S[AIX]*.WAV) under {split_root!r}'
+        + (' after excluding SA sentences' if exclude_sa else '')
+      )
+    if split in ('validation', 'test'):  # halves of the held-out folder, by speaker hash
       entries = folder.split_entries(entries, split, 1.0)
     super().__init__(split_root, entries)

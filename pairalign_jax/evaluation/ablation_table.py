@@ -18,15 +18,19 @@ import sys
 from typing import Any, Optional
 
 COLUMNS = (
-    ('tokens/s', lambda p, v, h: p['tokens_per_second'], '{:.2f}'),
-    ('archive tokens / VQ', lambda p, v, h: h['archive_tokens_ratio'], '{:.3f}'),
-    ('R@1', lambda p, v, h: p['recall_at_1'], '{:.3f}'),
-    ('R@1 VQ', lambda p, v, h: v['recall_at_1'], '{:.3f}'),
-    ('R@1 - VQ', lambda p, v, h: h['recall_at_1_difference'], '{:+.3f}'),
-    ('MRR', lambda p, v, h: p['mrr'], '{:.3f}'),
-    ('NED same / unrelated', lambda p, v, h: (p['cross_view_ned'], p['unrelated_ned']), '{:.3f} / {:.3f}'),
-    ('termination', lambda p, v, h: p['termination_rate'], '{:.3f}'),
-    ('vocab usage', lambda p, v, h: p['vocab_usage'], '{:.3f}'),
+  ('tokens/s', lambda p, v, h: p['tokens_per_second'], '{:.2f}'),
+  ('archive tokens / VQ', lambda p, v, h: h['archive_tokens_ratio'], '{:.3f}'),
+  ('R@1', lambda p, v, h: p['recall_at_1'], '{:.3f}'),
+  ('R@1 VQ', lambda p, v, h: v['recall_at_1'], '{:.3f}'),
+  ('R@1 - VQ', lambda p, v, h: h['recall_at_1_difference'], '{:+.3f}'),
+  ('MRR', lambda p, v, h: p['mrr'], '{:.3f}'),
+  (
+    'NED same / unrelated',
+    lambda p, v, h: (p['cross_view_ned'], p['unrelated_ned']),
+    '{:.3f} / {:.3f}',
+  ),
+  ('termination', lambda p, v, h: p['termination_rate'], '{:.3f}'),
+  ('vocab usage', lambda p, v, h: p['vocab_usage'], '{:.3f}'),
 )
 
 
@@ -63,10 +67,14 @@ def _cell(fn, fmt, report) -> str:
 def ablation_table(root: str) -> str:
   """Markdown table of every run under `root` (see the module docstring)."""
   reports, missing = read_reports(root)
-  lines = ['| run | ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
-           '| --- |' + ' --- |' * len(COLUMNS)]
+  lines = [
+    '| run | ' + ' | '.join(c[0] for c in COLUMNS) + ' |',
+    '| --- |' + ' --- |' * len(COLUMNS),
+  ]
   for name, report in reports.items():
-    lines.append(f'| {name} | ' + ' | '.join(_cell(fn, fmt, report) for _, fn, fmt in COLUMNS) + ' |')
+    lines.append(
+      f'| {name} | ' + ' | '.join(_cell(fn, fmt, report) for _, fn, fmt in COLUMNS) + ' |'
+    )
   if missing:
     lines.append('')
     lines.append('No report.json (run unfinished or failed): ' + ', '.join(missing))
@@ -81,7 +89,10 @@ def main(argv: Optional[list[str]] = None) -> int:
       out = a.split('=', 1)[1]
       args.remove(a)
   if len(args) != 1:
-    print('usage: python -m pairalign_jax.evaluation.ablation_table ROOT [--out=table.md]', file=sys.stderr)
+    print(
+      'usage: python -m pairalign_jax.evaluation.ablation_table ROOT [--out=table.md]',
+      file=sys.stderr,
+    )
     return 2
   table = ablation_table(args[0])
   print(table, end='')

@@ -62,14 +62,14 @@ POOLS = ('mean', 'stack')
 
 # Settings of the two MFCC k-means baselines (keyword arguments of `fit_mfcc_kmeans`).
 MFCC_RECIPES = {
-    'mfcc_kmeans': dict(n_clusters=64, subsample=1, min_run_frames=1),
-    'mfcc_kmeans_matched': dict(n_clusters=16, subsample=2, min_run_frames=2),
+  'mfcc_kmeans': dict(n_clusters=64, subsample=1, min_run_frames=1),
+  'mfcc_kmeans_matched': dict(n_clusters=16, subsample=2, min_run_frames=2),
 }
 MFCC_COEFFS = 13
 MFCC_MELS = 40
 MFCC_WINDOW_SECONDS = 0.025
 MFCC_HOP_SECONDS = 0.010
-DELTA_WIDTH = 9                 # librosa.feature.delta's default
+DELTA_WIDTH = 9  # librosa.feature.delta's default
 
 
 def mfcc_framing(sample_rate: int = 16_000) -> tuple[int, int, int]:
@@ -93,18 +93,34 @@ def mfcc_features(waves: np.ndarray, sample_rate: int = 16_000) -> np.ndarray:
   n_fft, win, hop = mfcc_framing(sample_rate)
   num_frames = waves.shape[1] // hop
   if num_frames < DELTA_WIDTH:
-    raise ValueError(f'mfcc_features needs at least {DELTA_WIDTH * hop} samples '
-                     f'({DELTA_WIDTH} frames for the deltas), got {waves.shape[1]}')
-  mel = librosa.feature.melspectrogram(y=waves, sr=sample_rate, n_fft=n_fft, hop_length=hop,
-                                       win_length=win, window='hann', center=True,
-                                       pad_mode='constant', power=2.0, n_mels=MFCC_MELS)
+    raise ValueError(
+      f'mfcc_features needs at least {DELTA_WIDTH * hop} samples '
+      f'({DELTA_WIDTH} frames for the deltas), got {waves.shape[1]}'
+    )
+  mel = librosa.feature.melspectrogram(
+    y=waves,
+    sr=sample_rate,
+    n_fft=n_fft,
+    hop_length=hop,
+    win_length=win,
+    window='hann',
+    center=True,
+    pad_mode='constant',
+    power=2.0,
+    n_mels=MFCC_MELS,
+  )
   # power_to_db's top_db floor is relative to the array's maximum: per utterance, as
   # librosa.feature.mfcc(y=wave) does, so an utterance's features do not depend on its batch.
-  db = np.stack([librosa.power_to_db(row) for row in mel])                          # [N, 40, F + 1]
-  m = librosa.feature.mfcc(S=db, n_mfcc=MFCC_COEFFS)[..., :num_frames]             # [N, 13, F]
-  x = np.concatenate([m, librosa.feature.delta(m, width=DELTA_WIDTH, axis=-1),
-                      librosa.feature.delta(m, width=DELTA_WIDTH, order=2, axis=-1)],
-                     axis=1).astype(np.float64)                                       # [N, 39, F]
+  db = np.stack([librosa.power_to_db(row) for row in mel])  # [N, 40, F + 1]
+  m = librosa.feature.mfcc(S=db, n_mfcc=MFCC_COEFFS)[..., :num_frames]  # [N, 13, F]
+  x = np.concatenate(
+    [
+      m,
+      librosa.feature.delta(m, width=DELTA_WIDTH, axis=-1),
+      librosa.feature.delta(m, width=DELTA_WIDTH, order=2, axis=-1),
+    ],
+    axis=1,
+  ).astype(np.float64)  # [N, 39, F]
   x = x - x.mean(axis=-1, keepdims=True)
   std = x.std(axis=-1, keepdims=True)
   x = x / np.where(std > 1e-8, std, 1.0)
@@ -130,7 +146,7 @@ def merge_short_runs(codes: np.ndarray, min_run_frames: int) -> np.ndarray:
   run_codes = c[starts].tolist()
   lengths = np.diff(np.concatenate([starts, [c.size]])).tolist()
   while len(lengths) > 1:
-    i = min(range(len(lengths)), key=lengths.__getitem__)       # shortest, leftmost on ties
+    i = min(range(len(lengths)), key=lengths.__getitem__)  # shortest, leftmost on ties
     if lengths[i] >= min_run_frames:
       break
     if i == 0:
@@ -160,7 +176,7 @@ def collapse_frames(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   if c.size == 0:
     return np.zeros([0], np.int64), np.zeros([0], np.float64)
   starts = np.concatenate([[0], np.nonzero(c[1:] != c[:-1])[0] + 1])
-  ends = np.concatenate([starts[1:], [c.size]])                # exclusive
+  ends = np.concatenate([starts[1:], [c.size]])  # exclusive
   return c[starts].astype(np.int64), (starts + ends - 1) / 2.0
 
 
@@ -179,7 +195,7 @@ def pool_frames(feats: np.ndarray, subsample: int, pool: str = 'mean') -> np.nda
   t = f // subsample
   if t == 0:
     raise ValueError(f'{f} frames is fewer than subsample={subsample}')
-  g = feats[:, :t * subsample].reshape(n, t, subsample, m)      # [N, T, s, M]
+  g = feats[:, : t * subsample].reshape(n, t, subsample, m)  # [N, T, s, M]
   return g.mean(axis=2) if pool == 'mean' else g.reshape(n, t, subsample * m)
 
 
@@ -197,13 +213,14 @@ def assign_codes(frames: np.ndarray, centroids: np.ndarray) -> np.ndarray:
 @dataclasses.dataclass
 class KMeansTokenizer:
   """A fitted k-means frame tokenizer (see the module docstring)."""
-  centroids: np.ndarray          # [K, D] float32
+
+  centroids: np.ndarray  # [K, D] float32
   features_fn: FeaturesFn
   subsample: int = 2
   pool: str = 'mean'
-  frame_seconds: float = 0.01    # hop of features_fn frames, seconds
+  frame_seconds: float = 0.01  # hop of features_fn frames, seconds
   sample_rate: int = 16_000
-  min_run_frames: int = 1        # runs shorter than this (pooled frames) merge before collapsing
+  min_run_frames: int = 1  # runs shorter than this (pooled frames) merge before collapsing
 
   @property
   def codebook_size(self) -> int:
@@ -220,9 +237,13 @@ class KMeansTokenizer:
     """Frame codes `[N, T]` int64, before `merge_short_runs`."""
     return assign_codes(self.frames(waves), self.centroids)
 
-  def __call__(self, waves: np.ndarray, sample_rate: Optional[int] = None) -> runner.TokenizerOutput:
+  def __call__(
+    self, waves: np.ndarray, sample_rate: Optional[int] = None
+  ) -> runner.TokenizerOutput:
     if sample_rate is not None and int(sample_rate) != self.sample_rate:
-      raise ValueError(f'KMeansTokenizer works at {self.sample_rate} Hz, got sample_rate={sample_rate}')
+      raise ValueError(
+        f'KMeansTokenizer works at {self.sample_rate} Hz, got sample_rate={sample_rate}'
+      )
     tokens, times = [], []
     step = self.frame_seconds * self.subsample
     for row in self.codes(waves):
@@ -234,9 +255,15 @@ class KMeansTokenizer:
   def save(self, path: str) -> None:
     """Writes the centroids and settings to an `.npz` file."""
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    np.savez(path, centroids=np.asarray(self.centroids, np.float32), subsample=self.subsample,
-             pool=self.pool, frame_seconds=self.frame_seconds, sample_rate=self.sample_rate,
-             min_run_frames=self.min_run_frames)
+    np.savez(
+      path,
+      centroids=np.asarray(self.centroids, np.float32),
+      subsample=self.subsample,
+      pool=self.pool,
+      frame_seconds=self.frame_seconds,
+      sample_rate=self.sample_rate,
+      min_run_frames=self.min_run_frames,
+    )
 
   @classmethod
   def load(cls, path: str, features_fn: FeaturesFn) -> 'KMeansTokenizer':
@@ -245,16 +272,32 @@ class KMeansTokenizer:
       missing = {'centroids', 'subsample', 'pool', 'frame_seconds', 'sample_rate'} - set(z.files)
       if missing:
         raise ValueError(f'{path}: not a KMeansTokenizer file (missing {sorted(missing)})')
-      return cls(centroids=z['centroids'].astype(np.float32), features_fn=features_fn,
-                 subsample=int(z['subsample']), pool=str(z['pool']),
-                 frame_seconds=float(z['frame_seconds']), sample_rate=int(z['sample_rate']),
-                 min_run_frames=int(z['min_run_frames']) if 'min_run_frames' in z.files else 1)
+      return cls(
+        centroids=z['centroids'].astype(np.float32),
+        features_fn=features_fn,
+        subsample=int(z['subsample']),
+        pool=str(z['pool']),
+        frame_seconds=float(z['frame_seconds']),
+        sample_rate=int(z['sample_rate']),
+        min_run_frames=int(z['min_run_frames']) if 'min_run_frames' in z.files else 1,
+      )
 
 
-def fit_kmeans(features_fn: FeaturesFn, waves: Union[np.ndarray, Iterable[np.ndarray]], *,
-               n_clusters: int, subsample: int = 2, pool: str = 'mean', seed: int = 0,
-               max_frames: int = 200_000, frame_seconds: float = 0.01, sample_rate: int = 16_000,
-               batch_size: int = 4096, n_init: int = 3, min_run_frames: int = 1) -> KMeansTokenizer:
+def fit_kmeans(
+  features_fn: FeaturesFn,
+  waves: Union[np.ndarray, Iterable[np.ndarray]],
+  *,
+  n_clusters: int,
+  subsample: int = 2,
+  pool: str = 'mean',
+  seed: int = 0,
+  max_frames: int = 200_000,
+  frame_seconds: float = 0.01,
+  sample_rate: int = 16_000,
+  batch_size: int = 4096,
+  n_init: int = 3,
+  min_run_frames: int = 1,
+) -> KMeansTokenizer:
   """Fits k-means on pooled feature frames of training waveforms.
 
   Args:
@@ -271,8 +314,9 @@ def fit_kmeans(features_fn: FeaturesFn, waves: Union[np.ndarray, Iterable[np.nda
   if min_run_frames < 1:
     raise ValueError(f'min_run_frames must be >= 1, got {min_run_frames}')
   batches = [waves] if isinstance(waves, np.ndarray) else waves
-  probe = KMeansTokenizer(np.zeros([1, 1], np.float32), features_fn, subsample, pool,
-                          frame_seconds, sample_rate)
+  probe = KMeansTokenizer(
+    np.zeros([1, 1], np.float32), features_fn, subsample, pool, frame_seconds, sample_rate
+  )
   chunks = []
   for b in batches:
     f = probe.frames(b)
@@ -285,28 +329,58 @@ def fit_kmeans(features_fn: FeaturesFn, waves: Union[np.ndarray, Iterable[np.nda
   rng = np.random.default_rng(seed)
   if x.shape[0] > max_frames:
     x = x[np.sort(rng.choice(x.shape[0], size=max_frames, replace=False))]
-  km = cluster.MiniBatchKMeans(n_clusters=n_clusters, random_state=seed,
-                               batch_size=min(batch_size, x.shape[0]), n_init=n_init)
+  km = cluster.MiniBatchKMeans(
+    n_clusters=n_clusters, random_state=seed, batch_size=min(batch_size, x.shape[0]), n_init=n_init
+  )
   km.fit(x)
-  logging.info('k-means baseline: %d clusters on %d frames of dim %d (inertia %.3g)', n_clusters,
-               x.shape[0], x.shape[1], km.inertia_)
-  return KMeansTokenizer(centroids=km.cluster_centers_.astype(np.float32), features_fn=features_fn,
-                         subsample=subsample, pool=pool, frame_seconds=frame_seconds,
-                         sample_rate=sample_rate, min_run_frames=min_run_frames)
+  logging.info(
+    'k-means baseline: %d clusters on %d frames of dim %d (inertia %.3g)',
+    n_clusters,
+    x.shape[0],
+    x.shape[1],
+    km.inertia_,
+  )
+  return KMeansTokenizer(
+    centroids=km.cluster_centers_.astype(np.float32),
+    features_fn=features_fn,
+    subsample=subsample,
+    pool=pool,
+    frame_seconds=frame_seconds,
+    sample_rate=sample_rate,
+    min_run_frames=min_run_frames,
+  )
 
 
-def fit_mfcc_kmeans(train_waves: Union[np.ndarray, Iterable[np.ndarray]], *,
-                    sample_rate: int = 16_000, n_clusters: int = 64, subsample: int = 1,
-                    min_run_frames: int = 1, seed: int = 0,
-                    max_frames: int = 200_000) -> KMeansTokenizer:
+def fit_mfcc_kmeans(
+  train_waves: Union[np.ndarray, Iterable[np.ndarray]],
+  *,
+  sample_rate: int = 16_000,
+  n_clusters: int = 64,
+  subsample: int = 1,
+  min_run_frames: int = 1,
+  seed: int = 0,
+  max_frames: int = 200_000,
+) -> KMeansTokenizer:
   """The MFCC k-means baseline: `fit_kmeans` on `mfcc_features` (mean pooling).
 
   Defaults are the `'mfcc_kmeans'` recipe; `**MFCC_RECIPES['mfcc_kmeans_matched']` gives the
   lower-rate variant. `train_waves`: float32 `[N, S]` at `sample_rate`, or an iterable of batches.
   """
   _, _, hop = mfcc_framing(sample_rate)
-  features_fn = (mfcc_features if sample_rate == 16_000
-                 else functools.partial(mfcc_features, sample_rate=sample_rate))
-  return fit_kmeans(features_fn, train_waves, n_clusters=n_clusters, subsample=subsample,
-                    pool='mean', seed=seed, max_frames=max_frames, frame_seconds=hop / sample_rate,
-                    sample_rate=sample_rate, min_run_frames=min_run_frames)
+  features_fn = (
+    mfcc_features
+    if sample_rate == 16_000
+    else functools.partial(mfcc_features, sample_rate=sample_rate)
+  )
+  return fit_kmeans(
+    features_fn,
+    train_waves,
+    n_clusters=n_clusters,
+    subsample=subsample,
+    pool='mean',
+    seed=seed,
+    max_frames=max_frames,
+    frame_seconds=hop / sample_rate,
+    sample_rate=sample_rate,
+    min_run_frames=min_run_frames,
+  )

@@ -29,7 +29,7 @@ def item_weights(num_items: int, num_samples: int = NUM_SAMPLES, seed: int = 0) 
   if num_items < 1 or num_samples < 1:
     raise ValueError(f'need num_items >= 1 and num_samples >= 1, got {num_items}, {num_samples}')
   rng = np.random.default_rng(seed)
-  draws = rng.integers(num_items, size=(num_samples, num_items))                 # [n, A]
+  draws = rng.integers(num_items, size=(num_samples, num_items))  # [n, A]
   offsets = (np.arange(num_samples) * num_items)[:, None]
   counts = np.bincount((draws + offsets).ravel(), minlength=num_samples * num_items)
   return counts.reshape(num_samples, num_items).astype(np.float64)
@@ -52,8 +52,9 @@ def _per_item(x: Sequence[float], weights: np.ndarray, name: str) -> np.ndarray:
   return x
 
 
-def ratio_samples(numerator: Sequence[float], denominator: Sequence[float],
-                  weights: np.ndarray) -> np.ndarray:
+def ratio_samples(
+  numerator: Sequence[float], denominator: Sequence[float], weights: np.ndarray
+) -> np.ndarray:
   """`[n]`: sum(w * numerator) / sum(w * denominator) for each bootstrap sample."""
   num = weights @ _per_item(numerator, weights, 'numerator')
   den = weights @ _per_item(denominator, weights, 'denominator')
@@ -61,15 +62,22 @@ def ratio_samples(numerator: Sequence[float], denominator: Sequence[float],
     return num / den
 
 
-def ratio_interval(numerator: Sequence[float], denominator: Sequence[float], weights: np.ndarray,
-                   level: float = LEVEL) -> list[float]:
+def ratio_interval(
+  numerator: Sequence[float],
+  denominator: Sequence[float],
+  weights: np.ndarray,
+  level: float = LEVEL,
+) -> list[float]:
   """`[low, high]` of the ratio of item sums (recall@1 from per-item hits and query counts, or
   the archive-token ratio from per-item token counts)."""
   return _percentiles(ratio_samples(numerator, denominator, weights), level)
 
 
-def difference_interval(first: tuple[Sequence[float], Sequence[float]],
-                        second: tuple[Sequence[float], Sequence[float]], weights: np.ndarray,
-                        level: float = LEVEL) -> list[float]:
+def difference_interval(
+  first: tuple[Sequence[float], Sequence[float]],
+  second: tuple[Sequence[float], Sequence[float]],
+  weights: np.ndarray,
+  level: float = LEVEL,
+) -> list[float]:
   """`[low, high]` of ratio(first) - ratio(second), both on the same bootstrap draws."""
   return _percentiles(ratio_samples(*first, weights) - ratio_samples(*second, weights), level)

@@ -1,4 +1,4 @@
-"""String metrics over token sequences (DESIGN §5), host-side numpy / rapidfuzz.
+"""String metrics over token sequences (docs/METHOD.md §10), host-side numpy / rapidfuzz.
 
 A *string* is a sequence of code ids (no BOS/EOS/PAD); a batch of strings is `list[list[int]]`
 (numpy int arrays are accepted wherever a list is). Definitions, as used by the reports:
@@ -21,8 +21,8 @@ A *string* is a sequence of code ids (no BOS/EOS/PAD); a batch of strings is `li
 * `length_stats(seqs)` = mean / std / min / median / max of `|y_i|`.
 * `phone_purity(...)` (labelled data: synthetic, TIMIT): each token gets the phone whose interval
   `[start, end)` contains the token's time; tokens inside no interval are *unassigned* (counted in
-  `unassigned_rate`, left out of the rest). Over the `n` assigned tokens, with `c(k, p)` the number of
-  tokens of id `k` labelled phone `p`:
+  `unassigned_rate`, left out of the rest). Over the `n` assigned tokens, with `c(k, p)` the
+  number of tokens of id `k` labelled phone `p`:
     - `token_purity = sum_k max_p c(k, p) / n`  (each token id's share of its most frequent phone,
       averaged with token-count weights: cluster purity),
     - `phone_purity = sum_p max_k c(k, p) / n`  (each phone's share of its most frequent token id,
@@ -46,7 +46,9 @@ Strings = Sequence[Sequence[int]]
 def as_strings(seqs: Strings, name: str = 'seqs') -> list[list[int]]:
   """Validates a batch of strings and returns it as `list[list[int]]` (python ints)."""
   if isinstance(seqs, np.ndarray) and seqs.ndim != 2:
-    raise ValueError(f'{name}: expected a list of token sequences, got an array of shape {seqs.shape}')
+    raise ValueError(
+      f'{name}: expected a list of token sequences, got an array of shape {seqs.shape}'
+    )
   out = []
   for i, s in enumerate(seqs):
     arr = np.asarray(s)
@@ -105,7 +107,8 @@ def unigram_perplexity(seqs: Strings) -> float:
 
 
 def unique_ratio(seqs: Strings, content_ids: Optional[Sequence[Hashable]] = None) -> float:
-  """Distinct strings over distinct content items, one representative per item (module docstring)."""
+  """Distinct strings over distinct content items, one representative per item (module
+  docstring)."""
   if content_ids is None:
     reps = [tuple(int(t) for t in s) for s in seqs]
   else:
@@ -142,8 +145,10 @@ def pairwise_ned(seqs_a: Strings, seqs_b: Strings) -> np.ndarray:
     raise ValueError(f'paired strings differ in number: {len(seqs_a)} vs {len(seqs_b)}')
   if not seqs_a:
     return np.zeros([0], np.float32)
-  return np.asarray(process.cpdist(list(seqs_a), list(seqs_b),
-                                   scorer=Levenshtein.normalized_distance, workers=-1), np.float32)
+  return np.asarray(
+    process.cpdist(list(seqs_a), list(seqs_b), scorer=Levenshtein.normalized_distance, workers=-1),
+    np.float32,
+  )
 
 
 def pairwise_edit_distance(seqs_a: Strings, seqs_b: Strings) -> np.ndarray:
@@ -152,8 +157,9 @@ def pairwise_edit_distance(seqs_a: Strings, seqs_b: Strings) -> np.ndarray:
     raise ValueError(f'paired strings differ in number: {len(seqs_a)} vs {len(seqs_b)}')
   if not seqs_a:
     return np.zeros([0], np.int64)
-  return np.asarray(process.cpdist(list(seqs_a), list(seqs_b), scorer=Levenshtein.distance,
-                                   workers=-1), np.int64)
+  return np.asarray(
+    process.cpdist(list(seqs_a), list(seqs_b), scorer=Levenshtein.distance, workers=-1), np.int64
+  )
 
 
 def cross_view_ned(seqs_a: Strings, seqs_b: Strings) -> float:
@@ -164,10 +170,16 @@ def cross_view_ned(seqs_a: Strings, seqs_b: Strings) -> float:
   return float(d.mean())
 
 
-def paired_ned_stats(seqs_a: Strings, seqs_b: Strings, content_ids: Optional[Sequence[Hashable]] = None,
-                     *, shift: int = 1) -> dict[str, float]:
+def paired_ned_stats(
+  seqs_a: Strings,
+  seqs_b: Strings,
+  content_ids: Optional[Sequence[Hashable]] = None,
+  *,
+  shift: int = 1,
+) -> dict[str, float]:
   """`{'same', 'unrelated', 'gap'}`: mean NED of the pairs `(a_i, b_i)`, of the rolled pairs
-  `(a_i, b_{(i+shift) mod n})` (skipping pairs whose `content_ids` agree), and `unrelated - same`."""
+  `(a_i, b_{(i+shift) mod n})` (skipping pairs whose `content_ids` agree), and
+  `unrelated - same`."""
   n = len(seqs_a)
   if n < 2:
     raise ValueError(f'paired_ned_stats needs at least 2 pairs, got {n}')
@@ -193,12 +205,18 @@ def length_stats(seqs: Strings) -> dict[str, float]:
   n = lengths(seqs)
   if n.size == 0:
     raise ValueError('length_stats: no strings given')
-  return {'mean': float(n.mean()), 'std': float(n.std()), 'min': float(n.min()),
-          'median': float(np.median(n)), 'max': float(n.max())}
+  return {
+    'mean': float(n.mean()),
+    'std': float(n.std()),
+    'min': float(n.min()),
+    'median': float(np.median(n)),
+    'max': float(n.max()),
+  }
 
 
-def assign_phones(times: np.ndarray, phone_labels: Sequence[str], phone_times: np.ndarray
-                  ) -> list[Optional[str]]:
+def assign_phones(
+  times: np.ndarray, phone_labels: Sequence[str], phone_times: np.ndarray
+) -> list[Optional[str]]:
   """The phone whose `[start, end)` interval contains each time (None if none does).
 
   `times`: `[n]` seconds; `phone_times`: `[P, 2]` (start, end) seconds, sorted, non-overlapping.
@@ -217,8 +235,12 @@ def assign_phones(times: np.ndarray, phone_labels: Sequence[str], phone_times: n
   return out
 
 
-def phone_purity(tokens: Strings, times: Sequence[np.ndarray], phone_labels: Sequence[Sequence[str]],
-                 phone_times: Sequence[np.ndarray]) -> dict[str, Any]:
+def phone_purity(
+  tokens: Strings,
+  times: Sequence[np.ndarray],
+  phone_labels: Sequence[Sequence[str]],
+  phone_times: Sequence[np.ndarray],
+) -> dict[str, Any]:
   """Token purity, phone purity and NMI of tokens against time-aligned phones (module docstring).
 
   Per utterance `i`: `tokens[i]` `[n_i]`, `times[i]` `[n_i]` seconds, `phone_labels[i]` `[P_i]`,
@@ -227,8 +249,10 @@ def phone_purity(tokens: Strings, times: Sequence[np.ndarray], phone_labels: Seq
   are nan when no token is assigned.
   """
   if not len(tokens) == len(times) == len(phone_labels) == len(phone_times):
-    raise ValueError(f'phone_purity: tokens ({len(tokens)}), times ({len(times)}), phone_labels '
-                     f'({len(phone_labels)}) and phone_times ({len(phone_times)}) differ in number')
+    raise ValueError(
+      f'phone_purity: tokens ({len(tokens)}), times ({len(times)}), phone_labels '
+      f'({len(phone_labels)}) and phone_times ({len(phone_times)}) differ in number'
+    )
   tok_ids, phones = [], []
   total = 0
   for i, (y, t, pl, pt) in enumerate(zip(tokens, times, phone_labels, phone_times)):
@@ -241,8 +265,11 @@ def phone_purity(tokens: Strings, times: Sequence[np.ndarray], phone_labels: Seq
         tok_ids.append(int(tok))
         phones.append(ph)
   n = len(tok_ids)
-  out: dict[str, Any] = {'num_tokens': n, 'num_phones': len(set(phones)),
-                         'unassigned_rate': float((total - n) / total) if total else float('nan')}
+  out: dict[str, Any] = {
+    'num_tokens': n,
+    'num_phones': len(set(phones)),
+    'unassigned_rate': float((total - n) / total) if total else float('nan'),
+  }
   if n == 0:
     out.update(token_purity=float('nan'), phone_purity=float('nan'), nmi=float('nan'))
     return out

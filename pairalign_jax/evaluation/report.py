@@ -47,42 +47,47 @@ import math
 import os
 from typing import Any, Mapping, Optional
 
-import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+import numpy as np
 
-DISPLAY_NAMES = {'pairalign': 'PairAlign', 'vq': 'VQ', 'kmeans': 'log-mel k-means',
-                 'vq_groups': 'VQ groups (stage-1 targets)', 'mfcc_kmeans': 'MFCC k-means',
-                 'mfcc_kmeans_matched': 'MFCC k-means at PairAlign rate'}
+DISPLAY_NAMES = {
+  'pairalign': 'PairAlign',
+  'vq': 'VQ',
+  'kmeans': 'log-mel k-means',
+  'vq_groups': 'VQ groups (stage-1 targets)',
+  'mfcc_kmeans': 'MFCC k-means',
+  'mfcc_kmeans_matched': 'MFCC k-means at PairAlign rate',
+}
 _ORDER = ('pairalign', 'vq', 'mfcc_kmeans', 'mfcc_kmeans_matched', 'kmeans', 'vq_groups')
 
 # (key path in a tokenizer's block, row label, format)
 TABLE_ROWS = (
-    ('tokens_per_second', 'tokens / s', '{:.2f}'),
-    ('length_mean', 'length mean (tokens)', '{:.2f}'),
-    ('length_std', 'length std', '{:.2f}'),
-    ('vocab_usage', 'vocabulary usage', '{:.3f}'),
-    ('unigram_perplexity', 'unigram perplexity', '{:.1f}'),
-    ('unique_ratio', 'unique ratio', '{:.3f}'),
-    ('termination_rate', 'termination rate', '{:.3f}'),
-    ('cross_view_ned', 'cross-view NED (same content)', '{:.3f}'),
-    ('unrelated_ned', 'NED unrelated pairs', '{:.3f}'),
-    ('ned_gap', 'NED gap (unrelated - same)', '{:.3f}'),
-    ('recall_at_1', 'recall@1', '{:.3f}'),
-    ('recall_at_1_ci95', 'recall@1 95% interval (items)', '{:.3f}'),
-    ('recall_at_5', 'recall@5', '{:.3f}'),
-    ('mrr', 'MRR', '{:.3f}'),
-    ('archive_tokens', 'archive tokens (mean over rotations)', '{:.0f}'),
-    ('num_queries', 'queries (all rotations)', '{:d}'),
-    ('sweep.mean_normalized_edit_distance', 'sweep: mean NED to unshifted', '{:.3f}'),
-    ('sweep.mean_edit_distance', 'sweep: mean edit distance', '{:.2f}'),
-    ('sweep.local_overlap', 'sweep: bigram Jaccard', '{:.3f}'),
-    ('sweep.length_std', 'sweep: length std', '{:.2f}'),
-    ('sweep.length_range', 'sweep: length range', '{:.2f}'),
-    ('phone.token_purity', 'token purity (phones)', '{:.3f}'),
-    ('phone.phone_purity', 'phone purity', '{:.3f}'),
-    ('phone.nmi', 'phone NMI', '{:.3f}'),
-    ('segments_per_second', 'tokenizer segments / s', '{:.1f}'),
+  ('tokens_per_second', 'tokens / s', '{:.2f}'),
+  ('length_mean', 'length mean (tokens)', '{:.2f}'),
+  ('length_std', 'length std', '{:.2f}'),
+  ('vocab_usage', 'vocabulary usage', '{:.3f}'),
+  ('unigram_perplexity', 'unigram perplexity', '{:.1f}'),
+  ('unique_ratio', 'unique ratio', '{:.3f}'),
+  ('termination_rate', 'termination rate', '{:.3f}'),
+  ('cross_view_ned', 'cross-view NED (same content)', '{:.3f}'),
+  ('unrelated_ned', 'NED unrelated pairs', '{:.3f}'),
+  ('ned_gap', 'NED gap (unrelated - same)', '{:.3f}'),
+  ('recall_at_1', 'recall@1', '{:.3f}'),
+  ('recall_at_1_ci95', 'recall@1 95% interval (items)', '{:.3f}'),
+  ('recall_at_5', 'recall@5', '{:.3f}'),
+  ('mrr', 'MRR', '{:.3f}'),
+  ('archive_tokens', 'archive tokens (mean over rotations)', '{:.0f}'),
+  ('num_queries', 'queries (all rotations)', '{:d}'),
+  ('sweep.mean_normalized_edit_distance', 'sweep: mean NED to unshifted', '{:.3f}'),
+  ('sweep.mean_edit_distance', 'sweep: mean edit distance', '{:.2f}'),
+  ('sweep.local_overlap', 'sweep: bigram Jaccard', '{:.3f}'),
+  ('sweep.length_std', 'sweep: length std', '{:.2f}'),
+  ('sweep.length_range', 'sweep: length range', '{:.2f}'),
+  ('phone.token_purity', 'token purity (phones)', '{:.3f}'),
+  ('phone.phone_purity', 'phone purity', '{:.3f}'),
+  ('phone.nmi', 'phone NMI', '{:.3f}'),
+  ('segments_per_second', 'tokenizer segments / s', '{:.1f}'),
 )
 
 PLOTS = ('sweep.png', 'lengths.png', 'recall_vs_archive_size.png')
@@ -126,7 +131,7 @@ def _lookup(block: Mapping[str, Any], path: str) -> Any:
 
 
 def _fmt(v: Any, fmt: str) -> str:
-  if isinstance(v, (list, tuple)):    # an interval [low, high]
+  if isinstance(v, (list, tuple)):  # an interval [low, high]
     return '[' + ', '.join(_fmt(x, fmt) for x in v) + ']'
   if v is None or (isinstance(v, float) and not math.isfinite(v)):
     return '–'
@@ -146,37 +151,51 @@ def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
   lines = ['# PairAlign evaluation', '']
   if es:
     split = f"split '{es['split']}': " if es.get('split') else ''
-    lines.append(f"{split}{es.get('num_items')} archive items, {es.get('num_rotations', 1)} archive "
-                 f"rotations, {es.get('num_queries')} queries in all, "
-                 f"{es.get('segment_seconds')} s segments at {es.get('sample_rate')} Hz; sweep over "
-                 f"{es.get('sweep_items')} items, shifts {es.get('sweep_shifts_ms')} ms; "
-                 f"ties counted as '{es.get('ties')}'.")
+    lines.append(
+      f'{split}{es.get("num_items")} archive items, {es.get("num_rotations", 1)} archive '
+      f'rotations, {es.get("num_queries")} queries in all, '
+      f'{es.get("segment_seconds")} s segments at {es.get("sample_rate")} Hz; sweep over '
+      f'{es.get("sweep_items")} items, shifts {es.get("sweep_shifts_ms")} ms; '
+      f"ties counted as '{es.get('ties')}'."
+    )
     lines.append('')
   h = report.get('headline') or {}
   if h.get('archive_tokens_ratio') is not None:
     p, r = display_name(h['primary']), display_name(h['reference'])
-    lines += ['## Headline', '',
-              f"- archive tokens {p} / {r}: **{h['archive_tokens_ratio']:.3f}** "
-              f"({(1 - h['archive_tokens_ratio']) * 100:.1f}% fewer tokens)"
-              + _interval(h.get('archive_tokens_ratio_ci95')),
-              f"- recall@1 {p} − {r}: **{h['recall_at_1_difference']:+.3f}**"
-              + _interval(h.get('recall_at_1_difference_ci95'), '{:+.3f}'), '']
+    lines += [
+      '## Headline',
+      '',
+      f'- archive tokens {p} / {r}: **{h["archive_tokens_ratio"]:.3f}** '
+      f'({(1 - h["archive_tokens_ratio"]) * 100:.1f}% fewer tokens)'
+      + _interval(h.get('archive_tokens_ratio_ci95')),
+      f'- recall@1 {p} − {r}: **{h["recall_at_1_difference"]:+.3f}**'
+      + _interval(h.get('recall_at_1_difference_ci95'), '{:+.3f}'),
+      '',
+    ]
   comparisons = h.get('comparisons') or {}
   if comparisons:
-    lines += [f"{display_name(h['primary'])} against each tokenizer (95% bootstrap intervals over "
-              'content items):', '',
-              '| against | archive tokens ratio | interval | recall@1 difference | interval |',
-              '| --- | --- | --- | --- | --- |']
+    lines += [
+      f'{display_name(h["primary"])} against each tokenizer (95% bootstrap intervals over '
+      'content items):',
+      '',
+      '| against | archive tokens ratio | interval | recall@1 difference | interval |',
+      '| --- | --- | --- | --- | --- |',
+    ]
     for name in [n for n in names if n in comparisons]:
       c = comparisons[name]
-      lines.append(f"| {display_name(name)} | {_fmt(c['archive_tokens_ratio'], '{:.3f}')} | "
-                   f"{_fmt(c.get('archive_tokens_ratio_ci95'), '{:.3f}')} | "
-                   f"{_fmt(c['recall_at_1_difference'], '{:+.3f}')} | "
-                   f"{_fmt(c.get('recall_at_1_difference_ci95'), '{:+.3f}')} |")
+      lines.append(
+        f'| {display_name(name)} | {_fmt(c["archive_tokens_ratio"], "{:.3f}")} | '
+        f'{_fmt(c.get("archive_tokens_ratio_ci95"), "{:.3f}")} | '
+        f'{_fmt(c["recall_at_1_difference"], "{:+.3f}")} | '
+        f'{_fmt(c.get("recall_at_1_difference_ci95"), "{:+.3f}")} |'
+      )
     lines.append('')
-  lines += ['## Metrics', '',
-            '| metric | ' + ' | '.join(display_name(n) for n in names) + ' |',
-            '| --- |' + ' --- |' * len(names)]
+  lines += [
+    '## Metrics',
+    '',
+    '| metric | ' + ' | '.join(display_name(n) for n in names) + ' |',
+    '| --- |' + ' --- |' * len(names),
+  ]
   for path, label, fmt in TABLE_ROWS:
     vals = [_lookup(report['tokenizers'][n], path) for n in names]
     if all(v is None for v in vals):
@@ -205,8 +224,11 @@ def plot_sweep(report: Mapping[str, Any], path: str) -> None:
       continue
     ax1.plot(sw['shifts_ms'], sw['normalized_edit_distance'], marker='o', label=display_name(n))
     ax2.plot(sw['shifts_ms'], sw['bigram_jaccard'], marker='o', label=display_name(n))
-  ax1.set(xlabel='window shift (ms)', ylabel='normalized edit distance to unshifted',
-          title='Sweep trajectory')
+  ax1.set(
+    xlabel='window shift (ms)',
+    ylabel='normalized edit distance to unshifted',
+    title='Sweep trajectory',
+  )
   ax2.set(xlabel='window shift (ms)', ylabel='token-bigram Jaccard', title='Local overlap')
   ax1.legend()
   fig.tight_layout()
@@ -233,12 +255,22 @@ def plot_recall_curve(report: Mapping[str, Any], path: str) -> None:
   for n in ordered_names(report):
     c = report['tokenizers'][n].get('recall_vs_archive_size')
     if c:
-      line, = ax.plot(c['sizes'], c['recall_at_1'], marker='o', label=f'{display_name(n)} R@1')
-      ax.plot(c['sizes'], c['recall_at_5'], marker='x', ls='--', color=line.get_color(),
-              label=f'{display_name(n)} R@5')
+      (line,) = ax.plot(c['sizes'], c['recall_at_1'], marker='o', label=f'{display_name(n)} R@1')
+      ax.plot(
+        c['sizes'],
+        c['recall_at_5'],
+        marker='x',
+        ls='--',
+        color=line.get_color(),
+        label=f'{display_name(n)} R@5',
+      )
   ax.set_xscale('log')
-  ax.set(xlabel='archive size (items)', ylabel='recall', ylim=(0, 1.02),
-         title='Retrieval vs archive size')
+  ax.set(
+    xlabel='archive size (items)',
+    ylabel='recall',
+    ylim=(0, 1.02),
+    title='Retrieval vs archive size',
+  )
   ax.legend(fontsize='small')
   fig.tight_layout()
   fig.savefig(path)
@@ -246,7 +278,7 @@ def plot_recall_curve(report: Mapping[str, Any], path: str) -> None:
 
 def plot_example(example: Mapping[str, Any], names: list[str], path: str) -> None:
   """Log-mel spectrogram with each tokenizer's tokens (ids) at their times."""
-  mel = np.asarray(example['log_mel'], np.float32)          # [F, M]
+  mel = np.asarray(example['log_mel'], np.float32)  # [F, M]
   fs = float(example.get('frame_seconds', 0.01))
   rows = [n for n in names if example.get('times', {}).get(n) is not None]
   fig = _new_figure(14, 3 + 0.8 * len(rows))
@@ -254,9 +286,10 @@ def plot_example(example: Mapping[str, Any], names: list[str], path: str) -> Non
   axes = fig.subplots(1 + len(rows), 1, sharex=True, gridspec_kw={'height_ratios': ratios})
   axes = np.atleast_1d(axes)
   dur = mel.shape[0] * fs
-  axes[0].imshow(mel.T, origin='lower', aspect='auto', extent=(0, dur, 0, mel.shape[1]),
-                 cmap='magma')
-  axes[0].set(ylabel='mel band', title=f"Example {example.get('id', '')}")
+  axes[0].imshow(
+    mel.T, origin='lower', aspect='auto', extent=(0, dur, 0, mel.shape[1]), cmap='magma'
+  )
+  axes[0].set(ylabel='mel band', title=f'Example {example.get("id", "")}')
   if example.get('phones') and example.get('phone_times') is not None:
     for ph, (s, e) in zip(example['phones'], np.asarray(example['phone_times']).reshape(-1, 2)):
       axes[0].axvline(s, color='w', lw=0.4, alpha=0.5)
@@ -275,8 +308,9 @@ def plot_example(example: Mapping[str, Any], names: list[str], path: str) -> Non
   fig.savefig(path)
 
 
-def write_report(report: Mapping[str, Any], outdir: str,
-                 example: Optional[Mapping[str, Any]] = None) -> dict[str, str]:
+def write_report(
+  report: Mapping[str, Any], outdir: str, example: Optional[Mapping[str, Any]] = None
+) -> dict[str, str]:
   """Writes report.json, report.md and the plots into `outdir`; returns {name: path}."""
   if not report.get('tokenizers'):
     raise ValueError('write_report: the report has no tokenizers')

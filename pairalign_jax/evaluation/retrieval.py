@@ -1,4 +1,4 @@
-"""Edit-distance retrieval over token strings (DESIGN §5).
+"""Edit-distance retrieval over token strings (docs/METHOD.md §10).
 
 The archive holds one string per content item (it may also hold distractors that no query
 targets); each query is another realization of an item and carries `target`, the archive index of
@@ -40,7 +40,7 @@ class RetrievalResult:
   recall_at_1: float
   recall_at_5: float
   mrr: float
-  archive_tokens: int          # total tokens over the archive strings
+  archive_tokens: int  # total tokens over the archive strings
   num_queries: int
   archive_size: int
 
@@ -53,11 +53,16 @@ def _as_token_lists(seqs: Sequence[Sequence[int]]) -> list:
   return [s if isinstance(s, list) else np.asarray(s).tolist() for s in seqs]
 
 
-def distance_matrix(queries: Sequence[Sequence[int]], archive: Sequence[Sequence[int]], *,
-                    workers: int = -1) -> np.ndarray:
+def distance_matrix(
+  queries: Sequence[Sequence[int]], archive: Sequence[Sequence[int]], *, workers: int = -1
+) -> np.ndarray:
   """`[Q, N]` float32 normalized edit distances (rapidfuzz `process.cdist`, all cores)."""
-  return process.cdist(_as_token_lists(queries), _as_token_lists(archive),
-                       scorer=Levenshtein.normalized_distance, workers=workers)
+  return process.cdist(
+    _as_token_lists(queries),
+    _as_token_lists(archive),
+    scorer=Levenshtein.normalized_distance,
+    workers=workers,
+  )
 
 
 def _check_targets(targets, num_queries: int, archive_size: int) -> np.ndarray:
@@ -65,8 +70,10 @@ def _check_targets(targets, num_queries: int, archive_size: int) -> np.ndarray:
   if t.shape[0] != num_queries:
     raise ValueError(f'{num_queries} queries but {t.shape[0]} targets')
   if t.size and (not np.issubdtype(t.dtype, np.integer) or t.min() < 0 or t.max() >= archive_size):
-    raise ValueError(f'targets must be archive indices in [0, {archive_size}), got '
-                     f'{t.dtype} values in [{t.min()}, {t.max()}]')
+    raise ValueError(
+      f'targets must be archive indices in [0, {archive_size}), got '
+      f'{t.dtype} values in [{t.min()}, {t.max()}]'
+    )
   return t.astype(np.int64)
 
 
@@ -75,9 +82,9 @@ def tie_counts(distances: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, 
   exactly its distance."""
   d = np.asarray(distances)
   q = np.arange(d.shape[0])
-  d_true = d[q, targets][:, None]                          # [Q, 1]
+  d_true = d[q, targets][:, None]  # [Q, 1]
   n_less = (d < d_true).sum(axis=1)
-  n_tie = (d == d_true).sum(axis=1) - 1                    # minus the true item itself
+  n_tie = (d == d_true).sum(axis=1) - 1  # minus the true item itself
   return n_less.astype(np.int64), n_tie.astype(np.int64)
 
 
@@ -88,8 +95,9 @@ def _harmonic(n: np.ndarray) -> np.ndarray:
   return table[n]
 
 
-def per_query_scores(n_less: np.ndarray, n_tie: np.ndarray, ks: Sequence[int] = (1, 5),
-                     ties: str = 'expected') -> tuple[dict[int, np.ndarray], np.ndarray]:
+def per_query_scores(
+  n_less: np.ndarray, n_tie: np.ndarray, ks: Sequence[int] = (1, 5), ties: str = 'expected'
+) -> tuple[dict[int, np.ndarray], np.ndarray]:
   """Per-query `({k: hit@k [Q]}, reciprocal rank [Q])` under the tie convention `ties`."""
   if ties not in TIES:
     raise ValueError(f'ties must be one of {TIES}, got {ties!r}')
@@ -105,8 +113,9 @@ def per_query_scores(n_less: np.ndarray, n_tie: np.ndarray, ks: Sequence[int] = 
   return hits, rr
 
 
-def scores_from_distances(distances: np.ndarray, targets, *, ties: str = 'expected'
-                          ) -> dict[str, float]:
+def scores_from_distances(
+  distances: np.ndarray, targets, *, ties: str = 'expected'
+) -> dict[str, float]:
   """`{'recall_at_1', 'recall_at_5', 'mrr', 'num_queries'}` from a `[Q, N]` distance matrix."""
   d = np.asarray(distances)
   if d.ndim != 2:
@@ -116,13 +125,23 @@ def scores_from_distances(distances: np.ndarray, targets, *, ties: str = 'expect
     raise ValueError('no queries to evaluate')
   n_less, n_tie = tie_counts(d, t)
   hits, rr = per_query_scores(n_less, n_tie, (1, 5), ties)
-  return {'recall_at_1': float(hits[1].mean()), 'recall_at_5': float(hits[5].mean()),
-          'mrr': float(rr.mean()), 'num_queries': int(d.shape[0])}
+  return {
+    'recall_at_1': float(hits[1].mean()),
+    'recall_at_5': float(hits[5].mean()),
+    'mrr': float(rr.mean()),
+    'num_queries': int(d.shape[0]),
+  }
 
 
-def evaluate_retrieval(queries: Sequence[Sequence[int]], archive: Sequence[Sequence[int]], targets,
-                       *, ties: str = 'expected', workers: int = -1,
-                       distances: Optional[np.ndarray] = None) -> RetrievalResult:
+def evaluate_retrieval(
+  queries: Sequence[Sequence[int]],
+  archive: Sequence[Sequence[int]],
+  targets,
+  *,
+  ties: str = 'expected',
+  workers: int = -1,
+  distances: Optional[np.ndarray] = None,
+) -> RetrievalResult:
   """Ranks `archive` for every query by normalized edit distance; recall@1/@5, MRR, archive size.
 
   Args:
@@ -138,17 +157,29 @@ def evaluate_retrieval(queries: Sequence[Sequence[int]], archive: Sequence[Seque
   t = _check_targets(targets, len(queries), len(archive))
   d = distance_matrix(queries, archive, workers=workers) if distances is None else distances
   if d.shape != (len(queries), len(archive)):
-    raise ValueError(f'distances shape {d.shape} != (queries, archive) = '
-                     f'{(len(queries), len(archive))}')
+    raise ValueError(
+      f'distances shape {d.shape} != (queries, archive) = {(len(queries), len(archive))}'
+    )
   s = scores_from_distances(d, t, ties=ties)
-  return RetrievalResult(recall_at_1=s['recall_at_1'], recall_at_5=s['recall_at_5'], mrr=s['mrr'],
-                         archive_tokens=int(sum(len(a) for a in archive)),
-                         num_queries=s['num_queries'], archive_size=len(archive))
+  return RetrievalResult(
+    recall_at_1=s['recall_at_1'],
+    recall_at_5=s['recall_at_5'],
+    mrr=s['mrr'],
+    archive_tokens=int(sum(len(a) for a in archive)),
+    num_queries=s['num_queries'],
+    archive_size=len(archive),
+  )
 
 
-def recall_vs_archive_size(distances: np.ndarray, targets, sizes: Sequence[int], *,
-                           repeats: int = 5, seed: int = 0, ties: str = 'expected'
-                           ) -> dict[str, list[float]]:
+def recall_vs_archive_size(
+  distances: np.ndarray,
+  targets,
+  sizes: Sequence[int],
+  *,
+  repeats: int = 5,
+  seed: int = 0,
+  ties: str = 'expected',
+) -> dict[str, list[float]]:
   """Retrieval scores on random sub-archives of each size (module docstring).
 
   Returns `{'sizes', 'recall_at_1', 'recall_at_5', 'mrr', 'num_queries'}` (lists, one entry per

@@ -69,9 +69,10 @@ from pairalign_jax.evaluation import sweep as sweep_lib
 @dataclasses.dataclass
 class TokenizerOutput:
   """What a tokenizer callable returns for `N` waveforms."""
-  tokens: list[list[int]]                          # codes only (no BOS/EOS)
-  times: Optional[list[np.ndarray]] = None         # seconds from the segment start, one per token
-  terminated: Optional[np.ndarray] = None          # [N] bool: EOS before the length limit
+
+  tokens: list[list[int]]  # codes only (no BOS/EOS)
+  times: Optional[list[np.ndarray]] = None  # seconds from the segment start, one per token
+  terminated: Optional[np.ndarray] = None  # [N] bool: EOS before the length limit
 
 
 TokenizerFn = Callable[[np.ndarray, int], Any]
@@ -81,9 +82,10 @@ AugmentFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 @dataclasses.dataclass
 class Rotation:
   """One choice of archive: a realization per content item, the other realizations as queries."""
-  archive_rows: np.ndarray     # [A] int64: row of `EvalSet.waves` holding item a's archive segment
-  query_rows: np.ndarray       # [Q] int64: rows of the queries
-  query_targets: np.ndarray    # [Q] int64: item (archive position) of each query
+
+  archive_rows: np.ndarray  # [A] int64: row of `EvalSet.waves` holding item a's archive segment
+  query_rows: np.ndarray  # [Q] int64: rows of the queries
+  query_targets: np.ndarray  # [Q] int64: item (archive position) of each query
 
 
 @dataclasses.dataclass
@@ -93,23 +95,24 @@ class EvalSet:
   Rows `[0, A)` are rotation 0's archive, rows `[A, A + Q)` its queries; rows needed only by
   later rotations follow. `rotations[r]` says which rows are archive and queries in rotation r.
   """
-  waves: np.ndarray                     # [N, S] float32, every distinct segment once
-  num_archive: int                      # A (one per content item)
-  query_targets: np.ndarray             # [Q] int64: archive row of each rotation-0 query's item
-  content_ids: list[Hashable]           # [N]
-  speakers: list[str]                   # [N]
-  ids: list[str]                        # [N]
-  source_indices: np.ndarray            # [N] int64 source index of each row
-  phones: list[Optional[list[str]]]     # [N] phone labels or None
+
+  waves: np.ndarray  # [N, S] float32, every distinct segment once
+  num_archive: int  # A (one per content item)
+  query_targets: np.ndarray  # [Q] int64: archive row of each rotation-0 query's item
+  content_ids: list[Hashable]  # [N]
+  speakers: list[str]  # [N]
+  ids: list[str]  # [N]
+  source_indices: np.ndarray  # [N] int64 source index of each row
+  phones: list[Optional[list[str]]]  # [N] phone labels or None
   phone_times: list[Optional[np.ndarray]]  # [N] float32 [P, 2] or None
-  sweep_waves: np.ndarray               # [n_sweep, S + max_shift] float32 (first archive items)
+  sweep_waves: np.ndarray  # [n_sweep, S + max_shift] float32 (first archive items)
   sweep_shifts_ms: tuple[float, ...]
   sample_rate: int
   segment_samples: int
   rotations: list[Rotation] = dataclasses.field(default_factory=list)
 
   def __post_init__(self):
-    if not self.rotations:   # a single archive: rows [0, A), queries after
+    if not self.rotations:  # a single archive: rows [0, A), queries after
       a, q = self.num_archive, self.query_targets.shape[0]
       self.rotations = [Rotation(np.arange(a), np.arange(a, a + q), np.asarray(self.query_targets))]
 
@@ -169,13 +172,20 @@ def parallel_item_count(source, content_ids=None) -> int:
   return len(eligible_items(_content_ids(source, content_ids), 2))
 
 
-def build_eval_set(source, *, num_items: int, queries_per_item: int, seed: int = 0,
-                   sample_rate: int = 16_000, segment_seconds: float = 3.0,
-                   augment_fn: Optional[AugmentFn] = None,
-                   content_ids: Union[Sequence[Hashable], Callable[[int], Hashable], None] = None,
-                   sweep_items: int = 32,
-                   sweep_shifts_ms: Sequence[float] = sweep_lib.DEFAULT_SHIFTS_MS,
-                   archive_rotations: int = 1) -> EvalSet:
+def build_eval_set(
+  source,
+  *,
+  num_items: int,
+  queries_per_item: int,
+  seed: int = 0,
+  sample_rate: int = 16_000,
+  segment_seconds: float = 3.0,
+  augment_fn: Optional[AugmentFn] = None,
+  content_ids: Union[Sequence[Hashable], Callable[[int], Hashable], None] = None,
+  sweep_items: int = 32,
+  sweep_shifts_ms: Sequence[float] = sweep_lib.DEFAULT_SHIFTS_MS,
+  archive_rotations: int = 1,
+) -> EvalSet:
   """Archive / query segments from a random-access source of records (module docstring).
 
   `num_items = -1` takes every eligible item. `archive_rotations = R` evaluates R archives: in
@@ -185,8 +195,9 @@ def build_eval_set(source, *, num_items: int, queries_per_item: int, seed: int =
   `augment_fn` (queries are augmented copies) there is one rotation.
   """
   if num_items < 2 and num_items != -1:
-    raise ValueError(f'num_items must be >= 2 (unrelated pairs need two items) or -1 (all), '
-                     f'got {num_items}')
+    raise ValueError(
+      f'num_items must be >= 2 (unrelated pairs need two items) or -1 (all), got {num_items}'
+    )
   if queries_per_item < 1:
     raise ValueError(f'queries_per_item must be >= 1, got {queries_per_item}')
   if archive_rotations < 1 and archive_rotations != -1:
@@ -195,27 +206,33 @@ def build_eval_set(source, *, num_items: int, queries_per_item: int, seed: int =
   min_size = 1 if augment_fn is not None else 2
   eligible = eligible_items(cids, min_size)
   if len(eligible) < 2:
-    raise ValueError(f'build_eval_set: {len(eligible)} content items with >= {min_size} '
-                     f'realizations in a source of {len(cids)} records; need at least 2')
+    raise ValueError(
+      f'build_eval_set: {len(eligible)} content items with >= {min_size} '
+      f'realizations in a source of {len(cids)} records; need at least 2'
+    )
   rng = np.random.default_rng(seed)
   if num_items == -1:
     items = eligible
   else:
     if len(eligible) < num_items:
-      logging.warning('build_eval_set: only %d eligible content items (asked for %d)',
-                      len(eligible), num_items)
+      logging.warning(
+        'build_eval_set: only %d eligible content items (asked for %d)', len(eligible), num_items
+      )
     chosen = sorted(rng.choice(len(eligible), size=min(num_items, len(eligible)), replace=False))
     items = [eligible[k] for k in chosen]
   most = max(len(g) for g in items)
-  num_rotations = 1 if augment_fn is not None else (
-      most if archive_rotations == -1 else min(archive_rotations, most))
+  num_rotations = (
+    1
+    if augment_fn is not None
+    else (most if archive_rotations == -1 else min(archive_rotations, most))
+  )
 
   segment_samples = int(round(segment_seconds * sample_rate))
   shifts = tuple(float(s) for s in sweep_shifts_ms)
   sweep_len = segment_samples + max(sweep_lib.shift_samples(shifts, sample_rate))
   n_sweep = min(sweep_items, len(items))
 
-  def meta(rec):   # what the eval set keeps of a record (not its audio)
+  def meta(rec):  # what the eval set keeps of a record (not its audio)
     return {k: rec[k] for k in ('speaker', 'id', 'phones', 'phone_times') if k in rec}
 
   rows: list[dict[str, Any]] = []
@@ -233,7 +250,7 @@ def build_eval_set(source, *, num_items: int, queries_per_item: int, seed: int =
 
   sweep_waves = []
   archive0 = []
-  for a, group in enumerate(items):   # rotation 0's archive first: rows [0, A)
+  for a, group in enumerate(items):  # rotation 0's archive first: rows [0, A)
     rec = source[group[0]]
     archive0.append(add_row(group[0], rec))
     if a < n_sweep:
@@ -246,59 +263,75 @@ def build_eval_set(source, *, num_items: int, queries_per_item: int, seed: int =
       archive_rows.append(archive0[a] if r == 0 else add_row(own))
       others = [i for i in group if i != own]
       if others:
-        picks = sorted(rng.choice(len(others), size=min(queries_per_item, len(others)),
-                                  replace=False))
+        picks = sorted(
+          rng.choice(len(others), size=min(queries_per_item, len(others)), replace=False)
+        )
         sources = [(others[p], None) for p in picks]
       else:  # only with augment_fn: augmented copies of the archive realization
         sources = [(own, source[own])] * queries_per_item
       for idx, rec in sources:
         if augment_fn is None:
           query_rows.append(add_row(idx))
-        else:   # every query augmented; seeded per query
+        else:  # every query augmented; seeded per query
           rec = source[idx] if rec is None else rec
           q_rng = np.random.default_rng([seed, len(query_rows)])
           wave = augment_fn(_segment(rec, sample_rate, segment_samples), q_rng)
           wave = audio_io.fit_segment(np.asarray(wave, np.float32), segment_samples, crop='start')
           query_rows.append(add_row(idx, rec, wave=wave, labelled=False))
         targets.append(a)
-    rotations.append(Rotation(np.array(archive_rows, np.int64), np.array(query_rows, np.int64),
-                              np.array(targets, np.int64)))
+    rotations.append(
+      Rotation(
+        np.array(archive_rows, np.int64),
+        np.array(query_rows, np.int64),
+        np.array(targets, np.int64),
+      )
+    )
 
   def label(r, key):
     if not r['labelled'] or key not in r['record']:
       return None
-    return (list(r['record'][key]) if key == 'phones'
-            else np.asarray(r['record'][key], np.float32).reshape(-1, 2))
+    return (
+      list(r['record'][key])
+      if key == 'phones'
+      else np.asarray(r['record'][key], np.float32).reshape(-1, 2)
+    )
 
   eval_set = EvalSet(
-      waves=np.stack([r['wave'] for r in rows]).astype(np.float32),
-      num_archive=len(items),
-      query_targets=rotations[0].query_targets,
-      content_ids=[cids[r['index']] for r in rows],
-      speakers=[str(r['record'].get('speaker', '')) for r in rows],
-      ids=[str(r['record'].get('id', r['index'])) for r in rows],
-      source_indices=np.array([r['index'] for r in rows], np.int64),
-      phones=[label(r, 'phones') for r in rows],
-      phone_times=[label(r, 'phone_times') for r in rows],
-      sweep_waves=np.stack(sweep_waves).astype(np.float32),
-      sweep_shifts_ms=shifts,
-      sample_rate=sample_rate,
-      segment_samples=segment_samples,
-      rotations=rotations)
-  logging.info('eval set: %d archive items, %d rotations, %d queries in all (%d segments), '
-               '%d sweep items', eval_set.num_archive, len(rotations), eval_set.total_queries,
-               eval_set.waves.shape[0], n_sweep)
+    waves=np.stack([r['wave'] for r in rows]).astype(np.float32),
+    num_archive=len(items),
+    query_targets=rotations[0].query_targets,
+    content_ids=[cids[r['index']] for r in rows],
+    speakers=[str(r['record'].get('speaker', '')) for r in rows],
+    ids=[str(r['record'].get('id', r['index'])) for r in rows],
+    source_indices=np.array([r['index'] for r in rows], np.int64),
+    phones=[label(r, 'phones') for r in rows],
+    phone_times=[label(r, 'phone_times') for r in rows],
+    sweep_waves=np.stack(sweep_waves).astype(np.float32),
+    sweep_shifts_ms=shifts,
+    sample_rate=sample_rate,
+    segment_samples=segment_samples,
+    rotations=rotations,
+  )
+  logging.info(
+    'eval set: %d archive items, %d rotations, %d queries in all (%d segments), %d sweep items',
+    eval_set.num_archive,
+    len(rotations),
+    eval_set.total_queries,
+    eval_set.waves.shape[0],
+    n_sweep,
+  )
   return eval_set
 
 
-def _tokenize(fn: TokenizerFn, waves: np.ndarray, sample_rate: int, batch_size: int
-              ) -> TokenizerOutput:
+def _tokenize(
+  fn: TokenizerFn, waves: np.ndarray, sample_rate: int, batch_size: int
+) -> TokenizerOutput:
   """Runs `fn` over `waves` in batches and concatenates the outputs."""
   tokens: list[list[int]] = []
   times: Optional[list[np.ndarray]] = []
   terminated: Optional[list[np.ndarray]] = []
   for s in range(0, waves.shape[0], batch_size):
-    batch = waves[s:s + batch_size]
+    batch = waves[s : s + batch_size]
     out = fn(batch, sample_rate)
     toks = metrics.as_strings(out.tokens, 'tokens')
     if len(toks) != batch.shape[0]:
@@ -311,15 +344,20 @@ def _tokenize(fn: TokenizerFn, waves: np.ndarray, sample_rate: int, batch_size: 
       t = [np.asarray(x, np.float32).reshape(-1) for x in t]
       for i, (y, x) in enumerate(zip(toks, t)):
         if len(y) != x.shape[0]:
-          raise ValueError(f'tokenizer returned {x.shape[0]} times for {len(y)} tokens (row {s + i})')
+          raise ValueError(
+            f'tokenizer returned {x.shape[0]} times for {len(y)} tokens (row {s + i})'
+          )
       times += t
     term = getattr(out, 'terminated', None)
     if term is None or terminated is None:
       terminated = None
     else:
       terminated.append(np.asarray(term, bool).reshape(-1))
-  return TokenizerOutput(tokens=tokens, times=times,
-                         terminated=None if terminated is None else np.concatenate(terminated))
+  return TokenizerOutput(
+    tokens=tokens,
+    times=times,
+    terminated=None if terminated is None else np.concatenate(terminated),
+  )
 
 
 def default_archive_sizes(n: int) -> list[int]:
@@ -338,19 +376,30 @@ def _rotation_scores(seqs: list[list[int]], rot: Rotation, ties: str) -> dict[st
   archive = [seqs[i] for i in rot.archive_rows]
   queries = [seqs[i] for i in rot.query_rows]
   t, a = rot.query_targets, len(archive)
-  d = retrieval.distance_matrix(queries, archive)                    # [Q, A]
+  d = retrieval.distance_matrix(queries, archive)  # [Q, A]
   n_less, n_tie = retrieval.tie_counts(d, t)
   hits, rr = retrieval.per_query_scores(n_less, n_tie, (1, 5), ties)
-  return {'hit1': hits[1], 'hit5': hits[5], 'rr': rr, 'distances': d,
-          'same_ned': metrics.pairwise_ned(queries, [archive[k] for k in t]),
-          'other_ned': metrics.pairwise_ned(queries, [archive[(k + 1) % a] for k in t]),
-          'archive_tokens': np.array([len(x) for x in archive], np.float64)}
+  return {
+    'hit1': hits[1],
+    'hit5': hits[5],
+    'rr': rr,
+    'distances': d,
+    'same_ned': metrics.pairwise_ned(queries, [archive[k] for k in t]),
+    'other_ned': metrics.pairwise_ned(queries, [archive[(k + 1) % a] for k in t]),
+    'archive_tokens': np.array([len(x) for x in archive], np.float64),
+  }
 
 
-def evaluate_tokenizer(fn: TokenizerFn, eval_set: EvalSet, *, codebook_size: int,
-                       batch_size: int = 64, ties: str = 'expected',
-                       archive_sizes: Optional[Sequence[int]] = None, seed: int = 0
-                       ) -> tuple[dict[str, Any], TokenizerOutput]:
+def evaluate_tokenizer(
+  fn: TokenizerFn,
+  eval_set: EvalSet,
+  *,
+  codebook_size: int,
+  batch_size: int = 64,
+  ties: str = 'expected',
+  archive_sizes: Optional[Sequence[int]] = None,
+  seed: int = 0,
+) -> tuple[dict[str, Any], TokenizerOutput]:
   """All metrics of one tokenizer (module docstring) and its output on `eval_set.waves`.
 
   Retrieval figures pool the queries of every rotation (`recall_at_1` = the share of all
@@ -366,17 +415,18 @@ def evaluate_tokenizer(fn: TokenizerFn, eval_set: EvalSet, *, codebook_size: int
   seqs = out.tokens
 
   r: dict[str, Any] = {
-      'tokens_per_second': metrics.tokens_per_second(seqs, eval_set.segment_seconds),
-      'vocab_usage': metrics.vocab_usage(seqs, codebook_size),
-      'unigram_perplexity': metrics.unigram_perplexity(seqs),
-      'unique_ratio': metrics.unique_ratio(seqs[:a], eval_set.content_ids[:a]),
-      'termination_rate': metrics.termination_rate(out.terminated),
+    'tokens_per_second': metrics.tokens_per_second(seqs, eval_set.segment_seconds),
+    'vocab_usage': metrics.vocab_usage(seqs, codebook_size),
+    'unigram_perplexity': metrics.unigram_perplexity(seqs),
+    'unique_ratio': metrics.unique_ratio(seqs[:a], eval_set.content_ids[:a]),
+    'termination_rate': metrics.termination_rate(out.terminated),
   }
   r.update({f'length_{k}': v for k, v in metrics.length_stats(seqs).items()})
 
   rots = [_rotation_scores(seqs, rot, ties) for rot in eval_set.rotations]
-  pooled = {k: np.concatenate([x[k] for x in rots]) for k in ('hit1', 'hit5', 'rr', 'same_ned',
-                                                              'other_ned')}
+  pooled = {
+    k: np.concatenate([x[k] for x in rots]) for k in ('hit1', 'hit5', 'rr', 'same_ned', 'other_ned')
+  }
   items = np.concatenate([rot.query_targets for rot in eval_set.rotations])
   r['cross_view_ned'] = float(pooled['same_ned'].mean())
   r['unrelated_ned'] = float(pooled['other_ned'].mean())
@@ -384,26 +434,38 @@ def evaluate_tokenizer(fn: TokenizerFn, eval_set: EvalSet, *, codebook_size: int
   r['recall_at_1'] = float(pooled['hit1'].mean())
   r['recall_at_5'] = float(pooled['hit5'].mean())
   r['mrr'] = float(pooled['rr'].mean())
-  archive_tokens = np.stack([x['archive_tokens'] for x in rots])      # [R, A]
+  archive_tokens = np.stack([x['archive_tokens'] for x in rots])  # [R, A]
   r['archive_tokens'] = float(archive_tokens.sum(1).mean())
   r['num_queries'] = int(items.shape[0])
   r['archive_size'] = a
   r['num_rotations'] = len(rots)
-  r['rotations'] = {'recall_at_1': [float(x['hit1'].mean()) for x in rots],
-                    'archive_tokens': [float(x['archive_tokens'].sum()) for x in rots]}
-  r['per_item'] = {'hits_at_1': np.bincount(items, pooled['hit1'], minlength=a).tolist(),
-                   'queries': np.bincount(items, minlength=a).astype(float).tolist(),
-                   'archive_tokens': archive_tokens.mean(0).tolist()}
+  r['rotations'] = {
+    'recall_at_1': [float(x['hit1'].mean()) for x in rots],
+    'archive_tokens': [float(x['archive_tokens'].sum()) for x in rots],
+  }
+  r['per_item'] = {
+    'hits_at_1': np.bincount(items, pooled['hit1'], minlength=a).tolist(),
+    'queries': np.bincount(items, minlength=a).astype(float).tolist(),
+    'archive_tokens': archive_tokens.mean(0).tolist(),
+  }
   weights = bootstrap.item_weights(a, seed=seed)
-  r['recall_at_1_ci95'] = bootstrap.ratio_interval(r['per_item']['hits_at_1'],
-                                                   r['per_item']['queries'], weights)
-  sizes = default_archive_sizes(a) if archive_sizes is None else [m for m in archive_sizes if m <= a]
+  r['recall_at_1_ci95'] = bootstrap.ratio_interval(
+    r['per_item']['hits_at_1'], r['per_item']['queries'], weights
+  )
+  sizes = (
+    default_archive_sizes(a) if archive_sizes is None else [m for m in archive_sizes if m <= a]
+  )
   r['recall_vs_archive_size'] = retrieval.recall_vs_archive_size(
-      rots[0]['distances'], eval_set.rotations[0].query_targets, sizes, seed=seed, ties=ties)
+    rots[0]['distances'], eval_set.rotations[0].query_targets, sizes, seed=seed, ties=ties
+  )
 
-  sw = sweep_lib.sweep_probe(lambda w: _tokenize(fn, w, sr, batch_size), eval_set.sweep_waves,
-                             segment_samples=eval_set.segment_samples, sample_rate=sr,
-                             shifts_ms=eval_set.sweep_shifts_ms)
+  sw = sweep_lib.sweep_probe(
+    lambda w: _tokenize(fn, w, sr, batch_size),
+    eval_set.sweep_waves,
+    segment_samples=eval_set.segment_samples,
+    sample_rate=sr,
+    shifts_ms=eval_set.sweep_shifts_ms,
+  )
   sw.pop('tokens')
   r['sweep'] = sw
 
@@ -411,22 +473,33 @@ def evaluate_tokenizer(fn: TokenizerFn, eval_set: EvalSet, *, codebook_size: int
   if out.times is not None:
     rows = [i for i, p in enumerate(eval_set.phones) if p is not None]
     if rows:
-      r['phone'] = metrics.phone_purity([seqs[i] for i in rows], [out.times[i] for i in rows],
-                                        [eval_set.phones[i] for i in rows],
-                                        [eval_set.phone_times[i] for i in rows])
+      r['phone'] = metrics.phone_purity(
+        [seqs[i] for i in rows],
+        [out.times[i] for i in rows],
+        [eval_set.phones[i] for i in rows],
+        [eval_set.phone_times[i] for i in rows],
+      )
   r['lengths'] = metrics.lengths(seqs).tolist()
   r['tokenize_seconds'] = tokenize_seconds
   r['segments_per_second'] = len(seqs) / max(tokenize_seconds, 1e-9)
   return r, out
 
 
-def evaluate_tokenizers(tokenizers: Mapping[str, TokenizerFn], eval_set: EvalSet, *,
-                        codebook_sizes: Union[int, Mapping[str, int]], batch_size: int = 64,
-                        ties: str = 'expected', archive_sizes: Optional[Sequence[int]] = None,
-                        seed: int = 0, primary: str = 'pairalign', reference: str = 'vq',
-                        example_features_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
-                        example_frame_seconds: float = 0.01, example_index: int = 0
-                        ) -> dict[str, Any]:
+def evaluate_tokenizers(
+  tokenizers: Mapping[str, TokenizerFn],
+  eval_set: EvalSet,
+  *,
+  codebook_sizes: Union[int, Mapping[str, int]],
+  batch_size: int = 64,
+  ties: str = 'expected',
+  archive_sizes: Optional[Sequence[int]] = None,
+  seed: int = 0,
+  primary: str = 'pairalign',
+  reference: str = 'vq',
+  example_features_fn: Optional[Callable[[np.ndarray], np.ndarray]] = None,
+  example_frame_seconds: float = 0.01,
+  example_index: int = 0,
+) -> dict[str, Any]:
   """Evaluates every tokenizer on `eval_set`; returns the report dict of `report.py`.
 
   Args:
@@ -442,13 +515,18 @@ def evaluate_tokenizers(tokenizers: Mapping[str, TokenizerFn], eval_set: EvalSet
   if not tokenizers:
     raise ValueError('evaluate_tokenizers: no tokenizers given')
   report: dict[str, Any] = {
-      'eval_set': {'num_items': eval_set.num_archive, 'num_queries': eval_set.total_queries,
-                   'num_rotations': len(eval_set.rotations),
-                   'num_segments': int(eval_set.waves.shape[0]),
-                   'segment_seconds': eval_set.segment_seconds, 'sample_rate': eval_set.sample_rate,
-                   'sweep_items': int(eval_set.sweep_waves.shape[0]),
-                   'sweep_shifts_ms': list(eval_set.sweep_shifts_ms), 'ties': ties},
-      'tokenizers': {},
+    'eval_set': {
+      'num_items': eval_set.num_archive,
+      'num_queries': eval_set.total_queries,
+      'num_rotations': len(eval_set.rotations),
+      'num_segments': int(eval_set.waves.shape[0]),
+      'segment_seconds': eval_set.segment_seconds,
+      'sample_rate': eval_set.sample_rate,
+      'sweep_items': int(eval_set.sweep_waves.shape[0]),
+      'sweep_shifts_ms': list(eval_set.sweep_shifts_ms),
+      'ties': ties,
+    },
+    'tokenizers': {},
   }
   if not isinstance(codebook_sizes, int):
     missing = [n for n in tokenizers if n not in codebook_sizes]
@@ -459,55 +537,83 @@ def evaluate_tokenizers(tokenizers: Mapping[str, TokenizerFn], eval_set: EvalSet
     k = codebook_sizes if isinstance(codebook_sizes, int) else codebook_sizes[name]
     logging.info('evaluating tokenizer %r on %d segments', name, eval_set.waves.shape[0])
     report['tokenizers'][name], outputs[name] = evaluate_tokenizer(
-        fn, eval_set, codebook_size=int(k), batch_size=batch_size, ties=ties,
-        archive_sizes=archive_sizes, seed=seed)
+      fn,
+      eval_set,
+      codebook_size=int(k),
+      batch_size=batch_size,
+      ties=ties,
+      archive_sizes=archive_sizes,
+      seed=seed,
+    )
   report['headline'] = headline(report, primary=primary, reference=reference, seed=seed)
   if example_features_fn is not None:
     i = example_index
-    mel = np.asarray(example_features_fn(eval_set.waves[i:i + 1]))[0]
+    mel = np.asarray(example_features_fn(eval_set.waves[i : i + 1]))[0]
     report['example'] = {
-        'index': i, 'id': eval_set.ids[i], 'log_mel': mel, 'frame_seconds': example_frame_seconds,
-        'phones': eval_set.phones[i],
-        'phone_times': None if eval_set.phone_times[i] is None else eval_set.phone_times[i].tolist(),
-        'tokens': {n: o.tokens[i] for n, o in outputs.items()},
-        'times': {n: None if o.times is None else o.times[i].tolist() for n, o in outputs.items()},
+      'index': i,
+      'id': eval_set.ids[i],
+      'log_mel': mel,
+      'frame_seconds': example_frame_seconds,
+      'phones': eval_set.phones[i],
+      'phone_times': None if eval_set.phone_times[i] is None else eval_set.phone_times[i].tolist(),
+      'tokens': {n: o.tokens[i] for n, o in outputs.items()},
+      'times': {n: None if o.times is None else o.times[i].tolist() for n, o in outputs.items()},
     }
   return report
 
 
-def _compare(p: Mapping[str, Any], r: Mapping[str, Any], weights: Optional[np.ndarray]
-             ) -> dict[str, Any]:
+def _compare(
+  p: Mapping[str, Any], r: Mapping[str, Any], weights: Optional[np.ndarray]
+) -> dict[str, Any]:
   """Archive-token ratio and recall@1 difference of block `p` against block `r`, with intervals
   when both carry `per_item` figures on the same items."""
-  out = {'archive_tokens_ratio': (p['archive_tokens'] / r['archive_tokens']
-                                  if r['archive_tokens'] else None),
-         'recall_at_1_difference': p['recall_at_1'] - r['recall_at_1'],
-         'archive_tokens_ratio_ci95': None, 'recall_at_1_difference_ci95': None}
+  out = {
+    'archive_tokens_ratio': (
+      p['archive_tokens'] / r['archive_tokens'] if r['archive_tokens'] else None
+    ),
+    'recall_at_1_difference': p['recall_at_1'] - r['recall_at_1'],
+    'archive_tokens_ratio_ci95': None,
+    'recall_at_1_difference_ci95': None,
+  }
   pi, ri = p.get('per_item'), r.get('per_item')
-  if weights is not None and pi and ri and len(pi['queries']) == len(ri['queries']) == weights.shape[1]:
+  if (
+    weights is not None
+    and pi
+    and ri
+    and len(pi['queries']) == len(ri['queries']) == weights.shape[1]
+  ):
     out['archive_tokens_ratio_ci95'] = bootstrap.ratio_interval(
-        pi['archive_tokens'], ri['archive_tokens'], weights)
+      pi['archive_tokens'], ri['archive_tokens'], weights
+    )
     out['recall_at_1_difference_ci95'] = bootstrap.difference_interval(
-        (pi['hits_at_1'], pi['queries']), (ri['hits_at_1'], ri['queries']), weights)
+      (pi['hits_at_1'], pi['queries']), (ri['hits_at_1'], ri['queries']), weights
+    )
   return out
 
 
-def headline(report: Mapping[str, Any], *, primary: str = 'pairalign', reference: str = 'vq',
-             seed: int = 0) -> dict[str, Any]:
+def headline(
+  report: Mapping[str, Any], *, primary: str = 'pairalign', reference: str = 'vq', seed: int = 0
+) -> dict[str, Any]:
   """`archive_tokens_ratio` = primary / reference archive tokens; `recall_at_1_difference` =
   primary - reference recall@1, each with a bootstrap 95% interval over content items
   (`*_ci95`, `[low, high]`; `bootstrap.py`); `comparisons[name]` gives the same four figures
   against every other tokenizer. None where a tokenizer is missing."""
   toks = report['tokenizers']
-  out: dict[str, Any] = {'primary': primary, 'reference': reference,
-                         'archive_tokens_ratio': None, 'recall_at_1_difference': None,
-                         'archive_tokens_ratio_ci95': None, 'recall_at_1_difference_ci95': None,
-                         'comparisons': {}}
+  out: dict[str, Any] = {
+    'primary': primary,
+    'reference': reference,
+    'archive_tokens_ratio': None,
+    'recall_at_1_difference': None,
+    'archive_tokens_ratio_ci95': None,
+    'recall_at_1_difference_ci95': None,
+    'comparisons': {},
+  }
   if primary not in toks:
     return out
   p = toks[primary]
-  weights = (bootstrap.item_weights(len(p['per_item']['queries']), seed=seed)
-             if p.get('per_item') else None)
+  weights = (
+    bootstrap.item_weights(len(p['per_item']['queries']), seed=seed) if p.get('per_item') else None
+  )
   for name, block in toks.items():
     if name != primary:
       out['comparisons'][name] = _compare(p, block, weights)

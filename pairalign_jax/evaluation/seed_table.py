@@ -28,9 +28,11 @@ from pairalign_jax.evaluation import report as report_lib
 RUN_NAME = re.compile(r'^(?P<setting>.+)_s(?P<seed>\d+)$')
 TOKENIZERS = ('pairalign', 'vq', 'vq_groups', 'mfcc_kmeans', 'mfcc_kmeans_matched', 'kmeans')
 # (name, tokenizer compared against, bound on the figure, figure): PairAlign's goals.
-GOALS = (('archive <= 0.45 x VQ', 'vq', 0.45, 'archive_tokens_ratio'),
-         ('recall@1 >= VQ - 0.02', 'vq', -0.02, 'recall_at_1_difference'),
-         ('recall@1 >= MFCC k-means', 'mfcc_kmeans', 0.0, 'recall_at_1_difference'))
+GOALS = (
+  ('archive <= 0.45 x VQ', 'vq', 0.45, 'archive_tokens_ratio'),
+  ('recall@1 >= VQ - 0.02', 'vq', -0.02, 'recall_at_1_difference'),
+  ('recall@1 >= MFCC k-means', 'mfcc_kmeans', 0.0, 'recall_at_1_difference'),
+)
 
 
 def report_path(root: str, run: str, split: str) -> str:
@@ -80,10 +82,14 @@ def _mean(values: list[Optional[float]]) -> Optional[float]:
 def setting_table(setting: str, reports: dict[int, dict[str, Any]], split: str) -> list[str]:
   """Markdown lines for one setting (module docstring)."""
   seeds = sorted(reports)
-  lines = [f'### {setting} ({split} split, seeds {", ".join(map(str, seeds))})', '',
-           '| tokenizer | tokens/s | archive / VQ | ' + ' | '.join(f'recall@1 seed {s}' for s in seeds)
-           + ' | recall@1 mean | MRR mean |',
-           '| --- | --- | --- |' + ' --- |' * len(seeds) + ' --- | --- |']
+  lines = [
+    f'### {setting} ({split} split, seeds {", ".join(map(str, seeds))})',
+    '',
+    '| tokenizer | tokens/s | archive / VQ | '
+    + ' | '.join(f'recall@1 seed {s}' for s in seeds)
+    + ' | recall@1 mean | MRR mean |',
+    '| --- | --- | --- |' + ' --- |' * len(seeds) + ' --- | --- |',
+  ]
   for name in TOKENIZERS:
     blocks = [reports[s]['tokenizers'].get(name) for s in seeds]
     if all(b is None for b in blocks):
@@ -93,13 +99,18 @@ def setting_table(setting: str, reports: dict[int, dict[str, Any]], split: str) 
       vq = reports[s]['tokenizers'].get('vq')
       ratios.append(b['archive_tokens'] / vq['archive_tokens'] if b and vq else None)
     cells = [_f(b['recall_at_1']) + _ci(b.get('recall_at_1_ci95')) if b else '–' for b in blocks]
-    lines.append(f'| {report_lib.display_name(name)} | '
-                 f"{_f(_mean([b and b['tokens_per_second'] for b in blocks]), '{:.2f}')} | "
-                 f'{_f(_mean(ratios))} | ' + ' | '.join(cells) + ' | '
-                 f"{_f(_mean([b and b['recall_at_1'] for b in blocks]))} | "
-                 f"{_f(_mean([b and b['mrr'] for b in blocks]))} |")
-  lines += ['', '| goal | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | met on every seed |',
-            '| --- |' + ' --- |' * len(seeds) + ' --- |']
+    lines.append(
+      f'| {report_lib.display_name(name)} | '
+      f'{_f(_mean([b and b["tokens_per_second"] for b in blocks]), "{:.2f}")} | '
+      f'{_f(_mean(ratios))} | ' + ' | '.join(cells) + ' | '
+      f'{_f(_mean([b and b["recall_at_1"] for b in blocks]))} | '
+      f'{_f(_mean([b and b["mrr"] for b in blocks]))} |'
+    )
+  lines += [
+    '',
+    '| goal | ' + ' | '.join(f'seed {s}' for s in seeds) + ' | met on every seed |',
+    '| --- |' + ' --- |' * len(seeds) + ' --- |',
+  ]
   for goal, against, bound, key in GOALS:
     cells, met = [], []
     for s in seeds:
@@ -111,9 +122,11 @@ def setting_table(setting: str, reports: dict[int, dict[str, Any]], split: str) 
       value = comparison[key]
       ok = value <= bound if key == 'archive_tokens_ratio' else value >= bound
       fmt = '{:.3f}' if key == 'archive_tokens_ratio' else '{:+.3f}'
-      cells.append(_f(value, fmt) + _ci(comparison.get(f'{key}_ci95'), fmt) + (' ✓' if ok else ' ✗'))
+      cells.append(
+        _f(value, fmt) + _ci(comparison.get(f'{key}_ci95'), fmt) + (' ✓' if ok else ' ✗')
+      )
       met.append(ok)
-    lines.append(f'| {goal} | ' + ' | '.join(cells) + f" | {'yes' if all(met) else 'no'} |")
+    lines.append(f'| {goal} | ' + ' | '.join(cells) + f' | {"yes" if all(met) else "no"} |')
   return lines + ['']
 
 
@@ -123,7 +136,7 @@ def markdown(root: str, split: str) -> str:
   for setting in sorted(runs):
     lines += setting_table(setting, runs[setting], split)
   if missing:
-    lines.append(f"No {split} report (yet): {', '.join(missing)}.")
+    lines.append(f'No {split} report (yet): {", ".join(missing)}.')
   return '\n'.join(lines) + '\n'
 
 

@@ -1,4 +1,4 @@
-"""Continuous-sweep probe (DESIGN §5): how a tokenizer's string changes as the window slides.
+"""Continuous-sweep probe (docs/METHOD.md §10): how a tokenizer's string moves as the window slides.
 
 Given waveforms `[N, S_long]` with `S_long >= segment + max shift`, the window starting at sample
 `round(shift_ms * sample_rate / 1000)` is tokenized for each shift (default 0, 10, ..., 100 ms),
@@ -48,8 +48,9 @@ def _token_lists(out: Any, n: int, shift_ms: float) -> list[list[int]]:
   tokens = out.tokens if hasattr(out, 'tokens') else out
   tokens = metrics.as_strings(tokens, f'tokenize output at shift {shift_ms} ms')
   if len(tokens) != n:
-    raise ValueError(f'tokenize_fn returned {len(tokens)} strings for {n} waveforms '
-                     f'(shift {shift_ms} ms)')
+    raise ValueError(
+      f'tokenize_fn returned {len(tokens)} strings for {n} waveforms (shift {shift_ms} ms)'
+    )
   return tokens
 
 
@@ -57,9 +58,14 @@ def shift_samples(shifts_ms: Sequence[float], sample_rate: int) -> list[int]:
   return [int(round(s * sample_rate / 1000.0)) for s in shifts_ms]
 
 
-def sweep_probe(tokenize_fn: Callable[[np.ndarray], Any], waves: np.ndarray, *,
-                segment_samples: int, sample_rate: int,
-                shifts_ms: Sequence[float] = DEFAULT_SHIFTS_MS) -> dict[str, Any]:
+def sweep_probe(
+  tokenize_fn: Callable[[np.ndarray], Any],
+  waves: np.ndarray,
+  *,
+  segment_samples: int,
+  sample_rate: int,
+  shifts_ms: Sequence[float] = DEFAULT_SHIFTS_MS,
+) -> dict[str, Any]:
   """Runs the sweep (module docstring) and returns its figures.
 
   Args:
@@ -86,12 +92,14 @@ def sweep_probe(tokenize_fn: Callable[[np.ndarray], Any], waves: np.ndarray, *,
     raise ValueError(f'sweep_probe: negative shift in {shifts_ms}')
   need = segment_samples + max(offsets)
   if waves.shape[1] < need:
-    raise ValueError(f'sweep_probe: waves have {waves.shape[1]} samples; segment_samples '
-                     f'({segment_samples}) + max shift ({max(offsets)}) needs {need}')
+    raise ValueError(
+      f'sweep_probe: waves have {waves.shape[1]} samples; segment_samples '
+      f'({segment_samples}) + max shift ({max(offsets)}) needs {need}'
+    )
   n = waves.shape[0]
   per_shift = []
   for s_ms, off in zip(shifts_ms, offsets):
-    window = np.ascontiguousarray(waves[:, off:off + segment_samples])
+    window = np.ascontiguousarray(waves[:, off : off + segment_samples])
     per_shift.append(_token_lists(tokenize_fn(window), n, s_ms))
   ref = per_shift[0]
   ed, ned, jac, mean_len = [], [], [], []
@@ -100,20 +108,20 @@ def sweep_probe(tokenize_fn: Callable[[np.ndarray], Any], waves: np.ndarray, *,
     ned.append(float(metrics.pairwise_ned(toks, ref).mean()))
     jac.append(float(np.mean([bigram_jaccard(a, b) for a, b in zip(toks, ref)])))
     mean_len.append(float(metrics.lengths(toks).mean()))
-  lens = np.stack([metrics.lengths(toks) for toks in per_shift])   # [shifts, N]
+  lens = np.stack([metrics.lengths(toks) for toks in per_shift])  # [shifts, N]
   later = slice(1, None)
   nonzero = len(shifts_ms) > 1
   return {
-      'shifts_ms': shifts_ms,
-      'edit_distance': ed,
-      'normalized_edit_distance': ned,
-      'bigram_jaccard': jac,
-      'mean_length': mean_len,
-      'length_std': float(lens.std(axis=0).mean()),
-      'length_range': float((lens.max(axis=0) - lens.min(axis=0)).mean()),
-      'mean_edit_distance': float(np.mean(ed[later])) if nonzero else 0.0,
-      'mean_normalized_edit_distance': float(np.mean(ned[later])) if nonzero else 0.0,
-      'local_overlap': float(np.mean(jac[later])) if nonzero else 1.0,
-      'num_items': n,
-      'tokens': per_shift,
+    'shifts_ms': shifts_ms,
+    'edit_distance': ed,
+    'normalized_edit_distance': ned,
+    'bigram_jaccard': jac,
+    'mean_length': mean_len,
+    'length_std': float(lens.std(axis=0).mean()),
+    'length_range': float((lens.max(axis=0) - lens.min(axis=0)).mean()),
+    'mean_edit_distance': float(np.mean(ed[later])) if nonzero else 0.0,
+    'mean_normalized_edit_distance': float(np.mean(ned[later])) if nonzero else 0.0,
+    'local_overlap': float(np.mean(jac[later])) if nonzero else 1.0,
+    'num_items': n,
+    'tokens': per_shift,
   }

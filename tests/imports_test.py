@@ -1,0 +1,52 @@
+"""The analysis side never loads training code (docs/ARCHITECTURE.md, dependency directions).
+
+Loading a checkpoint to tokenize or evaluate must not pull in the training objective, the loss
+terms or the training loop. Each check imports the modules in a fresh interpreter (this process
+has imported everything already) and lists the project modules that got loaded.
+"""
+
+import json
+import pkgutil
+import subprocess
+import sys
+
+from pairalign_jax import evaluation
+
+TRAINING_MODULES = ('pairalign_jax.objective', 'pairalign_jax.losses', 'pairalign_jax.train')
+
+# The analysis API, the two CLIs and every module of the evaluation package (found on disk, so a
+# new evaluation module is checked too).
+ANALYSIS_MODULES = (
+  'pairalign_jax.tokenizer',
+  'pairalign_jax.tokenize',
+  'pairalign_jax.evaluate',
+  'pairalign_jax.evaluation',
+  *(f'pairalign_jax.evaluation.{m.name}' for m in pkgutil.iter_modules(evaluation.__path__)),
+)
+
+
+def loaded_project_modules(*modules: str) -> list[str]:
+  """Project modules in `sys.modules` after importing `modules` in a fresh interpreter."""
+  code = (
+    ''.join(f'import {m}; ' for m in modules)
+    + 'import json, sys; '
+    + 'print(json.dumps(sorted(m for m in sys.modules if m.startswith("pairalign_jax"))))'
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=300
+  )
+  return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_analysis_modules_load_no_training_code():
+  # The tokenize CLI imports the tokenizer only when it runs; the tokenizer is in the list anyway.
+  loaded = loaded_project_modules(*ANALYSIS_MODULES)
+  assert set(ANALYSIS_MODULES) <= set(loaded)
+  assert not set(TRAINING_MODULES) & set(loaded), loaded
+  assert 'pairalign_jax.targets' in loaded  # the target strings of `Tokenizer.vq_group_tokenize`
+
+
+def test_training_still_loads_them():
+  # The check above is not vacuous: the training loop does load the objective and the losses.
+  loaded = loaded_project_modules('pairalign_jax.train')
+  assert set(TRAINING_MODULES) <= set(loaded)
