@@ -74,6 +74,7 @@ GOALS = {  # name: (goal, which way)
   'train_flops_ratio': (0.5, '>='),
   'decode_cache_speedup': (5.0, '>='),
   'tokenize_realtime_factor': (500.0, '>='),
+  'tokenize_realtime_factor_trained': (1000.0, '>='),
   'input_headroom': (2.0, '>='),
   'search_ratio': (0.9, '>='),
 }
@@ -126,6 +127,13 @@ def _define_flags():
     'compile_cache', DEFAULT_COMPILE_CACHE, "JAX persistent compilation cache directory ('' = off)."
   )
   flags.DEFINE_bool('update', False, 'Merge the sections run into an existing --out file.')
+  flags.DEFINE_string(
+    'checkpoint',
+    '',
+    'A trained run (workdir or step folder): the decode section then also times '
+    '`Tokenizer.tokenize` on 64 x 3 s of its validation split (tokenize_realtime_factor_trained) '
+    'and the early-exit decode against the full-length one.',
+  )
 
 
 # ============================================================================ small helpers
@@ -726,6 +734,75 @@ def section_decode(config, reps: int) -> dict[str, Any]:
   }
 
 
+IDLE_PEAK_FLOPS = 450e9  # float32 2048^3 matmul on 2 idle cores of this machine kind
+
+
+def section_trained_tokenizer(path: str, reps: int) -> dict[str, Any]:
+  """`Tokenizer.tokenize` of a trained checkpoint on 64 x 3 s of its validation split, and its
+  greedy decode with the early exit against the full-length scan (same H, interleaved calls).
+  Absolute rates also come normalized to an idle machine: x IDLE_PEAK / this run's matmul peak."""
+  import jax
+  import numpy as np
+
+  from pairalign_jax import checkpointing
+  from pairalign_jax import decode
+  from pairalign_jax import tokenizer as tokenizer_lib
+  from pairalign_jax.data import pipeline
+
+  batch = 4 if FLAGS.tiny else 64
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(path, batch_size=batch)
+  config = checkpointing.read_config(path)
+  source = pipeline.make_source(config, 'validation')
+  waves = np.stack(
+    [pipeline.load_segment(source[i], config, crop='start') for i in range(min(batch, len(source)))]
+  )
+  sr = config.audio.sample_rate
+  out = tok.tokenize(waves, sr)  # compile + first call
+  h = jax.jit(tok._encode)(tok.variables, tok.prepare(waves, sr))
+  bias = tok.default_eos_bias
+  decodes = {
+    early: jax.jit(
+      lambda v, x, e=early: (
+        decode.greedy_decode(
+          tok.model, v, x, max_len=tok.max_len, eos_bias=bias, early_exit=e
+        ).tokens
+      )
+    )
+    for early in (True, False)
+  }
+  tokens = {e: np.asarray(_block(fn(tok.variables, h))) for e, fn in decodes.items()}
+  times = {'tokenize': [], True: [], False: []}
+  peak = MatmulPeak(256 if FLAGS.tiny else 2048)
+  peaks = []
+  for _ in range(reps):
+    t0 = _now()
+    out = tok.tokenize(waves, sr)
+    times['tokenize'].append(_now() - t0)
+    for e, fn in decodes.items():
+      t0 = _now()
+      _block(fn(tok.variables, h))
+      times[e].append(_now() - t0)
+    peaks.append(peak.measure())
+  audio_s = waves.shape[0] * waves.shape[1] / sr
+  rtf = audio_s / _median(times['tokenize'])
+  return {
+    'checkpoint': os.path.abspath(path),
+    'segments': int(waves.shape[0]),
+    'audio_seconds': audio_s,
+    'mean_tokens': float(np.mean([len(t) for t in out.tokens])),
+    'max_len': tok.max_len,
+    'terminated_fraction': float(np.mean(out.terminated)),
+    'tokenize_s_all': times['tokenize'],
+    'decode_early_exit_s': _median(times[True]),
+    'decode_full_scan_s': _median(times[False]),
+    'early_exit_speedup': _median(times[False]) / _median(times[True]),
+    'early_exit_tokens_equal': bool(np.array_equal(tokens[True], tokens[False])),
+    'peak_flops_per_s': _median(peaks),
+    'tokenize_realtime_factor_trained': rtf,
+    'tokenize_realtime_factor_trained_normalized': rtf * IDLE_PEAK_FLOPS / _median(peaks),
+  }
+
+
 # ============================================================================ input pipeline
 def _write_flac_folder(config, root: str, num_files: int, seconds: float) -> None:
   import numpy as np
@@ -945,6 +1022,18 @@ def goals_table(results: dict[str, Any]) -> dict[str, Any]:
   }
   out = {}
   for name, (goal, _) in GOALS.items():
+    if name == 'tokenize_realtime_factor_trained':
+      trained = results.get('decode', {}).get('trained', {})
+      value = trained.get(name)
+      if value is not None:  # judged on the idle-normalized figure (the raw one moves with load)
+        normalized = trained[name + '_normalized']
+        out[name] = {
+          'value': float(value),
+          'normalized': float(normalized),
+          'goal': goal,
+          'met': bool(normalized >= goal),
+        }
+      continue
     value = results.get(where[name], {}).get(name)
     if value is not None:
       out[name] = {'value': float(value), 'goal': goal, 'met': bool(value >= goal)}
@@ -990,6 +1079,15 @@ def format_table(results: dict[str, Any]) -> str:
       f'tokenize {t["batch"]} x {config_seconds(t)} s: {t["tokenize_s"]:.3f} s '
       f'(jitted encode+decode {t["encode_decode_jit_s"]:.3f} s)'
     )
+    tr = dec.get('trained')
+    if tr:
+      lines.append(
+        f'trained tokenizer: {tr["tokenize_realtime_factor_trained"]:.0f}x real time '
+        f'({tr["tokenize_realtime_factor_trained_normalized"]:.0f}x on an idle machine), '
+        f'{tr["mean_tokens"]:.1f} tokens of {tr["max_len"]}; early exit '
+        f'{tr["early_exit_speedup"]:.2f}x the full-length decode (same tokens: '
+        f'{tr["early_exit_tokens_equal"]})'
+      )
   inp = results.get('input')
   if inp:
     lines.append('')
@@ -1051,6 +1149,10 @@ def run(argv) -> dict[str, Any]:
     results['train_step'] = section_train_step(configs, reps or (2 if FLAGS.tiny else 3))
   if 'decode' in FLAGS.sections:
     results['decode'] = section_decode(config, reps or (2 if FLAGS.tiny else 3))
+    if FLAGS.checkpoint:
+      results['decode']['trained'] = section_trained_tokenizer(
+        FLAGS.checkpoint, reps or (2 if FLAGS.tiny else 3)
+      )
   if 'input' in FLAGS.sections:
     timer = None
     ts = results.get('train_step')

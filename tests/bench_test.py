@@ -11,6 +11,7 @@ import subprocess
 import sys
 
 import pytest
+import tokenizer_test
 
 from pairalign_jax import bench
 
@@ -37,6 +38,7 @@ def _env():
 @pytest.fixture(scope='module')
 def tiny_run(tmp_path_factory):
   out = tmp_path_factory.mktemp('bench') / 'bench.json'
+  checkpoint = tokenizer_test.tiny_workdir(tmp_path_factory)  # a trained (tiny) run
   cache = os.environ.get('PAIRALIGN_TEST_COMPILE_CACHE', os.path.join(ROOT, '.jax_test_cache'))
   proc = subprocess.run(
     [
@@ -46,6 +48,7 @@ def tiny_run(tmp_path_factory):
       '--tiny',
       f'--out={out}',
       f'--compile_cache={cache}',
+      f'--checkpoint={checkpoint}',
     ],
     cwd=ROOT,
     env=_env(),
@@ -81,6 +84,12 @@ def test_top_level(tiny_run):
     assert goal['goal'] == bench.GOALS[name][0]
     assert isinstance(goal['met'], bool)
     assert name in stdout  # the printed table
+  trained = results['decode']['trained']
+  assert trained['early_exit_tokens_equal'] is True
+  assert _positive(trained['early_exit_speedup']) and _positive(trained['mean_tokens'])
+  assert results['goals']['tokenize_realtime_factor_trained']['normalized'] == pytest.approx(
+    trained['tokenize_realtime_factor_trained_normalized']
+  )
 
 
 def test_train_step(tiny_run):
