@@ -93,6 +93,9 @@ class ObjectiveSettings:
   time_jitter_seconds: float = 0.0  # std of the noise on the location-aware decoder's input times
   own_time_prob: float = 0.0  # share of rows whose input times are the decoder's own (below)
   own_time_passes: int = 1  # forward passes that produce those times (1 = one step of drift)
+  # False: the sequence terms (stages 1-2) reach the decoder and the length head only; the encoder
+  # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
+  sequence_losses_train_encoder: bool = True
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -118,6 +121,9 @@ class ObjectiveSettings:
       time_jitter_seconds=float(config.loss.time_jitter_seconds),
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
+      sequence_losses_train_encoder=bool(
+        config.loss.get('sequence_losses_train_encoder', True)  # configs saved before it: True
+      ),
     )
 
   @property
@@ -337,6 +343,8 @@ def compute_terms(
   )
   aux['targets'] = targets
   vocab = vocab_lib.Vocab(settings.codebook_size)
+  if not settings.sequence_losses_train_encoder:
+    h = jax.lax.stop_gradient(h)  # [2B, T, d]: what the sequence terms below read
 
   if weights['length'] > 0:
     pred_len = model.apply(variables, h, method=models.PairAlign.predict_length)  # [2B]

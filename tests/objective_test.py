@@ -511,3 +511,22 @@ def test_own_time_rows_train_with_finite_gradients_and_change_the_loss(setup):
     assert all(np.isfinite(v) for v in terms.values())
     assert all(np.isfinite(x).all() for x in jax.tree.leaves(jac))
   assert own[0]['self_tf'] != pytest.approx(base[0]['self_tf'], abs=1e-7)
+
+
+def test_sequence_losses_can_leave_the_encoder_to_the_stage0_terms(setup):
+  """With loss.sequence_losses_train_encoder=False, no stage-1 sequence term sends a gradient into
+  the encoder, the stage-0 terms still do, and every term's value is unchanged."""
+  on = run(setup, settings_for(), 1, grads=True)
+  off = run(setup, settings_for(sequence_losses_train_encoder=False), 1, grads=True)
+  names = sorted(on[0])
+  assert names == sorted(off[0])
+  for i, name in enumerate(names):
+    assert float(on[0][name]) == pytest.approx(float(off[0][name]), rel=1e-6), name
+    enc_on = _norm(jax.tree.map(lambda g, i=i: g[i], on[3]['encoder']))
+    enc_off = _norm(jax.tree.map(lambda g, i=i: g[i], off[3]['encoder']))
+    if name in ('recon', 'commit', 'code_pred'):
+      assert enc_off == pytest.approx(enc_on, rel=1e-5) and enc_off > 0, name
+    else:
+      assert enc_off == 0.0, name
+      if name in ('cross_tf', 'self_tf'):
+        assert enc_on > 0, name
