@@ -47,6 +47,7 @@ import numpy as np
 import tqdm
 
 from pairalign_jax.data import audio_io
+from pairalign_jax.data import splits
 
 AUDIO_EXTENSIONS = (
   '.wav',
@@ -66,7 +67,7 @@ AUDIO_EXTENSIONS = (
   '.w64',
   '.rf64',
 )
-SPLITS = ('train', 'validation', 'test', 'all')  # and 'heldout', an alias of 'test'
+SPLITS = splits.SPLITS + ('all',)  # and 'heldout', an alias of 'test'
 INDEX_VERSION = 1
 PROGRESS_MIN_FILES = 500  # show a progress bar from this many files on
 
@@ -216,11 +217,8 @@ def _pick(
 
 
 def canonical_split(split: str) -> str:
-  """'heldout' -> 'test'; 'train' | 'validation' | 'test' | 'all' unchanged; else ValueError."""
-  split = 'test' if split == 'heldout' else split
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS} (or 'heldout' = 'test'), got {split!r}")
-  return split
+  """`splits.canonical_split`, also accepting 'all' (every entry)."""
+  return splits.canonical_split(split, also=('all',))
 
 
 def split_entries(

@@ -59,9 +59,10 @@ from pairalign_jax.data.augment import augment_view  # noqa: F401  (re-exported,
 from pairalign_jax.data.bad_input import BadAudioError  # noqa: F401
 from pairalign_jax.data.bad_input import BadInputError  # noqa: F401
 from pairalign_jax.data.bad_input import BadInputStats  # noqa: F401
+from pairalign_jax.data.splits import canonical_split  # noqa: F401  (re-exported)
+from pairalign_jax.data.splits import SPLITS  # noqa: F401  (re-exported)
 
 SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
-SPLITS = ('train', 'validation', 'test')
 # batch['cross_speaker']: what view 2 of an example is.
 VIEW2_SAME = 0  # an augmentation of the same recording (no cross-speaker draw)
 VIEW2_OTHER_SPEAKER = 1  # another speaker's reading of the same content
@@ -74,16 +75,6 @@ def segment_samples(config) -> int:
 
 
 # ---------------------------------------------------------------------------- sources
-def canonical_split(split: str) -> str:
-  """One of `SPLITS`: 'heldout' (old configs) -> 'test'; anything else unknown -> ValueError."""
-  split = 'test' if split == 'heldout' else split
-  if split not in SPLITS:
-    raise ValueError(
-      f"split must be one of {SPLITS} (or 'heldout', an alias of 'test'), got {split!r}"
-    )
-  return split
-
-
 def make_source(config, split: str = 'train', *, cache_dir: str | None = None):
   """The random-access source named by `config.data.source` for `split` (`SPLITS` or 'heldout').
 

@@ -71,6 +71,9 @@ from typing import Any, Mapping, Sequence
 import numpy as np
 import scipy.signal
 
+from pairalign_jax.data.splits import canonical_split
+from pairalign_jax.data.splits import SPLITS  # noqa: F401  (re-exported)
+
 # scipy's lfilter core without the per-call input validation (~10 us of a ~12 us call); used only
 # if `_check_fast_filter` confirms it matches `scipy.signal.lfilter`.
 try:
@@ -848,22 +851,12 @@ def synthesize(
 # ----------------------------------------------------------------------------------- source
 
 
-SPLITS = ('train', 'validation', 'test')
 # split -> (speaker stream, sentence stream, item-variation stream, config size prefix, id prefix)
 _STREAMS = {
   'train': (0, 2, 5, 'train', 'train'),
   'test': (1, 3, 6, 'heldout', 'heldout'),
   'validation': (7, 8, 9, 'validation', 'validation'),
 }
-
-
-def canonical_split(split: str) -> str:
-  """'train' | 'validation' | 'test'; 'heldout' (the configs' name of the test split) -> 'test'."""
-  if split == 'heldout':
-    return 'test'
-  if split not in SPLITS:
-    raise ValueError(f"split must be one of {SPLITS} (or 'heldout' = 'test'), got {split!r}")
-  return split
 
 
 def _cfg_get(cfg: Any, key: str) -> Any:
