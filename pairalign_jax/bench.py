@@ -64,6 +64,8 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from pairalign_jax import config_lib
+
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 if _ROOT not in sys.path:  # configs/*.py import `configs.default`
   sys.path.insert(0, _ROOT)
@@ -247,10 +249,6 @@ def config_summary(config) -> dict[str, Any]:
   }
 
 
-def segment_samples(config) -> int:
-  return int(round(config.audio.sample_rate * config.audio.segment_seconds))
-
-
 def _cost_flops(cost) -> float:
   if isinstance(cost, (list, tuple)):
     cost = cost[0] if cost else None
@@ -295,7 +293,7 @@ def _random_views(config, seed: int = 0) -> dict[str, Any]:
   import numpy as np
 
   rng = np.random.default_rng(seed)
-  shape = (config.batch_size, segment_samples(config))
+  shape = (config.batch_size, config_lib.segment_samples(config))
   return {k: (0.1 * rng.standard_normal(shape)).astype(np.float32) for k in ('view1', 'view2')}
 
 
@@ -313,7 +311,7 @@ def decode_step_flops(config, batch: int) -> float:
   variables = jax.eval_shape(
     lambda r: nn.meta.unbox(train.init_variables(model, config, r)), jax.random.PRNGKey(0)
   )
-  frames = (segment_samples(config) // config.frontend.hop_length) // config.model.subsample
+  frames = config_lib.mel_frames_per_segment(config) // config.model.subsample
   h = jax.ShapeDtypeStruct((batch, frames, config.model.d_model), model.cfg.activation_dtype)
   cond = jax.eval_shape(
     lambda v, x: model.apply(v, x, method=models.PairAlign.condition), variables, h
@@ -350,7 +348,7 @@ def _train_step_flops(config, stage: int) -> tuple[float, dict[str, Any]]:
   c = config_overrides(config, {'model.scan_layers': False, 'model.remat': False})
   t0 = _now()
   trainer = train.Trainer(c)
-  shape = (c.batch_size, segment_samples(c))
+  shape = (c.batch_size, config_lib.segment_samples(c))
   batch = {
     k: jax.ShapeDtypeStruct(shape, jnp.float32, sharding=trainer.batch_sharding)
     for k in ('view1', 'view2')
@@ -624,7 +622,7 @@ def section_decode(config, reps: int) -> dict[str, Any]:
   length = 6 if FLAGS.tiny else 128
   dcfg = config_overrides(config, {'model.max_len': length})
   model, variables = _random_variables(dcfg)
-  frames = (segment_samples(dcfg) // dcfg.frontend.hop_length) // dcfg.model.subsample
+  frames = config_lib.mel_frames_per_segment(dcfg) // dcfg.model.subsample
   h = jax.random.normal(jax.random.PRNGKey(1), (batch, frames, dcfg.model.d_model), jnp.float32)
 
   fns = {
@@ -665,7 +663,7 @@ def section_decode(config, reps: int) -> dict[str, Any]:
   _, tvars = _random_variables(config, seed=2)
   tok = tokenizer_lib.Tokenizer(config, tvars, batch_size=tok_batch)
   rng = np.random.default_rng(3)
-  n = segment_samples(config)
+  n = config_lib.segment_samples(config)
   t_axis = np.arange(n) / config.audio.sample_rate
   waves = [
     (
@@ -934,6 +932,7 @@ def section_search(reps: int) -> dict[str, Any]:
   from rapidfuzz import process
   from rapidfuzz.distance import Levenshtein
 
+  from pairalign_jax.archive import speed
   from pairalign_jax.evaluation import retrieval
 
   n_archive, n_queries = (300, 30) if FLAGS.tiny else (10_000, 1_000)
@@ -982,6 +981,11 @@ def section_search(reps: int) -> dict[str, Any]:
     'distances_identical': same,
     'recall_at_1': result.recall_at_1,
     'search_ratio': dire / proj,
+    # Archive search (query by example): subsequence matching over a synthetic archive at
+    # PairAlign's length (about 31 tokens per 3 s window, 5-token queries); archive/speed.py.
+    'archive': speed.measure_search_speed(
+      31.0, 5, hours=0.05 if FLAGS.tiny else 10.0, reps=reps, partial_ratio=not FLAGS.tiny
+    ),
   }
 
 

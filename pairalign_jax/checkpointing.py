@@ -49,6 +49,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 import tensorstore as ts
 
+from pairalign_jax import config_lib
+
 STATE, DATA_ITER, CONFIG, META = 'state', 'data_iter', 'config', 'meta'
 # Orbax's commit marker (orbax/checkpoint/_src/path/atomicity_types.py: COMMIT_SUCCESS_FILE); in
 # Orbax 0.12 it is written into every step folder, on local disks and object stores alike.
@@ -558,12 +560,13 @@ def _read_json_item(folder: epath.Path, item: str) -> Optional[Any]:
 
 
 def read_config(path: epath.PathLike, step: Optional[int] = None) -> ml_collections.ConfigDict:
-  """The run config saved with a checkpoint (workdir, checkpoints folder or step folder)."""
+  """The run config saved with a checkpoint (workdir, checkpoints folder or step folder),
+  completed by `config_lib.upgrade` when it was saved before some key existed."""
   folder = step_dir(path, step)
   config = _read_json_item(folder, CONFIG)
   if config is None:
     raise FileNotFoundError(f'{folder} has no saved config ({CONFIG}/)')
-  return ml_collections.ConfigDict(_tuples(config))
+  return config_lib.upgrade(ml_collections.ConfigDict(_tuples(config)))
 
 
 def read_meta(path: epath.PathLike, step: Optional[int] = None) -> Optional[dict]:

@@ -2,7 +2,7 @@
 
 `validate_config(config)` raises `ConfigError` with a message that names the offending key
 (``config.loss.contrast_weight``) for unknown keys and impossible values, before any compile
-or data read. Unknown keys are found by comparing against ``configs/default.py``'s tree, so a
+or data read. Unknown keys are found by comparing against the tree of ``default_config.py``, so a
 typo in an ablation config fails loudly instead of being ignored.
 """
 
@@ -13,6 +13,8 @@ import math
 from typing import Any, Iterable, Optional
 
 import ml_collections
+
+from pairalign_jax import default_config as default_config_lib
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
@@ -25,9 +27,7 @@ class ConfigError(ValueError):
 
 
 def default_config() -> ml_collections.ConfigDict:
-  from configs import default
-
-  return default.get_config()
+  return default_config_lib.get_config()
 
 
 def _walk(cfg: Any, prefix: str) -> Iterable[tuple[str, Any]]:

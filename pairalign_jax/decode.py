@@ -19,6 +19,7 @@ import jax
 import jax.numpy as jnp
 
 from pairalign_jax import models
+from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
 Array = jax.Array
@@ -109,7 +110,7 @@ def _cached_steps(
   """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V],
   done [B], t)` picks each step's output (greedy choice or a given token). Each step's input is
   the previous output and, for the location bias, the previous step's time; a finished row is fed
-  PAD at time 0 (as `shift_times` of a finished sequence's times, which are 0 at PAD).
+  PAD at time 0 (as `sequences.shift_times` of a finished sequence's times, which are 0 at PAD).
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -279,17 +280,6 @@ def beam_decode(
   return _finish(jnp.take(tokens, best, axis=0), None, jnp.take(times, best, axis=0), vocab)
 
 
-def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
-  """[B, L] targets -> teacher-forcing inputs [BOS, y_1 .. y_{L-1}]."""
-  bos = jnp.full((tokens.shape[0], 1), vocab.bos, tokens.dtype)
-  return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
-
-
-def shift_times(times: Array) -> Array:
-  """[B, L] token times -> the times of the teacher-forcing inputs: [0 (BOS), t_1 .. t_{L-1}]."""
-  return jnp.concatenate([jnp.zeros_like(times[:, :1]), times[:, :-1]], axis=1)
-
-
 def forced_decode(
   model: models.PairAlign, variables: Any, hcond: Array, tokens: Array
 ) -> tuple[Array, Array]:
@@ -331,9 +321,9 @@ def greedy_decode_recompute(
     all_logits, all_times = model.apply(
       variables,
       cond,
-      shift_right(tokens, vocab),
+      sequences.shift_right(tokens, vocab),
       False,
-      shift_times(times),
+      sequences.shift_times(times),
       method=models.PairAlign.score,
     )  # [B,L,V]
     logits = jax.lax.dynamic_index_in_dim(all_logits, t, axis=1, keepdims=False)  # [B,V]

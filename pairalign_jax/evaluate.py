@@ -41,6 +41,7 @@ from ml_collections import config_flags
 import numpy as np
 
 from pairalign_jax import checkpointing
+from pairalign_jax import config_lib
 from pairalign_jax import frontend
 from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax.data import augment
@@ -128,7 +129,7 @@ def fit_kmeans_baseline(
     pool=config.eval.kmeans_pool,
     seed=config.seed,
     max_frames=int(config.eval.kmeans_max_frames),
-    frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+    frame_seconds=config_lib.mel_frame_seconds(config),
     sample_rate=config.audio.sample_rate,
   )
 
@@ -177,9 +178,8 @@ def evaluate_workdir(
     path,
     step=step,
     batch_size=int(config.eval.batch_size),
-    # configs saved before beam search: greedy
-    beam_size=int(config.eval.get('beam_size', 1)),
-    length_penalty=float(config.eval.get('beam_length_penalty', 0.0)),
+    beam_size=int(config.eval.beam_size),
+    length_penalty=float(config.eval.beam_length_penalty),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
@@ -225,7 +225,7 @@ def evaluate_workdir(
     ties=config.eval.retrieval_ties,
     seed=config.seed,
     example_features_fn=feats,
-    example_frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+    example_frame_seconds=config_lib.mel_frame_seconds(config),
   )
 
   calibration = calibrate_length(tok, eval_set.waves[:CALIBRATION_SEGMENTS], tok.default_eos_bias)

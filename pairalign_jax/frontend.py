@@ -27,22 +27,22 @@ import numpy as np
 class FrontendConfig:
   """Front-end settings (hashable; travels with the checkpoint's config)."""
 
-  sample_rate: int = 16_000
-  n_fft: int = 512
-  win_length: int = 400
-  hop_length: int = 160
-  n_mels: int = 80
-  fmin: float = 0.0
-  fmax: float = 8_000.0
-  log_floor: float = 1e-5
-  normalize: bool = True
-  specaugment: bool = True
-  freq_masks: int = 2
-  freq_width: int = 8
-  time_masks: int = 2
-  time_width: int = 10
+  sample_rate: int
+  n_fft: int
+  win_length: int
+  hop_length: int
+  n_mels: int
+  fmin: float
+  fmax: float
+  log_floor: float
+  normalize: bool
+  specaugment: bool
+  freq_masks: int
+  freq_width: int
+  time_masks: int
+  time_width: int
   # Vocal-tract-length perturbation (training only): range of the warp factor alpha; (1, 1) = off.
-  vtlp_alpha: tuple[float, float] = (1.0, 1.0)
+  vtlp_alpha: tuple[float, float]
 
   def __post_init__(self):
     if self.win_length > self.n_fft:
@@ -64,12 +64,12 @@ class FrontendConfig:
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'FrontendConfig':
-    """Reads ``config.audio`` and ``config.frontend`` (see configs/default.py)."""
+    """Reads ``config.audio`` and ``config.frontend`` (keys: `default_config.py`)."""
     fe = config.frontend
     sa = fe.specaugment
-    vtlp = fe.get('vtlp', None)  # configs written before VTLP have none: off
+    vtlp = fe.vtlp
     vtlp_alpha = (1.0, 1.0)
-    if vtlp is not None and vtlp.enabled:
+    if vtlp.enabled:
       vtlp_alpha = (float(vtlp.alpha[0]), float(vtlp.alpha[1]))
     return cls(
       sample_rate=int(config.audio.sample_rate),

@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pairalign_jax import config_lib
 from pairalign_jax import vocab as vocab_lib
 
 Array = jax.Array
@@ -62,36 +63,40 @@ _NEG_INF = -1e9
 # ----------------------------------------------------------------------------------- config
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-  """Model hyper-parameters (hashable, so it can be a jit static argument)."""
+  """Model hyper-parameters (hashable, so it can be a jit static argument).
 
-  d_model: int = 256
-  num_heads: int = 4
-  mlp_dim: int = 1024
-  enc_layers: int = 6
-  dec_layers: int = 4
-  subsample: int = 2
-  dropout_rate: float = 0.1
-  attention_dropout_rate: float = 0.0
-  codebook_size: int = 512
-  code_dim: int = 64
-  max_len: int = 128
-  scan_layers: bool = True
-  remat: bool = True
-  dtype: str = 'float32'
-  recon_channels: int = 128
-  n_mels: int = 80
-  frame_seconds: float = 0.02  # encoder frame duration: subsample * hop / sample_rate
-  enc_positions: str = 'sinusoidal'  # 'sinusoidal' | 'learned'
-  enc_max_frames: int = 150  # learned encoder positions: table size (frames after subsampling)
-  vq_ema_decay: float = 0.99
-  vq_epsilon: float = 1e-5
-  dead_code_threshold: float = 1.0
-  vq_reseed: bool = True
-  vq_diversity_temperature: float = 0.1
+  Built by `from_config` (keys and defaults: `default_config.py`); no field has a default of its
+  own, so there is one source of truth for a model's shape.
+  """
+
+  d_model: int
+  num_heads: int
+  mlp_dim: int
+  enc_layers: int
+  dec_layers: int
+  subsample: int
+  dropout_rate: float
+  attention_dropout_rate: float
+  codebook_size: int
+  code_dim: int
+  max_len: int
+  scan_layers: bool
+  remat: bool
+  dtype: str
+  recon_channels: int
+  n_mels: int
+  frame_seconds: float  # encoder frame duration: subsample * hop / sample_rate
+  enc_positions: str  # 'sinusoidal' | 'learned'
+  enc_max_frames: int  # learned encoder positions: table size (frames after subsampling)
+  vq_ema_decay: float
+  vq_epsilon: float
+  dead_code_threshold: float
+  vq_reseed: bool
+  vq_diversity_temperature: float
   # Location-aware cross-attention: > 0 adds a learned per-head bias over the offset (in encoder
   # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
   # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
-  time_bias_frames: int = 0
+  time_bias_frames: int
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -119,8 +124,6 @@ class ModelConfig:
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ModelConfig':
     """Reads config.model, config.vq and the frame timing from config.audio / config.frontend."""
     m, vq = config.model, config.vq
-    sr, hop = int(config.audio.sample_rate), int(config.frontend.hop_length)
-    num_frames = int(round(config.audio.segment_seconds * sr)) // hop
     return cls(
       d_model=int(m.d_model),
       num_heads=int(m.num_heads),
@@ -138,15 +141,15 @@ class ModelConfig:
       dtype=str(m.dtype),
       recon_channels=int(m.recon_channels),
       n_mels=int(config.frontend.n_mels),
-      frame_seconds=int(m.subsample) * hop / sr,
-      enc_positions=str(m.get('enc_positions', 'sinusoidal')),
-      enc_max_frames=max(1, num_frames // int(m.subsample)),
+      frame_seconds=config_lib.encoder_frame_seconds(config),
+      enc_positions=str(m.enc_positions),
+      enc_max_frames=max(1, config_lib.mel_frames_per_segment(config) // int(m.subsample)),
       vq_ema_decay=float(vq.ema_decay),
       vq_epsilon=float(vq.epsilon),
       dead_code_threshold=float(vq.dead_code_threshold),
       vq_reseed=bool(vq.reseed),
-      vq_diversity_temperature=float(vq.get('diversity_temperature', 0.1)),
-      time_bias_frames=int(m.get('time_bias_frames', 0)),
+      vq_diversity_temperature=float(vq.diversity_temperature),
+      time_bias_frames=int(m.time_bias_frames),
     )
 
   @property
@@ -705,7 +708,7 @@ class Decoder(nn.Module):
     if in_times is None:
       raise ValueError(
         'model.time_bias_frames > 0: the decoder needs the time of every input token '
-        '(input_times / prev_time; decode.shift_times of the target times)'
+        '(input_times / prev_time; sequences.shift_times of the target times)'
       )
     if in_times.shape != shape:
       raise ValueError(f'input times must have shape {shape}, got {in_times.shape}')
@@ -799,7 +802,7 @@ class PairAlign(nn.Module):
   def score(self, cond, inputs, train: bool = False, input_times=None):
     """Teacher forcing: inputs [B,L] = [BOS, y_1 .. y_{L-1}] -> (logits [B,L,V] float32,
     times [B,L] seconds). `cond` may be gathered (gather_condition) to any batch B.
-    input_times [B,L]: time of each input token (0 at BOS; `decode.shift_times` of the target
+    input_times [B,L]: time of each input token (0 at BOS; `sequences.shift_times` of the target
     times); required when `cfg.time_bias_frames > 0`, ignored otherwise."""
     return self.decoder.score(cond, inputs, train, input_times)
 

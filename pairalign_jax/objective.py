@@ -28,6 +28,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pairalign_jax import config_lib
 from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
@@ -88,14 +89,21 @@ class ObjectiveSettings:
   frame_seconds: float  # encoder frame (after subsampling)
   mel_frame_seconds: float  # front-end hop
   specaugment: bool
-  freeze_codebook_after_stage0: bool = True
-  code_groups: int = 0  # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
-  time_jitter_seconds: float = 0.0  # std of the noise on the location-aware decoder's input times
-  own_time_prob: float = 0.0  # share of rows whose input times are the decoder's own (below)
-  own_time_passes: int = 1  # forward passes that produce those times (1 = one step of drift)
+  freeze_codebook_after_stage0: bool
+  code_groups: int  # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
+  time_jitter_seconds: float  # std of the noise on the location-aware decoder's input times
+  own_time_prob: float  # share of rows whose input times are the decoder's own (below)
+  own_time_passes: int  # forward passes that produce those times (1 = one step of drift)
   # False: the sequence terms (stages 1-2) reach the decoder and the length head only; the encoder
   # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
-  sequence_losses_train_encoder: bool = True
+  sequence_losses_train_encoder: bool
+  # The teacher's length controller (stage 2; docs/METHOD.md §7): target tokens per segment
+  # (length.target_rate x segment seconds), gain, bias limit, minimum termination rate.
+  segment_seconds: float
+  length_target_tokens: float
+  controller_gain: float
+  eos_bias_limit: float
+  min_termination: float
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -114,16 +122,19 @@ class ObjectiveSettings:
       codebook_size=target_settings.codebook_size,
       min_run_frames=target_settings.min_run_frames,
       frame_seconds=target_settings.frame_seconds,
-      mel_frame_seconds=config.frontend.hop_length / config.audio.sample_rate,
+      mel_frame_seconds=config_lib.mel_frame_seconds(config),
       specaugment=bool(config.frontend.specaugment.enabled),
       freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
       code_groups=target_settings.code_groups,
       time_jitter_seconds=float(config.loss.time_jitter_seconds),
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
-      sequence_losses_train_encoder=bool(
-        config.loss.get('sequence_losses_train_encoder', True)  # configs saved before it: True
-      ),
+      sequence_losses_train_encoder=bool(config.loss.sequence_losses_train_encoder),
+      segment_seconds=float(config.audio.segment_seconds),
+      length_target_tokens=float(config.length.target_rate * config.audio.segment_seconds),
+      controller_gain=float(config.length.controller_gain),
+      eos_bias_limit=float(config.length.bias_limit),
+      min_termination=float(config.length.min_termination),
     )
 
   @property
@@ -143,6 +154,73 @@ class ObjectiveSettings:
   def stage_weights(self, stage: int) -> dict[str, float]:
     active = STAGE_TERMS[stage]
     return {name: (w if name in active else 0.0) for name, w in self.weights}
+
+
+def teacher_targets(
+  model: models.PairAlign,
+  teacher_vars: dict,
+  mel_clean: jax.Array,
+  settings: ObjectiveSettings,
+  *,
+  stage: int,
+  eos_bias: jax.Array,
+  alpha: jax.Array,
+  rng: jax.Array,
+) -> tuple[targets_lib.Targets, jax.Array, dict[str, jax.Array]]:
+  """The sequence targets of stages 1-2 for both views, from the EMA teacher (stop-gradient).
+
+  mel_clean [2B, F, M] -> (targets (tokens [2B, L], lengths [2B], times [2B, L]), the next EOS
+  bias [], metrics). Stage 1: the teacher's VQ-derived strings (`targets.vq_targets`). Stage 2
+  also decodes greedily with the teacher at `eos_bias`, mixes a share `alpha` of those decodes
+  into the targets (`sequences.mix_targets`), and moves the EOS bias toward the target length
+  by the length controller (`losses.eos_bias_update`, on the decodes that terminated).
+
+  Targets come from the teacher, never from the student's own codes: the student's encoder moves
+  every step and its codes with it, and a decoder chasing its own moving codes does not learn
+  (measured: cross_tf stayed at chance even on one fixed batch).
+  """
+  h_t = model.apply(teacher_vars, mel_clean, train=False, method=models.PairAlign.encode)
+  vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
+  vq = targets_lib.vq_targets(vq_t.codes, settings.targets, teacher_vars['vq_stats'])
+  if stage < 2:
+    targets = targets_lib.Targets(
+      tokens=jax.lax.stop_gradient(vq.tokens),
+      lengths=vq.lengths,
+      times=jax.lax.stop_gradient(vq.times),
+    )
+    return targets, eos_bias, {}
+
+  dec = decode.greedy_decode(model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=eos_bias)
+  tokens, lengths, times = sequences.mix_targets(
+    rng, vq.tokens, vq.lengths, vq.times, dec.tokens, dec.lengths, dec.times, alpha
+  )
+  targets = targets_lib.Targets(
+    tokens=jax.lax.stop_gradient(tokens), lengths=lengths, times=jax.lax.stop_gradient(times)
+  )
+  mean_len = jnp.mean(dec.lengths.astype(jnp.float32))
+  terminated = dec.terminated.astype(jnp.float32)
+  termination_rate = jnp.mean(terminated)
+  # Length of the decodes that ended with EOS (all of them if none did: the rate floor acts then).
+  mean_terminated_len = jnp.where(
+    termination_rate > 0,
+    jnp.sum(dec.lengths * terminated) / jnp.maximum(jnp.sum(terminated), 1.0),
+    mean_len,
+  )
+  new_eos_bias = losses.eos_bias_update(
+    eos_bias,
+    mean_terminated_len,
+    settings.length_target_tokens,
+    settings.controller_gain,
+    settings.eos_bias_limit,
+    termination_rate,
+    settings.min_termination,
+  )
+  metrics = {
+    'teacher/tokens_per_second': mean_len / settings.segment_seconds,
+    'teacher/termination_rate': termination_rate,
+    'teacher/alpha': alpha,
+  }
+  return targets, new_eos_bias, metrics
 
 
 def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
@@ -249,7 +327,7 @@ def _own_input_times(
     _, own = model.apply(
       variables, row_cond, inputs, train=False, input_times=times_in, method=models.PairAlign.score
     )  # [R, L]
-    own = jnp.where(true_input_times > 0, decode.shift_times(own), 0.0)  # PAD/BOS stay at 0
+    own = jnp.where(true_input_times > 0, sequences.shift_times(own), 0.0)  # PAD/BOS stay at 0
     # The next pass reads these times, so each pass adds one more step of drift.
     times_in = jax.lax.stop_gradient(own)
   use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
@@ -386,7 +464,7 @@ def compute_terms(
       # next token from an approximate anchor rather than trusting an exact one (exposure bias).
       noise = settings.time_jitter_seconds * jax.random.normal(rngs['jitter'], row_times.shape)
       row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
-    input_times = decode.shift_times(row_times)
+    input_times = sequences.shift_times(row_times)
     if train and settings.own_time_prob > 0:
       input_times = _own_input_times(
         model, variables, row_cond, inputs, input_times, rngs['own_times'], settings

@@ -224,6 +224,12 @@ def shift_right(tokens: Array, vocab: vocab_lib.Vocab) -> Array:
   return jnp.concatenate([bos, tokens[:, :-1]], axis=1)
 
 
+def shift_times(times: Array) -> Array:
+  """Token times [B, L] -> the times of the teacher-forcing inputs [B, L]: [0 (BOS), t_1 ..
+  t_{L-1}] (what the location-aware decoder is fed with :func:`shift_right`'s inputs)."""
+  return jnp.concatenate([jnp.zeros_like(times[:, :1]), times[:, :-1]], axis=1)
+
+
 def score_mask(tokens: Array, lengths: Array, vocab: vocab_lib.Vocab) -> Array:
   """float32 [B, L]: 1 at the ``n`` code positions and at the EOS (position ``n``) when present."""
   pos = jnp.arange(tokens.shape[1])[None, :]  # [1, L]

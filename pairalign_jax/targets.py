@@ -23,6 +23,7 @@ import jax
 import ml_collections
 
 from pairalign_jax import code_groups as code_groups_lib
+from pairalign_jax import config_lib
 from pairalign_jax import sequences
 from pairalign_jax import vocab as vocab_lib
 
@@ -34,14 +35,14 @@ class TargetSettings:
   codebook_size: int  # K: the ids of raw codes
   max_len: int  # L: at most L - 1 target codes + EOS
   frame_seconds: float  # encoder frame (after subsampling)
-  min_run_frames: int = 1  # runs shorter than this many frames are merged (1 = none)
-  code_groups: int = 0  # 0: targets are codes; G > 0: codes mapped to G groups
+  min_run_frames: int  # runs shorter than this many frames are merged (1 = none)
+  code_groups: int  # 0: targets are codes; G > 0: codes mapped to G groups
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'TargetSettings':
     """Reads config.targets, config.model and the frame timing; resolves ``min_run_frames = -1``
     from ``config.length.target_rate`` (`sequences.min_run_frames_for_rate`)."""
-    frame_seconds = config.frontend.hop_length / config.audio.sample_rate * config.model.subsample
+    frame_seconds = config_lib.encoder_frame_seconds(config)
     min_run = int(config.targets.min_run_frames)
     if min_run < 0:
       min_run = sequences.min_run_frames_for_rate(config.length.target_rate, frame_seconds)

@@ -53,7 +53,6 @@ Guarantees (tested):
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 from typing import Optional, Sequence, Union
@@ -66,26 +65,19 @@ import numpy as np
 import soxr
 
 from pairalign_jax import checkpointing
+from pairalign_jax import config_lib
 from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax import targets as targets_lib
+from pairalign_jax import token_strings
 from pairalign_jax import vocab as vocab_lib
+from pairalign_jax.token_strings import TokenizerOutput  # noqa: F401  (the public output type)
 
 CALIBRATION_FILE = 'calibration.json'
 MAX_CHANNELS = 8  # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
 Waveforms = Union[np.ndarray, Sequence[np.ndarray]]
-
-
-@dataclasses.dataclass
-class TokenizerOutput:
-  tokens: list[list[int]]  # codes only (no BOS/EOS)
-  times: list[np.ndarray]  # seconds from the segment start, one per token
-  terminated: np.ndarray  # [N] bool: EOS emitted before the length limit
-  # The decoder's own cross-attention time per token, before the running maximum that makes
-  # `times` non-decreasing (for analysis of the attention itself); `times` for VQ strings.
-  raw_times: Optional[list[np.ndarray]] = None
 
 
 class Tokenizer:
@@ -108,10 +100,8 @@ class Tokenizer:
     self.fcfg = frontend.FrontendConfig.from_config(config)
     self.vocab = vocab_lib.Vocab(config.model.codebook_size)
     self.sample_rate = int(config.audio.sample_rate)
-    self.segment_samples = int(round(config.audio.sample_rate * config.audio.segment_seconds))
-    self.frame_seconds = (
-      config.frontend.hop_length * config.model.subsample / config.audio.sample_rate
-    )
+    self.segment_samples = config_lib.segment_samples(config)
+    self.frame_seconds = config_lib.encoder_frame_seconds(config)
     self.max_len = int(config.model.max_len)
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
@@ -437,24 +427,20 @@ class Tokenizer:
     """The stage-1 targets as a tokenizer: frame codes mapped to their code group
     (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed.
     Shows how much the decoder adds to (or loses from) what it was first trained to write."""
-    if int(self.config.targets.get('code_groups', 0)) <= 0:
+    if int(self.config.targets.code_groups) <= 0:
       raise ValueError('vq_group_tokenize needs targets.code_groups > 0 in the model config')
     return self._collapsed_frame_codes(self._group_codes, waveforms, sample_rate)
 
   def _collapsed_frame_codes(self, codes_fn, waveforms, sample_rate) -> TokenizerOutput:
     """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre
-    times."""
+    times (`token_strings.strings_from_frame_codes`)."""
     waves = self.prepare(waveforms, sample_rate)
-    tokens, times = [], []
-    for _, batch, n in self._batches(waves):
-      codes = np.asarray(jax.device_get(codes_fn(self.variables, jnp.asarray(batch))))
-      for row in range(n):
-        seq, centres = collapse_codes(codes[row])
-        tokens.append(seq)
-        times.append(((centres + 0.5) * self.frame_seconds).astype(np.float32))
-    return TokenizerOutput(
-      tokens=tokens, times=times, terminated=np.ones(len(tokens), bool), raw_times=times
-    )
+    rows = [
+      np.asarray(jax.device_get(codes_fn(self.variables, jnp.asarray(batch))))[:n]
+      for _, batch, n in self._batches(waves)
+    ]
+    codes = np.concatenate(rows) if rows else np.zeros((0, 0), np.int32)
+    return token_strings.strings_from_frame_codes(codes, self.frame_seconds)
 
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):
     """Teacher-forced log-likelihood of `tokens` (+ EOS) given the audio: (total, per-token mean).
@@ -575,14 +561,3 @@ def _finite(value, name: str, valid: str) -> float:
   if not np.isfinite(number):
     raise ValueError(f'{name} must be {valid}, got {value!r}')
   return number
-
-
-def collapse_codes(codes: np.ndarray) -> tuple[list[int], np.ndarray]:
-  """Frame codes [T] -> (codes with consecutive repeats merged, run-centre frame of each token)."""
-  codes = np.asarray(codes)
-  if codes.size == 0:
-    return [], np.zeros((0,), np.float32)
-  change = np.flatnonzero(np.diff(codes)) + 1
-  starts = np.concatenate([[0], change])
-  ends = np.concatenate([change, [codes.size]])
-  return [int(c) for c in codes[starts]], ((starts + ends - 1) / 2.0).astype(np.float32)

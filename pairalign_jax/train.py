@@ -45,23 +45,20 @@ import numpy as np
 import optax
 
 from pairalign_jax import checkpointing
+from pairalign_jax import config_lib
 from pairalign_jax import config_validation
-from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import losses
 from pairalign_jax import metric_writer
 from pairalign_jax import models
 from pairalign_jax import objective
-from pairalign_jax import sequences
 from pairalign_jax import sharding
-from pairalign_jax import targets as targets_lib
 from pairalign_jax import train_state as train_state_lib
 from pairalign_jax.data import pipeline
 
 TrainState = train_state_lib.TrainState
 
 # Incremented each time a train step is traced (tests check there is one compile per stage).
-TRACE_COUNT = {0: 0, 1: 0, 2: 0}
 
 
 class NonFiniteError(RuntimeError):
@@ -107,14 +104,10 @@ def make_model(config: ml_collections.ConfigDict) -> models.PairAlign:
   return models.PairAlign(models.ModelConfig.from_config(config))
 
 
-def segment_samples(config) -> int:
-  return int(round(config.audio.sample_rate * config.audio.segment_seconds))
-
-
 def init_variables(model: models.PairAlign, config, rng):
   """Boxed (logically partitioned) variables of the model: {'params', 'vq_stats'}."""
   fcfg = frontend.FrontendConfig.from_config(config)
-  n_frames = segment_samples(config) // config.frontend.hop_length
+  n_frames = config_lib.mel_frames_per_segment(config)
   mel = jnp.zeros((1, n_frames, fcfg.n_mels), jnp.float32)
   tokens = jnp.zeros((1, config.model.max_len), jnp.int32)
   p_rng, d_rng, v_rng = jax.random.split(rng, 3)
@@ -266,7 +259,6 @@ def train_step(
   stage: int,
 ):
   """One optimizer step of `stage` on a batch {'view1', 'view2': [B, S]} -> (state, metrics)."""
-  TRACE_COUNT[stage] += 1
   fcfg = frontend.FrontendConfig.from_config(config)
   rng, step_rng = jax.random.split(state.rng)
   keys = dict(
@@ -286,64 +278,18 @@ def train_step(
   targets = None
   new_eos_bias = state.eos_bias
   if stage >= 1:
-    # Targets come from the EMA teacher (stop-gradient), never from the student's own codes: the
-    # student's encoder moves every step and its codes with it, and a decoder chasing its own
-    # moving codes does not learn (measured: cross_tf stayed at chance even on one fixed batch).
     teacher_vars = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
-    h_t = model.apply(
-      teacher_vars, mel_clean, train=False, method=models.PairAlign.encode
-    )  # [2B, T, d]
-    vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
-    vq_targets = targets_lib.vq_targets(vq_t.codes, settings.targets, state.vq_stats)
-    targets = targets_lib.Targets(
-      tokens=jax.lax.stop_gradient(vq_targets.tokens),
-      lengths=vq_targets.lengths,
-      times=jax.lax.stop_gradient(vq_targets.times),
+    targets, new_eos_bias, teacher_metrics = objective.teacher_targets(
+      model,
+      teacher_vars,
+      mel_clean,
+      settings,
+      stage=stage,
+      eos_bias=state.eos_bias,
+      alpha=teacher_alpha(state.step, config),
+      rng=keys['mix'],
     )
-  if stage == 2:
-    dec = decode.greedy_decode(
-      model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=state.eos_bias
-    )
-    alpha = teacher_alpha(state.step, config)
-    tokens, lengths, times = sequences.mix_targets(
-      keys['mix'],
-      vq_targets.tokens,
-      vq_targets.lengths,
-      vq_targets.times,
-      dec.tokens,
-      dec.lengths,
-      dec.times,
-      alpha,
-    )
-    targets = targets_lib.Targets(
-      tokens=jax.lax.stop_gradient(tokens), lengths=lengths, times=jax.lax.stop_gradient(times)
-    )
-    mean_len = jnp.mean(dec.lengths.astype(jnp.float32))
-    terminated = dec.terminated.astype(jnp.float32)
-    termination_rate = jnp.mean(terminated)
-    # Length of the decodes that ended with EOS (all of them if none did: the rate floor acts then).
-    mean_terminated_len = jnp.where(
-      termination_rate > 0,
-      jnp.sum(dec.lengths * terminated) / jnp.maximum(jnp.sum(terminated), 1.0),
-      mean_len,
-    )
-    target_len = config.length.target_rate * config.audio.segment_seconds
-    new_eos_bias = losses.eos_bias_update(
-      state.eos_bias,
-      mean_terminated_len,
-      target_len,
-      config.length.controller_gain,
-      config.length.bias_limit,
-      termination_rate,
-      config.length.min_termination,
-    )
-    metrics.update(
-      {
-        'teacher/tokens_per_second': mean_len / config.audio.segment_seconds,
-        'teacher/termination_rate': termination_rate,
-        'teacher/alpha': alpha,
-      }
-    )
+    metrics.update(teacher_metrics)
 
   weights = settings.stage_weights(stage)
 
@@ -387,6 +333,7 @@ def train_step(
       ),
       'eos_bias': new_state.eos_bias,
       'ema_decay': decay,
+      'nonfinite_steps': new_state.nonfinite_steps,  # consecutive skipped updates (int32)
       'stage': jnp.asarray(stage, jnp.float32),
     }
   )
@@ -522,6 +469,17 @@ def _format_eta(seconds: float) -> str:
   return f'{seconds // 3600:d}h{(seconds % 3600) // 60:02d}m{seconds % 60:02d}s'
 
 
+def _check_nonfinite(step: int, nonfinite_steps, max_nonfinite_steps: int) -> None:
+  """Raises NonFiniteError when `nonfinite_steps` (the counter after `step`) reached the limit."""
+  nonfinite = int(jax.device_get(nonfinite_steps))
+  if nonfinite >= max_nonfinite_steps:
+    raise NonFiniteError(
+      f'{nonfinite} consecutive non-finite updates at step {step} '
+      f'(config.max_nonfinite_steps={max_nonfinite_steps}); lower config.optim.learning_rate '
+      'or check the data.'
+    )
+
+
 def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, run_evaluation: bool = True
 ) -> TrainState:
@@ -584,6 +542,9 @@ def train_and_evaluate(
   last_log_time, last_log_step = time.time(), start_step
   train_start = time.time()
   step = start_step
+  # The non-finite counter of the previous step, read after the next step is dispatched: no
+  # device -> host wait per step (the host prepares step n + 1 while the device runs step n).
+  pending_nonfinite = None
   try:
     while step < config.num_train_steps:
       stage = stage_at(step, config)
@@ -591,6 +552,9 @@ def train_and_evaluate(
       data_stats.update_from_batch(local_batch)
       state, metrics = trainer.run_step(state, trainer.device_batch(local_batch), stage)
       step += 1
+      if pending_nonfinite is not None:
+        _check_nonfinite(*pending_nonfinite, config.max_nonfinite_steps)
+      pending_nonfinite = (step, metrics['nonfinite_steps'])
 
       if step % config.log_every_steps == 0 or step == config.num_train_steps:
         metrics = jax.device_get(metrics)
@@ -617,18 +581,8 @@ def train_and_evaluate(
           steps_per_sec * config.batch_size,
           _format_eta(eta),
         )
-        nonfinite = int(metrics.get('nonfinite_steps', jax.device_get(state.nonfinite_steps)))
-        if nonfinite >= config.max_nonfinite_steps:
-          raise NonFiniteError(
-            f'{nonfinite} consecutive non-finite updates at step {step} '
-            f'(config.max_nonfinite_steps={config.max_nonfinite_steps}); lower '
-            'config.optim.learning_rate or check the data.'
-          )
-      elif int(jax.device_get(state.nonfinite_steps)) >= config.max_nonfinite_steps:
-        raise NonFiniteError(
-          f'{int(jax.device_get(state.nonfinite_steps))} consecutive non-finite updates at step '
-          f'{step} (config.max_nonfinite_steps={config.max_nonfinite_steps}).'
-        )
+        _check_nonfinite(step, metrics['nonfinite_steps'], config.max_nonfinite_steps)
+        pending_nonfinite = None
 
       if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
         ckpt.save(step, state, data_iter, meta=_checkpoint_meta(data_stats))

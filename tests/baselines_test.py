@@ -4,6 +4,7 @@ import librosa
 import numpy as np
 import pytest
 
+from pairalign_jax import token_strings
 from pairalign_jax.evaluation import baselines
 
 SR = 16_000
@@ -29,16 +30,6 @@ def two_tones(first, second):
 
 def _train_waves():
   return np.stack([two_tones(500, 2500), two_tones(2500, 500), two_tones(500, 500)])
-
-
-def test_collapse_frames():
-  tokens, centres = baselines.collapse_frames(np.array([3, 3, 5, 5, 5, 3, 7]))
-  assert tokens.tolist() == [3, 5, 3, 7]
-  assert centres.tolist() == [0.5, 3.0, 5.0, 6.0]
-  tokens, centres = baselines.collapse_frames(np.zeros([0], np.int32))
-  assert tokens.size == 0 and centres.size == 0
-  with pytest.raises(ValueError, match=r'codes \[T\]'):
-    baselines.collapse_frames(np.zeros([2, 3], np.int32))
 
 
 def test_pool_frames():
@@ -261,7 +252,7 @@ def test_merge_short_runs_properties():
     m = int(rng.integers(2, 5))
     out = baselines.merge_short_runs(c, m)
     assert out.shape == c.shape
-    _, centres = baselines.collapse_frames(out)
+    _, centres = token_strings.collapse_repeats(out)
     starts = np.concatenate([[0], np.nonzero(out[1:] != out[:-1])[0] + 1])
     lengths = np.diff(np.concatenate([starts, [out.size]]))
     assert len(lengths) == 1 or lengths.min() >= m

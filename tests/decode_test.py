@@ -85,7 +85,7 @@ def _jitted_score(model):
       cond,
       sequences.shift_right(tokens, VOCAB),
       False,
-      decode.shift_times(times),
+      sequences.shift_times(times),
       method=models.PairAlign.score,
     )
 
@@ -358,11 +358,12 @@ def test_bad_shapes_and_max_len_raise(tiny):
       fn(model, variables, hcond, max_len=4, eos_bias=jnp.zeros((B, 1)))
 
 
-def test_shift_right_matches_sequences():
+def test_shift_right_and_shift_times():
   tokens = jnp.asarray([[3, 4, VOCAB.eos, VOCAB.pad], [1, 2, 3, 4]], jnp.int32)
   expected = [[VOCAB.bos, 3, 4, VOCAB.eos], [VOCAB.bos, 1, 2, 3]]
-  np.testing.assert_array_equal(decode.shift_right(tokens, VOCAB), expected)
   np.testing.assert_array_equal(sequences.shift_right(tokens, VOCAB), expected)
+  times = jnp.asarray([[0.1, 0.5, 0.9, 0.0]], jnp.float32)
+  np.testing.assert_allclose(sequences.shift_times(times), [[0.0, 0.1, 0.5, 0.9]])
 
 
 def test_early_exit_equals_the_full_length_scan(tiny):

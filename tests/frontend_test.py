@@ -135,7 +135,7 @@ def test_features_train_and_eval():
 
 
 def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
-  cfg = frontend.FrontendConfig()
+  cfg = frontend.FrontendConfig.from_config(default_config.get_config())
   sr, n = cfg.sample_rate, cfg.sample_rate // 2
   t = np.arange(n) / sr
   wave = np.sin(2 * np.pi * 1000.0 * t)[None].astype(np.float32)  # a 1 kHz tone
@@ -155,9 +155,7 @@ def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
 
 
 def test_vtlp_config_off_by_default_and_validated():
-  from configs import default
-
-  config = default.get_config()
+  config = default_config.get_config()
   assert not frontend.FrontendConfig.from_config(config).vtlp
   config.frontend.vtlp.enabled = True
   cfg = frontend.FrontendConfig.from_config(config)
@@ -165,4 +163,4 @@ def test_vtlp_config_off_by_default_and_validated():
   alpha = np.asarray(frontend.sample_vtlp_alpha(jax.random.PRNGKey(0), 1000, cfg))
   assert alpha.min() >= cfg.vtlp_alpha[0] - 1e-6 and alpha.max() <= cfg.vtlp_alpha[1] + 1e-6
   with pytest.raises(ValueError, match='vtlp_alpha'):
-    frontend.FrontendConfig(vtlp_alpha=(1.2, 1.1))
+    dataclasses.replace(cfg, vtlp_alpha=(1.2, 1.1))

@@ -10,18 +10,24 @@ import pkgutil
 import subprocess
 import sys
 
+from pairalign_jax import archive
 from pairalign_jax import evaluation
 
 TRAINING_MODULES = ('pairalign_jax.objective', 'pairalign_jax.losses', 'pairalign_jax.train')
 
-# The analysis API, the two CLIs and every module of the evaluation package (found on disk, so a
-# new evaluation module is checked too).
+# The analysis API, the CLIs and every module of the evaluation and archive packages (found on
+# disk, so a new module there is checked too).
 ANALYSIS_MODULES = (
   'pairalign_jax.tokenizer',
   'pairalign_jax.tokenize',
   'pairalign_jax.evaluate',
+  'pairalign_jax.index',
+  'pairalign_jax.search',
+  'pairalign_jax.evaluate_search',
   'pairalign_jax.evaluation',
   *(f'pairalign_jax.evaluation.{m.name}' for m in pkgutil.iter_modules(evaluation.__path__)),
+  'pairalign_jax.archive',
+  *(f'pairalign_jax.archive.{m.name}' for m in pkgutil.iter_modules(archive.__path__)),
 )
 
 
@@ -50,3 +56,26 @@ def test_training_still_loads_them():
   # The check above is not vacuous: the training loop does load the objective and the losses.
   loaded = loaded_project_modules('pairalign_jax.train')
   assert set(TRAINING_MODULES) <= set(loaded)
+
+
+def test_library_never_imports_configs():
+  # configs/ import the library, never the other way round (the defaults live in
+  # pairalign_jax/default_config.py). Checked on the source, so imports inside functions count.
+  import ast
+  import os
+
+  root = os.path.dirname(evaluation.__path__[0])
+  offenders = []
+  for folder, _, files in os.walk(root):
+    for name in (f for f in files if f.endswith('.py')):
+      path = os.path.join(folder, name)
+      with open(path, encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        modules = []
+        if isinstance(node, ast.Import):
+          modules = [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+          modules = [node.module]
+        offenders += [f'{path}:{node.lineno}' for m in modules if m.split('.')[0] == 'configs']
+  assert not offenders, offenders

@@ -18,7 +18,6 @@ import pytest
 
 from configs import default as default_config
 from pairalign_jax import code_groups
-from pairalign_jax import decode
 from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import objective
@@ -488,7 +487,7 @@ def test_own_input_times_are_the_decoders_own_pass_by_pass(setup):
       input_times=times_in,
       method=models.PairAlign.score,
     )
-    return jnp.where(true_times > 0, decode.shift_times(out), 0.0)
+    return jnp.where(true_times > 0, sequences.shift_times(out), 0.0)
 
   first = one_pass(true_times)
   np.testing.assert_allclose(own(1.0, 1), first, atol=1e-6)

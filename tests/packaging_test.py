@@ -41,3 +41,36 @@ def test_test_extra_pins_pytest_and_ruff():
   assert {'pytest', 'ruff'} <= set(extra)
   with open(os.path.join(ROOT, '.ci', 'run'), encoding='utf-8') as f:
     assert 'ruff check' in f.read()
+
+
+def _third_party_imports() -> set[str]:
+  """Top-level names of every module the library imports that is neither stdlib nor its own."""
+  import ast
+  import sys
+
+  names = set()
+  for folder, _, files in os.walk(os.path.join(ROOT, 'pairalign_jax')):
+    for name in files:
+      if not name.endswith('.py'):
+        continue
+      with open(os.path.join(folder, name), encoding='utf-8') as f:
+        tree = ast.parse(f.read())
+      for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+          names.update(alias.name.split('.')[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+          names.add(node.module.split('.')[0])
+  return {n for n in names if n not in sys.stdlib_module_names and n != 'pairalign_jax'}
+
+
+def test_every_imported_package_is_declared():
+  from importlib import metadata
+
+  declared = set(_pins(_setup_cfg()['options']['install_requires'].splitlines()))
+  distributions = metadata.packages_distributions()
+  missing = {}
+  for module in sorted(_third_party_imports()):
+    dists = {d.lower().replace('_', '-') for d in distributions.get(module, [module])}
+    if not dists & declared:
+      missing[module] = sorted(dists)
+  assert not missing, f'imported but not in install_requires: {missing}'

@@ -8,6 +8,7 @@ as in the synthetic held-out split.
 import numpy as np
 import pytest
 
+from pairalign_jax import token_strings
 from pairalign_jax.evaluation import runner
 
 SR = 8000
@@ -75,12 +76,14 @@ def tone_tokenizer(waves, sample_rate):
         tms.append([b, b])
     tokens.append(toks)
     times.append(np.array([(a + b + 1) / 2 * BLOCK / SR for a, b in tms], np.float32))
-  return runner.TokenizerOutput(tokens=tokens, times=times, terminated=np.ones(len(tokens), bool))
+  return token_strings.TokenizerOutput(
+    tokens=tokens, times=times, terminated=np.ones(len(tokens), bool)
+  )
 
 
 def collapsed_tokenizer(waves, sample_rate):
   """Everything maps to the same string (many-to-one collapse)."""
-  return runner.TokenizerOutput(tokens=[[3, 3]] * waves.shape[0])
+  return token_strings.TokenizerOutput(tokens=[[3, 3]] * waves.shape[0])
 
 
 def _eval_set(**kw):
@@ -189,13 +192,15 @@ def test_tokenizer_contract_errors():
   es = _eval_set()
 
   def bad_count(w, sr):
-    return runner.TokenizerOutput(tokens=[[1]])
+    return token_strings.TokenizerOutput(tokens=[[1]])
 
   with pytest.raises(ValueError, match='strings for'):
     runner.evaluate_tokenizers({'x': bad_count}, es, codebook_sizes=4)
 
   def bad_times(w, sr):
-    return runner.TokenizerOutput(tokens=[[1, 2]] * w.shape[0], times=[np.zeros(1)] * w.shape[0])
+    return token_strings.TokenizerOutput(
+      tokens=[[1, 2]] * w.shape[0], times=[np.zeros(1)] * w.shape[0]
+    )
 
   with pytest.raises(ValueError, match='times for 2 tokens'):
     runner.evaluate_tokenizers({'x': bad_times}, es, codebook_sizes=4)
@@ -235,7 +240,7 @@ def test_rotations_pool_queries_and_keep_per_item_counts():
   def speaker_marked(waves, sample_rate):
     out = tone_tokenizer(waves, sample_rate)
     loud = np.abs(waves).max(1) > 0.5  # speaker 2's amplitude is 0.6
-    return runner.TokenizerOutput(
+    return token_strings.TokenizerOutput(
       tokens=[t + [7, 7, 7, 7, 7, 7] if is_loud else t for t, is_loud in zip(out.tokens, loud)]
     )
 

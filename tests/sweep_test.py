@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from pairalign_jax.evaluation import runner
+from pairalign_jax import token_strings
 from pairalign_jax.evaluation import sweep
 
 SR = 1000  # 1 sample per ms: a 10 ms shift is 10 samples
@@ -69,7 +69,7 @@ def test_shift_invariant_tokenizer_is_flat():
 
 def test_accepts_tokenizer_output_objects():
   def fn(w):
-    return runner.TokenizerOutput(tokens=fake_tokenize(w))
+    return token_strings.TokenizerOutput(tokens=fake_tokenize(w))
 
   r = sweep.sweep_probe(fn, _waves(), segment_samples=SEGMENT, sample_rate=SR, shifts_ms=(0, 10))
   np.testing.assert_allclose(r['edit_distance'], [0, 1.5])

@@ -27,8 +27,8 @@ from pairalign_jax import decode
 from pairalign_jax import frontend
 from pairalign_jax import sequences
 from pairalign_jax import sharding
+from pairalign_jax import token_strings
 from pairalign_jax import train
-from pairalign_jax.tokenizer import collapse_codes
 from pairalign_jax.tokenizer import Tokenizer
 
 SR = 16_000
@@ -484,13 +484,6 @@ def test_calibration_file_is_read_from_the_workdir(workdir, tmp_path, waves):
 
 
 # ---------------------------------------------------------------------------------- VQ strings
-def test_collapse_codes():
-  seq, centres = collapse_codes(np.array([1, 1, 2, 2, 2, 1, 3]))
-  assert seq == [1, 2, 1, 3]
-  np.testing.assert_allclose(centres, [0.5, 3.0, 5.0, 6.0])
-  assert collapse_codes(np.zeros(0, np.int32))[0] == []
-
-
 def test_vq_tokenize(tok, waves):
   out = tok.vq_tokenize(waves)
   frame = 0.02
@@ -507,8 +500,8 @@ def test_vq_tokenize(tok, waves):
   # Frame codes straight from the model, collapsed: the same strings and run-centre times.
   codes = np.asarray(tok._vq_codes(tok.variables, jnp.asarray(tok.prepare(waves[:4]))))
   for i in range(4):
-    seq, centres = collapse_codes(codes[i])
-    assert seq == out.tokens[i]
+    seq, centres = token_strings.collapse_repeats(codes[i])
+    assert seq.tolist() == out.tokens[i]
     np.testing.assert_allclose(out.times[i], (centres + 0.5) * frame, atol=1e-6)
 
 
@@ -526,7 +519,7 @@ def test_vq_group_tokenize_is_the_stage1_target_recipe(tok, waves):
     assert 1 <= len(seq) <= len(vq.tokens[i])  # never longer than the codes
     assert times.shape == (len(seq),) and np.all(np.diff(times) > 0)
     if i < 4:
-      assert seq == collapse_codes(pruned[i])[0]
+      assert seq == token_strings.collapse_repeats(pruned[i])[0].tolist()
   no_groups = Tokenizer(_with(tok.config, code_groups=0), tok.variables)
   with pytest.raises(ValueError, match='code_groups'):
     no_groups.vq_group_tokenize(waves[:1])

@@ -19,6 +19,7 @@ import soundfile as sf
 import soxr
 
 from pairalign_jax.data.bad_input import BadAudioError
+from pairalign_jax.data.bad_input import validate_audio
 
 CROPS = ('random', 'center', 'start')
 
@@ -34,18 +35,6 @@ def audio_info(path: str) -> dict[str, Any] | None:
     'sample_rate': int(info.samplerate),
     'channels': int(info.channels),
   }
-
-
-def validate_audio(wave: np.ndarray, path: str) -> None:
-  """Raises `BadAudioError` for empty, non-finite or all-zero audio."""
-  wave = np.asarray(wave)
-  if wave.size == 0:
-    raise BadAudioError(path, 'empty', 'no samples')
-  finite = np.isfinite(wave)
-  if not finite.all():
-    raise BadAudioError(path, 'nonfinite', f'{int(wave.size - finite.sum())} NaN/inf samples')
-  if not np.any(wave):
-    raise BadAudioError(path, 'silent', f'all {wave.size} samples are zero')
 
 
 def to_mono(wave: np.ndarray) -> np.ndarray:

@@ -2,7 +2,7 @@
 
 Contract
 --------
-* Readers (`audio_io.read_audio`, `audio_io.validate_audio`) raise `BadAudioError(path, reason,
+* Readers (`audio_io.read_audio`, `validate_audio`) raise `BadAudioError(path, reason,
   detail)` for audio that cannot be used; `reason` is one of `REASONS`. Audio that can be made
   sound (stereo, other sample rates, clips shorter than a segment) is fixed, not rejected.
 * `SkippingSource(source)` wraps any random-access source. `skipping[i]` returns the record of the
@@ -165,6 +165,18 @@ class BadInputStats:
     return out
 
 
+def validate_audio(wave: np.ndarray, path: str) -> None:
+  """Raises `BadAudioError` for empty, non-finite or all-zero audio."""
+  wave = np.asarray(wave)
+  if wave.size == 0:
+    raise BadAudioError(path, 'empty', 'no samples')
+  finite = np.isfinite(wave)
+  if not finite.all():
+    raise BadAudioError(path, 'nonfinite', f'{int(wave.size - finite.sum())} NaN/inf samples')
+  if not np.any(wave):
+    raise BadAudioError(path, 'silent', f'all {wave.size} samples are zero')
+
+
 def reason_counts(errors: Sequence[BadAudioError]) -> np.ndarray:
   """`int32[NUM_REASONS]` counts of `errors` by reason."""
   counts = np.zeros((NUM_REASONS,), np.int32)
@@ -176,7 +188,7 @@ def reason_counts(errors: Sequence[BadAudioError]) -> np.ndarray:
 class SkippingSource:
   """Random-access wrapper that replaces bad items by the next good index (see module docstring).
 
-  Records coming out of the wrapped source are also checked with `audio_io.validate_audio`, so a
+  Records coming out of the wrapped source are also checked with `validate_audio`, so a
   source that does not validate (e.g. an in-memory one) cannot leak NaN or silent audio either.
   """
 
@@ -194,15 +206,12 @@ class SkippingSource:
     return f'SkippingSource({self.source!r})'
 
   def _read(self, index: int) -> dict[str, Any]:
-    # Imported here: audio_io imports this module.
-    from pairalign_jax.data import audio_io
-
     known = self._known_bad.get(index)
     if known is not None:
       raise known
     try:
       record = self.source[index]
-      audio_io.validate_audio(record['audio'], record.get('id', f'index {index}'))
+      validate_audio(record['audio'], record.get('id', f'index {index}'))
     except BadAudioError as e:
       self._known_bad[index] = e
       raise

@@ -52,6 +52,7 @@ from absl import logging
 import grain
 import numpy as np
 
+from pairalign_jax import config_lib
 from pairalign_jax.data import audio_io
 from pairalign_jax.data import augment
 from pairalign_jax.data import bad_input
@@ -67,11 +68,6 @@ SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
 VIEW2_SAME = 0  # an augmentation of the same recording (no cross-speaker draw)
 VIEW2_OTHER_SPEAKER = 1  # another speaker's reading of the same content
 VIEW2_FALLBACK = 2  # drawn, but no other speaker's (good) reading: the same recording
-
-
-def segment_samples(config) -> int:
-  """S: samples per training segment (48 000 for 3 s at 16 kHz)."""
-  return int(round(config.audio.sample_rate * config.audio.segment_seconds))
 
 
 # ---------------------------------------------------------------------------- sources
@@ -180,7 +176,7 @@ def load_segment(
     record['audio'],
     int(record['sample_rate']),
     config.audio.sample_rate,
-    segment_samples(config),
+    config_lib.segment_samples(config),
     crop=crop,
     rng=rng,
   )
@@ -195,7 +191,7 @@ def eval_records(
   for i in range(len(source)) if indices is None else indices:
     try:
       record = source[int(i)]
-      audio_io.validate_audio(record['audio'], record.get('id', f'index {i}'))
+      bad_input.validate_audio(record['audio'], record.get('id', f'index {i}'))
     except BadAudioError as e:
       stats.record_bad(e)
       continue
@@ -237,7 +233,7 @@ class TwoViews:
     try:
       other = self.parallel_record(record, rng)
       if other is not None:
-        audio_io.validate_audio(other['audio'], other.get('id', 'parallel reading'))
+        bad_input.validate_audio(other['audio'], other.get('id', 'parallel reading'))
       return other, []
     except BadAudioError as e:
       return None, [e]
@@ -356,7 +352,7 @@ def make_train_dataset(
   ds = ds.random_map(
     TwoViews(
       config.audio.sample_rate,
-      segment_samples(config),
+      config_lib.segment_samples(config),
       _plain_dict(config.data.augment),
       aligned,
       cross,

@@ -1102,9 +1102,9 @@ def main(argv: Sequence[str] | None = None) -> None:
   parser.add_argument('--wav_dir', default='', help='write the plotted examples as WAV files here')
   parser.add_argument('--bench', type=int, default=0, help='time this many train utterances')
   args = parser.parse_args(argv)
-  from configs import default
+  from pairalign_jax import default_config
 
-  cfg = default.get_config()
+  cfg = default_config.get_config()
   sr, seconds = cfg.audio.sample_rate, cfg.audio.segment_seconds
   if args.bench:
     train = SyntheticSpeechSource(

@@ -1,7 +1,7 @@
 """Dense geometric baseline tokenizers: k-means on spectral frames, collapsed.
 
     tok = fit_kmeans(features_fn, train_waves, n_clusters=512, subsample=2, seed=0)
-    out = tok(waves, sample_rate)          # runner.TokenizerOutput(tokens, times, terminated=None)
+    out = tok(waves, sample_rate)          # token_strings.TokenizerOutput (terminated=None)
     tok.save('kmeans.npz'); tok = KMeansTokenizer.load('kmeans.npz', features_fn)
 
     # The MFCC k-means baselines (what a user would pick instead of a learned tokenizer):
@@ -25,9 +25,10 @@
   shorter than `min_run_frames` pooled frames are relabelled into a neighbouring run by
   `merge_short_runs` (rule in its docstring); no frame is dropped, so a string never becomes empty.
   `KMeansTokenizer.codes` returns the raw (unmerged) frame codes.
-* Strings: consecutive repeats of a code collapse into one token (`collapse_frames`); each token's
-  time is its (merged) run's centre, `(centre_frame + 0.5) * frame_seconds * subsample` seconds
-  (the frame time convention of docs/ARCHITECTURE.md). `terminated` is None (nothing is decoded).
+* Strings: consecutive repeats of a code collapse into one token
+  (`token_strings.strings_from_frame_codes`); each token's time is its (merged) run's centre,
+  `(centre_frame + 0.5) * frame_seconds * subsample` seconds (the frame time convention of
+  docs/ARCHITECTURE.md). `terminated` is None (nothing is decoded).
 
 **MFCC k-means** (`mfcc_features`, `fit_mfcc_kmeans`, `MFCC_RECIPES`). Features are librosa MFCCs:
 13 coefficients (c0 included, DCT-II ortho, no liftering) of the 40-band mel power spectrum
@@ -55,7 +56,7 @@ import librosa
 import numpy as np
 from sklearn import cluster
 
-from pairalign_jax.evaluation import runner
+from pairalign_jax import token_strings
 
 FeaturesFn = Callable[[np.ndarray], np.ndarray]
 POOLS = ('mean', 'stack')
@@ -164,22 +165,6 @@ def merge_short_runs(codes: np.ndarray, min_run_frames: int) -> np.ndarray:
   return np.repeat(np.asarray(run_codes, dtype=c.dtype), lengths)
 
 
-def collapse_frames(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-  """Merges runs of a repeated code: `codes [T]` -> `(tokens [n] int64, centres [n] float64)`.
-
-  `centres[i]` is the centre frame index of token `i`'s run, `(first + last) / 2` (a half-integer
-  for runs of even length).
-  """
-  c = np.asarray(codes)
-  if c.ndim != 1:
-    raise ValueError(f'collapse_frames expects codes [T], got shape {c.shape}')
-  if c.size == 0:
-    return np.zeros([0], np.int64), np.zeros([0], np.float64)
-  starts = np.concatenate([[0], np.nonzero(c[1:] != c[:-1])[0] + 1])
-  ends = np.concatenate([starts[1:], [c.size]])  # exclusive
-  return c[starts].astype(np.int64), (starts + ends - 1) / 2.0
-
-
 def pool_frames(feats: np.ndarray, subsample: int, pool: str = 'mean') -> np.ndarray:
   """`[N, F, M]` -> `[N, F // s, M]` (`'mean'`) or `[N, F // s, s * M]` (`'stack'`)."""
   feats = np.asarray(feats, np.float32)
@@ -239,18 +224,19 @@ class KMeansTokenizer:
 
   def __call__(
     self, waves: np.ndarray, sample_rate: Optional[int] = None
-  ) -> runner.TokenizerOutput:
+  ) -> token_strings.TokenizerOutput:
     if sample_rate is not None and int(sample_rate) != self.sample_rate:
       raise ValueError(
         f'KMeansTokenizer works at {self.sample_rate} Hz, got sample_rate={sample_rate}'
       )
-    tokens, times = [], []
-    step = self.frame_seconds * self.subsample
-    for row in self.codes(waves):
-      tok, centre = collapse_frames(merge_short_runs(row, self.min_run_frames))
-      tokens.append(tok.tolist())
-      times.append(((centre + 0.5) * step).astype(np.float32))
-    return runner.TokenizerOutput(tokens=tokens, times=times, terminated=None)
+    codes = self.codes(waves)  # [N, T]
+    merged = (
+      np.stack([merge_short_runs(row, self.min_run_frames) for row in codes])
+      if len(codes)
+      else codes
+    )
+    out = token_strings.strings_from_frame_codes(merged, self.frame_seconds * self.subsample)
+    return dataclasses.replace(out, terminated=None)  # nothing is decoded
 
   def save(self, path: str) -> None:
     """Writes the centroids and settings to an `.npz` file."""

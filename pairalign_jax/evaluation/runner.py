@@ -8,7 +8,7 @@ Tokenizers are plain callables, so this module never imports the model or traini
     report_lib.write_report(report, workdir)
 
 A tokenizer is `f(waves float32 [N, S], sample_rate) -> TokenizerOutput` (or any object with
-`.tokens`, `.times`, `.terminated` attributes, e.g. `tokenizer.TokenizerOutput`).
+`.tokens`, `.times`, `.terminated` attributes, e.g. `token_strings.TokenizerOutput`).
 
 **Eval set** (`build_eval_set`). Records of a random-access source (`{'audio', 'sample_rate', 'id',
 'speaker', 'content_id', 'phones'?, 'phone_times'?}`) are grouped by `content_id`; groups are
@@ -64,16 +64,7 @@ from pairalign_jax.evaluation import bootstrap
 from pairalign_jax.evaluation import metrics
 from pairalign_jax.evaluation import retrieval
 from pairalign_jax.evaluation import sweep as sweep_lib
-
-
-@dataclasses.dataclass
-class TokenizerOutput:
-  """What a tokenizer callable returns for `N` waveforms."""
-
-  tokens: list[list[int]]  # codes only (no BOS/EOS)
-  times: Optional[list[np.ndarray]] = None  # seconds from the segment start, one per token
-  terminated: Optional[np.ndarray] = None  # [N] bool: EOS before the length limit
-
+from pairalign_jax.token_strings import TokenizerOutput
 
 TokenizerFn = Callable[[np.ndarray, int], Any]
 AugmentFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]

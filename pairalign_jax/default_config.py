@@ -1,0 +1,318 @@
+"""The base configuration (the "base" model size): every key the library reads, with its default.
+
+This is the one source of truth for config keys and defaults: `configs/default.py` re-exports it,
+every other config starts from it and changes what it needs, `config_validation` rejects keys it
+does not have, and `config_lib.upgrade` completes configs saved before a key existed. Every entry
+can be overridden on the command line, e.g. ``--config.loss.contrast_weight=0``; that is how
+ablations run. `pairalign_jax/config_validation.py` checks the result at start-up and names the
+key at fault.
+
+Choices that the paper leaves open are written down next to the entry that controls them;
+docs/METHOD.md gathers them with the measurements behind them.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+  config = ml_collections.ConfigDict()
+
+  # ---------------------------------------------------------------- run
+  config.seed = 0
+  config.batch_size = 32  # global batch (all hosts, all devices): pairs of views
+  config.num_train_steps = 20_000
+  config.log_every_steps = 50
+  config.eval_every_steps = 5_000  # 0 = only at the end
+  config.checkpoint_every_steps = 1_000
+  config.max_nonfinite_steps = 20  # abort after this many skipped (non-finite) updates in a row
+  # Fine-tuning (pairalign_jax/train.py docstring): start from another run's parameters; a workdir
+  # (its newest checkpoint) or one step folder. '' = off. Optimizer state, data iterator and step
+  # counter start fresh; the model keys that change parameter shapes must match the source's.
+  # A workdir with a checkpoint of its own resumes from it instead.
+  config.init_from = ''
+  # Both default to True for fine-tuning a stage-2 model on a small corpus: the decoder's token ids
+  # are (groups of) VQ codes, so a fresh codebook would give targets in another vocabulary than the
+  # loaded decoder's (and a fresh one frozen from stage 1 on is never trained); the EMA teacher is
+  # the smoothed model that makes the targets (and its decodes' EOS bias, which comes with it, the
+  # target length), so the first fine-tuning targets are the source run's. With False the codebook
+  # is freshly initialized, and the teacher starts as a copy of the loaded student.
+  config.init_from_vq_stats = True
+  config.init_from_teacher = True
+
+  # ---------------------------------------------------------------- audio
+  config.audio = ml_collections.ConfigDict()
+  config.audio.sample_rate = 16_000
+  config.audio.segment_seconds = 3.0  # 48 000 samples
+
+  # ---------------------------------------------------------------- front end (log-mel in JAX)
+  config.frontend = ml_collections.ConfigDict()
+  config.frontend.n_mels = 80
+  config.frontend.n_fft = 512
+  config.frontend.win_length = 400  # 25 ms
+  # 10 ms -> 300 frames per 3 s (librosa center=True, last frame dropped)
+  config.frontend.hop_length = 160
+  config.frontend.fmin = 0.0
+  config.frontend.fmax = 8_000.0
+  config.frontend.log_floor = 1e-5  # log(max(mel_power, floor))
+  config.frontend.normalize = True  # per-utterance mean/variance over time, per band
+  config.frontend.specaugment = ml_collections.ConfigDict()
+  config.frontend.specaugment.enabled = True  # train only
+  config.frontend.specaugment.freq_masks = 2
+  config.frontend.specaugment.freq_width = 8
+  config.frontend.specaugment.time_masks = 2
+  config.frontend.specaugment.time_width = 10
+  # Vocal-tract-length perturbation (train only): each view's power spectrum is warped along
+  # frequency by its own factor alpha (log-uniform in `alpha`; > 1 moves formants and harmonics up),
+  # so the two views of a pair differ as two speakers' voices do (frontend.vtlp_warp). Adult
+  # speakers' formant scales span about 0.85-1.2.
+  config.frontend.vtlp = ml_collections.ConfigDict()
+  config.frontend.vtlp.enabled = False
+  config.frontend.vtlp.alpha = (0.87, 1.15)
+
+  # ---------------------------------------------------------------- model
+  config.model = ml_collections.ConfigDict()
+  config.model.d_model = 256
+  config.model.num_heads = 4
+  config.model.mlp_dim = 1024
+  config.model.enc_layers = 6
+  config.model.dec_layers = 4
+  config.model.subsample = 2  # conv subsampling: 2 (20 ms frames, default) or 4
+  config.model.dropout_rate = 0.1
+  config.model.attention_dropout_rate = 0.0
+  config.model.codebook_size = 512  # K; vocabulary = K codes + BOS + EOS + PAD
+  config.model.code_dim = 64  # VQ code space (l2-normalized)
+  config.model.max_len = 128  # L: decoder steps; at most L-1 codes + EOS
+  config.model.scan_layers = True  # nn.scan over layers
+  config.model.remat = True  # nn.remat inside the scan (memory and, on CPU, speed)
+  config.model.dtype = 'float32'  # activations: 'float32' or 'bfloat16' (bf16 is for accelerators)
+  config.model.recon_channels = 128  # small conv decoder for the stage-0 mel reconstruction
+  # Location-aware cross-attention: a learned bias over the offset (encoder frames, clipped to
+  # +-this) between each frame and the previous token's time. 0 = off (the decoder then has to find
+  # its place in the audio from the token prefix alone; in short runs it ignored H instead,
+  # docs/METHOD.md §11).
+  config.model.time_bias_frames = 16
+  # Encoder positions: 'sinusoidal' (any length) or 'learned' (a table of one segment's frames).
+  config.model.enc_positions = 'sinusoidal'
+
+  # ---------------------------------------------------------------- VQ head
+  config.vq = ml_collections.ConfigDict()
+  # fast: a slow codebook lags the moving encoder in short runs (measured)
+  config.vq.ema_decay = 0.9
+  config.vq.epsilon = 1e-5
+  # EMA count (frames per batch) below this -> re-seeded from batch vectors
+  config.vq.dead_code_threshold = 1.0
+  config.vq.reseed = True
+  # Stop the codebook's EMA updates and re-seeding at stage 1: the decoder's targets are VQ codes,
+  # and codes that keep changing identity are targets it cannot learn.
+  config.vq.freeze_after_stage0 = True
+  config.vq.diversity_temperature = 0.02  # soft assignment softmax(z.e / T) of the diversity term
+
+  # ---------------------------------------------------------------- targets (stage 1)
+  config.targets = ml_collections.ConfigDict()
+  # Codes mapped to this many groups of similar codes (spherical k-means of the frozen codebook,
+  # pairalign_jax/code_groups.py) before collapsing: shorter AND more speaker-invariant targets.
+  # 0 = targets are the raw codes (the first design; pruning those to the target rate destroyed
+  # content, docs/METHOD.md §11). Measured on the synthetic corpus (targets scored as a tokenizer):
+  # 16 groups + min_run_frames 2 -> 12.6 tokens/s at recall@1 0.97 (raw codes: 29 tokens/s, 0.95).
+  config.targets.code_groups = 16
+  # Runs of a repeated code (group) shorter than this many encoder frames are merged into a
+  # neighbour. -1 = derive from config.length.target_rate (sequences.min_run_frames_for_rate; 3 at
+  # 12.7 tokens/s and 20 ms frames, which was measured to be too much pruning once codes are
+  # grouped).
+  config.targets.min_run_frames = 2
+
+  # ---------------------------------------------------------------- losses (weight 0 = ablated)
+  config.loss = ml_collections.ConfigDict()
+  config.loss.recon_weight = 1.0  # stage 0: mel reconstruction from quantized frames
+  config.loss.commit_weight = 0.25  # stage 0: commitment
+  config.loss.code_pred_weight = 0.5  # stage 0: view 2 frames predict view 1 codes
+  config.loss.diversity_weight = 0.0  # codebook usage: 1 - perplexity(mean soft assignment) / K
+  config.loss.cross_tf_weight = 1.0  # -l(y1|H2) - l(y2|H1)
+  # -l(y1|H1) - l(y2|H2): aligned rows, where the timing loss is exact
+  config.loss.self_tf_weight = 1.0
+  # fraction p of teacher-forced inputs replaced by random codes
+  config.loss.prefix_corruption = 0.15
+  config.loss.corruption_delete = 0.0  # fraction of inputs deleted (shifted left)
+  config.loss.corruption_duplicate = 0.0  # fraction of inputs duplicated (shifted right)
+  config.loss.antibypass_weight = 0.5
+  config.loss.antibypass_margin = 0.5  # nats per token
+  config.loss.contrast_weight = 1.0
+  config.loss.contrast_temperature = 0.1
+  config.loss.contrast_negatives = 0  # 0 = every in-batch condition; k > 0 = k sampled negatives
+  config.loss.length_weight = 0.1  # length head regression (|y| from pooled H)
+  # Std (seconds) of Gaussian noise on the location-aware decoder's teacher-forced input times: in
+  # decoding they are its own times, so it must not rely on exact anchors (model.time_bias_frames).
+  config.loss.time_jitter_seconds = 0.04
+  # Exposure bias in the time channel: this share of rows is trained on the decoder's own input
+  # times, from `own_time_passes` stop-gradient forward passes (objective._own_input_times).
+  # Measured (demo budget, synthetic): own-time error 0.34 -> 0.18 s, recall@1 0.52 -> 0.56; with
+  # the head-mixed token times, drift 0.155 -> 0.110 s but recall@1 not better (0.72 without them,
+  # 0.66 with; docs/results.md). Whether they pay at the full budget is still open.
+  config.loss.own_time_prob = 0.5
+  config.loss.own_time_passes = 3
+  # Whether the sequence terms (stages 1-2) also train the encoder. Measured (small corpus,
+  # validation split): with True the VQ stage's recall@1 falls from 0.939 (end of stage 0) to 0.864
+  # (step 1 500) and 0.823 (end), and the code-group targets with it (0.892 -> 0.823), while the
+  # encoder trains on the sequence terms against a codebook frozen after stage 0. False keeps the
+  # encoder on the stage-0 terms only (whether that keeps the targets is not measured yet).
+  config.loss.sequence_losses_train_encoder = True
+  # Token times vs VQ run centres (stage 1) / teacher times (stage 2). The location-aware decoder
+  # feeds its times back, so they must be exact: at 0.1 the timing loss stalled at ~0.04 s and the
+  # decoder's own times drifted; 1.0 (demo budget): recall@1 0.41 -> 0.52.
+  config.loss.timing_weight = 1.0
+  config.loss.monotonic_weight = 0.1  # times must not go backwards
+  config.loss.coverage_weight = 0.1  # token times must span the voiced region
+  config.loss.max_gap_seconds = 0.4  # coverage: longest allowed gap between consecutive token times
+
+  # ---------------------------------------------------------------- length control
+  config.length = ml_collections.ConfigDict()
+  config.length.target_rate = 12.7  # tokens per second (paper: 12.71)
+  config.length.controller_gain = 0.05  # EOS-bias step per token of mean-length error
+  config.length.bias_limit = 8.0  # |EOS bias| clip
+  # The controller never lowers the bias while fewer of the teacher's decodes than this end with
+  # EOS: a mean length is otherwise met by short strings mixed with loops (losses.eos_bias_update).
+  config.length.min_termination = 0.98
+
+  # ---------------------------------------------------------------- stages and EMA teacher
+  config.schedule = ml_collections.ConfigDict()
+  config.schedule.stage1_start = 2_000  # decoder on VQ-derived targets
+  config.schedule.stage2_start = 6_000  # EMA-teacher targets, contrast, anti-bypass, length control
+  # alpha(step): VQ targets -> teacher targets over this many steps
+  config.schedule.ramp_steps = 4_000
+  # Largest share of teacher targets. Measured on the synthetic corpus: with alpha -> 1 the
+  # teacher's decodes became one string for every input within ~150 steps (cross_tf -> 0, contrast
+  # at chance); keeping half of the targets VQ-derived anchors the strings to the audio. At 0.5 the
+  # synthetic headline still collapsed once stage 2 ran 1 200 steps (recall@1 0.90 -> 0.48), so
+  # configs/synthetic.py sets 0 (teacher's VQ-derived strings only); untested on real speech.
+  config.schedule.max_alpha = 0.5
+  config.schedule.ema_decay = 0.999  # teacher <- decay * teacher + (1 - decay) * student
+  # Teacher: copies the student in stage 0, frozen in stage 1 (targets = the stage-0 VQ tokenizer),
+  # from stage 2 an EMA whose decay ramps from 0 to ema_decay over these steps.
+  config.schedule.ema_warmup_steps = 1_000
+
+  # ---------------------------------------------------------------- optimizer
+  config.optim = ml_collections.ConfigDict()
+  config.optim.learning_rate = 5e-4
+  config.optim.warmup_steps = 500
+  config.optim.end_learning_rate_factor = 0.1  # cosine decays to lr * factor
+  config.optim.weight_decay = 0.01
+  config.optim.grad_clip = 1.0
+  config.optim.b1 = 0.9
+  config.optim.b2 = 0.98
+
+  # ---------------------------------------------------------------- sharding
+  config.mesh = ml_collections.ConfigDict()
+  config.mesh.shape = (-1, 1, 1)  # ('data', 'fsdp', 'tensor'); -1 = the remaining devices
+  # logical axis name -> mesh axis (or None). Parameters and activations carry the logical names.
+  config.mesh.logical_axis_rules = (
+    ('batch', ('data', 'fsdp')),
+    ('embed', 'fsdp'),
+    ('mlp', 'tensor'),
+    ('heads', 'tensor'),
+    ('kv', None),
+    ('vocab', 'tensor'),
+    ('codebook', None),
+    ('code', None),
+    ('length', None),
+    ('frames', None),
+    ('layers', None),
+    ('mel', None),
+    ('channels', None),
+  )
+
+  # ---------------------------------------------------------------- data
+  config.data = ml_collections.ConfigDict()
+  config.data.source = 'synthetic'  # synthetic | librispeech | timit | folder | manifest
+  config.data.path = ''  # root folder (librispeech/timit/folder) or manifest file
+  config.data.eval_path = ''  # held-out tree/manifest; '' = the source's own held-out split
+  config.data.index_cache_dir = ''  # '' = next to the data if writable, else the workdir
+  config.data.worker_count = 0  # grain worker processes (0 = in the main process)
+  config.data.prefetch_buffer_size = 4
+  config.data.max_bad_fraction = 0.05  # stop with an error past this fraction of skipped files
+  config.data.timit_exclude_sa = True
+  config.data.shuffle = True
+  config.data.bad_min_reads = 100  # max_bad_fraction is enforced only after this many reads
+  config.data.read_threads = 4  # grain ReadOptions.num_threads per process
+  # librispeech/folder/manifest without eval_path: share of speakers (crc32 hash) held out.
+  config.data.heldout_fraction = 0.1
+  # Stage 0 (steps < schedule.stage1_start): no speed perturbation or time shift, so the two views
+  # stay time-aligned for the cross-view code prediction (docs/METHOD.md §8).
+  config.data.align_views_in_stage0 = True
+  # From stage 1 on, the probability that view 2 is ANOTHER SPEAKER reading the same content (from
+  # the start of the utterance) instead of a second augmentation of the same recording. Needs a
+  # source with parallel readings (the synthetic corpus). Our decision, not the paper's: same-
+  # speaker views let the likelihood contrast separate items by voice instead of content.
+  config.data.cross_speaker_views = 0.0
+
+  config.data.synthetic = ml_collections.ConfigDict()
+  config.data.synthetic.seed = 1234
+  config.data.synthetic.num_train_speakers = 64
+  config.data.synthetic.num_heldout_speakers = 16  # the test split (claims only)
+  config.data.synthetic.num_train_sentences = 400
+  config.data.synthetic.num_heldout_sentences = 100  # the test split
+  config.data.synthetic.num_validation_speakers = 16  # the validation split (every choice)
+  config.data.synthetic.num_validation_sentences = 100
+  # virtual examples (speaker x sentence draws) per epoch
+  config.data.synthetic.train_size = 100_000
+  # True: the train split is the fixed grid of num_train_speakers x num_train_sentences recordings
+  # (train_size is then ignored): a small corpus of fixed recordings, like a user's own.
+  config.data.synthetic.train_grid = False
+
+  config.data.augment = ml_collections.ConfigDict()
+  config.data.augment.gain_prob = 0.8
+  config.data.augment.gain_db = (-6.0, 6.0)
+  config.data.augment.noise_prob = 0.5
+  config.data.augment.snr_db = (10.0, 30.0)
+  # of noisy draws, share that are pink/brown not white
+  config.data.augment.coloured_noise_prob = 0.5
+  config.data.augment.reverb_prob = 0.3
+  config.data.augment.reverb_rt60 = (0.1, 0.5)
+  config.data.augment.eq_prob = 0.3
+  config.data.augment.eq_low_hz = (50.0, 300.0)
+  config.data.augment.eq_high_hz = (3_000.0, 7_500.0)
+  config.data.augment.pitch_prob = 0.3
+  config.data.augment.pitch_semitones = (-1.0, 1.0)
+  config.data.augment.speed_prob = 0.3
+  config.data.augment.speed = (0.95, 1.05)
+  config.data.augment.shift_prob = 0.5
+  config.data.augment.max_shift_ms = 100.0
+
+  # ---------------------------------------------------------------- evaluation
+  config.eval = ml_collections.ConfigDict()
+  # 'validation' (every choice is made here; what training runs report) or 'test' (claims only:
+  # `python -m pairalign_jax.evaluate --config.eval.split=test`). 'heldout' = 'test' (old name).
+  # Synthetic corpus: each split has its own speakers, words and sentences.
+  config.eval.split = 'validation'
+  config.eval.num_items = 100  # content items in the retrieval archive (-1 = all)
+  config.eval.queries_per_item = 3  # other speakers / augmentations of each item
+  # Every speaker is the archive once (-1), the other speakers' readings the queries; figures are
+  # pooled over the rotations, with bootstrap intervals over content items.
+  config.eval.archive_rotations = -1
+  config.eval.batch_size = 64
+  config.eval.sweep_shifts_ms = tuple(range(0, 101, 10))
+  config.eval.sweep_items = 32
+  config.eval.kmeans_clusters = -1  # -1 = same as codebook_size
+  # k-means baseline (evaluation/baselines.py): frames pooled in groups of this many before
+  # clustering; -1 = config.model.subsample (k-means frames at the encoder / VQ rate), 1 = raw
+  # 10 ms frames.
+  config.eval.kmeans_subsample = -1
+  config.eval.kmeans_pool = 'mean'  # 'mean' (average the group) | 'stack' (concatenate it)
+  config.eval.kmeans_train_segments = 2_000  # training-split segments whose frames fit k-means
+  config.eval.kmeans_max_frames = 200_000  # at most this many frames are clustered (seeded draw)
+  # Retrieval ties (evaluation/retrieval.py): 'expected' (random tie order, in expectation),
+  # 'pessimistic' (true item after its ties) or 'optimistic'.
+  config.eval.retrieval_ties = 'expected'
+  config.eval.eos_bias = 0.0
+  # PairAlign decoding in the evaluation (and its length calibration): 1 = greedy, K > 1 = beam
+  # search keeping K prefixes per segment (decode.beam_decode); the final string is the beam with
+  # the best log-probability / (tokens incl. EOS) ** beam_length_penalty.
+  config.eval.beam_size = 1
+  config.eval.beam_length_penalty = 0.0
+
+  # ---------------------------------------------------------------- checkpoints
+  config.checkpoint = ml_collections.ConfigDict()
+  config.checkpoint.max_to_keep = 3
+  config.checkpoint.keep_period = 0  # 0 = off; else keep every checkpoint whose step % period == 0
+  config.checkpoint.async_save = True
+
+  return config
