@@ -23,7 +23,8 @@ from pairalign_jax import default_config
 # value, or a function of the saved config). A missing key not listed here takes the default.
 LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]] = {
   'model.enc_positions': 'sinusoidal',
-  'model.time_bias_frames': 0,  # the location-aware decoder came later
+  'model.time_bias_frames': 0,
+  'model.adapter_layers': 0,  # the location-aware decoder came later
   'vq.diversity_temperature': 0.1,
   'targets.code_groups': 0,  # targets were the codes themselves
   'frontend.vtlp.enabled': False,

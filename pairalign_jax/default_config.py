@@ -93,6 +93,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.time_bias_frames = 16
   # Encoder positions: 'sinusoidal' (any length) or 'learned' (a table of one segment's frames).
   config.model.enc_positions = 'sinusoidal'
+  # Decoder-side encoder layers between H and the decoder's cross-attention, trained only by the
+  # sequence terms (no dropout): with loss.sequence_losses_train_encoder=False the decoder can
+  # still adapt H to its strings while the encoder, and so the VQ codes, keep what stage 0
+  # learned. 0 = off.
+  config.model.adapter_layers = 0
 
   # ---------------------------------------------------------------- VQ head
   config.vq = ml_collections.ConfigDict()

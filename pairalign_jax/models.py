@@ -97,6 +97,11 @@ class ModelConfig:
   # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
   # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
   time_bias_frames: int
+  # Decoder-side encoder layers: Transformer blocks (no dropout) between H and the decoder's
+  # cross-attention, trained only by the sequence terms. With `loss.sequence_losses_train_encoder
+  # = False` they let the decoder adapt H to its strings while the encoder (and the VQ codes, the
+  # targets) keep what stage 0 learned. 0 = none (the decoder reads H directly).
+  adapter_layers: int
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -117,6 +122,8 @@ class ModelConfig:
       raise ValueError(f'model.codebook_size must be >= 2, got {self.codebook_size}')
     if self.max_len < 1:
       raise ValueError(f'model.max_len must be >= 1, got {self.max_len}')
+    if self.adapter_layers < 0:
+      raise ValueError(f'model.adapter_layers must be >= 0, got {self.adapter_layers}')
     if self.time_bias_frames < 0:
       raise ValueError(f'model.time_bias_frames must be >= 0, got {self.time_bias_frames}')
 
@@ -150,6 +157,7 @@ class ModelConfig:
       vq_reseed=bool(vq.reseed),
       vq_diversity_temperature=float(vq.diversity_temperature),
       time_bias_frames=int(m.time_bias_frames),
+      adapter_layers=int(m.adapter_layers),
     )
 
   @property
@@ -677,12 +685,26 @@ class Decoder(nn.Module):
       layer_cls = nn.remat(DecoderLayer, static_argnums=(5, 6)) if cfg.remat else DecoderLayer
       self.layers = [layer_cls(cfg) for _ in range(cfg.dec_layers)]
       self.cross_kv = [CrossKV(cfg) for _ in range(cfg.dec_layers)]
+    if cfg.adapter_layers and cfg.scan_layers:
+      self.adapter = _stack(EncoderLayer, cfg, cfg.adapter_layers, 'adapter', (nn.broadcast,), (2,))
+    elif cfg.adapter_layers:
+      adapter_cls = nn.remat(EncoderLayer, static_argnums=(2,)) if cfg.remat else EncoderLayer
+      self.adapter = [adapter_cls(cfg) for _ in range(cfg.adapter_layers)]
+    if cfg.adapter_layers:
+      self.adapter_ln = _layer_norm(cfg, 'adapter_ln')
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.ln_out = _layer_norm(cfg, 'ln_out')
     self.logits_proj = _dense(cfg, cfg.vocab_size, ('embed', 'vocab'), 'logits')
 
   def condition(self, hcond):
     hcond = hcond.astype(self.cfg.activation_dtype)
+    if self.cfg.adapter_layers:  # [B,T,d] -> [B,T,d]: the decoder-side encoder layers
+      if self.cfg.scan_layers:
+        hcond, _ = self.adapter(hcond, False)
+      else:
+        for layer in self.adapter:
+          hcond, _ = layer(hcond, False)
+      hcond = self.adapter_ln(hcond)
     if self.cfg.scan_layers:
       _, kv = self.cross_kv(hcond, None)
     else:

@@ -142,6 +142,7 @@ INIT_FROM_MATCH_KEYS = {
   'time_bias_frames': 'config.model.time_bias_frames',
   'scan_layers': 'config.model.scan_layers',
   'enc_positions': 'config.model.enc_positions',
+  'adapter_layers': 'config.model.adapter_layers',
   'n_mels': 'config.frontend.n_mels',
 }
 

@@ -529,3 +529,31 @@ def test_sequence_losses_can_leave_the_encoder_to_the_stage0_terms(setup):
       assert enc_off == 0.0, name
       if name in ('cross_tf', 'self_tf'):
         assert enc_on > 0, name
+
+
+def test_adapter_layers_learn_from_the_sequence_terms_when_the_encoder_does_not(setup):
+  """model.adapter_layers > 0 with loss.sequence_losses_train_encoder=False: the decoder-side
+  layers get gradients from the sequence terms (and none from the stage-0 terms), the encoder
+  only from the stage-0 terms."""
+  _, _, mels, keys = setup
+  config = tiny_config(sequence_losses_train_encoder=False)
+  config.model.adapter_layers = 2
+  model = models.PairAlign(models.ModelConfig.from_config(config))
+  rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
+  variables = nn.meta.unbox(
+    model.init(rngs, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32), train=False)
+  )
+  assert {'adapter', 'adapter_ln'} <= set(variables['params']['decoder'])
+  settings = objective.ObjectiveSettings.from_config(config)
+  terms, _, _, jac = jax.tree.map(
+    np.asarray,
+    _jitted(model, settings, 1, True)(variables['params'], variables['vq_stats'], mels, None, keys),
+  )
+  names = sorted(terms)
+  for i, name in enumerate(names):
+    enc = _norm(jax.tree.map(lambda g, i=i: g[i], jac['encoder']))
+    adapter = _norm(jax.tree.map(lambda g, i=i: g[i], jac['decoder']['adapter']))
+    if name in ('recon', 'commit', 'code_pred'):
+      assert enc > 0 and adapter == 0.0, name
+    elif name in ('cross_tf', 'self_tf'):
+      assert enc == 0.0 and adapter > 0, name
