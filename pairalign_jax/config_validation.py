@@ -279,6 +279,21 @@ def validate_config(
     'config.length.min_termination',
     f'must be a fraction in [0, 1], got {config.length.min_termination}',
   )
+  rows = config.length.controller_decode_rows
+  _require(
+    isinstance(rows, int)
+    and 0 <= rows <= 2 * config.batch_size
+    and (rows == 0 or (2 * config.batch_size) % rows == 0),
+    'config.length.controller_decode_rows',
+    f'must be 0 (every row) or divide the 2 x batch_size = {2 * config.batch_size} rows of a '
+    f'step, got {rows!r}',
+  )
+  _require(
+    rows == 0 or config.schedule.max_alpha == 0,
+    'config.length.controller_decode_rows',
+    f'must be 0 when schedule.max_alpha > 0 (the decodes are mixed into the targets of every '
+    f'row), got {rows} with max_alpha={config.schedule.max_alpha}',
+  )
 
   # Evaluation.
   ev = config.eval

@@ -177,6 +177,10 @@ def get_config() -> ml_collections.ConfigDict:
   # The controller never lowers the bias while fewer of the teacher's decodes than this end with
   # EOS: a mean length is otherwise met by short strings mixed with loops (losses.eos_bias_update).
   config.length.min_termination = 0.98
+  # Stage-2 teacher decodes per step: 0 = every row of the batch (both views). N > 0 decodes N rows
+  # (evenly strided), which is enough for the controller's mean length and cheaper (the decode is
+  # autoregressive); only with schedule.max_alpha = 0, where the decodes feed nothing else.
+  config.length.controller_decode_rows = 0
 
   # ---------------------------------------------------------------- stages and EMA teacher
   config.schedule = ml_collections.ConfigDict()

@@ -104,6 +104,7 @@ class ObjectiveSettings:
   controller_gain: float
   eos_bias_limit: float
   min_termination: float
+  controller_decode_rows: int  # 0: decode every row; N: N evenly strided rows (max_alpha = 0)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -135,6 +136,7 @@ class ObjectiveSettings:
       controller_gain=float(config.length.controller_gain),
       eos_bias_limit=float(config.length.bias_limit),
       min_termination=float(config.length.min_termination),
+      controller_decode_rows=int(config.length.controller_decode_rows),
     )
 
   @property
@@ -173,7 +175,9 @@ def teacher_targets(
   bias [], metrics). Stage 1: the teacher's VQ-derived strings (`targets.vq_targets`). Stage 2
   also decodes greedily with the teacher at `eos_bias`, mixes a share `alpha` of those decodes
   into the targets (`sequences.mix_targets`), and moves the EOS bias toward the target length
-  by the length controller (`losses.eos_bias_update`, on the decodes that terminated).
+  by the length controller (`losses.eos_bias_update`, on the decodes that terminated). With
+  `settings.controller_decode_rows = N > 0` (only when alpha is always 0) only N evenly strided
+  rows are decoded, for the controller alone; the targets are then the VQ-derived strings.
 
   Targets come from the teacher, never from the student's own codes: the student's encoder moves
   every step and its codes with it, and a decoder chasing its own moving codes does not learn
@@ -190,10 +194,16 @@ def teacher_targets(
     )
     return targets, eos_bias, {}
 
+  rows = settings.controller_decode_rows
+  if rows:  # only the controller reads the decodes (schedule.max_alpha = 0): a strided subset
+    h_t = h_t[:: h_t.shape[0] // rows][:rows]  # [rows, T, d]
   dec = decode.greedy_decode(model, teacher_vars, h_t, max_len=settings.max_len, eos_bias=eos_bias)
-  tokens, lengths, times = sequences.mix_targets(
-    rng, vq.tokens, vq.lengths, vq.times, dec.tokens, dec.lengths, dec.times, alpha
-  )
+  if rows:
+    tokens, lengths, times = vq.tokens, vq.lengths, vq.times
+  else:
+    tokens, lengths, times = sequences.mix_targets(
+      rng, vq.tokens, vq.lengths, vq.times, dec.tokens, dec.lengths, dec.times, alpha
+    )
   targets = targets_lib.Targets(
     tokens=jax.lax.stop_gradient(tokens), lengths=lengths, times=jax.lax.stop_gradient(times)
   )

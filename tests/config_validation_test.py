@@ -93,6 +93,8 @@ class _null:
     ('loss.own_time_passes', 0, r'config\.loss\.own_time_passes'),
     ('loss.time_jitter_seconds', -0.1, r'config\.loss\.time_jitter_seconds'),
     ('length.min_termination', 1.2, r'config\.length\.min_termination'),
+    ('length.controller_decode_rows', 5, r'config\.length\.controller_decode_rows.*divide'),
+    ('length.controller_decode_rows', -1, r'config\.length\.controller_decode_rows'),
     ('eval.beam_size', 0, r'config\.eval\.beam_size'),
     ('eval.beam_size', 100_000, r'config\.eval\.beam_size'),
     ('eval.beam_length_penalty', -0.5, r'config\.eval\.beam_length_penalty'),
@@ -102,6 +104,15 @@ class _null:
 def test_impossible_values_name_the_key(dotted, value, pattern):
   with pytest.raises(cv.ConfigError, match=pattern):
     cv.validate_config(_mutate(dotted, value))
+
+
+def test_controller_decode_rows_only_without_teacher_strings():
+  config = _mutate('length.controller_decode_rows', 16)
+  config.schedule.max_alpha = 0.0
+  cv.validate_config(config)
+  config.schedule.max_alpha = 0.5
+  with pytest.raises(cv.ConfigError, match=r'controller_decode_rows.*max_alpha'):
+    cv.validate_config(config)
 
 
 def test_own_times_need_the_location_aware_decoder():

@@ -557,3 +557,34 @@ def test_adapter_layers_learn_from_the_sequence_terms_when_the_encoder_does_not(
       assert enc > 0 and adapter == 0.0, name
     elif name in ('cross_tf', 'self_tf'):
       assert enc == 0.0 and adapter > 0, name
+
+
+def test_controller_decode_rows_decode_a_strided_subset_for_the_controller_only(setup):
+  model, variables, mels, _ = setup
+  settings = settings_for()
+  call = functools.partial(
+    objective.teacher_targets,
+    model,
+    variables,
+    mels['mel_clean'],
+    stage=2,
+    eos_bias=jnp.float32(0.5),
+    alpha=jnp.float32(0.0),
+    rng=jax.random.PRNGKey(3),
+  )
+  every, bias_every, metrics_every = call(settings)
+  same, bias_same, metrics_same = call(dataclasses.replace(settings, controller_decode_rows=2 * B))
+  np.testing.assert_array_equal(every.tokens, same.tokens)  # stride 1: every row, as before
+  assert float(bias_same) == float(bias_every)
+  assert float(metrics_same['teacher/tokens_per_second']) == pytest.approx(
+    float(metrics_every['teacher/tokens_per_second'])
+  )
+  sub, bias_sub, metrics_sub = call(dataclasses.replace(settings, controller_decode_rows=2))
+  np.testing.assert_array_equal(sub.tokens, every.tokens)  # the targets stay the VQ strings
+  np.testing.assert_array_equal(sub.lengths, every.lengths)
+  h = model.apply(variables, mels['mel_clean'], train=False, method=models.PairAlign.encode)
+  dec = objective.decode.greedy_decode(
+    model, variables, h[::B], max_len=settings.max_len, eos_bias=jnp.float32(0.5)
+  )  # rows 0 and B: one of each view
+  expected = float(np.mean(np.asarray(dec.lengths, np.float32))) / settings.segment_seconds
+  assert float(metrics_sub['teacher/tokens_per_second']) == pytest.approx(expected, rel=1e-6)
