@@ -10,6 +10,7 @@ import pytest
 
 from configs import default
 from pairalign_jax.data import synthetic
+from pairalign_jax.data.synthetic import dsp
 
 SR = 16_000
 SEGMENT = 3.0
@@ -256,7 +257,7 @@ def test_speakers_differ_in_f0(heldout):
 
 @pytest.mark.parametrize('fast', [True, False])
 def test_time_varying_filter_is_the_exact_recursion(fast, monkeypatch):
-  monkeypatch.setattr(synthetic, '_FAST_FILTER_OK', fast and synthetic._FAST_FILTER_OK)
+  monkeypatch.setattr(dsp, 'FAST_FILTER_OK', fast and dsp.FAST_FILTER_OK)
   rng = np.random.default_rng(0)
   num_blocks, block, order = 12, 8, 4
   a = np.zeros((num_blocks, order + 1))
@@ -268,7 +269,7 @@ def test_time_varying_filter_is_the_exact_recursion(fast, monkeypatch):
     )
   a[4:8], b[4:8] = a[4], b[4]  # a run of identical blocks
   x = rng.normal(size=num_blocks * block)
-  y = synthetic._time_varying_filter(b, a, x, block, 0, num_blocks)
+  y = dsp.time_varying_filter(b, a, x, block, 0, num_blocks)
   ref = np.zeros_like(x)
   for t in range(len(x)):
     i = t // block
@@ -312,7 +313,7 @@ def test_errors():
 
 def test_public_lfilter_fallback_gives_the_same_audio(monkeypatch, heldout):
   fast = heldout[3]['audio']
-  monkeypatch.setattr(synthetic, '_FAST_FILTER_OK', False)
+  monkeypatch.setattr(dsp, 'FAST_FILTER_OK', False)
   np.testing.assert_array_equal(heldout[3]['audio'], fast)
 
 
