@@ -186,6 +186,27 @@ def test_evaluate_tokenizers_known_values():
   assert ex['log_mel'].shape == (20, 40) and ex['tokens']['vq'] == [3, 3]
   assert len(ex['times']['pairalign']) == 5 and ex['times']['vq'] is None
   assert rep['eval_set']['num_queries'] == 8
+  assert 'ned_to_targets' not in h  # no targets tokenizer evaluated
+
+
+def test_ned_to_targets_compares_the_primary_with_its_targets_on_the_same_segment():
+  es = _eval_set()
+
+  def dropped_first(waves, sample_rate):  # the tone strings without their first token
+    out = tone_tokenizer(waves, sample_rate)
+    return token_strings.TokenizerOutput(tokens=[t[1:] for t in out.tokens])
+
+  rep = runner.evaluate_tokenizers(
+    {'pairalign': tone_tokenizer, 'vq': collapsed_tokenizer, 'vq_groups': dropped_first},
+    es,
+    codebook_sizes=8,
+    batch_size=5,
+  )
+  assert rep['headline']['ned_to_targets'] == pytest.approx(1 / 5)  # one edit in 5 tokens
+  rep = runner.evaluate_tokenizers(
+    {'pairalign': tone_tokenizer, 'vq_groups': tone_tokenizer}, es, codebook_sizes=8
+  )
+  assert rep['headline']['ned_to_targets'] == 0.0
 
 
 def test_tokenizer_contract_errors():

@@ -26,7 +26,9 @@ writes into `outdir`:
     headline: {primary, reference, archive_tokens_ratio (primary / reference archive tokens),
                recall_at_1_difference (primary - reference), archive_tokens_ratio_ci95,
                recall_at_1_difference_ci95 ([low, high], bootstrap over content items),
-               comparisons: {<name>: the same four figures, primary against that tokenizer}}
+               comparisons: {<name>: the same four figures, primary against that tokenizer},
+               ned_to_targets (when 'vq_groups' is evaluated): mean NED between the primary's
+               string and the training targets' string of the same segment}
     example: (when given) {index, id, frame_seconds, phones, phone_times, tokens: {name: [...]},
               times: {name: [...]}} — the log-mel itself is not written to JSON.
   Metric definitions: `metrics.py`, `retrieval.py`, `sweep.py`; eval set: `runner.py`.
@@ -170,8 +172,13 @@ def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
       + _interval(h.get('archive_tokens_ratio_ci95')),
       f'- recall@1 {p} − {r}: **{h["recall_at_1_difference"]:+.3f}**'
       + _interval(h.get('recall_at_1_difference_ci95'), '{:+.3f}'),
-      '',
     ]
+    if h.get('ned_to_targets') is not None:
+      lines.append(
+        f'- {p} string vs its training targets (VQ groups) on the same audio: mean normalized '
+        f'edit distance {h["ned_to_targets"]:.3f} (0 = the decoder writes its targets exactly)'
+      )
+    lines.append('')
   comparisons = h.get('comparisons') or {}
   if comparisons:
     lines += [

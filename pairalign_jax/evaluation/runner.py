@@ -67,6 +67,7 @@ from pairalign_jax.evaluation import sweep as sweep_lib
 from pairalign_jax.token_strings import TokenizerOutput
 
 TokenizerFn = Callable[[np.ndarray, int], Any]
+TARGETS_NAME = 'vq_groups'  # the tokenizer that writes the decoder's training targets
 AugmentFn = Callable[[np.ndarray, np.random.Generator], np.ndarray]
 
 
@@ -537,6 +538,11 @@ def evaluate_tokenizers(
       seed=seed,
     )
   report['headline'] = headline(report, primary=primary, reference=reference, seed=seed)
+  if primary in outputs and TARGETS_NAME in outputs:
+    # How faithfully the decoder writes the strings it is trained on: mean NED between the
+    # primary's string and the targets' string of the same segment, over every segment.
+    ned = metrics.pairwise_ned(outputs[primary].tokens, outputs[TARGETS_NAME].tokens)
+    report['headline']['ned_to_targets'] = float(ned.mean())
   if example_features_fn is not None:
     i = example_index
     mel = np.asarray(example_features_fn(eval_set.waves[i : i + 1]))[0]
