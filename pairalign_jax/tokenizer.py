@@ -113,6 +113,7 @@ class Tokenizer:
     self._encode_decode = jax.jit(
       self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
     )
+    self._encode_jit = jax.jit(self._encode)
     self._vq_codes = jax.jit(self._vq_codes_impl)
     self._group_codes = jax.jit(
       lambda variables, waves: self._target_codes(variables, self._encode(variables, waves))
@@ -415,6 +416,27 @@ class Tokenizer:
           terminated.append(bool(term[row]))
     return TokenizerOutput(
       tokens=tokens, times=times, terminated=np.array(terminated, bool), raw_times=raw_times
+    )
+
+  def encode(self, waves) -> jax.Array:
+    """Encoder output H [B, T, d_model] (a device array) of prepared waveforms
+    [B, segment_samples] (as `prepare` returns them): the compiled front end and encoder."""
+    return self._encode_jit(self.variables, jnp.asarray(waves))
+
+  def encode_decode(self, waves, *, eos_bias: Optional[float] = None) -> tuple[jax.Array, ...]:
+    """The compiled part of `tokenize` on prepared waveforms [B, segment_samples], with the
+    tokenizer's decoding settings and EOS bias (or `eos_bias`): device arrays (tokens [B, max_len],
+    lengths [B], terminated [B], raw times [B, max_len]), no host post-processing. The same
+    compiled program as `tokenize` for the same batch size (e.g. to time the host work apart)."""
+    if eos_bias is not None:
+      eos_bias = _finite(eos_bias, 'eos_bias', 'a finite number (larger = shorter strings)')
+    bias = jnp.float32(self.default_eos_bias if eos_bias is None else eos_bias)
+    return self._encode_decode(
+      self.variables,
+      jnp.asarray(waves),
+      bias,
+      beam_size=self.beam_size,
+      length_penalty=self.length_penalty,
     )
 
   def vq_tokenize(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> TokenizerOutput:

@@ -13,7 +13,7 @@ import sys
 import pytest
 import tokenizer_test
 
-from pairalign_jax import bench
+from pairalign_jax.bench import report
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SECTIONS = ('train_step', 'decode', 'input', 'search')
@@ -72,16 +72,16 @@ def _check_device(section):
 
 def test_top_level(tiny_run):
   results, stdout = tiny_run
-  assert results['schema_version'] == bench.SCHEMA_VERSION
+  assert results['schema_version'] == report.SCHEMA_VERSION
   assert results['tiny'] is True
   for name in SECTIONS:
     assert name in results, name
     _check_device(results[name])
   assert _positive(results['wall_s'])
-  assert set(results['goals']) == set(bench.GOALS)
+  assert set(results['goals']) == set(report.GOALS)
   for name, goal in results['goals'].items():
     assert _positive(goal['value']), name
-    assert goal['goal'] == bench.GOALS[name][0]
+    assert goal['goal'] == report.GOALS[name][0]
     assert isinstance(goal['met'], bool)
     assert name in stdout  # the printed table
   trained = results['decode']['trained']
@@ -166,7 +166,7 @@ def test_search(tiny_run):
 
 def test_goals_table_flags_misses():
   results = {'search': {'search_ratio': 0.5}, 'decode': {'decode_cache_speedup': 6.0}}
-  goals = bench.goals_table(results)
+  goals = report.goals_table(results)
   assert goals == {
     'decode_cache_speedup': {'value': 6.0, 'goal': 5.0, 'met': True},
     'search_ratio': {'value': 0.5, 'goal': 0.9, 'met': False},

@@ -79,3 +79,22 @@ def test_library_never_imports_configs():
           modules = [node.module]
         offenders += [f'{path}:{node.lineno}' for m in modules if m.split('.')[0] == 'configs']
   assert not offenders, offenders
+
+
+def test_bench_modules_load_no_jax():
+  # The bench (`python -m pairalign_jax.bench`) imports jax only inside the functions that use it:
+  # importing any of its modules, the CLI included, loads no jax (nor numpy or flax).
+  from pairalign_jax import bench
+
+  modules = [f'pairalign_jax.bench.{m.name}' for m in pkgutil.iter_modules(bench.__path__)]
+  assert 'pairalign_jax.bench.runner' in modules
+  code = (
+    ''.join(f'import {m}; ' for m in modules)
+    + 'import json, sys; '
+    + 'print(json.dumps(sorted(m for m in sys.modules if m.split(".")[0] in '
+    + '("jax", "jaxlib", "flax", "numpy"))))'
+  )
+  out = subprocess.run(
+    [sys.executable, '-c', code], capture_output=True, text=True, check=True, timeout=300
+  )
+  assert json.loads(out.stdout.strip().splitlines()[-1]) == []
