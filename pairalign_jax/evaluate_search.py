@@ -279,13 +279,7 @@ def rewrite_report(
     st = tokenizers_lib.from_tokenizer(
       _tokenizer(path, step, cfg), kind='pairalign', hop_seconds=c['hop_seconds']
     )
-    index = index_store.Index.create(
-      None,
-      tokenizer_info=st.info,
-      window_seconds=st.window_seconds,
-      hop_seconds=st.hop_seconds,
-      tokenizer=st,
-    )
+    index = index_store.Index.in_memory(st)
     build.index_waveforms(index, st, [(r.name, r.wave, r.sample_rate) for r in corpus.recordings])
     report['tokenizers']['pairalign']['_index'] = index
   std_report.write_report(report, outdir, corpus, per_term=per_term)

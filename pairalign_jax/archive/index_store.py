@@ -197,6 +197,17 @@ class Index:
     return index
 
   @classmethod
+  def in_memory(cls, tokenizer: tokenizers_lib.StringTokenizer) -> 'Index':
+    """A new empty in-memory index of `tokenizer`'s windows (its info, window and hop)."""
+    return cls.create(
+      None,
+      tokenizer_info=tokenizer.info,
+      window_seconds=tokenizer.window_seconds,
+      hop_seconds=tokenizer.hop_seconds,
+      tokenizer=tokenizer,
+    )
+
+  @classmethod
   def open(
     cls,
     directory: str,

@@ -63,13 +63,7 @@ def evaluate_tokenizer(
   query_context: bool = True,
 ) -> dict[str, Any]:
   """Every figure of one tokenizer (module docstring), plus what the plots need."""
-  index = index_store.Index.create(
-    None,
-    tokenizer_info=st.info,
-    window_seconds=st.window_seconds,
-    hop_seconds=st.hop_seconds,
-    tokenizer=st,
-  )
+  index = index_store.Index.in_memory(st)
   first = corpus.recordings[0]
   st.windows(first.wave[: 4 * first.sample_rate], first.sample_rate)  # compiles: not timed
   build_s = build.index_waveforms(
