@@ -279,7 +279,7 @@ def rewrite_report(
     st = tokenizers_lib.from_tokenizer(
       _tokenizer(path, step, cfg), kind='pairalign', hop_seconds=c['hop_seconds']
     )
-    index = index_store.Index.in_memory(st)
+    index = index_store.Index.for_tokenizer(st)
     build.index_waveforms(index, st, [(r.name, r.wave, r.sample_rate) for r in corpus.recordings])
     report['tokenizers']['pairalign']['_index'] = index
   std_report.write_report(report, outdir, corpus, per_term=per_term)

@@ -197,14 +197,22 @@ class Index:
     return index
 
   @classmethod
-  def in_memory(cls, tokenizer: tokenizers_lib.StringTokenizer) -> 'Index':
-    """A new empty in-memory index of `tokenizer`'s windows (its info, window and hop)."""
+  def for_tokenizer(
+    cls,
+    tokenizer: tokenizers_lib.StringTokenizer,
+    directory: Optional[str] = None,
+    *,
+    shard_tokens: int = DEFAULT_SHARD_TOKENS,
+  ) -> 'Index':
+    """A new empty index of `tokenizer`'s windows (its info, window and hop; `create`), in
+    `directory` or (None) in memory."""
     return cls.create(
-      None,
+      directory,
       tokenizer_info=tokenizer.info,
       window_seconds=tokenizer.window_seconds,
       hop_seconds=tokenizer.hop_seconds,
       tokenizer=tokenizer,
+      shard_tokens=shard_tokens,
     )
 
   @classmethod
@@ -255,14 +263,7 @@ class Index:
     """The index in `directory` (checked to have been written by the same tokenizer and hop), or
     a new one."""
     if not os.path.exists(os.path.join(directory, MANIFEST)):
-      return cls.create(
-        directory,
-        tokenizer_info=tokenizer.info,
-        window_seconds=tokenizer.window_seconds,
-        hop_seconds=tokenizer.hop_seconds,
-        tokenizer=tokenizer,
-        shard_tokens=shard_tokens,
-      )
+      return cls.for_tokenizer(tokenizer, directory, shard_tokens=shard_tokens)
     index = cls.open(directory, tokenizer=tokenizer, shard_tokens=shard_tokens)
     index.check_compatible(tokenizer)
     return index

@@ -63,7 +63,7 @@ def evaluate_tokenizer(
   query_context: bool = True,
 ) -> dict[str, Any]:
   """Every figure of one tokenizer (module docstring), plus what the plots need."""
-  index = index_store.Index.in_memory(st)
+  index = index_store.Index.for_tokenizer(st)
   first = corpus.recordings[0]
   st.windows(first.wave[: 4 * first.sample_rate], first.sample_rate)  # compiles: not timed
   build_s = build.index_waveforms(

@@ -153,14 +153,7 @@ class SyntheticSpeechSource:
       record_id = f'train-{index:07d}'
     speaker = self.speakers[speaker_index]
     sentence = self.sentences[sentence_index]
-    audio, phone_times = synthesize(
-      sentence.phones,
-      speaker,
-      rng,
-      self.sample_rate,
-      segment_seconds=self.segment_seconds,
-      word_index=sentence.word_index,
-    )
+    audio, phone_times = self._read_aloud(sentence, speaker, rng)
     return {
       'audio': audio,
       'sample_rate': self.sample_rate,
@@ -174,6 +167,17 @@ class SyntheticSpeechSource:
       'sentence_index': sentence_index,
     }
 
+  def _read_aloud(self, sentence, speaker, rng: np.random.Generator):
+    """`sentence` spoken by `speaker` at this source's rate and length: (audio, phone_times)."""
+    return synthesize(
+      sentence.phones,
+      speaker,
+      rng,
+      self.sample_rate,
+      segment_seconds=self.segment_seconds,
+      word_index=sentence.word_index,
+    )
+
   def parallel_record(self, record: dict[str, Any], rng: np.random.Generator) -> dict[str, Any]:
     """Another speaker of this split reading the same sentence as `record` (a content-preserving
     view across speakers; `config.data.cross_speaker_views`). Deterministic given `rng`."""
@@ -184,14 +188,7 @@ class SyntheticSpeechSource:
     other += other >= own  # any speaker but the record's own
     speaker = self.speakers[other]
     sentence = self.sentences[int(record['sentence_index'])]
-    audio, phone_times = synthesize(
-      sentence.phones,
-      speaker,
-      rng,
-      self.sample_rate,
-      segment_seconds=self.segment_seconds,
-      word_index=sentence.word_index,
-    )
+    audio, phone_times = self._read_aloud(sentence, speaker, rng)
     return dict(
       record,
       audio=audio,
