@@ -11,6 +11,7 @@
 #   small_novtlp_s0       the same without VTLP (the validation-split comparison)
 #   small_encfix_s{0,1,2} the same with loss.sequence_losses_train_encoder=False
 #   small_adapter_s{0,1,2} small_encfix with model.adapter_layers=2 (decoder-side encoder layers)
+#   small_longstage1_s{0,1,2} small_encfix with stage 1 twice as long (3 000 steps, stage 2 from 2 400)
 #   small_ft_s0           small_corpus.py fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -50,6 +51,10 @@ for name in "${runs[@]}"; do
                          --config.seed="${name#small_encfix_s}" ;;
     small_adapter_s*) run "$name" configs/small_corpus.py --config.loss.sequence_losses_train_encoder=False \
                           --config.model.adapter_layers=2 --config.seed="${name#small_adapter_s}" ;;
+    small_longstage1_s*) run "$name" configs/small_corpus.py \
+                             --config.loss.sequence_losses_train_encoder=False \
+                             --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
+                             --config.seed="${name#small_longstage1_s}" ;;
     small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
                      --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
