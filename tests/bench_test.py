@@ -90,6 +90,13 @@ def test_top_level(tiny_run):
   assert results['goals']['tokenize_realtime_factor_trained']['normalized'] == pytest.approx(
     trained['tokenize_realtime_factor_trained_normalized']
   )
+  # Absolute rates are judged on the idle-normalized figure: RTF x idle peak / the run's peak.
+  dec = results['decode']
+  rtf = results['goals']['tokenize_realtime_factor']
+  assert rtf['normalized'] == pytest.approx(
+    dec['tokenize_realtime_factor'] * 450e9 / dec['tokenize']['peak_flops_per_s']
+  )
+  assert rtf['met'] == (rtf['normalized'] >= rtf['goal'])
 
 
 def test_train_step(tiny_run):
@@ -119,6 +126,13 @@ def test_train_step(tiny_run):
   assert all(_positive(e['flops_decode_correction']) for e in stage2)
   assert ts['train_flops_ratio_entry'] == 'base:2@8'
   assert _positive(ts['train_flops_ratio'])
+  # The base stage-2 step compiled (never run) for its temporary memory.
+  mem = ts['memory']
+  assert mem['entry'] == 'base:2' and mem['stage'] == 2
+  assert _positive(mem['temp_bytes']) and mem['temp_gb'] == pytest.approx(mem['temp_bytes'] / 1e9)
+  assert ts['stage2_base_temp_gb'] == mem['temp_gb']
+  goal = tiny_run[0]['goals']['stage2_base_temp_gb']
+  assert goal['met'] == (goal['value'] <= goal['goal'])
 
 
 def test_decode(tiny_run):

@@ -49,6 +49,13 @@ flags.DEFINE_list(
   'buffers (XLA memory_analysis), more than a small shared machine has.',
 )
 flags.DEFINE_list('levers', [], "Train-step entries ('base:0', ...) on which to try the levers.")
+flags.DEFINE_string(
+  'memory_entry',
+  'base:2',
+  'A train-step entry compiled but not run, for its temporary memory (XLA memory_analysis; '
+  "'base:2' = the base config's stage 2 at its own batch with every in-batch negative: "
+  "stage2_base_temp_gb); '' = none.",
+)
 flags.DEFINE_integer('reps', 0, 'Timed repetitions per measurement (0 = the section default).')
 flags.DEFINE_float(
   'budget_s',
@@ -88,6 +95,7 @@ def main(argv):
     sections=FLAGS.sections,
     train_entries=FLAGS.train_entries,
     levers=FLAGS.levers,
+    memory_entry=FLAGS.memory_entry,
     reps=FLAGS.reps,
     budget_s=FLAGS.budget_s,
     tiny=FLAGS.tiny,

@@ -25,7 +25,8 @@ def section_decode(
 ) -> dict[str, Any]:
   """Greedy decode of `batch` rows at L = `max_len` (the `config` model, random weights), cached vs
   recomputed (the recompute baseline repeated while within `budget_s`), then `Tokenizer.tokenize`
-  of `tokenize_batch` segments with the model as configured (`peak_n`: the matmul peak's size)."""
+  of `tokenize_batch` segments with the model as configured (`peak_n`: the matmul peak's size; the
+  real-time factor also comes normalized to an idle machine, as in `section_trained_tokenizer`)."""
   import jax
   import jax.numpy as jnp
   import numpy as np
@@ -139,6 +140,8 @@ def section_decode(
       '(how much of the machine this run had)',
     },
     'tokenize_realtime_factor': audio_s / tok_s,
+    # The same rate on an idle machine: x IDLE_PEAK_FLOPS / this run's matmul peak.
+    'tokenize_realtime_factor_normalized': audio_s / tok_s * IDLE_PEAK_FLOPS / common.median(peaks),
   }
 
 

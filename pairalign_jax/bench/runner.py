@@ -47,6 +47,7 @@ def run(
   sections: Sequence[str] = common.SECTIONS,
   train_entries: Optional[Sequence[str]] = None,
   levers: Sequence[str] = (),
+  memory_entry: str = 'base:2',
   reps: int = 0,
   budget_s: float = 60.0,
   tiny: bool = False,
@@ -61,8 +62,9 @@ def run(
   benchmarked and the base-size config; `tiny` replaces both by `common.tiny_config(config)` and
   every size by the tiny ones. `reps` = 0: each section's default (2 tiny, else 3). `checkpoint`:
   a trained run for the decode section's trained-tokenizer figures. `train_entries` (None: the
-  default ones), `levers`, `budget_s` and `lever_subprocess` (a `levers.LeverSubprocess`) go to
-  the train_step section. `command` is recorded in the results."""
+  default ones), `levers`, `memory_entry` (compiled, not run: its temporary memory; '' = none),
+  `budget_s` and `lever_subprocess` (a `levers.LeverSubprocess`) go to the train_step section.
+  `command` is recorded in the results."""
   common.use_compile_cache(compile_cache)
   unknown = set(sections) - set(common.SECTIONS)
   if unknown:
@@ -93,6 +95,7 @@ def run(
       reps,
       entries=train_step.DEFAULT_ENTRIES if train_entries is None else train_entries,
       levers=levers,
+      memory_entry=memory_entry,
       budget_s=budget_s,
       lever_subprocess=lever_subprocess,
       **sizes['train_step'],

@@ -215,22 +215,57 @@ def bench_train_entry(
   return entry, timer
 
 
+def compiled_step_memory(label: str, config, stage: int, cache: StepCache) -> dict[str, Any]:
+  """XLA `memory_analysis` of the `stage` train step of `config`, compiled and never run (so a
+  step too large for this machine can still be measured). -> {'temp_bytes', 'temp_gb', ...}."""
+  import jax
+
+  from pairalign_jax import train
+
+  key = config.to_json()
+  if key not in cache.trainers:
+    cache.trainers[key] = train.Trainer(config)
+  trainer = cache.trainers[key]
+  state = trainer.init_state()
+  batch = trainer.device_batch(random_views(config))
+  t0 = common.now()
+  with jax.set_mesh(trainer.mesh):
+    compiled = trainer.step_fn(stage).lower(state, batch).compile()
+  compile_s = common.now() - t0
+  mem = compiled.memory_analysis()
+  temp = int(getattr(mem, 'temp_size_in_bytes', 0) or 0) if mem is not None else 0
+  return {
+    'label': label,
+    'stage': stage,
+    'config': common.config_summary(config),
+    'contrast_negatives': int(config.loss.contrast_negatives),
+    'score_chunk_rows': int(config.loss.get('score_chunk_rows', 0)),
+    'compile_s': compile_s,
+    'temp_bytes': temp,
+    'temp_gb': temp / 1e9,
+    'method': 'XLA compiled.memory_analysis().temp_size_in_bytes of the jitted train step',
+  }
+
+
 def section_train_step(
   configs: dict[str, tuple[str, Any]],
   reps: int,
   *,
   entries: Sequence[str] = DEFAULT_ENTRIES,
   levers: Sequence[str] = (),
+  memory_entry: str = '',
   budget_s: float = 60.0,
   peak_n: int = 2048,
   use_entry_batch: bool = True,
   lever_subprocess: Optional[levers_lib.LeverSubprocess] = None,
 ) -> tuple[dict[str, Any], dict[str, Timer]]:
   """The section: `entries` ('config|base:stage[@batch]', `configs` maps 'config' and 'base' to
-  (label, config)) and the levers tried on each of `levers`; `peak_n` sizes the matmul peak,
-  `use_entry_batch=False` ignores the '@batch' of the entries (tiny mode), `lever_subprocess`
-  runs the levers that need a fresh process (an XLA flag). -> (the section, a timer of one more
-  step for each 'config:...' entry, by entry spec: see `bench_train_entry`)."""
+  (label, config)) and the levers tried on each of `levers`; `memory_entry` (same form; '' =
+  none) is compiled but not run, for its temporary memory (`stage2_base_temp_gb` when it is a
+  base stage-2 entry); `peak_n` sizes the matmul peak, `use_entry_batch=False` ignores the
+  '@batch' of the entries (tiny mode), `lever_subprocess` runs the levers that need a fresh
+  process (an XLA flag). -> (the section, a timer of one more step for each 'config:...' entry,
+  by entry spec: see `bench_train_entry`)."""
   peak = common.MatmulPeak(peak_n)
   peak.measure()
   cache = StepCache()
@@ -296,6 +331,17 @@ def section_train_step(
   }
   if lever_results:
     out['levers'] = lever_results
+  if memory_entry:
+    which, stage, batch = parse_entry(memory_entry)
+    label, config = configs[which]
+    if not use_entry_batch:
+      batch = {}
+    logging.info('train_step: memory of %s stage %d %s (compiled, not run)', label, stage, batch)
+    memory = compiled_step_memory(label, common.config_overrides(config, batch), stage, cache)
+    memory['entry'] = memory_entry
+    out['memory'] = memory
+    if which == 'base' and stage == 2:
+      out['stage2_base_temp_gb'] = memory['temp_gb']
   base_entries = [e for e in results if e['entry'].startswith('base:')]
   if base_entries:
     worst = max(base_entries, key=lambda e: e['stage'])
