@@ -164,10 +164,19 @@ def calibrate_length(
 
 
 def evaluate_workdir(
-  path: str, *, config: Optional[ml_collections.ConfigDict] = None, outdir: Optional[str] = None
+  path: str,
+  *,
+  config: Optional[ml_collections.ConfigDict] = None,
+  outdir: Optional[str] = None,
+  params: str = 'teacher',
 ) -> dict[str, Any]:
   """Evaluates the newest checkpoint under `path` (or the step folder `path`) and writes the
-  report; returns the report."""
+  report; returns the report. `params`: 'teacher' (the EMA teacher, what `Tokenizer` loads by
+  default) or 'student' (the trained parameters; e.g. to follow the decoder during stage 1, when
+  the teacher is the frozen end of stage 0). Only the teacher's length calibration is written
+  next to the checkpoints (`calibration.json`, which `Tokenizer.from_checkpoint` reads)."""
+  if params not in ('teacher', 'student'):
+    raise ValueError(f"params must be 'teacher' or 'student', got {params!r}")
   t0 = time.time()
   path = os.path.abspath(os.fspath(path))
   # Pinned once: a run still training may commit newer steps while this one is evaluated.
@@ -177,6 +186,7 @@ def evaluate_workdir(
   tok = tokenizer_lib.Tokenizer.from_checkpoint(
     path,
     step=step,
+    use_teacher=params == 'teacher',
     batch_size=int(config.eval.batch_size),
     beam_size=int(config.eval.beam_size),
     length_penalty=float(config.eval.beam_length_penalty),
@@ -229,16 +239,17 @@ def evaluate_workdir(
   )
 
   calibration = calibrate_length(tok, eval_set.waves[:CALIBRATION_SEGMENTS], tok.default_eos_bias)
-  with open(os.path.join(workdir, tokenizer_lib.CALIBRATION_FILE), 'w', encoding='utf-8') as f:
-    json.dump(
-      {
-        'eos_bias_to_rate': calibration,
-        'step': step,
-        'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves))),
-      },
-      f,
-      indent=1,
-    )
+  if params == 'teacher':
+    with open(os.path.join(workdir, tokenizer_lib.CALIBRATION_FILE), 'w', encoding='utf-8') as f:
+      json.dump(
+        {
+          'eos_bias_to_rate': calibration,
+          'step': step,
+          'segments': int(min(CALIBRATION_SEGMENTS, len(eval_set.waves))),
+        },
+        f,
+        indent=1,
+      )
   tok.calibration = sorted(calibration)
   report['length_control'] = {
     'trained_eos_bias': tok.default_eos_bias,
@@ -248,7 +259,7 @@ def evaluate_workdir(
     'beam_length_penalty': tok.length_penalty,
     'eos_bias_to_rate': [list(x) for x in calibration],
   }
-  report['checkpoint'] = {'path': os.path.abspath(path), 'step': step}
+  report['checkpoint'] = {'path': os.path.abspath(path), 'step': step, 'params': params}
   report['eval_set']['split'] = split
   report['eval_seconds'] = time.time() - t0
   report_lib.write_report(report, outdir)
@@ -278,13 +289,21 @@ def _define_flags():
   flags.DEFINE_string('checkpoint', None, 'Workdir or checkpoint step directory.')
   flags.DEFINE_string('outdir', None, 'Where to write the report (default: the workdir).')
   config_flags.DEFINE_config_file('config', None, 'Optional config for eval/data settings.')
+  flags.DEFINE_enum(
+    'params',
+    'teacher',
+    ['teacher', 'student'],
+    'Which parameters tokenize: the EMA teacher (the tokenizer a run ships) or the student.',
+  )
   flags.mark_flags_as_required(['checkpoint'])
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
-  report = evaluate_workdir(FLAGS.checkpoint, config=FLAGS.config, outdir=FLAGS.outdir)
+  report = evaluate_workdir(
+    FLAGS.checkpoint, config=FLAGS.config, outdir=FLAGS.outdir, params=FLAGS.params
+  )
   print(json.dumps(report_lib.to_jsonable(report['headline'])))
 
 

@@ -261,6 +261,35 @@ def test_calibration_is_written_and_used_by_target_rate(run):
   assert step_tok.calibration == tok.calibration
 
 
+def test_student_evaluation_loads_the_student_and_keeps_the_teachers_calibration(
+  run, tmp_path, monkeypatch
+):
+  cal_path = os.path.join(run['workdir'], 'calibration.json')
+  with open(cal_path, 'rb') as f:
+    before = f.read()
+  loaded = []
+  original = Tokenizer.from_checkpoint.__func__
+
+  def spy(cls, *args, **kwargs):
+    loaded.append(kwargs.get('use_teacher', True))
+    return original(cls, *args, **kwargs)
+
+  monkeypatch.setattr(Tokenizer, 'from_checkpoint', classmethod(spy))
+  user = eval_settings(default_config.get_config())
+  report = evaluate.evaluate_workdir(
+    run['workdir'], config=user, outdir=str(tmp_path), params='student'
+  )
+  assert loaded == [False]
+  assert report['checkpoint']['params'] == 'student'
+  with open(os.path.join(tmp_path, 'report.json')) as f:
+    assert json.load(f)['checkpoint']['params'] == 'student'
+  with open(cal_path, 'rb') as f:
+    assert f.read() == before  # the shipped (teacher) tokenizer's calibration is untouched
+  assert run['json']['checkpoint']['params'] == 'teacher'
+  with pytest.raises(ValueError, match="params must be 'teacher' or 'student'"):
+    evaluate.evaluate_workdir(run['workdir'], config=user, outdir=str(tmp_path), params='ema')
+
+
 def test_eval_config_keeps_the_checkpoint_model():
   ckpt = tokenizer_test.tiny_config()
   user = eval_settings(default_config.get_config())
