@@ -112,6 +112,26 @@ def _train_step_flops(config, stage: int) -> tuple[float, dict[str, Any]]:
   return flops, info
 
 
+def compile_step(config, stage: int, cache: StepCache):
+  """The `stage` train step of `config` compiled on a fresh state and a batch of random views.
+  -> (trainer, state, batch, compiled step, compile seconds). A config seen before (tiny mode's
+  two labels) reuses its `Trainer` and so its traced steps."""
+  import jax
+
+  from pairalign_jax import train
+
+  key = config.to_json()
+  if key not in cache.trainers:
+    cache.trainers[key] = train.Trainer(config)
+  trainer = cache.trainers[key]
+  state = trainer.init_state()
+  batch = trainer.device_batch(random_views(config))
+  t0 = common.now()
+  with jax.set_mesh(trainer.mesh):
+    compiled = trainer.step_fn(stage).lower(state, batch).compile()
+  return trainer, state, batch, compiled, common.now() - t0
+
+
 def parse_entry(spec: str) -> tuple[str, int, dict[str, Any]]:
   """'base:2@8' -> ('base', 2, {'batch_size': 8}); 'config:0' -> ('config', 0, {})."""
   which, _, rest = spec.partition(':')
@@ -146,20 +166,9 @@ def bench_train_entry(
   import jax
   import numpy as np
 
-  from pairalign_jax import train
-
   if overrides:
     config = common.config_overrides(config, overrides)
-  key = config.to_json()
-  if key not in cache.trainers:  # the same config (tiny mode's two labels) reuses its traced steps
-    cache.trainers[key] = train.Trainer(config)
-  trainer = cache.trainers[key]
-  state = trainer.init_state()
-  batch = trainer.device_batch(random_views(config))
-  t0 = common.now()
-  with jax.set_mesh(trainer.mesh):
-    compiled = trainer.step_fn(stage).lower(state, batch).compile()
-  compile_s = common.now() - t0
+  trainer, state, batch, compiled, compile_s = compile_step(config, stage, cache)
   mem = compiled.memory_analysis()
   flops, flops_info = train_step_flops(config, stage, cache.flops)
   with jax.set_mesh(trainer.mesh):
@@ -218,20 +227,7 @@ def bench_train_entry(
 def compiled_step_memory(label: str, config, stage: int, cache: StepCache) -> dict[str, Any]:
   """XLA `memory_analysis` of the `stage` train step of `config`, compiled and never run (so a
   step too large for this machine can still be measured). -> {'temp_bytes', 'temp_gb', ...}."""
-  import jax
-
-  from pairalign_jax import train
-
-  key = config.to_json()
-  if key not in cache.trainers:
-    cache.trainers[key] = train.Trainer(config)
-  trainer = cache.trainers[key]
-  state = trainer.init_state()
-  batch = trainer.device_batch(random_views(config))
-  t0 = common.now()
-  with jax.set_mesh(trainer.mesh):
-    compiled = trainer.step_fn(stage).lower(state, batch).compile()
-  compile_s = common.now() - t0
+  _, _, _, compiled, compile_s = compile_step(config, stage, cache)
   mem = compiled.memory_analysis()
   temp = int(getattr(mem, 'temp_size_in_bytes', 0) or 0) if mem is not None else 0
   return {
