@@ -12,9 +12,12 @@
 #   small_encfix_s{0,1,2} the same with loss.sequence_losses_train_encoder=False
 #   small_adapter_s{0,1,2} small_encfix with model.adapter_layers=2 (decoder-side encoder layers)
 #   small_longstage1_s{0,1,2} small_encfix with stage 1 twice as long (3 000 steps, stage 2 from 2 400)
+#   small_frozenenc_s{0,1,2} small_encfix with schedule.freeze_encoder_after_stage0=True (the
+#                         encoder, VQ and stage-0 heads keep their stage-0 values from stage 1 on)
 #   small_ft_s0           small_corpus.py fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
+# VALIDATION_ONLY=1: no test-split evaluation (settings being compared, not yet chosen).
 set -euo pipefail
 root=${1:?usage: launch/heldout_speech.sh ROOT [RUN ...]}
 shift
@@ -36,6 +39,9 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   fi
   echo "$name: training ($(date -u +%H:%M))"
   python -m pairalign_jax.main --config="$config" --workdir="$workdir" "$@" >"$root/$name.log" 2>&1
+  if [ "${VALIDATION_ONLY:-0}" = 1 ]; then
+    return
+  fi
   echo "$name: test-split evaluation ($(date -u +%H:%M))"
   python -m pairalign_jax.evaluate --checkpoint="$workdir" --config="$config" "$@" \
       --config.eval.split=test --outdir="$workdir/test" >>"$root/$name.log" 2>&1
@@ -55,6 +61,10 @@ for name in "${runs[@]}"; do
                              --config.loss.sequence_losses_train_encoder=False \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;
+    small_frozenenc_s*) run "$name" configs/small_corpus.py \
+                            --config.loss.sequence_losses_train_encoder=False \
+                            --config.schedule.freeze_encoder_after_stage0=True \
+                            --config.seed="${name#small_frozenenc_s}" ;;
     small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
                      --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \

@@ -335,6 +335,12 @@ def validate_config(
   _require(0.0 <= s.max_alpha <= 1.0, 'config.schedule.max_alpha', 'must be in [0, 1]')
   _require(0.0 <= s.ema_decay < 1.0, 'config.schedule.ema_decay', 'must be in [0, 1)')
   _require(s.ema_warmup_steps >= 0, 'config.schedule.ema_warmup_steps', 'must be >= 0')
+  _require(
+    not (s.freeze_encoder_after_stage0 and config.loss.sequence_losses_train_encoder),
+    'config.schedule.freeze_encoder_after_stage0',
+    'is True while config.loss.sequence_losses_train_encoder is True: the sequence terms would '
+    'train the encoder that this keeps frozen; set loss.sequence_losses_train_encoder=False',
+  )
 
   # Optimizer.
   o = config.optim

@@ -198,6 +198,13 @@ def get_config() -> ml_collections.ConfigDict:
   # Teacher: copies the student in stage 0, frozen in stage 1 (targets = the stage-0 VQ tokenizer),
   # from stage 2 an EMA whose decay ramps from 0 to ema_decay over these steps.
   config.schedule.ema_warmup_steps = 1_000
+  # From stage 1 on, leave the encoder, the VQ codebook and the stage-0 heads (mel decoder, code
+  # head) as stage 0 left them: the stage-0 terms stop and nothing else updates them (needs
+  # loss.sequence_losses_train_encoder=False). The decoder's targets are then the stage-0 VQ
+  # tokenizer's in stage 2 too. With False the stage-0 terms go on training the encoder in stages
+  # 1-2, on views that are no longer time-aligned (data.align_views_in_stage0), so the codes that
+  # the stage-2 teacher reads keep moving under the decoder (docs/METHOD.md §6).
+  config.schedule.freeze_encoder_after_stage0 = False
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()

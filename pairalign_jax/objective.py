@@ -97,6 +97,8 @@ class ObjectiveSettings:
   # False: the sequence terms (stages 1-2) reach the decoder and the length head only; the encoder
   # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
   sequence_losses_train_encoder: bool
+  # True: from stage 1 on, the stage-0 terms are off (train.py also keeps the encoder's parameters).
+  freeze_encoder_after_stage0: bool
   # The teacher's length controller (stage 2; docs/METHOD.md §7): target tokens per segment
   # (length.target_rate x segment seconds), gain, bias limit, minimum termination rate.
   segment_seconds: float
@@ -131,6 +133,7 @@ class ObjectiveSettings:
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
       sequence_losses_train_encoder=bool(config.loss.sequence_losses_train_encoder),
+      freeze_encoder_after_stage0=bool(config.schedule.freeze_encoder_after_stage0),
       segment_seconds=float(config.audio.segment_seconds),
       length_target_tokens=float(config.length.target_rate * config.audio.segment_seconds),
       controller_gain=float(config.length.controller_gain),
@@ -155,6 +158,8 @@ class ObjectiveSettings:
 
   def stage_weights(self, stage: int) -> dict[str, float]:
     active = STAGE_TERMS[stage]
+    if stage >= 1 and self.freeze_encoder_after_stage0:
+      active = tuple(name for name in active if name not in STAGE_TERMS[0])
     return {name: (w if name in active else 0.0) for name, w in self.weights}
 
 
@@ -431,7 +436,7 @@ def compute_terms(
   )
   aux['targets'] = targets
   vocab = vocab_lib.Vocab(settings.codebook_size)
-  if not settings.sequence_losses_train_encoder:
+  if not settings.sequence_losses_train_encoder or settings.freeze_encoder_after_stage0:
     h = jax.lax.stop_gradient(h)  # [2B, T, d]: what the sequence terms below read
 
   if weights['length'] > 0:

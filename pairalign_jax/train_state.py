@@ -83,6 +83,11 @@ def ema_update(teacher_params, params, decay):
   )
 
 
+def keep_subtrees(params, old_params, names) -> Any:
+  """`params` with the top-level subtrees `names` (those it has) taken from `old_params`."""
+  return {k: (old_params[k] if k in names else v) for k, v in params.items()}
+
+
 def tree_all_finite(tree) -> jax.Array:
   """True when every leaf of `tree` is finite."""
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]

@@ -20,6 +20,7 @@ import pytest
 
 from configs import default as default_config
 from pairalign_jax import checkpointing
+from pairalign_jax import config_validation
 from pairalign_jax import sharding
 from pairalign_jax import train
 from pairalign_jax import train_state as train_state_lib
@@ -283,6 +284,38 @@ def test_train_step_skips_nan_batch_and_recovers():
   moved = state_arrays(state)['params']
   assert any(not np.array_equal(moved[k], before['params'][k]) for k in moved)
   assert all(np.all(np.isfinite(v)) for v in moved.values())
+
+
+@pytest.mark.parametrize('freeze', [False, True])
+def test_freeze_encoder_after_stage0_keeps_stage0_modules(freeze):
+  """schedule.freeze_encoder_after_stage0: stage-1 and stage-2 steps leave the encoder, VQ and
+  stage-0 heads exactly as stage 0 left them (despite Adam momentum and weight decay), leave the
+  stage-0 terms at 0, and still train the decoder; without it the encoder keeps moving."""
+  config = tiny_config()
+  config.loss.sequence_losses_train_encoder = False
+  config.schedule.freeze_encoder_after_stage0 = freeze
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  for i in range(2):
+    state, _ = trainer.run_step(state, trainer.device_batch(waves(20 + i)), 0)
+  before = flat(state.params)
+  for i, stage in enumerate((1, 1, 2)):
+    state, metrics = trainer.run_step(state, trainer.device_batch(waves(30 + i)), stage)
+  metrics = jax.device_get(metrics)
+  after = flat(state.params)
+  stage0 = [k for k in before if k.split("'")[1] in train.STAGE0_MODULES]
+  assert {k.split("'")[1] for k in stage0} >= {'encoder', 'mel_decoder', 'code_head'}
+  unchanged = [np.array_equal(after[k], before[k]) for k in stage0]
+  assert all(unchanged) if freeze else not all(unchanged)
+  assert any(not np.array_equal(after[k], before[k]) for k in before if "'decoder'" in k)
+  assert (metrics['loss/code_pred'] == 0.0) == freeze and metrics['loss/contrast'] > 0.0
+
+
+def test_freeze_encoder_needs_sequence_terms_off_the_encoder():
+  config = tiny_config()
+  config.schedule.freeze_encoder_after_stage0 = True
+  with pytest.raises(ValueError, match='sequence_losses_train_encoder'):
+    config_validation.validate_config(config)
 
 
 def test_train_and_evaluate_raises_after_max_nonfinite_steps(tmp_path, monkeypatch):
