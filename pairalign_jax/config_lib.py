@@ -29,6 +29,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'targets.code_groups': 0,  # targets were the codes themselves
   'frontend.vtlp.enabled': False,
   'loss.sequence_losses_train_encoder': True,
+  'loss.score_chunk_rows': 0,  # every row scored in one decoder call
   'eval.beam_size': 1,  # greedy decoding
   'eval.beam_length_penalty': 0.0,
   'data.synthetic.num_validation_speakers': lambda c: c.data.synthetic.num_heldout_speakers,

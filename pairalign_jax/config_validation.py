@@ -232,6 +232,13 @@ def validate_config(
     'config.loss.contrast_negatives',
     f'must be < config.batch_size ({config.batch_size})',
   )
+  chunk = config.loss.score_chunk_rows
+  _require(
+    isinstance(chunk, int) and not isinstance(chunk, bool) and chunk >= 0,
+    'config.loss.score_chunk_rows',
+    f'must be an integer >= 0 (0 = every scored row in one decoder call, C > 0 = at most C rows '
+    f'per call), got {chunk!r}',
+  )
   _require(config.loss.antibypass_margin >= 0, 'config.loss.antibypass_margin', 'must be >= 0')
   _require(config.loss.max_gap_seconds > 0, 'config.loss.max_gap_seconds', 'must be positive')
   _require(config.loss.time_jitter_seconds >= 0, 'config.loss.time_jitter_seconds', 'must be >= 0')

@@ -1,11 +1,15 @@
 """Greedy and beam decoding of token strings from a condition H, with a KV cache in a JAX loop.
 
 Layout (fast on CPU and accelerators): the cross-attention K/V are projected once per H
-(`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) outside the loop, and the
-self-attention cache is per layer, heads first: ``{'k','v': [layers, B, heads, L, head_dim]}``;
-each step writes one position. Rows that emitted EOS are frozen: they emit PAD afterwards (and are
-fed PAD, exactly as teacher forcing feeds ``shift_right(tokens)``), so the per-step logits equal
-the teacher-forced `PairAlign.score` logits of the produced sequence.
+(`PairAlign.condition`, ``[layers, B, heads, T, head_dim]``) and split into one
+``[B, heads, T, head_dim]`` per layer outside the loop; the loop runs the decoder with its layers
+unrolled (`models.unrolled`: a model that scans its layers has its stacked parameters split once
+per call), and the self-attention cache (`models.init_cache`) is one ``[B, heads, L, head_dim]``
+per layer, heads first. Each step's `PairAlign.decode_step` writes one position into it in place
+and the loop carries the updated cache, so no step copies a cache, K/V or parameters out of a
+stacked array. Rows that emitted EOS are frozen: they emit PAD afterwards (and are fed PAD,
+exactly as teacher forcing feeds ``shift_right(tokens)``), so the per-step logits equal the
+teacher-forced `PairAlign.score` logits of the produced sequence.
 
 Outputs follow the token-sequence convention of docs/ARCHITECTURE.md: ``tokens [B, L]`` = codes,
 then EOS, then PAD; ``lengths`` = number of codes; a row with ``L`` codes has no EOS (not
@@ -47,16 +51,6 @@ def _biased(logits: Array, eos_bias: Array, vocab: vocab_lib.Vocab) -> Array:
   """The decoding rule's logits [B, V]: `eos_bias` [B] added to EOS, BOS and PAD never chosen."""
   biased = logits.at[:, vocab.eos].add(eos_bias)
   return biased.at[:, vocab.bos].set(-jnp.inf).at[:, vocab.pad].set(-jnp.inf)
-
-
-def _write_cache(cache, kv, t):
-  """Writes one step's self-attention K/V {'k','v': [Ld,B,H,hd]} at position `t` of the cache."""
-  return {
-    n: jax.lax.dynamic_update_slice_in_dim(
-      cache[n], kv[n][:, :, :, None, :].astype(cache[n].dtype), t, axis=3
-    )
-    for n in ('k', 'v')
-  }
 
 
 def check_beam_settings(beam_size, length_penalty, codebook_size: int) -> tuple[int, float]:
@@ -121,14 +115,15 @@ def _cached_steps(
   vocab = vocab_lib.Vocab(cfg.codebook_size)
   batch = hcond.shape[0]
   cond = model.apply(variables, hcond, method=models.PairAlign.condition)  # [Ld,B,H,T,hd]
-  cache = models.init_cache(cfg, batch, max_len, cond['k'].dtype)  # [Ld,B,H,L,hd]
+  cond = models.split_condition(cond)  # Ld x {'k','v': [B,H,T,hd]}
+  step_model, step_variables = models.unrolled(model, variables)
+  cache = models.init_cache(step_model.cfg, batch, max_len, cond[0]['k'].dtype)  # Ld x [B,H,L,hd]
 
   def step(carry, t):
     cache, token, prev_time, done = carry
-    logits, time, kv = model.apply(
-      variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
-    )  # [B,V], [B]
-    cache = _write_cache(cache, kv, t)
+    logits, time, cache = step_model.apply(
+      step_variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
+    )  # [B,V], [B], cache with position t written
     nxt = next_token(logits, done, t)  # [B]
     next_time = jnp.where(done, 0.0, time)
     done = done | (nxt == vocab.eos)
@@ -237,7 +232,9 @@ def beam_decode(
   bias = jnp.repeat(_eos_bias_vector(eos_bias, batch), k)  # [N]
   cond = model.apply(variables, hcond, method=models.PairAlign.condition)  # [Ld,B,H,T,hd]
   cond = models.gather_condition(cond, jnp.repeat(jnp.arange(batch), k))  # [Ld,N,H,T,hd]
-  cache = models.init_cache(cfg, rows, max_len, cond['k'].dtype)  # [Ld,N,H,L,hd]
+  cond = models.split_condition(cond)  # Ld x {'k','v': [N,H,T,hd]}
+  step_model, step_variables = models.unrolled(model, variables)
+  cache = models.init_cache(step_model.cfg, rows, max_len, cond[0]['k'].dtype)  # Ld x [N,H,L,hd]
   # All beams of a row start as the same BOS prefix: only the first is live, so that the first
   # step's K best tokens fill the K beams.
   scores = jnp.tile(jnp.where(jnp.arange(k) == 0, 0.0, -jnp.inf), batch)  # [N]
@@ -246,17 +243,16 @@ def beam_decode(
 
   def step(carry, t):
     cache, token, prev_time, done, scores, tokens, times = carry
-    logits, time, kv = model.apply(
-      variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
-    )  # [N,V], [N]
-    cache = _write_cache(cache, kv, t)
+    logits, time, cache = step_model.apply(
+      step_variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
+    )  # [N,V], [N], cache with position t written
     logp = jax.nn.log_softmax(_biased(logits, bias, vocab), axis=-1)  # [N,V]
     logp = jnp.where(done[:, None], pad_only[None, :], logp)
     cand = (scores[:, None] + logp).reshape(batch, k * v)  # [B, K*V]
     top, idx = jax.lax.top_k(cand, k)  # [B, K]
     parent = (row_base + idx // v).reshape(rows)  # [N] source beam
     nxt = (idx % v).astype(jnp.int32).reshape(rows)  # [N]
-    cache = jax.tree.map(lambda a: jnp.take(a, parent, axis=1), cache)
+    cache = models.gather_cache(cache, parent)
     was_done = jnp.take(done, parent)
     step_time = jnp.where(was_done, 0.0, jnp.take(time, parent))  # [N]
     tokens = jnp.take(tokens, parent, axis=0).at[:, t].set(nxt)  # [N, L]

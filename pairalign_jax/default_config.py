@@ -144,6 +144,15 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.contrast_weight = 1.0
   config.loss.contrast_temperature = 0.1
   config.loss.contrast_negatives = 0  # 0 = every in-batch condition; k > 0 = k sampled negatives
+  # Rows scored per decoder call (objective._score_rows_chunked): 0 = every (target, condition)
+  # row of the step in one call; C > 0 = at most C rows at a time (jax.lax.map over a
+  # jax.checkpoint-ed chunk; steps with <= C rows make one call as with 0), which bounds the memory
+  # of stage 2's ~B^2 contrast rows; the backward pass recomputes each chunk's forward. Same loss
+  # and gradients (with dropout > 0, other random draws). Measured (CPU, XLA temp buffers of this
+  # config's stage-2 step at batch 32, 1 216 rows): 16.7 GB with 0, 1.45 GB with 64; step time
+  # (demo model, stage 2, batch 16, all negatives) 0.92-0.94x of the one-call step, base model at
+  # batch 16 0.98-1.0x in CPU time (docs/METHOD.md §5.5).
+  config.loss.score_chunk_rows = 64
   config.loss.length_weight = 0.1  # length head regression (|y| from pooled H)
   # Std (seconds) of Gaussian noise on the location-aware decoder's teacher-forced input times: in
   # decoding they are its own times, so it must not rely on exact anchors (model.time_bias_frames).

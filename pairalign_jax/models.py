@@ -14,7 +14,7 @@ Methods (call with ``model.apply(variables, ..., method=PairAlign.<name>)``)::
   condition(H) -> {'k', 'v': [layers, B, heads, T, head_dim]}   # cross-attention K/V, once per H
   score(cond, inputs [B,L], train, input_times [B,L]) -> (logits [B,L,V] f32, times [B,L] seconds)
   decode_step(cond, cache, token [B], position, prev_time [B])
-      -> (logits [B,V], times [B], new {'k','v'} [layers,B,heads,hd])
+      -> (logits [B,V], times [B], cache with this position written)   # cache: `init_cache`
 
 The batch axis of ``cond`` is axis 1 (layers first, then batch, heads first): use `gather_condition`
 to pair conditions with other rows' token sequences (all-pairs scoring without re-projecting K/V).
@@ -42,6 +42,7 @@ Decisions the paper does not fix (docs/METHOD.md §2, §6), documented here:
   runs it did not: it learned a language model over the targets and ignored H (docs/results.md).
 """
 
+from collections.abc import Mapping
 import dataclasses
 import math
 from typing import Optional
@@ -246,13 +247,65 @@ def _layer_norm(cfg: ModelConfig, name: str):
   )
 
 
+def _flat_init(init, n_in: int):
+  """`init` drawn on the 2-D shape [prod(first n_in dims), prod(the rest)] and reshaped: how
+  nn.DenseGeneral draws its kernel (xavier's fans are the flat ones)."""
+
+  def fn(key, shape, dtype=jnp.float32):
+    flat = (int(np.prod(shape[:n_in])), int(np.prod(shape[n_in:])))
+    return jnp.reshape(init(key, flat, dtype), shape)
+
+  return fn
+
+
+class HeadsDense(nn.Module):
+  """An attention projection in the heads-first layout, with nn.DenseGeneral's parameters.
+
+  ``out=False``: x [B,L,d_in] -> [B,H,L,hd] (kernel [d_in,H,hd], bias [H,hd]);
+  ``out=True``:  x [B,H,L,hd] -> [B,L,d] (kernel [H,hd,d], bias [d]).
+  The parameters ('kernel', 'bias': names, shapes, float32, initial values and logical axes) are
+  those of `_dense` (nn.DenseGeneral) with features ``(H, hd)`` / ``axis=(-2, -1)``, so
+  checkpoints written with DenseGeneral load unchanged and compute the same function; only the
+  activations are laid out heads first, so every attention einsum is a plain batched matmul over
+  [B, H] (no transposes of q, k, v or of the attention output).
+  """
+
+  cfg: ModelConfig
+  out: bool = False
+
+  @nn.compact
+  def __call__(self, x):
+    cfg = self.cfg
+    h, hd = cfg.num_heads, cfg.head_dim
+    if self.out:
+      shape, names, n_in = (h, hd, cfg.d_model), ('heads', 'kv', 'embed'), 2
+    else:
+      shape, names, n_in = (x.shape[-1], h, hd), ('embed', 'heads', 'kv'), 1
+    kernel = self.param(
+      'kernel',
+      nn.with_logical_partitioning(_flat_init(nn.initializers.xavier_uniform(), n_in), names),
+      shape,
+      jnp.float32,
+    )
+    bias = self.param(
+      'bias',
+      nn.with_logical_partitioning(nn.initializers.zeros_init(), names[n_in:]),
+      shape[n_in:],
+      jnp.float32,
+    )
+    x, kernel, bias = nn.dtypes.promote_dtype(x, kernel, bias, dtype=cfg.activation_dtype)
+    if self.out:
+      return jnp.einsum('bhlk,hkd->bld', x, kernel) + bias  # [B,L,d]
+    return jnp.einsum('bld,dhk->bhlk', x, kernel) + bias[:, None, :]  # [B,H,L,hd]
+
+
 def _attention_weights(
   q: Array, k: Array, mask: Optional[Array], bias: Optional[Array] = None
 ) -> Array:
-  """q [B,Lq,H,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk], optional additive bias
+  """q [B,H,Lq,hd], k [B,H,Lk,hd], mask broadcastable to [B,H,Lq,Lk], optional additive bias
   [B,H,Lq,Lk] -> float32 weights [B,H,Lq,Lk]."""
   scale = 1.0 / math.sqrt(q.shape[-1])
-  s = jnp.einsum('bqhd,bhkd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
+  s = jnp.einsum('bhqd,bhkd->bhqk', q, k, preferred_element_type=jnp.float32) * scale
   if bias is not None:
     s = s + bias
   if mask is not None:
@@ -281,15 +334,14 @@ class EncoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, train: bool):
     cfg = self.cfg
-    h, hd = cfg.num_heads, cfg.head_dim
     y = _layer_norm(cfg, 'ln_attn')(x)
-    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'query')(y)  # [B,T,H,hd]
-    k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'key')(y).transpose(0, 2, 1, 3)
-    v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'value')(y).transpose(0, 2, 1, 3)
+    q = HeadsDense(cfg, name='query')(y)  # [B,H,T,hd]
+    k = HeadsDense(cfg, name='key')(y)  # [B,H,T,hd]
+    v = HeadsDense(cfg, name='value')(y)  # [B,H,T,hd]
     w = _attention_weights(q, k, None)  # [B,H,T,T]
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
-    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)  # [B,T,H,hd]
-    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'out', axis=(-2, -1))(o)
+    o = jnp.einsum('bhqk,bhkd->bhqd', w.astype(v.dtype), v)  # [B,H,T,hd]
+    o = HeadsDense(cfg, out=True, name='out')(o)  # [B,T,d]
     x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
     y = _layer_norm(cfg, 'ln_mlp')(x)
     x = x + nn.Dropout(cfg.dropout_rate)(Mlp(cfg, name='mlp')(y, train), deterministic=not train)
@@ -556,9 +608,10 @@ class DecoderLayer(nn.Module):
 
   mode 'score': x [B,L,d]; layer_in {'k','v': [B,H,T,hd]} -> (x, {'head_times': [B,H,L],
                 'time_logits': [H]}).
-  mode 'step':  x [B,1,d]; layer_in also has 'cache_k','cache_v' [B,H,Lmax,hd] (positions < pos
-                valid) -> (x, {'head_times': [B,H,1], 'time_logits': [H], 'k','v': [B,H,hd] of
-                this position}).
+  mode 'step':  x [B,1,d] at position `pos`; layer_in also has 'cache_k','cache_v' [B,H,Lmax,hd]
+                (positions < pos valid). This position's k/v are written into the cache at `pos`
+                and the query attends to positions <= pos -> (x, {'head_times': [B,H,1],
+                'time_logits': [H], 'cache_k','cache_v': the updated cache [B,H,Lmax,hd]}).
   in_times [B,Lq]: the time (seconds) of each position's input token, for the location bias
   (``cfg.time_bias_frames > 0``); unused otherwise.
   """
@@ -568,37 +621,36 @@ class DecoderLayer(nn.Module):
   @nn.compact
   def __call__(self, x, layer_in, pos, in_times, train: bool, mode: str):
     cfg = self.cfg
-    h, hd = cfg.num_heads, cfg.head_dim
+    h = cfg.num_heads
     out = {}
     # Causal self-attention.
     y = _layer_norm(cfg, 'ln_self')(x)
-    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_query')(y)  # [B,Lq,H,hd]
-    k = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_key')(y)
-    v = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'self_value')(y)
+    q = HeadsDense(cfg, name='self_query')(y)  # [B,H,Lq,hd]
+    k = HeadsDense(cfg, name='self_key')(y)  # [B,H,Lq,hd]
+    v = HeadsDense(cfg, name='self_value')(y)  # [B,H,Lq,hd]
     if mode == 'score':
       length = x.shape[1]
-      k, v = k.transpose(0, 2, 1, 3), v.transpose(0, 2, 1, 3)  # [B,H,L,hd]
       causal = jnp.tril(jnp.ones((length, length), bool))[None, None]
       w = _attention_weights(q, k, causal)  # [B,H,L,L]
       w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
-      o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(v.dtype), v)
+      o = jnp.einsum('bhqk,bhkd->bhqd', w.astype(v.dtype), v)  # [B,H,L,hd]
     elif mode == 'step':
       cache_k, cache_v = layer_in['cache_k'], layer_in['cache_v']  # [B,H,Lmax,hd]
-      valid = (jnp.arange(cache_k.shape[2]) < pos)[None, None, None, :]  # [1,1,1,Lmax]
-      k1, v1 = k[:, 0], v[:, 0]  # [B,H,hd]
-      keys = jnp.concatenate([cache_k, k1[:, :, None].astype(cache_k.dtype)], axis=2)
-      vals = jnp.concatenate([cache_v, v1[:, :, None].astype(cache_v.dtype)], axis=2)
-      mask = jnp.concatenate([valid, jnp.ones((1, 1, 1, 1), bool)], axis=-1)
-      w = _attention_weights(q, keys, mask)  # [B,H,1,Lmax+1]
-      o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(vals.dtype), vals)
-      out['k'], out['v'] = k1, v1
+      # One position written: in place for a per-layer cache that the caller drops (the decode
+      # loops carry the returned one), so no step copies it.
+      cache_k = jax.lax.dynamic_update_slice_in_dim(cache_k, k.astype(cache_k.dtype), pos, axis=2)
+      cache_v = jax.lax.dynamic_update_slice_in_dim(cache_v, v.astype(cache_v.dtype), pos, axis=2)
+      valid = (jnp.arange(cache_k.shape[2]) <= pos)[None, None, None, :]  # [1,1,1,Lmax]
+      w = _attention_weights(q, cache_k, valid)  # [B,H,1,Lmax]
+      o = jnp.einsum('bhqk,bhkd->bhqd', w.astype(cache_v.dtype), cache_v)  # [B,H,1,hd]
+      out['cache_k'], out['cache_v'] = cache_k, cache_v
     else:
       raise ValueError(f"mode must be 'score' or 'step', got {mode!r}")
-    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'self_out', axis=(-2, -1))(o)
+    o = HeadsDense(cfg, out=True, name='self_out')(o)  # [B,Lq,d]
     x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
     # Cross-attention to the condition (K/V projected once per H by `CrossKV`).
     y = _layer_norm(cfg, 'ln_cross')(x)
-    q = _dense(cfg, (h, hd), ('embed', 'heads', 'kv'), 'cross_query')(y)
+    q = HeadsDense(cfg, name='cross_query')(y)  # [B,H,Lq,hd]
     ck, cv = layer_in['k'], layer_in['v']  # [B,H,T,hd]
     centres = frame_centres(ck.shape[2], cfg.frame_seconds)  # [T]
     bias = None
@@ -622,8 +674,8 @@ class DecoderLayer(nn.Module):
       'time_head_logits', nn.with_logical_partitioning(nn.initializers.zeros, ('heads',)), (h,)
     )  # [H]
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
-    o = jnp.einsum('bhqk,bhkd->bqhd', w.astype(cv.dtype), cv)
-    o = _dense(cfg, cfg.d_model, ('heads', 'kv', 'embed'), 'cross_out', axis=(-2, -1))(o)
+    o = jnp.einsum('bhqk,bhkd->bhqd', w.astype(cv.dtype), cv)  # [B,H,Lq,hd]
+    o = HeadsDense(cfg, out=True, name='cross_out')(o)  # [B,Lq,d]
     x = x + nn.Dropout(cfg.dropout_rate)(o, deterministic=not train)
     # MLP.
     y = _layer_norm(cfg, 'ln_mlp')(x)
@@ -638,10 +690,8 @@ class CrossKV(nn.Module):
 
   @nn.compact
   def __call__(self, hcond, _):
-    cfg = self.cfg
-    names = ('embed', 'heads', 'kv')
-    k = _dense(cfg, (cfg.num_heads, cfg.head_dim), names, 'key')(hcond).transpose(0, 2, 1, 3)
-    v = _dense(cfg, (cfg.num_heads, cfg.head_dim), names, 'value')(hcond).transpose(0, 2, 1, 3)
+    k = HeadsDense(self.cfg, name='key')(hcond)  # [B,H,T,hd]
+    v = HeadsDense(self.cfg, name='value')(hcond)  # [B,H,T,hd]
     return hcond, {'k': k, 'v': v}
 
 
@@ -713,13 +763,30 @@ class Decoder(nn.Module):
     return kv  # [Ld,B,H,T,hd]
 
   def _run_layers(self, x, layer_in, pos, in_times, train, mode):
+    """scan_layers: layer_in and the outputs are stacked [Ld, ...] (the scan slices and stacks
+    them); otherwise layer_in is a sequence of per-layer dicts and so are the outputs."""
     if self.cfg.scan_layers:
       return self.layers(x, layer_in, pos, in_times, train, mode)
     outs = []
-    for i, layer in enumerate(self.layers):
-      x, o = layer(x, jax.tree.map(lambda a: a[i], layer_in), pos, in_times, train, mode)
+    for layer, one_in in zip(self.layers, layer_in, strict=True):
+      x, o = layer(x, one_in, pos, in_times, train, mode)
       outs.append(o)
-    return x, jax.tree.map(lambda *a: jnp.stack(a), *outs)
+    return x, tuple(outs)
+
+  def _layer_times(self, outs, stacked: bool):
+    """Token times [B,Lq] from the layers' outputs (stacked by the scan, or one per layer)."""
+    if not stacked:
+      outs = {n: jnp.stack([o[n] for o in outs]) for n in ('head_times', 'time_logits')}
+    return token_times(outs['head_times'], outs['time_logits'])
+
+  def _per_layer(self, cond, stacked: bool):
+    """The condition {'k','v': [Ld,B,H,T,hd]} as layers read it: as is for the scan, else one
+    {'k','v': [B,H,T,hd]} per layer (`split_condition`, unless it already is)."""
+    if stacked:
+      if not isinstance(cond, dict):
+        raise ValueError('model.scan_layers=True: cond must be the stacked {"k", "v"} condition')
+      return cond
+    return cond if isinstance(cond, (tuple, list)) else split_condition(cond)
 
   def _logits(self, x):
     return self.logits_proj(self.ln_out(x)).astype(jnp.float32)
@@ -752,8 +819,9 @@ class Decoder(nn.Module):
     x = self.embed(inputs) + self.pos_embed[None, :length].astype(cfg.activation_dtype)
     x = self.dropout(x, deterministic=not train)
     x = _constrain(x, ('batch', 'length', 'embed'))
-    x, outs = self._run_layers(x, cond, None, in_times, train, 'score')
-    return self._logits(x), token_times(outs['head_times'], outs['time_logits'])  # [B,L,V], [B,L]
+    scan = self.cfg.scan_layers
+    x, outs = self._run_layers(x, self._per_layer(cond, scan), None, in_times, train, 'score')
+    return self._logits(x), self._layer_times(outs, scan)  # [B,L,V], [B,L]
 
   def decode_step(self, cond, cache, token, position, prev_time=None):
     cfg = self.cfg
@@ -763,11 +831,24 @@ class Decoder(nn.Module):
     x = self.embed(token[:, None])  # [B,1,d]
     pos = jax.lax.dynamic_slice_in_dim(self.pos_embed, position, 1, axis=0)  # [1,d]
     x = x + pos[None].astype(cfg.activation_dtype)
-    layer_in = {'k': cond['k'], 'v': cond['v'], 'cache_k': cache['k'], 'cache_v': cache['v']}
+    if cfg.scan_layers:  # stacked: cond {'k','v': [Ld,B,H,T,hd]}, cache [Ld,B,H,Lmax,hd]
+      layer_in = {'k': cond['k'], 'v': cond['v'], 'cache_k': cache['k'], 'cache_v': cache['v']}
+    else:  # per layer: ({'k','v': [B,H,Lmax,hd]}, ...)
+      if isinstance(cache, dict) or len(cache) != cfg.dec_layers:
+        raise ValueError(
+          f'model.scan_layers=False: the cache must be one dict per layer ({cfg.dec_layers}), '
+          'as init_cache builds it'
+        )
+      layer_in = tuple(
+        {**one, 'cache_k': c['k'], 'cache_v': c['v']}
+        for one, c in zip(self._per_layer(cond, False), cache, strict=True)
+      )
     x, outs = self._run_layers(x, layer_in, position, in_times, False, 'step')
     logits = self._logits(x)[:, 0]  # [B,V]
-    times = token_times(outs['head_times'], outs['time_logits'])[:, 0]  # [B]
-    return logits, times, {'k': outs['k'], 'v': outs['v']}  # [Ld,B,H,hd]
+    times = self._layer_times(outs, cfg.scan_layers)[:, 0]  # [B]
+    if cfg.scan_layers:
+      return logits, times, {'k': outs['cache_k'], 'v': outs['cache_v']}
+    return logits, times, tuple({'k': o['cache_k'], 'v': o['cache_v']} for o in outs)
 
 
 # ----------------------------------------------------------------------------------- PairAlign
@@ -829,10 +910,15 @@ class PairAlign(nn.Module):
     return self.decoder.score(cond, inputs, train, input_times)
 
   def decode_step(self, cond, cache, token, position, prev_time=None):
-    """One cached decoder step (no dropout). cache {'k','v': [layers,B,heads,Lmax,hd]} valid at
-    positions < position; token [B] is the input at `position`, prev_time [B] its time (required
-    when `cfg.time_bias_frames > 0`). Returns (logits [B,V] float32, times [B],
-    {'k','v': [layers,B,heads,hd]} for this position)."""
+    """One cached decoder step (no dropout). cache (`init_cache`: stacked
+    {'k','v': [layers,B,heads,Lmax,hd]} with scan_layers, else one {'k','v': [B,heads,Lmax,hd]}
+    per layer) valid at positions < position; token [B] is the input at `position`, prev_time [B]
+    its time (required when `cfg.time_bias_frames > 0`). Returns (logits [B,V] float32,
+    times [B], the cache with this position's K/V written at `position`). Carry the returned
+    cache (the one passed in is dead) and XLA updates it in place. A decode loop should step
+    `unrolled(model, variables)` with `split_condition(cond)` (decode.py does): a scanned model
+    slices every layer's cache, K/V and parameters out of the stacked arrays each step and stacks
+    the written caches again; cond may be split already when scan_layers is False."""
     return self.decoder.decode_step(cond, cache, token, position, prev_time)
 
   def __call__(self, mel, tokens, train: bool = False):
@@ -855,7 +941,59 @@ class PairAlign(nn.Module):
 
 
 def init_cache(cfg: ModelConfig, batch: int, max_len: int, dtype=None):
-  """Zero self-attention KV cache {'k','v': [dec_layers, batch, heads, max_len, head_dim]}."""
-  shape = (cfg.dec_layers, batch, cfg.num_heads, max_len, cfg.head_dim)
+  """Zero self-attention KV cache for `PairAlign.decode_step`. With ``cfg.scan_layers`` stacked
+  for the scan over layers: {'k','v': [dec_layers, batch, heads, max_len, head_dim]}; otherwise
+  one {'k','v': [batch, heads, max_len, head_dim]} per layer (a tuple), so that a step neither
+  slices a layer's cache out of a stacked array nor writes it back."""
   dtype = dtype or cfg.activation_dtype
-  return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+  shape = (batch, cfg.num_heads, max_len, cfg.head_dim)
+  if cfg.scan_layers:
+    shape = (cfg.dec_layers, *shape)
+    return {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)}
+  return tuple(
+    {'k': jnp.zeros(shape, dtype), 'v': jnp.zeros(shape, dtype)} for _ in range(cfg.dec_layers)
+  )
+
+
+def gather_cache(cache, idx: Array):
+  """Selects rows `idx` [R] of an `init_cache` cache (either layout) along its batch axis."""
+  # Every cache array ends [batch, heads, max_len, head_dim] (stacked ones have layers first).
+  return jax.tree.map(lambda a: jnp.take(a, idx, axis=a.ndim - 4), cache)
+
+
+def split_condition(cond):
+  """The stacked condition {'k','v': [Ld,B,H,T,hd]} as one {'k','v': [B,H,T,hd]} per layer, as
+  `decode_step` of an unrolled model (``scan_layers=False``) reads it. Split it once, outside a
+  decode loop: XLA does not move the slices out of the loop by itself."""
+  return tuple({'k': cond['k'][i], 'v': cond['v'][i]} for i in range(cond['k'].shape[0]))
+
+
+# Scanned submodules ('layers' of the encoder and decoder, the decoder's 'cross_kv' and 'adapter')
+# and their unrolled names: '<name>_<i>'.
+_SCANNED = ('layers', 'cross_kv', 'adapter')
+
+
+def unstack_layers(params):
+  """Parameters of a ``scan_layers=True`` model (stacked along axis 0 under `_SCANNED` names) as
+  those of the same model with ``scan_layers=False`` ('<name>_<i>' per layer): same function."""
+  out = {}
+  for key, val in params.items():
+    if key in _SCANNED:
+      for i in range(jax.tree.leaves(val)[0].shape[0]):
+        out[f'{key}_{i}'] = jax.tree.map(lambda a, i=i: a[i], val)
+    elif isinstance(val, Mapping):
+      out[key] = unstack_layers(val)
+    else:
+      out[key] = val
+  return out
+
+
+def unrolled(model: 'PairAlign', variables):
+  """(model, variables) with the layers unrolled (``scan_layers=False``, no remat): the same
+  function. A decode loop runs fastest this way: no step slices a layer's parameters, cache or
+  cross-attention K/V out of a stacked array (the scan does, every step), and the per-layer caches
+  are written in place. Inside jit the parameter slices are made once per call."""
+  if not model.cfg.scan_layers:
+    return model, variables
+  cfg = dataclasses.replace(model.cfg, scan_layers=False, remat=False)
+  return PairAlign(cfg), {**variables, 'params': unstack_layers(variables['params'])}

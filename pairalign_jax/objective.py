@@ -17,11 +17,15 @@ All sequence scoring of a step is ONE batched `score` call: the rows are (target
 index pairs into the 2B sequences [y1; y2] and the 2B conditions [H1; H2], whose cross-attention
 keys/values are projected once (`PairAlign.condition`) and gathered per row. The likelihood matrix
 `S_ij = mean log p(y1_i | H2_j)` therefore needs no per-pair projection and no Python loop.
+With `loss.score_chunk_rows = C > 0` and more than C rows, they are scored at most C at a time
+(`_score_rows_chunked`: `jax.lax.map` over a `jax.checkpoint`-ed chunk that gathers its own
+condition rows), so that the activations of stage 2's ~B^2 rows are never all alive at once.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Optional
 
 import jax
@@ -107,6 +111,7 @@ class ObjectiveSettings:
   eos_bias_limit: float
   min_termination: float
   controller_decode_rows: int  # 0: decode every row; N: N evenly strided rows (max_alpha = 0)
+  score_chunk_rows: int  # 0: every scored row in one decoder call; C > 0: C rows at a time
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ObjectiveSettings':
@@ -140,6 +145,7 @@ class ObjectiveSettings:
       eos_bias_limit=float(config.length.bias_limit),
       min_termination=float(config.length.min_termination),
       controller_decode_rows=int(config.length.controller_decode_rows),
+      score_chunk_rows=int(config.loss.score_chunk_rows),
     )
 
   @property
@@ -323,6 +329,20 @@ def _times_on_condition_clock(
   return jax.lax.stop_gradient(jnp.where(times > 0, mapped, 0.0))
 
 
+def _own_time_passes(model, variables, row_cond, inputs, true_input_times, passes: int):
+  """The decoder's own input times [R, L] after `passes` stop-gradient forward passes (no dropout),
+  each fed the previous pass's output times; PAD/BOS (true time 0) stay at 0."""
+  times_in = true_input_times
+  for _ in range(passes):
+    _, own = model.apply(
+      variables, row_cond, inputs, train=False, input_times=times_in, method=models.PairAlign.score
+    )  # [R, L]
+    own = jnp.where(true_input_times > 0, sequences.shift_times(own), 0.0)  # PAD/BOS stay at 0
+    # The next pass reads these times, so each pass adds one more step of drift.
+    times_in = jax.lax.stop_gradient(own)
+  return times_in
+
+
 def _own_input_times(
   model, variables, row_cond, inputs, true_input_times, rng, settings: ObjectiveSettings
 ):
@@ -336,17 +356,112 @@ def _own_input_times(
   learns to find the next token from where it actually is rather than from an exact anchor.
   row_cond: the condition gathered to the rows (`models.gather_condition`); inputs: [R, L]
   (already corrupted); true_input_times: [R, L] (shifted). Returns [R, L] seconds.
+  With `settings.score_chunk_rows > 0` the objective calls `_own_input_times_chunked` instead.
   """
-  times_in = true_input_times
-  for _ in range(settings.own_time_passes):
-    _, own = model.apply(
-      variables, row_cond, inputs, train=False, input_times=times_in, method=models.PairAlign.score
-    )  # [R, L]
-    own = jnp.where(true_input_times > 0, sequences.shift_times(own), 0.0)  # PAD/BOS stay at 0
-    # The next pass reads these times, so each pass adds one more step of drift.
-    times_in = jax.lax.stop_gradient(own)
+  times_in = _own_time_passes(
+    model, variables, row_cond, inputs, true_input_times, settings.own_time_passes
+  )
   use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
   return jnp.where(use_own, times_in, true_input_times)
+
+
+def _map_row_chunks(fn, xs, chunk_rows: int):
+  """`fn` over the rows of `xs` (a pytree of [R, ...] arrays), at most `chunk_rows` rows per call.
+
+  The R rows go to N = ceil(R / chunk_rows) calls of C = ceil(R / N) <= chunk_rows rows each (as
+  many calls as `chunk_rows` needs, evened out, so that fewer than N rows are padding: 1 216 rows
+  in chunks of at most 128 are 10 calls of 122). R is padded up to N * C rows (the padded rows
+  repeat row R - 1; their outputs are dropped, so they get no cotangent) and the calls run one
+  after another (`jax.lax.map`). fn: (chunk index [] int32, xs chunk [C, ...]) -> pytree of
+  [C, ...]. Returns fn's outputs over all rows, each [R, ...].
+  """
+  rows = jax.tree.leaves(xs)[0].shape[0]
+  num = -(-rows // chunk_rows)  # ceil
+  chunk = -(-rows // num)
+  pad_idx = jnp.minimum(jnp.arange(num * chunk), rows - 1)  # [num * C]
+
+  def split(x):  # [R, ...] -> [num, C, ...]
+    if num * chunk != rows:
+      x = jnp.take(x, pad_idx, axis=0)
+    return x.reshape((num, chunk) + x.shape[1:])
+
+  out = jax.lax.map(lambda a: fn(*a), (jnp.arange(num), jax.tree.map(split, xs)))
+  return jax.tree.map(lambda y: y.reshape((num * chunk,) + y.shape[2:])[:rows], out)
+
+
+def _own_input_times_chunked(
+  model, variables, cond, cnd_idx, inputs, true_input_times, rng, settings: ObjectiveSettings
+):
+  """`_own_input_times` with the passes run on at most `settings.score_chunk_rows` rows at once.
+
+  Each row's passes read only that row, so a chunk runs all `own_time_passes` passes on its rows
+  and gathers its own condition rows from `cond` ({'k','v': [layers, 2B, heads, T, head_dim]})
+  by `cnd_idx` [R]; the draw of the rows that use their own times is the unchunked one, over all
+  R rows, so the values equal `_own_input_times`'. The passes are stop-gradient: their inputs are
+  cut from the gradient before the map (no tangent of the map is formed, nothing is saved for the
+  backward pass, and no `jax.checkpoint` is needed). Returns [R, L] seconds.
+  """
+  frozen = jax.lax.stop_gradient(variables)
+  cond = jax.lax.stop_gradient(cond)
+
+  def passes(_, chunk):
+    idx, chunk_inputs, chunk_times = chunk  # [C], [C, L], [C, L]
+    return _own_time_passes(
+      model,
+      frozen,
+      models.gather_condition(cond, idx),
+      chunk_inputs,
+      chunk_times,
+      settings.own_time_passes,
+    )  # [C, L]
+
+  own = _map_row_chunks(
+    passes, (cnd_idx, inputs, true_input_times), settings.score_chunk_rows
+  )  # [R, L]
+  use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
+  return jnp.where(use_own, own, true_input_times)
+
+
+def _score_rows_chunked(
+  model, variables, cond, cnd_idx, inputs, tokens, mask, input_times, dropout_rng, *, train, chunk
+):
+  """Teacher-forced scores of R rows, at most `chunk` rows per decoder call (`_map_row_chunks`)
+  -> (mean log-likelihood [R], token times [R, L]): the values of one `PairAlign.score` call over
+  all rows followed by `sequences.sequence_log_likelihood`.
+
+  Each chunk gathers its own condition rows from `cond` ({'k','v': [layers, 2B, heads, T,
+  head_dim]}) by `cnd_idx` [R], so the gathered [layers, R, heads, T, head_dim] condition is never
+  formed whole, and returns only the per-row mean log-likelihood [C] and token times [C, L] (the
+  logits [C, L, V] stay inside the chunk). The chunk is a `jax.checkpoint`: the backward pass
+  recomputes its forward pass from (params, cond, the chunk's rows) instead of keeping every
+  chunk's activations, so the memory of the scoring is that of one chunk (the price: one more
+  forward pass of the scoring rows). inputs, tokens, mask, input_times: [R, L] (input_times None
+  without the location-aware decoder).
+
+  Dropout: chunk i draws from `fold_in(dropout_rng, i)`, so with dropout > 0 the random masks
+  differ from the unchunked call's (same distribution); with dropout 0 the values are equal.
+  """
+
+  @functools.partial(jax.checkpoint, prevent_cse=False)  # inside a scan: no CSE to prevent
+  def score_chunk(variables, cond, dropout_rng, i, rows):
+    idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times = rows  # [C], [C, L] x 4
+    logits, times = model.apply(
+      variables,
+      models.gather_condition(cond, idx),
+      chunk_inputs,
+      train=train,
+      input_times=chunk_times,
+      method=models.PairAlign.score,
+      rngs={'dropout': jax.random.fold_in(dropout_rng, i)},
+    )  # [C, L, V], [C, L]
+    _, mean_ll = sequences.sequence_log_likelihood(logits, chunk_tokens, chunk_mask)  # [C]
+    return mean_ll, times
+
+  return _map_row_chunks(
+    lambda i, rows: score_chunk(variables, cond, dropout_rng, i, rows),
+    (cnd_idx, inputs, tokens, mask, input_times),
+    chunk,
+  )
 
 
 def _block(x, blocks, name):
@@ -468,7 +583,10 @@ def compute_terms(
   voiced_start, voiced_end = losses.voiced_region(
     batch_mels['energy'], settings.mel_frame_seconds, VOICED_THRESHOLD_DB
   )
-  row_cond = models.gather_condition(cond, cnd_idx)
+  # 0: every row in one call; C > 0: at most C rows per call. R <= C rows are one call either way,
+  # and then the one-call scoring runs (it needs no recomputation in the backward pass).
+  chunk = settings.score_chunk_rows if settings.score_chunk_rows < tgt_idx.shape[0] else 0
+  row_cond = models.gather_condition(cond, cnd_idx) if not chunk else None
   input_times = None
   if model.cfg.time_bias_frames > 0:
     row_times = _times_on_condition_clock(
@@ -480,20 +598,39 @@ def compute_terms(
       noise = settings.time_jitter_seconds * jax.random.normal(rngs['jitter'], row_times.shape)
       row_times = jnp.where(row_times > 0, jnp.maximum(row_times + noise, 0.0), 0.0)
     input_times = sequences.shift_times(row_times)
-    if train and settings.own_time_prob > 0:
+    if train and settings.own_time_prob > 0 and chunk:
+      input_times = _own_input_times_chunked(
+        model, variables, cond, cnd_idx, inputs, input_times, rngs['own_times'], settings
+      )
+    elif train and settings.own_time_prob > 0:
       input_times = _own_input_times(
         model, variables, row_cond, inputs, input_times, rngs['own_times'], settings
       )
-  logits, times = model.apply(
-    variables,
-    row_cond,
-    inputs,
-    train=train,
-    input_times=input_times,
-    method=models.PairAlign.score,
-    rngs={'dropout': rngs['dropout']},
-  )
-  _, mean_ll = sequences.sequence_log_likelihood(logits, tokens, mask)  # [R]
+  if chunk:
+    mean_ll, times = _score_rows_chunked(
+      model,
+      variables,
+      cond,
+      cnd_idx,
+      inputs,
+      tokens,
+      mask,
+      input_times,
+      rngs['dropout'],
+      train=train,
+      chunk=chunk,
+    )  # [R], [R, L]
+  else:
+    logits, times = model.apply(
+      variables,
+      row_cond,
+      inputs,
+      train=train,
+      input_times=input_times,
+      method=models.PairAlign.score,
+      rngs={'dropout': rngs['dropout']},
+    )
+    _, mean_ll = sequences.sequence_log_likelihood(logits, tokens, mask)  # [R]
 
   pos12 = _block(mean_ll, blocks, 'pos12')
   pos21 = _block(mean_ll, blocks, 'pos21')

@@ -6,8 +6,10 @@ each step's time into the next step is exercised. The conditions H are random [B
 decoder only sees H through `PairAlign.condition`).
 """
 
+import dataclasses
 import functools
 
+import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -68,6 +70,40 @@ def tiny():
   variables = _randomize_time_bias(variables)
   hcond = jax.random.normal(jax.random.PRNGKey(1), (B, T, cfg.d_model))
   return model, variables, hcond
+
+
+def _unstack_layers(tree):
+  """Scanned params ({'layers': stacked [n, ...]}) -> unrolled ({'layers_0': ..., ...})."""
+  out = {}
+  for key, val in tree.items():
+    if key in ('layers', 'cross_kv'):
+      n = jax.tree.leaves(val)[0].shape[0]
+      for i in range(n):
+        out[f'{key}_{i}'] = jax.tree.map(lambda a, i=i: a[i], val)
+    elif isinstance(val, dict):
+      out[key] = _unstack_layers(val)
+    else:
+      out[key] = val
+  return out
+
+
+@pytest.fixture(scope='module')
+def tiny_unrolled(tiny):
+  """The tiny model with model.scan_layers=False (per-layer caches) and the same parameters."""
+  model, variables, hcond = tiny
+  assert model.cfg.scan_layers
+  unrolled = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=False, remat=False))
+  params = _unstack_layers(variables['params'])
+  expected = jax.eval_shape(
+    lambda: unrolled.init(
+      jax.random.PRNGKey(0),
+      jnp.zeros((1, 2 * T, unrolled.cfg.n_mels)),
+      jnp.zeros((1, L), jnp.int32),
+      train=False,
+    )
+  )['params']
+  assert jax.tree.structure(nn.meta.unbox(expected)) == jax.tree.structure(params)
+  return unrolled, {**variables, 'params': params}, hcond
 
 
 @functools.lru_cache(maxsize=None)
@@ -195,9 +231,9 @@ def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
   np.testing.assert_array_equal(np.argmax(biased, -1)[mask], out.tokens[mask])
 
 
-@pytest.mark.parametrize('max_len', [5, L])
-def test_recompute_oracle_gives_identical_tokens(tiny, max_len):
-  model, variables, hcond = tiny
+@pytest.mark.parametrize('max_len,scan', [(5, True), (L, True), (L, False)])
+def test_recompute_oracle_gives_identical_tokens(tiny, tiny_unrolled, max_len, scan):
+  model, variables, hcond = tiny if scan else tiny_unrolled
   bias, _, _ = _biases(model, variables, hcond, max_len)
   cached = _np(_jitted(model, max_len)(variables, hcond, bias))
   ref = _np(_jitted(model, max_len, recompute=True)(variables, hcond, bias))
@@ -397,3 +433,99 @@ def test_early_exit_equals_the_full_length_scan(tiny):
   # Past the last step run, the loop leaves logits at 0.
   assert np.all(fast.logits[:, fast.lengths.max() + 1 :] == 0.0)
   check_sequence_invariants(fast, L)
+
+
+def test_cache_layout_and_one_position_written_per_step(tiny, tiny_unrolled):
+  """Stacked cache with scan_layers, one per layer without; a step writes exactly its position,
+  reads the positions before it and never the ones after; both layouts compute the same step."""
+  model, variables, hcond = tiny
+  unrolled, unrolled_vars, _ = tiny_unrolled
+  hd = model.cfg.head_dim
+  stacked = models.init_cache(model.cfg, B, L)
+  assert set(stacked) == {'k', 'v'}
+  assert all(a.shape == (2, B, 2, L, hd) and not a.any() for a in stacked.values())
+  per_layer = models.init_cache(unrolled.cfg, B, L)
+  assert isinstance(per_layer, tuple) and len(per_layer) == 2
+  assert all(set(c) == {'k', 'v'} for c in per_layer)
+  assert all(a.shape == (B, 2, L, hd) for c in per_layer for a in c.values())
+
+  pos = 5
+  keys = iter(jax.random.split(jax.random.PRNGKey(11), 4))
+  stacked = {n: jax.random.normal(next(keys), (2, B, 2, L, hd)) for n in ('k', 'v')}
+  token = jax.random.randint(next(keys), (B,), 0, K)
+  prev_time = jax.random.uniform(next(keys), (B,), maxval=0.4)
+
+  def step(m, v, cache):
+    cond = m.apply(v, hcond, method=models.PairAlign.condition)
+    return m.apply(v, cond, cache, token, pos, prev_time, method=models.PairAlign.decode_step)
+
+  logits, times, new = jax.jit(functools.partial(step, model, variables))(stacked)
+  assert jax.tree.structure(new) == jax.tree.structure(stacked)
+  for n in ('k', 'v'):
+    old, got = np.asarray(stacked[n]), np.asarray(new[n])
+    np.testing.assert_array_equal(np.delete(got, pos, axis=3), np.delete(old, pos, axis=3))
+    assert not np.any(got[:, :, :, pos] == old[:, :, :, pos])
+
+  # The per-layer layout: the same step, the same cache written.
+  split = tuple({n: stacked[n][i] for n in ('k', 'v')} for i in range(2))
+  u_logits, u_times, u_new = jax.jit(functools.partial(step, unrolled, unrolled_vars))(split)
+  assert jax.tree.structure(u_new) == jax.tree.structure(split)
+  np.testing.assert_allclose(np.asarray(u_logits), np.asarray(logits), atol=1e-5, rtol=0)
+  np.testing.assert_allclose(np.asarray(u_times), np.asarray(times), atol=1e-6, rtol=0)
+  for i in range(2):
+    for n in ('k', 'v'):
+      np.testing.assert_allclose(np.asarray(u_new[i][n]), np.asarray(new[n][i]), atol=1e-6)
+
+  # Positions after `pos` are masked; the ones before are read.
+  later = {n: a.at[:, :, :, pos + 1 :].set(50.0) for n, a in stacked.items()}
+  np.testing.assert_allclose(
+    np.asarray(jax.jit(functools.partial(step, model, variables))(later)[0]),
+    np.asarray(logits),
+    atol=1e-6,
+    rtol=0,
+  )
+  earlier = {n: a.at[:, :, :, pos - 1].set(50.0) for n, a in stacked.items()}
+  assert not np.allclose(
+    np.asarray(jax.jit(functools.partial(step, model, variables))(earlier)[0]),
+    np.asarray(logits),
+    atol=1e-3,
+  )
+  with pytest.raises(ValueError, match='one dict per layer'):
+    step(unrolled, unrolled_vars, stacked)
+  # The unrolled step also takes the condition split once per layer (as the decode loops pass it).
+  cond = unrolled.apply(unrolled_vars, hcond, method=models.PairAlign.condition)
+  s_logits, _, s_new = jax.jit(
+    lambda c, cache: unrolled.apply(
+      unrolled_vars, c, cache, token, pos, prev_time, method=models.PairAlign.decode_step
+    )
+  )(models.split_condition(cond), split)
+  np.testing.assert_allclose(np.asarray(s_logits), np.asarray(u_logits), atol=1e-6, rtol=0)
+  chex.assert_trees_all_close(s_new, u_new, atol=1e-6)
+
+
+def test_unrolled_layers_decode_as_the_scan(tiny, tiny_unrolled):
+  """A model built with model.scan_layers=False decodes as the scanned one (whose stacked
+  parameters the decode loops split with models.unrolled): greedy, beam (whose per-step reorder
+  gathers every layer's cache) and forced decoding."""
+  model, variables, hcond = tiny
+  unrolled, unrolled_vars, _ = tiny_unrolled
+  bias, _, _ = _biases(model, variables, hcond, L)
+  greedy = _np(_jitted(model, L)(variables, hcond, bias))
+  u_greedy = _np(_jitted(unrolled, L)(unrolled_vars, hcond, bias))
+  np.testing.assert_array_equal(u_greedy.tokens, greedy.tokens)
+  np.testing.assert_allclose(u_greedy.times, greedy.times, atol=1e-5, rtol=0)
+  u_beam1 = _np(_jitted_beam(unrolled, L, 1)(unrolled_vars, hcond, bias))
+  np.testing.assert_array_equal(u_beam1.tokens, greedy.tokens)
+  np.testing.assert_allclose(u_beam1.times, greedy.times, atol=1e-5, rtol=0)
+  beam = _np(_jitted_beam(model, L, 4)(variables, hcond, bias))
+  u_beam = _np(_jitted_beam(unrolled, L, 4)(unrolled_vars, hcond, bias))
+  np.testing.assert_array_equal(u_beam.tokens, beam.tokens)
+  np.testing.assert_allclose(u_beam.times, beam.times, atol=1e-5, rtol=0)
+  forced = jax.jit(functools.partial(decode.forced_decode, model))(
+    variables, hcond, jnp.asarray(beam.tokens)
+  )
+  u_forced = jax.jit(functools.partial(decode.forced_decode, unrolled))(
+    unrolled_vars, hcond, jnp.asarray(beam.tokens)
+  )
+  for a, b in zip(u_forced, forced):
+    np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=0)

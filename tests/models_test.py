@@ -1,6 +1,7 @@
 """Tests for pairalign_jax.models (tiny sizes: d_model 32, 2+2 layers, K 16, L 12, 0.5 s)."""
 
 import dataclasses
+import functools
 
 import chex
 import flax.linen as nn
@@ -396,6 +397,31 @@ def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
     chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
 
+def test_unrolled_is_the_same_model_with_per_layer_parameters():
+  """models.unrolled: the parameter tree of a model initialized with scan_layers=False (encoder,
+  decoder, cross K/V and adapter layers), and the same outputs."""
+  cfg = tiny_cfg(adapter_layers=2, time_bias_frames=3)
+  model, _, v = init(cfg)
+  flat, flat_v = models.unrolled(model, v)
+  assert not flat.cfg.scan_layers and not flat.cfg.remat
+  assert flat.cfg == dataclasses.replace(cfg, scan_layers=False, remat=False)
+  _, _, v_init = init(flat.cfg)
+  chex.assert_trees_all_equal_shapes(flat_v, v_init)
+  assert 'adapter_1' in flat_v['params']['decoder'] and 'layers_1' in flat_v['params']['encoder']
+  tokens = _shift_right(_tokens(7, B, [3, 6, 1]))
+  in_times = jax.random.uniform(jax.random.PRNGKey(3), (B, L), maxval=0.4)
+
+  @functools.partial(jax.jit, static_argnums=0)
+  def run(m, var):
+    h = m.apply(var, _mel(), method=models.PairAlign.encode)
+    cond = m.apply(var, h, method=models.PairAlign.condition)
+    return h, cond, m.apply(var, cond, tokens, False, in_times, method=models.PairAlign.score)
+
+  chex.assert_trees_all_close(run(flat, flat_v), run(model, v), atol=1e-5)
+  again = models.unrolled(flat, flat_v)  # already unrolled: returned as is
+  assert again[0] is flat and again[1] is flat_v
+
+
 def test_bfloat16_path_runs_finite():
   cfg = tiny_cfg(dtype='bfloat16')
   model, _, v = init(cfg)
@@ -546,3 +572,112 @@ def test_time_head_logits_are_learned_per_layer_and_drive_the_times():
     v['params'],
   )
   assert not np.allclose(times_for(moved), times_for(v['params']), atol=1e-4)
+
+
+# ------------------------------------------------------------- attention against a numpy reference
+# The references use the layout the model had before heads-first projections: q/k/v [B,L,H,hd]
+# from the [d,H,hd] kernels, scores 'bqhd,bkhd->bhqk', output 'bhqk,bkhd->bqhd' then the [H,hd,d]
+# kernel. Every parameter (biases too) is random, so a wrong bias broadcast or axis shows.
+@functools.partial(jax.jit, static_argnums=1)
+def _randomized(params, seed):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.PRNGKey(seed), len(leaves))
+  return jax.tree.unflatten(
+    treedef, [0.3 * jax.random.normal(k, x.shape, x.dtype) for k, x in zip(keys, leaves)]
+  )
+
+
+def _np_tree(tree):
+  return jax.tree.map(lambda a: np.asarray(a, np.float64), tree)
+
+
+def _np_layer_norm(x, p):
+  mean, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+  return (x - mean) / np.sqrt(var + 1e-6) * p['scale'] + p['bias']
+
+
+def _np_mlp(x, p):
+  y = x @ p['wi']['kernel'] + p['wi']['bias']
+  y = 0.5 * y * (1 + np.tanh(np.sqrt(2 / np.pi) * (y + 0.044715 * y**3)))  # nn.gelu (tanh)
+  return y @ p['wo']['kernel'] + p['wo']['bias']
+
+
+def _np_heads(x, p):
+  """[B,L,d] -> [B,L,H,hd] (the old projection layout)."""
+  return np.einsum('bld,dhk->blhk', x, p['kernel']) + p['bias']
+
+
+def _np_attend(q, k, v, p_out, mask=None, bias=None):
+  """q [B,Lq,H,hd], k/v [B,Lk,H,hd] -> (output [B,Lq,d], weights [B,H,Lq,Lk])."""
+  s = np.einsum('bqhd,bkhd->bhqk', q, k) / np.sqrt(q.shape[-1])
+  if bias is not None:
+    s = s + bias
+  if mask is not None:
+    s = np.where(mask, s, -1e9)
+  w = np.exp(s - s.max(-1, keepdims=True))
+  w = w / w.sum(-1, keepdims=True)
+  o = np.einsum('bhqk,bkhd->bqhd', w, v)
+  return np.einsum('bqhd,hde->bqe', o, p_out['kernel']) + p_out['bias'], w
+
+
+def test_encoder_layer_equals_the_old_layout_reference():
+  cfg = tiny_cfg(num_heads=4, scan_layers=False, remat=False)  # hd = 8
+  layer = models.EncoderLayer(cfg)
+  x = jax.random.normal(jax.random.PRNGKey(0), (B, 7, cfg.d_model))
+  params = nn.meta.unbox(jax.jit(layer.init, static_argnums=2)(jax.random.PRNGKey(1), x, False))
+  params = params['params']
+  shapes = {n: params[n]['kernel'].shape for n in ('query', 'key', 'value', 'out')}
+  assert shapes == {
+    **dict.fromkeys(('query', 'key', 'value'), (32, 4, 8)),
+    'out': (4, 8, 32),
+  }
+  params = _randomized(params, 2)
+  y, _ = jax.jit(layer.apply, static_argnums=2)({'params': params}, x, False)
+  p, xn = _np_tree(params), np.asarray(x, np.float64)
+  h = _np_layer_norm(xn, p['ln_attn'])
+  q, k, v = (_np_heads(h, p[n]) for n in ('query', 'key', 'value'))
+  ref = xn + _np_attend(q, k, v, p['out'])[0]
+  ref = ref + _np_mlp(_np_layer_norm(ref, p['ln_mlp']), p['mlp'])
+  np.testing.assert_allclose(np.asarray(y), ref, atol=2e-5, rtol=1e-5)
+
+
+def test_decoder_layer_and_cross_kv_equal_the_old_layout_reference():
+  cfg = tiny_cfg(num_heads=4, time_bias_frames=3, scan_layers=False, remat=False)
+  t, lq, r = 20, 6, 3
+  hcond = jax.random.normal(jax.random.PRNGKey(0), (B, t, cfg.d_model))
+  x = jax.random.normal(jax.random.PRNGKey(1), (B, lq, cfg.d_model))
+  in_times = jax.random.uniform(jax.random.PRNGKey(2), (B, lq), maxval=t * cfg.frame_seconds)
+  cross_kv = models.CrossKV(cfg)
+  kv_params = _randomized(
+    nn.meta.unbox(jax.jit(cross_kv.init)(jax.random.PRNGKey(3), hcond, None))['params'], 4
+  )
+  _, kv = jax.jit(cross_kv.apply)({'params': kv_params}, hcond, None)  # {'k','v': [B,H,T,hd]}
+  hn = np.asarray(hcond, np.float64)
+  ck, cv = (_np_heads(hn, _np_tree(kv_params)[n]) for n in ('key', 'value'))  # [B,T,H,hd]
+  np.testing.assert_allclose(np.asarray(kv['k']), ck.transpose(0, 2, 1, 3), atol=1e-5)
+  np.testing.assert_allclose(np.asarray(kv['v']), cv.transpose(0, 2, 1, 3), atol=1e-5)
+
+  layer = models.DecoderLayer(cfg)
+  init = jax.jit(layer.init, static_argnums=(3, 5, 6))
+  boxed = init(jax.random.PRNGKey(5), x, kv, None, in_times, False, 'score')
+  params = _randomized(nn.meta.unbox(boxed)['params'], 6)
+  apply = jax.jit(layer.apply, static_argnums=(3, 5, 6))
+  y, out = apply({'params': params}, x, kv, None, in_times, False, 'score')
+  p, xn = _np_tree(params), np.asarray(x, np.float64)
+  h = _np_layer_norm(xn, p['ln_self'])
+  q, k, v = (_np_heads(h, p[n]) for n in ('self_query', 'self_key', 'self_value'))
+  causal = np.tril(np.ones((lq, lq), bool))
+  ref = xn + _np_attend(q, k, v, p['self_out'], mask=causal)[0]
+  centres = (np.arange(t) + 0.5) * cfg.frame_seconds
+  # The bias index in float32, as the model computes it (a rounding tie must fall the same way).
+  offset = (np.float32(centres)[None, None] - np.asarray(in_times)[:, :, None]) / np.float32(
+    cfg.frame_seconds
+  )
+  idx = np.clip(np.round(offset), -r, r).astype(int) + r  # [B,Lq,T]
+  bias = p['time_bias'][idx].transpose(0, 3, 1, 2)  # [B,H,Lq,T]
+  q = _np_heads(_np_layer_norm(ref, p['ln_cross']), p['cross_query'])
+  cross, w = _np_attend(q, ck, cv, p['cross_out'], bias=bias)
+  ref = ref + cross
+  ref = ref + _np_mlp(_np_layer_norm(ref, p['ln_mlp']), p['mlp'])
+  np.testing.assert_allclose(np.asarray(y), ref, atol=2e-5, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(out['head_times']), w @ centres, atol=1e-5)
