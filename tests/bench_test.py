@@ -120,6 +120,7 @@ def test_train_step(tiny_run):
     assert e['stage'] in (0, 2)
     assert len(e['step_s_all']) >= 1 and all(_positive(t) for t in e['step_s_all'])
     assert isinstance(e['flops_method'], str) and 'scan_layers=False' in e['flops_method']
+    assert 'score_chunk_rows=0' in e['flops_method']
     assert e['loss_finite'] is True
     assert e['config']['batch_size'] >= 1
   stage2 = [e for e in ts['entries'] if e['stage'] == 2]
@@ -185,3 +186,19 @@ def test_goals_table_flags_misses():
     'decode_cache_speedup': {'value': 6.0, 'goal': 5.0, 'met': True},
     'search_ratio': {'value': 0.5, 'goal': 0.9, 'met': False},
   }
+
+
+def test_train_step_flops_ignore_scoring_chunks():
+  """The model FLOPs of a step do not depend on `loss.score_chunk_rows`: the chunks' `lax.map` body
+  would be counted once, and their recomputation is not model work (the conftest's 8 devices)."""
+  import train_test
+
+  from pairalign_jax.bench import train_step as bench_train_step
+
+  config = train_test.tiny_config()
+  counts = {}
+  for chunk in (0, 16):
+    config.loss.score_chunk_rows = chunk
+    counts[chunk], info = bench_train_step.train_step_flops(config, 1)
+    assert 'score_chunk_rows=0' in info['flops_method']
+  assert counts[16] == counts[0] > 0

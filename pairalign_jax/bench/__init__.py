@@ -12,8 +12,9 @@ shared and noisy (absolute seconds are reported too, for reference). Sections, e
   base config's stage 2 runs at batch 8, 'base:2@8': at its batch 32 the step needs 16 GB of
   temporary buffers).
   Model FLOPs per step come from XLA `cost_analysis()` of an *unrolled* lowering of the same step
-  (`model.scan_layers=False`, `model.remat=False`: `cost_analysis` counts a scan body once, and
-  remat recomputation is not model work); in stage 2 the teacher's greedy decode is a
+  (`model.scan_layers=False`, `model.remat=False`, `loss.score_chunk_rows=0`: `cost_analysis`
+  counts the body of a scan or `lax.map` once, and recomputation by remat or by the scoring
+  chunks' `jax.checkpoint` is not model work); in stage 2 the teacher's greedy decode is a
   `lax.scan` over `max_len` steps, whose body is counted once, so `(max_len - 1)` times the cost of
   one decoder step is added. The step time is the median of `reps` calls; after each call a large
   float32 `jnp.matmul` is timed (median of 3 calls), and `train_flops_ratio` = (FLOPs / median

@@ -35,6 +35,12 @@ def random_views(config, seed: int = 0) -> dict[str, Any]:
   return {k: (0.1 * rng.standard_normal(shape)).astype(np.float32) for k in ('view1', 'view2')}
 
 
+# The lowering whose `cost_analysis` counts a step's model FLOPs: no loop whose body XLA counts
+# once (the scan over layers, the `lax.map` over scoring chunks) and no recomputation that is not
+# model work (remat, the chunks' `jax.checkpoint`).
+FLOPS_LOWERING = {'model.scan_layers': False, 'model.remat': False, 'loss.score_chunk_rows': 0}
+
+
 def decode_step_flops(config, batch: int) -> float:
   """XLA FLOPs of one cached decoder step (`PairAlign.decode_step`) at `batch` rows."""
   import flax.linen as nn
@@ -69,7 +75,7 @@ def train_step_flops(
   (no compile) plus the teacher-decode correction in stage 2 (see the package docstring). `memo`
   (e.g. `StepCache.flops`) keeps the counts: remat / scan variants of a config share theirs."""
   memo = {} if memo is None else memo
-  unrolled = common.config_overrides(config, {'model.scan_layers': False, 'model.remat': False})
+  unrolled = common.config_overrides(config, FLOPS_LOWERING)
   key = (unrolled.to_json(), stage)
   if key not in memo:
     memo[key] = _train_step_flops(config, stage)
@@ -83,7 +89,7 @@ def _train_step_flops(config, stage: int) -> tuple[float, dict[str, Any]]:
 
   from pairalign_jax import train
 
-  c = common.config_overrides(config, {'model.scan_layers': False, 'model.remat': False})
+  c = common.config_overrides(config, FLOPS_LOWERING)
   t0 = common.now()
   trainer = train.Trainer(c)
   shape = (c.batch_size, config_lib.segment_samples(c))
@@ -96,7 +102,7 @@ def _train_step_flops(config, stage: int) -> tuple[float, dict[str, Any]]:
   flops = common.cost_flops(lowered.cost_analysis())
   info = {
     'flops_method': 'XLA Lowered.cost_analysis() of the same train step lowered with '
-    'model.scan_layers=False, model.remat=False',
+    + ', '.join(f'{k}={v}' for k, v in FLOPS_LOWERING.items()),
     'flops_unrolled_lowering': flops,
   }
   if stage == 2:
