@@ -72,28 +72,13 @@ def tiny():
   return model, variables, hcond
 
 
-def _unstack_layers(tree):
-  """Scanned params ({'layers': stacked [n, ...]}) -> unrolled ({'layers_0': ..., ...})."""
-  out = {}
-  for key, val in tree.items():
-    if key in ('layers', 'cross_kv'):
-      n = jax.tree.leaves(val)[0].shape[0]
-      for i in range(n):
-        out[f'{key}_{i}'] = jax.tree.map(lambda a, i=i: a[i], val)
-    elif isinstance(val, dict):
-      out[key] = _unstack_layers(val)
-    else:
-      out[key] = val
-  return out
-
-
 @pytest.fixture(scope='module')
 def tiny_unrolled(tiny):
   """The tiny model with model.scan_layers=False (per-layer caches) and the same parameters."""
   model, variables, hcond = tiny
   assert model.cfg.scan_layers
   unrolled = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=False, remat=False))
-  params = _unstack_layers(variables['params'])
+  params = models.unstack_layers(variables['params'])
   expected = jax.eval_shape(
     lambda: unrolled.init(
       jax.random.PRNGKey(0),

@@ -357,26 +357,12 @@ def test_gather_condition_equals_conditioning_gathered_rows(tiny):
   )
 
 
-def _unstack_layers(tree, n):
-  """Scanned params ({'layers': stacked}) -> unscanned ({'layers_0': ..., 'layers_1': ...})."""
-  out = {}
-  for key, val in tree.items():
-    if key in ('layers', 'cross_kv'):
-      for i in range(n):
-        out[f'{key}_{i}'] = jax.tree.map(lambda a: a[i], val)
-    elif isinstance(val, dict):
-      out[key] = _unstack_layers(val, n)
-    else:
-      out[key] = val
-  return out
-
-
 @pytest.mark.parametrize('scan,remat', [(False, False), (False, True), (True, False)])
 def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
   model, _, v = tiny  # scan_layers=True, remat=True
   other = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=scan, remat=remat))
   _, _, v_other = init(other.cfg)
-  params = v['params'] if scan else _unstack_layers(v['params'], 2)
+  params = v['params'] if scan else models.unstack_layers(v['params'])
   chex.assert_trees_all_equal_shapes(params, v_other['params'])
   v2 = {'params': params, 'vq_stats': v['vq_stats']}
   tokens = _tokens(7, B, [3, 6, 1])

@@ -15,40 +15,28 @@ import jax.extend.core
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
+import objective_test
 import pytest
 
-from configs import default as default_config
 from configs import demo
 from pairalign_jax import config_validation as cv
 from pairalign_jax import models
 from pairalign_jax import objective
 
-B, F, M, K, L = 3, 50, 16, 16, 8
+B, F, M, K, L = (
+  objective_test.B,
+  objective_test.F,
+  objective_test.M,
+  objective_test.K,
+  objective_test.L,
+)
 CHUNK = 5
 
 
 def tiny_config(**loss):
-  config = default_config.get_config()
-  config.audio.segment_seconds = 0.5
-  config.length.target_rate = 10.0
-  config.frontend.n_mels = M
-  config.model.update(
-    d_model=32,
-    num_heads=2,
-    mlp_dim=64,
-    enc_layers=1,
-    dec_layers=1,
-    codebook_size=K,
-    code_dim=8,
-    max_len=L,
-    recon_channels=16,
-    dropout_rate=0.0,
-    attention_dropout_rate=0.0,
-  )
-  config.targets.min_run_frames = 2
-  config.targets.code_groups = 4
-  config.loss.own_time_passes = 1  # the chunked own-time passes are covered; one compiles faster
-  config.loss.score_chunk_rows = 0  # the reference: every row in one call
+  """objective_test's tiny config, every row scored in one call unless `loss` says otherwise."""
+  # One own-time pass: the chunked passes are covered, and one compiles faster.
+  config = objective_test.tiny_config(own_time_passes=1, score_chunk_rows=0)
   config.loss.update(loss)
   return config
 
