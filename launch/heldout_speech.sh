@@ -14,6 +14,8 @@
 #   small_longstage1_s{0,1,2} small_encfix with stage 1 twice as long (3 000 steps, stage 2 from 2 400)
 #   small_frozenenc_s{0,1,2} small_encfix with schedule.freeze_encoder_after_stage0=True (the
 #                         encoder, VQ and stage-0 heads keep their stage-0 values from stage 1 on)
+#   small_longstage0_s{0,1,2} small_frozenenc with stage 0 five times as long (2 000 steps; stage 1
+#                         2 000-3 000, stage 2 3 000-3 600)
 #   small_ft_s0           small_corpus.py fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -65,6 +67,12 @@ for name in "${runs[@]}"; do
                             --config.loss.sequence_losses_train_encoder=False \
                             --config.schedule.freeze_encoder_after_stage0=True \
                             --config.seed="${name#small_frozenenc_s}" ;;
+    small_longstage0_s*) run "$name" configs/small_corpus.py \
+                             --config.loss.sequence_losses_train_encoder=False \
+                             --config.schedule.freeze_encoder_after_stage0=True \
+                             --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
+                             --config.schedule.stage2_start=3000 \
+                             --config.seed="${name#small_longstage0_s}" ;;
     small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
                      --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \

@@ -212,7 +212,9 @@ def get_config() -> ml_collections.ConfigDict:
   # loss.sequence_losses_train_encoder=False). The decoder's targets are then the stage-0 VQ
   # tokenizer's in stage 2 too. With False the stage-0 terms go on training the encoder in stages
   # 1-2, on views that are no longer time-aligned (data.align_views_in_stage0), so the codes that
-  # the stage-2 teacher reads keep moving under the decoder (docs/METHOD.md §6).
+  # the stage-2 teacher reads keep moving under the decoder (docs/METHOD.md §5.8). Measured (small
+  # corpus, validation, seed 0): PairAlign recall@1 0.690 with True against 0.883 with False: the
+  # encoder of step 400 gives weaker code-group targets (0.871) than one trained on (0.970).
   config.schedule.freeze_encoder_after_stage0 = False
 
   # ---------------------------------------------------------------- optimizer
