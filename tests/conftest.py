@@ -17,3 +17,19 @@ import jax  # noqa: E402
 _CACHE = os.environ.get('PAIRALIGN_TEST_COMPILE_CACHE', os.path.join(ROOT, '.jax_test_cache'))
 jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
+
+import gc  # noqa: E402
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope='module')
+def _release_compiled_programs():
+  """Drops every compiled program after each test module.
+
+  Each XLA:CPU executable keeps memory mappings of its own; the whole suite in one process held
+  more than Linux's default `vm.max_map_count` (65 530), and XLA aborts the process when a mapping
+  is refused. Programs a later module needs again come back from the persistent cache above."""
+  yield
+  jax.clear_caches()
+  gc.collect()
