@@ -5,18 +5,22 @@
 #
 #   launch/heldout_speech.sh ROOT [RUN ...]
 #
-# RUN names (default: all, in this order):
+# RUN names (default: the runs of the settings chosen so far, in this order: small_nolenctl_s0-2,
+# small_ft_s0, aug_only_s0-2, synthetic_s0):
 #   aug_only_s{0,1,2}     configs/synthetic.py with augmentation-only views (no parallel readings)
-#   small_s{0,1,2}        configs/small_corpus.py (9 speakers x 64 sentences, VTLP)
-#   small_novtlp_s0       the same without VTLP (the validation-split comparison)
-#   small_encfix_s{0,1,2} the same with loss.sequence_losses_train_encoder=False
+#   small_nolenctl_s{0,1,2} configs/small_corpus.py as it is now (sequence terms off the encoder,
+#                         no EOS-bias length controller)
+#   small_s{0,1,2}        configs/small_corpus.py as first configured (9 speakers x 64 sentences,
+#                         VTLP; the sequence terms train the encoder; the length controller on)
+#   small_novtlp_s0       small_s without VTLP (the validation-split comparison)
+#   small_encfix_s{0,1,2} small_s with loss.sequence_losses_train_encoder=False
 #   small_adapter_s{0,1,2} small_encfix with model.adapter_layers=2 (decoder-side encoder layers)
 #   small_longstage1_s{0,1,2} small_encfix with stage 1 twice as long (3 000 steps, stage 2 from 2 400)
 #   small_frozenenc_s{0,1,2} small_encfix with schedule.freeze_encoder_after_stage0=True (the
 #                         encoder, VQ and stage-0 heads keep their stage-0 values from stage 1 on)
 #   small_longstage0_s{0,1,2} small_frozenenc with stage 0 five times as long (2 000 steps; stage 1
 #                         2 000-3 000, stage 2 3 000-3 600)
-#   small_ft_s0           small_corpus.py fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
+#   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
 # VALIDATION_ONLY=1: no test-split evaluation (settings being compared, not yet chosen).
@@ -25,8 +29,8 @@ root=${1:?usage: launch/heldout_speech.sh ROOT [RUN ...]}
 shift
 runs=("$@")
 if [ ${#runs[@]} -eq 0 ]; then
-  runs=(small_s0 small_novtlp_s0 small_ft_s0 small_s1 small_s2 aug_only_s0 aug_only_s1 aug_only_s2
-        synthetic_s0)
+  runs=(small_nolenctl_s0 small_nolenctl_s1 small_nolenctl_s2 small_ft_s0 aug_only_s0 aug_only_s1
+        aug_only_s2 synthetic_s0)
 fi
 cd "$(dirname "$0")/.."
 mkdir -p "$root"
@@ -50,25 +54,27 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
 }
 
 aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
+# configs/small_corpus.py before the two settings chosen since: every small_* run below but
+# small_nolenctl restores what it was trained with, so that its figures reproduce.
+length_ctl=(--config.length.controller_gain=0.05)
+first_small=(--config.loss.sequence_losses_train_encoder=True "${length_ctl[@]}")
 for name in "${runs[@]}"; do
   case "$name" in
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
-    small_novtlp_s*) run "$name" configs/small_corpus.py --config.frontend.vtlp.enabled=False \
-                         --config.seed="${name#small_novtlp_s}" ;;
-    small_encfix_s*) run "$name" configs/small_corpus.py --config.loss.sequence_losses_train_encoder=False \
+    small_nolenctl_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_nolenctl_s}" ;;
+    small_novtlp_s*) run "$name" configs/small_corpus.py "${first_small[@]}" \
+                         --config.frontend.vtlp.enabled=False --config.seed="${name#small_novtlp_s}" ;;
+    small_encfix_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                          --config.seed="${name#small_encfix_s}" ;;
-    small_adapter_s*) run "$name" configs/small_corpus.py --config.loss.sequence_losses_train_encoder=False \
+    small_adapter_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                           --config.model.adapter_layers=2 --config.seed="${name#small_adapter_s}" ;;
-    small_longstage1_s*) run "$name" configs/small_corpus.py \
-                             --config.loss.sequence_losses_train_encoder=False \
+    small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;
-    small_frozenenc_s*) run "$name" configs/small_corpus.py \
-                            --config.loss.sequence_losses_train_encoder=False \
+    small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                             --config.schedule.freeze_encoder_after_stage0=True \
                             --config.seed="${name#small_frozenenc_s}" ;;
-    small_longstage0_s*) run "$name" configs/small_corpus.py \
-                             --config.loss.sequence_losses_train_encoder=False \
+    small_longstage0_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.schedule.freeze_encoder_after_stage0=True \
                              --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
                              --config.schedule.stage2_start=3000 \
@@ -77,7 +83,7 @@ for name in "${runs[@]}"; do
                      --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
                      --config.schedule.ema_warmup_steps=0 --config.optim.learning_rate=3e-4 ;;
-    small_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_s}" ;;
+    small_s*) run "$name" configs/small_corpus.py "${first_small[@]}" --config.seed="${name#small_s}" ;;
     synthetic_s*) run "$name" configs/synthetic.py --config.seed="${name#synthetic_s}" ;;
     *) echo "unknown run $name" >&2; exit 2 ;;
   esac

@@ -111,6 +111,9 @@ class ObjectiveSettings:
   eos_bias_limit: float
   min_termination: float
   controller_decode_rows: int  # 0: decode every row; N: N evenly strided rows (max_alpha = 0)
+  # False when nothing reads the stage-2 teacher decodes (schedule.max_alpha = 0 and
+  # length.controller_gain = 0): stage 2 then skips them and keeps the EOS bias as it is.
+  teacher_decodes: bool
   score_chunk_rows: int  # 0: every scored row in one decoder call; C > 0: C rows at a time
 
   @classmethod
@@ -145,6 +148,7 @@ class ObjectiveSettings:
       eos_bias_limit=float(config.length.bias_limit),
       min_termination=float(config.length.min_termination),
       controller_decode_rows=int(config.length.controller_decode_rows),
+      teacher_decodes=bool(config.schedule.max_alpha > 0 or config.length.controller_gain > 0),
       score_chunk_rows=int(config.loss.score_chunk_rows),
     )
 
@@ -197,7 +201,7 @@ def teacher_targets(
   h_t = model.apply(teacher_vars, mel_clean, train=False, method=models.PairAlign.encode)
   vq_t = model.apply(teacher_vars, h_t, train=False, method=models.PairAlign.quantize)
   vq = targets_lib.vq_targets(vq_t.codes, settings.targets, teacher_vars['vq_stats'])
-  if stage < 2:
+  if stage < 2 or not settings.teacher_decodes:
     targets = targets_lib.Targets(
       tokens=jax.lax.stop_gradient(vq.tokens),
       lengths=vq.lengths,

@@ -559,6 +559,39 @@ def test_adapter_layers_learn_from_the_sequence_terms_when_the_encoder_does_not(
       assert enc == 0.0 and adapter > 0, name
 
 
+def test_stage2_without_controller_or_teacher_share_decodes_nothing(setup):
+  """max_alpha = 0 and controller_gain = 0: stage 2's targets are the VQ strings the decoding
+  path also returns at alpha 0, the EOS bias is returned as given, and no decode is run."""
+  model, variables, mels, _ = setup
+  settings = settings_for()
+  call = functools.partial(
+    objective.teacher_targets,
+    model,
+    variables,
+    mels['mel_clean'],
+    stage=2,
+    eos_bias=jnp.float32(0.5),
+    alpha=jnp.float32(0.0),
+    rng=jax.random.PRNGKey(3),
+  )
+  decoded, _, metrics = call(settings)
+  assert 'teacher/tokens_per_second' in metrics
+  calls = []
+  real = objective.decode.greedy_decode
+  with pytest.MonkeyPatch.context() as mp:
+    mp.setattr(objective.decode, 'greedy_decode', lambda *a, **k: calls.append(1) or real(*a, **k))
+    plain, bias, metrics = call(dataclasses.replace(settings, teacher_decodes=False))
+  assert not calls and metrics == {} and float(bias) == 0.5
+  np.testing.assert_array_equal(plain.tokens, decoded.tokens)
+  np.testing.assert_array_equal(plain.lengths, decoded.lengths)
+  np.testing.assert_allclose(plain.times, decoded.times)
+  assert objective.ObjectiveSettings.from_config(tiny_config()).teacher_decodes
+  config = tiny_config()
+  config.schedule.max_alpha = 0.0
+  config.length.controller_gain = 0.0
+  assert not objective.ObjectiveSettings.from_config(config).teacher_decodes
+
+
 def test_controller_decode_rows_decode_a_strided_subset_for_the_controller_only(setup):
   model, variables, mels, _ = setup
   settings = settings_for()

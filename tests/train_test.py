@@ -506,3 +506,27 @@ def test_resume_after_sigkill_is_exact(reference, record_batches, tmp_path):
   assert len(child_batches) == RESUME_AT and len(record_batches) == N_STEPS - RESUME_AT
   for got, want in zip(child_batches + record_batches, reference['batches']):
     np.testing.assert_array_equal(got, want)
+
+
+def test_length_controller_off_changes_only_the_eos_bias():
+  """With schedule.max_alpha = 0 the stage-2 teacher decodes feed only the length controller, so
+  training with length.controller_gain = 0 (which skips the decodes) gives the parameters of a
+  run with the controller on, and the EOS bias stays 0: evaluating the latter at bias 0 is
+  evaluating the former."""
+  results = {}
+  for gain in (0.5, 0.0):
+    config = tiny_config()
+    config.schedule.max_alpha = 0.0
+    config.length.controller_gain = gain
+    trainer = train.Trainer(config)
+    state = trainer.init_state()
+    for i, stage in enumerate((0, 1, 2, 2)):
+      state, metrics = trainer.run_step(state, trainer.device_batch(waves(40 + i)), stage)
+    results[gain] = (state_arrays(state), jax.device_get(metrics))
+  (on, metrics_on), (off, metrics_off) = results[0.5], results[0.0]
+  assert float(on['eos_bias']) != 0.0 and float(off['eos_bias']) == 0.0
+  key = 'teacher/tokens_per_second'
+  assert key in metrics_on and key not in metrics_off
+  for group in ('params', 'teacher', 'opt', 'vq_stats'):
+    for key in on[group]:
+      np.testing.assert_allclose(off[group][key], on[group][key], rtol=1e-5, atol=1e-6, err_msg=key)
