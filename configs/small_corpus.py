@@ -21,8 +21,8 @@ What differs from `synthetic.py` and why (docs/results.md, "Held-out speech"):
   them on, the VQ stage lost 0.12 recall@1 after stage 0 and its code-group targets 0.07.
   Validation, seed 0: PairAlign 0.883 without against 0.863 with.
 * No EOS-bias length controller (`length.controller_gain = 0`): the decoder writes the length it
-  learned from its targets (about 10.4-10.9 tokens/s here). The controller moved the bias by up to
-  +-2 nats per step during stage 2 to hold a mean rate it barely changes (10.9 -> 10.4 tokens/s),
+  learned from its targets (about 10.4-10.9 tokens/s here). The controller left the bias anywhere
+  between -2.2 and +2.4 (by run) to hold a mean rate it barely changes (+2: 10.9 -> 10.3 tokens/s),
   and a raised bias ends some strings early: validation recall@1 at bias 0 against the trained
   bias, seed 1 (trained +1.91) 0.905 against 0.852, seed 0 (trained -0.26) 0.876 against 0.883.
   With `schedule.max_alpha = 0` the controller's decodes feed nothing else, so stage 2 skips them

@@ -559,12 +559,9 @@ def test_adapter_layers_learn_from_the_sequence_terms_when_the_encoder_does_not(
       assert enc == 0.0 and adapter > 0, name
 
 
-def test_stage2_without_controller_or_teacher_share_decodes_nothing(setup):
-  """max_alpha = 0 and controller_gain = 0: stage 2's targets are the VQ strings the decoding
-  path also returns at alpha 0, the EOS bias is returned as given, and no decode is run."""
-  model, variables, mels, _ = setup
-  settings = settings_for()
-  call = functools.partial(
+def stage2_teacher_targets(model, variables, mels):
+  """`objective.teacher_targets` at stage 2, EOS bias 0.5 and alpha 0, given only settings."""
+  return functools.partial(
     objective.teacher_targets,
     model,
     variables,
@@ -574,6 +571,14 @@ def test_stage2_without_controller_or_teacher_share_decodes_nothing(setup):
     alpha=jnp.float32(0.0),
     rng=jax.random.PRNGKey(3),
   )
+
+
+def test_stage2_without_controller_or_teacher_share_decodes_nothing(setup):
+  """max_alpha = 0 and controller_gain = 0: stage 2's targets are the VQ strings the decoding
+  path also returns at alpha 0, the EOS bias is returned as given, and no decode is run."""
+  model, variables, mels, _ = setup
+  settings = settings_for()
+  call = stage2_teacher_targets(model, variables, mels)
   decoded, _, metrics = call(settings)
   assert 'teacher/tokens_per_second' in metrics
   calls = []
@@ -595,16 +600,7 @@ def test_stage2_without_controller_or_teacher_share_decodes_nothing(setup):
 def test_controller_decode_rows_decode_a_strided_subset_for_the_controller_only(setup):
   model, variables, mels, _ = setup
   settings = settings_for()
-  call = functools.partial(
-    objective.teacher_targets,
-    model,
-    variables,
-    mels['mel_clean'],
-    stage=2,
-    eos_bias=jnp.float32(0.5),
-    alpha=jnp.float32(0.0),
-    rng=jax.random.PRNGKey(3),
-  )
+  call = stage2_teacher_targets(model, variables, mels)
   every, bias_every, metrics_every = call(settings)
   same, bias_same, metrics_same = call(dataclasses.replace(settings, controller_decode_rows=2 * B))
   np.testing.assert_array_equal(every.tokens, same.tokens)  # stride 1: every row, as before
