@@ -25,6 +25,7 @@ What differs from `synthetic.py` and why (docs/results.md, "Held-out speech"):
   between -2.2 and +2.4 (by run) to hold a mean rate it barely changes (+2: 10.9 -> 10.3 tokens/s),
   and a raised bias ends some strings early: validation recall@1 at bias 0 against the trained
   bias, seed 1 (trained +1.91) 0.905 against 0.852, seed 0 (trained -0.26) 0.876 against 0.883.
+  But seed 2 (trained -1.90) scores 0.726 at bias 0 against 0.804: not settled over seeds.
   With `schedule.max_alpha = 0` the controller's decodes feed nothing else, so stage 2 skips them
   and trains the same parameters (tests/train_test.py) without them.
 
