@@ -20,6 +20,8 @@
 #                         encoder, VQ and stage-0 heads keep their stage-0 values from stage 1 on)
 #   small_longstage0_s{0,1,2} small_frozenenc with stage 0 five times as long (2 000 steps; stage 1
 #                         2 000-3 000, stage 2 3 000-3 600)
+#   small_stage1student_s{0,1,2} small_nolenctl with stage-1 targets read through the student's
+#                         own encoder (schedule.stage1_teacher=student), not the stage-0 one
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -62,6 +64,9 @@ for name in "${runs[@]}"; do
   case "$name" in
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
     small_nolenctl_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_nolenctl_s}" ;;
+    small_stage1student_s*) run "$name" configs/small_corpus.py \
+                                --config.schedule.stage1_teacher=student \
+                                --config.seed="${name#small_stage1student_s}" ;;
     small_novtlp_s*) run "$name" configs/small_corpus.py "${first_small[@]}" \
                          --config.frontend.vtlp.enabled=False --config.seed="${name#small_novtlp_s}" ;;
     small_encfix_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \

@@ -348,6 +348,18 @@ def validate_config(
     'is True while config.loss.sequence_losses_train_encoder is True: the sequence terms would '
     'train the encoder that this keeps frozen; set loss.sequence_losses_train_encoder=False',
   )
+  _require(
+    s.stage1_teacher in ('frozen', 'student'),
+    'config.schedule.stage1_teacher',
+    f"must be 'frozen' or 'student', got {s.stage1_teacher!r}",
+  )
+  _require(
+    not (s.stage1_teacher == 'student' and config.loss.sequence_losses_train_encoder),
+    'config.schedule.stage1_teacher',
+    "is 'student' while config.loss.sequence_losses_train_encoder is True: the sequence terms "
+    'would train the encoder whose codes are their own targets; set '
+    'loss.sequence_losses_train_encoder=False',
+  )
 
   # Optimizer.
   o = config.optim

@@ -220,6 +220,14 @@ def get_config() -> ml_collections.ConfigDict:
   # corpus, validation, seed 0): PairAlign recall@1 0.690 with True against 0.883 with False: the
   # encoder of step 400 gives weaker code-group targets (0.871) than one trained on (0.970).
   config.schedule.freeze_encoder_after_stage0 = False
+  # The stage-1 teacher, whose VQ codes (code groups) are the decoder's targets: 'frozen' (the
+  # stage-0 VQ tokenizer, as the paper's stage 1) or 'student' (a copy of the student after every
+  # update, so the targets are the codes of the encoder the decoder reads; needs
+  # loss.sequence_losses_train_encoder=False, else the encoder could bend its own targets toward
+  # what the decoder writes). With the sequence terms off the encoder, the stage-0 terms go on
+  # training it in stage 1, and a frozen teacher's targets drift away from its H (docs/METHOD.md
+  # §5.8).
+  config.schedule.stage1_teacher = 'frozen'
 
   # ---------------------------------------------------------------- optimizer
   config.optim = ml_collections.ConfigDict()

@@ -229,6 +229,14 @@ def _saved_shape_mismatches(metadata, abstract: dict[str, Any]) -> list[str]:
   return problems
 
 
+def teacher_frozen_from(config: ml_collections.ConfigDict) -> int | None:
+  """The step from which the teacher stays frozen until stage 2 (`ema_decay_at`'s `frozen_from`):
+  stage 1's start, or None when `schedule.stage1_teacher = 'student'` (the teacher copies the
+  student until stage 2)."""
+  s = config.schedule
+  return s.stage1_start if s.stage1_teacher == 'frozen' else None
+
+
 def _warn_if_loaded_teacher_is_replaced(config: ml_collections.ConfigDict) -> None:
   """The loaded teacher only lasts if the first update keeps it (stage 1, or stage 2 without
   warmup)."""
@@ -239,7 +247,7 @@ def _warn_if_loaded_teacher_is_replaced(config: ml_collections.ConfigDict) -> No
       start=s.stage2_start,
       decay=s.ema_decay,
       warmup_steps=s.ema_warmup_steps,
-      frozen_from=s.stage1_start,
+      frozen_from=teacher_frozen_from(config),
     )
   )
   if decay < s.ema_decay:
@@ -319,7 +327,7 @@ def train_step(
     start=config.schedule.stage2_start,
     decay=config.schedule.ema_decay,
     warmup_steps=config.schedule.ema_warmup_steps,
-    frozen_from=config.schedule.stage1_start,
+    frozen_from=teacher_frozen_from(config),
   )
   new_state = new_state.replace(
     teacher_params=train_state_lib.ema_update(new_state.teacher_params, new_state.params, decay),

@@ -286,18 +286,25 @@ def test_train_step_skips_nan_batch_and_recovers():
   assert all(np.all(np.isfinite(v)) for v in moved.values())
 
 
+def _after_stage0(**schedule):
+  """A Trainer of tiny_config with the sequence terms off the encoder and `schedule` overrides,
+  and its state after two stage-0 steps."""
+  config = tiny_config()
+  config.loss.sequence_losses_train_encoder = False
+  config.schedule.update(schedule)
+  trainer = train.Trainer(config)
+  state = trainer.init_state()
+  for i in range(2):
+    state, _ = trainer.run_step(state, trainer.device_batch(waves(20 + i)), 0)
+  return trainer, state
+
+
 @pytest.mark.parametrize('freeze', [False, True])
 def test_freeze_encoder_after_stage0_keeps_stage0_modules(freeze):
   """schedule.freeze_encoder_after_stage0: stage-1 and stage-2 steps leave the encoder, VQ and
   stage-0 heads exactly as stage 0 left them (despite Adam momentum and weight decay), leave the
   stage-0 terms at 0, and still train the decoder; without it the encoder keeps moving."""
-  config = tiny_config()
-  config.loss.sequence_losses_train_encoder = False
-  config.schedule.freeze_encoder_after_stage0 = freeze
-  trainer = train.Trainer(config)
-  state = trainer.init_state()
-  for i in range(2):
-    state, _ = trainer.run_step(state, trainer.device_batch(waves(20 + i)), 0)
+  trainer, state = _after_stage0(freeze_encoder_after_stage0=freeze)
   before = flat(state.params)
   for i, stage in enumerate((1, 1, 2)):
     state, metrics = trainer.run_step(state, trainer.device_batch(waves(30 + i)), stage)
@@ -315,6 +322,35 @@ def test_freeze_encoder_needs_sequence_terms_off_the_encoder():
   config = tiny_config()
   config.schedule.freeze_encoder_after_stage0 = True
   with pytest.raises(ValueError, match='sequence_losses_train_encoder'):
+    config_validation.validate_config(config)
+
+
+@pytest.mark.parametrize('stage1_teacher', ['frozen', 'student'])
+def test_stage1_teacher_is_frozen_or_follows_the_student(stage1_teacher):
+  """schedule.stage1_teacher: 'frozen' keeps the teacher at the end of stage 0 through stage 1;
+  'student' makes it a copy of the student after every stage-1 update (targets read the current
+  encoder)."""
+  trainer, state = _after_stage0(stage1_teacher=stage1_teacher)
+  stage0_student, stage0_teacher = flat(state.params), flat(state.teacher_params)
+  # One stage-1 step: tiny_config's stage 2 starts at step 4 (the teacher's EMA follows the step).
+  state, metrics = trainer.run_step(state, trainer.device_batch(waves(60)), 1)
+  student, teacher = flat(state.params), flat(state.teacher_params)
+  assert any(not np.array_equal(student[k], stage0_student[k]) for k in student)
+  want = student if stage1_teacher == 'student' else stage0_teacher
+  for key in teacher:
+    np.testing.assert_array_equal(teacher[key], want[key], err_msg=key)
+  assert np.isfinite(float(jax.device_get(metrics['loss/total'])))
+
+
+def test_stage1_teacher_student_needs_sequence_terms_off_the_encoder():
+  config = tiny_config()
+  config.schedule.stage1_teacher = 'student'
+  assert config.loss.sequence_losses_train_encoder
+  with pytest.raises(ValueError, match='stage1_teacher.*sequence_losses_train_encoder'):
+    config_validation.validate_config(config)
+  config.loss.sequence_losses_train_encoder = False
+  config.schedule.stage1_teacher = 'ema'
+  with pytest.raises(ValueError, match="'frozen' or 'student'"):
     config_validation.validate_config(config)
 
 
