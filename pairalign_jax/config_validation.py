@@ -313,9 +313,10 @@ def validate_config(
       f'must be an integer >= {low}, or -1 (all), got {ev[key]!r}',
     )
   _require(
-    ev.split in ('validation', 'test', 'heldout'),
+    ev.split in ('validation', 'test', 'heldout', 'train'),
     'config.eval.split',
-    f"must be 'validation' (choices) or 'test' (claims; 'heldout' is its old name), "
+    f"must be 'validation' (choices), 'test' (claims; 'heldout' is its old name) or 'train' "
+    f'(how well the model fits what it was trained on; neither choices nor claims), '
     f'got {ev.split!r}',
   )
   _require(

@@ -320,6 +320,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.eval = ml_collections.ConfigDict()
   # 'validation' (every choice is made here; what training runs report) or 'test' (claims only:
   # `python -m pairalign_jax.evaluate --config.eval.split=test`). 'heldout' = 'test' (old name).
+  # 'train': the training recordings themselves (a fit diagnostic: a gap between 'train' and
+  # 'validation' is overfitting; needs a training split whose contents have >= 2 readings, e.g.
+  # configs/small_corpus.py's speaker x sentence grid).
   # Synthetic corpus: each split has its own speakers, words and sentences.
   config.eval.split = 'validation'
   config.eval.num_items = 100  # content items in the retrieval archive (-1 = all)

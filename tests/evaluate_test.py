@@ -319,3 +319,19 @@ def test_training_stops_at_start_when_the_evaluation_split_is_too_small(tmp_path
   with pytest.raises(ValueError, match='heldout_fraction|eval_path'):
     train.train_and_evaluate(config, str(workdir))
   assert not workdir.exists()  # nothing trained, nothing written
+
+
+def test_train_split_evaluates_the_training_recordings(run, tmp_path):
+  # The fit diagnostic: the archive and queries are training recordings (a speaker x sentence
+  # grid), every speaker the archive once, as on the held-out splits.
+  user = eval_settings(default_config.get_config())
+  user.eval.split = 'train'
+  user.data.synthetic.update(train_grid=True, num_train_speakers=3, num_train_sentences=3)
+  report = evaluate.evaluate_workdir(run['workdir'], config=user, outdir=str(tmp_path))
+  es = report['eval_set']
+  assert es['split'] == 'train'
+  assert (es['num_items'], es['num_rotations'], es['num_queries']) == (3, 3, 18)
+  assert report['example']['id'].startswith('train-spk000-')
+  user.eval.split = 'dev'
+  with pytest.raises(ValueError, match="split must be one of .*'dev'"):
+    evaluate.evaluate_workdir(run['workdir'], config=user, outdir=str(tmp_path))
