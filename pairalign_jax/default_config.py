@@ -226,7 +226,8 @@ def get_config() -> ml_collections.ConfigDict:
   # loss.sequence_losses_train_encoder=False, else the encoder could bend its own targets toward
   # what the decoder writes). With the sequence terms off the encoder, the stage-0 terms go on
   # training it in stage 1, and a frozen teacher's targets drift away from its H (docs/METHOD.md
-  # §5.8).
+  # §5.8). Measured (small corpus, validation, seed 0, 600 steps into stage 1): the decoder scored
+  # recall@1 0.415 with 'student' against 0.729 with 'frozen': it cannot follow moving targets.
   config.schedule.stage1_teacher = 'frozen'
 
   # ---------------------------------------------------------------- optimizer
