@@ -24,6 +24,7 @@
 #                         own encoder (schedule.stage1_teacher=student), not the stage-0 one
 #   small_dropout_s{0,1,2} small_nolenctl with dropout 0.1 in the encoder and decoder blocks
 #                         (model.dropout_rate; synthetic.py has 0)
+#   small_dec4_s{0,1,2}   small_nolenctl with 4 decoder layers instead of 2 (model.dec_layers)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -71,6 +72,8 @@ for name in "${runs[@]}"; do
                                 --config.seed="${name#small_stage1student_s}" ;;
     small_dropout_s*) run "$name" configs/small_corpus.py --config.model.dropout_rate=0.1 \
                           --config.seed="${name#small_dropout_s}" ;;
+    small_dec4_s*) run "$name" configs/small_corpus.py --config.model.dec_layers=4 \
+                       --config.seed="${name#small_dec4_s}" ;;
     small_novtlp_s*) run "$name" configs/small_corpus.py "${first_small[@]}" \
                          --config.frontend.vtlp.enabled=False --config.seed="${name#small_novtlp_s}" ;;
     small_encfix_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
