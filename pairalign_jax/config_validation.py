@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import ml_collections
 
 from pairalign_jax import default_config as default_config_lib
+from pairalign_jax.data import splits as splits_lib
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
 SOURCES = ('synthetic', 'librispeech', 'timit', 'folder', 'manifest')
@@ -313,7 +314,7 @@ def validate_config(
       f'must be an integer >= {low}, or -1 (all), got {ev[key]!r}',
     )
   _require(
-    ev.split in ('validation', 'test', 'heldout', 'train'),
+    ev.split in splits_lib.SPLITS + ('heldout',),
     'config.eval.split',
     f"must be 'validation' (choices), 'test' (claims; 'heldout' is its old name) or 'train' "
     f'(how well the model fits what it was trained on; neither choices nor claims), '
