@@ -25,6 +25,8 @@
 #   small_dropout_s{0,1,2} small_nolenctl with dropout 0.1 in the encoder and decoder blocks
 #                         (model.dropout_rate; synthetic.py has 0)
 #   small_dec4_s{0,1,2}   small_nolenctl with 4 decoder layers instead of 2 (model.dec_layers)
+#   small_longstage1_nolenctl_s{0,1,2} small_nolenctl with stage 1 twice as long (3 000 steps,
+#                         stage 2 from 2 400): small_longstage1 without the length controller
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -80,6 +82,9 @@ for name in "${runs[@]}"; do
                          --config.seed="${name#small_encfix_s}" ;;
     small_adapter_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                           --config.model.adapter_layers=2 --config.seed="${name#small_adapter_s}" ;;
+    small_longstage1_nolenctl_s*) run "$name" configs/small_corpus.py \
+                                      --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
+                                      --config.seed="${name#small_longstage1_nolenctl_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;

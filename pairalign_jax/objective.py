@@ -347,6 +347,17 @@ def _own_time_passes(model, variables, row_cond, inputs, true_input_times, passe
   return times_in
 
 
+def own_time_rows(rng, rows: int, prob: float) -> jax.Array:
+  """The rows that train on the decoder's own input times: n = round(prob * rows) distinct rows
+  (at least one when prob > 0), drawn uniformly without replacement, sorted. [n] int32.
+
+  A fixed count rather than a coin per row, so that the stop-gradient passes that produce the own
+  times run on those n rows only (their shapes are static), not on all rows and then discarded.
+  """
+  n = 0 if prob <= 0 else min(rows, max(1, int(round(prob * rows))))
+  return jnp.sort(jax.random.permutation(rng, rows)[:n]).astype(jnp.int32)
+
+
 def _own_input_times(
   model, variables, row_cond, inputs, true_input_times, rng, settings: ObjectiveSettings
 ):
@@ -356,17 +367,25 @@ def _own_input_times(
   decoding tells it where the decoder itself put it, and the error compounds (measured: token-time
   error 0.04 s with true times, 0.34 s with its own). Here the decoder is run forward
   (stop-gradient, no dropout) `own_time_passes` times, each pass fed the previous pass's output
-  times, and a random `own_time_prob` share of rows is then trained on those times, so that it
-  learns to find the next token from where it actually is rather than from an exact anchor.
+  times, and `own_time_rows` of them (a random `own_time_prob` share) are then trained on those
+  times, so that the decoder learns to find the next token from where it actually is rather than
+  from an exact anchor. The passes run on those rows only.
   row_cond: the condition gathered to the rows (`models.gather_condition`); inputs: [R, L]
   (already corrupted); true_input_times: [R, L] (shifted). Returns [R, L] seconds.
   With `settings.score_chunk_rows > 0` the objective calls `_own_input_times_chunked` instead.
   """
-  times_in = _own_time_passes(
-    model, variables, row_cond, inputs, true_input_times, settings.own_time_passes
-  )
-  use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
-  return jnp.where(use_own, times_in, true_input_times)
+  idx = own_time_rows(rng, true_input_times.shape[0], settings.own_time_prob)  # [n]
+  if idx.shape[0] == 0:
+    return true_input_times
+  own = _own_time_passes(
+    model,
+    variables,
+    models.gather_condition(row_cond, idx),
+    jnp.take(inputs, idx, axis=0),
+    jnp.take(true_input_times, idx, axis=0),
+    settings.own_time_passes,
+  )  # [n, L]
+  return true_input_times.at[idx].set(own)
 
 
 def _map_row_chunks(fn, xs, chunk_rows: int):
@@ -400,10 +419,10 @@ def _own_input_times_chunked(
 
   Each row's passes read only that row, so a chunk runs all `own_time_passes` passes on its rows
   and gathers its own condition rows from `cond` ({'k','v': [layers, 2B, heads, T, head_dim]})
-  by `cnd_idx` [R]; the draw of the rows that use their own times is the unchunked one, over all
-  R rows, so the values equal `_own_input_times`'. The passes are stop-gradient: their inputs are
-  cut from the gradient before the map (no tangent of the map is formed, nothing is saved for the
-  backward pass, and no `jax.checkpoint` is needed). Returns [R, L] seconds.
+  by `cnd_idx` [R]; the rows that use their own times are the unchunked path's (`own_time_rows`,
+  same key), so the values equal `_own_input_times`'. The passes are stop-gradient: their inputs
+  are cut from the gradient before the map (no tangent of the map is formed, nothing is saved for
+  the backward pass, and no `jax.checkpoint` is needed). Returns [R, L] seconds.
   """
   frozen = jax.lax.stop_gradient(variables)
   cond = jax.lax.stop_gradient(cond)
@@ -419,11 +438,12 @@ def _own_input_times_chunked(
       settings.own_time_passes,
     )  # [C, L]
 
-  own = _map_row_chunks(
-    passes, (cnd_idx, inputs, true_input_times), settings.score_chunk_rows
-  )  # [R, L]
-  use_own = jax.random.bernoulli(rng, settings.own_time_prob, (true_input_times.shape[0], 1))
-  return jnp.where(use_own, own, true_input_times)
+  idx = own_time_rows(rng, true_input_times.shape[0], settings.own_time_prob)  # [n]
+  if idx.shape[0] == 0:
+    return true_input_times
+  rows = tuple(jnp.take(x, idx, axis=0) for x in (cnd_idx, inputs, true_input_times))
+  own = _map_row_chunks(passes, rows, settings.score_chunk_rows)  # [n, L]
+  return true_input_times.at[idx].set(own)
 
 
 def _score_rows_chunked(

@@ -87,6 +87,7 @@ HEADLINE_KEYS = {
   'archive_tokens_ratio_ci95',
   'recall_at_1_difference_ci95',
   'ned_to_targets',  # the tiny model has code groups, so 'vq_groups' is evaluated
+  'edits_to_targets',
   'comparisons',
 }
 SHIFTS = (0, 40)

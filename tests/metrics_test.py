@@ -58,6 +58,26 @@ def test_ned_values():
   assert metrics.normalized_edit_distance([256, 512], [0, 256]) == pytest.approx(1.0)
 
 
+def test_edit_operations_by_kind_per_reference_token():
+  refs = [[1, 2, 3, 4], [5, 6], [7]]
+  hyps = [
+    [1, 9, 3, 4],  # one substitution
+    [5, 6, 6, 8],  # two insertions
+    [],  # one deletion
+  ]
+  got = metrics.edit_operations(hyps, refs)
+  assert got['reference_tokens'] == 7 and got['hypothesis_tokens'] == 8
+  assert got['substitutions'] == pytest.approx(1 / 7)
+  assert got['insertions'] == pytest.approx(2 / 7)
+  assert got['deletions'] == pytest.approx(1 / 7)
+  total = got['substitutions'] + got['insertions'] + got['deletions']
+  assert total * 7 == pytest.approx(metrics.pairwise_edit_distance(hyps, refs).sum())
+  same = metrics.edit_operations(refs, refs)
+  assert same['substitutions'] == same['insertions'] == same['deletions'] == 0.0
+  with pytest.raises(ValueError, match='differ in number'):
+    metrics.edit_operations(hyps, refs[:2])
+
+
 def test_paired_ned_stats_gap_and_content_skip():
   a = [[1, 2, 3], [4, 5, 6], [7, 8, 9]]
   b = [[1, 2, 3], [4, 5, 0], [7, 8, 9]]

@@ -499,8 +499,26 @@ def test_own_input_times_are_the_decoders_own_pass_by_pass(setup):
   is_own = [np.allclose(r, f, atol=1e-6) for r, f in zip(mixed, np.asarray(first))]
   is_true = [np.array_equal(r, t) for r, t in zip(mixed, np.asarray(true_times))]
   assert all(a or b for a, b in zip(is_own, is_true))  # whole rows, one or the other
-  assert 0 < sum(is_own) < rows
+  assert sum(is_own) == rows // 2  # round(0.5 * rows) rows, the ones own_time_rows draws
+  assert [i for i, o in enumerate(is_own) if o] == list(
+    np.asarray(objective.own_time_rows(rng, rows, 0.5))
+  )
   np.testing.assert_array_equal(mixed, own(0.5, 1))  # deterministic in the key
+
+
+@pytest.mark.parametrize(
+  'rows, prob, expected',
+  [(8, 0.5, 4), (8, 1.0, 8), (8, 0.0, 0), (7, 0.5, 4), (3, 0.1, 1), (64, 0.25, 16)],
+)
+def test_own_time_rows_are_a_fixed_count_of_distinct_rows(rows, prob, expected):
+  got = np.asarray(objective.own_time_rows(jax.random.PRNGKey(1), rows, prob))
+  assert got.shape == (expected,) and got.dtype == np.int32
+  assert len(set(got.tolist())) == expected and (np.diff(got) > 0).all()  # distinct, sorted
+  assert ((got >= 0) & (got < rows)).all()
+  draws = {
+    tuple(np.asarray(objective.own_time_rows(jax.random.PRNGKey(k), 8, 0.5))) for k in range(8)
+  }
+  assert len(draws) > 1  # the key chooses the rows
 
 
 def test_own_time_rows_train_with_finite_gradients_and_change_the_loss(setup):

@@ -186,7 +186,7 @@ def test_evaluate_tokenizers_known_values():
   assert ex['log_mel'].shape == (20, 40) and ex['tokens']['vq'] == [3, 3]
   assert len(ex['times']['pairalign']) == 5 and ex['times']['vq'] is None
   assert rep['eval_set']['num_queries'] == 8
-  assert 'ned_to_targets' not in h  # no targets tokenizer evaluated
+  assert 'ned_to_targets' not in h and 'edits_to_targets' not in h  # no targets tokenizer
 
 
 def test_ned_to_targets_compares_the_primary_with_its_targets_on_the_same_segment():
@@ -203,6 +203,11 @@ def test_ned_to_targets_compares_the_primary_with_its_targets_on_the_same_segmen
     batch_size=5,
   )
   assert rep['headline']['ned_to_targets'] == pytest.approx(1 / 5)  # one edit in 5 tokens
+  edits = rep['headline']['edits_to_targets']  # the targets lack the first token: one insertion
+  n = edits['reference_tokens']
+  assert edits['hypothesis_tokens'] == n * 5 / 4
+  assert edits['insertions'] == pytest.approx(edits['hypothesis_tokens'] / 5 / n)
+  assert edits['substitutions'] == 0.0 and edits['deletions'] == 0.0
   rep = runner.evaluate_tokenizers(
     {'pairalign': tone_tokenizer, 'vq_groups': tone_tokenizer}, es, codebook_sizes=8
   )

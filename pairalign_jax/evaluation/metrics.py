@@ -18,6 +18,8 @@ A *string* is a sequence of code ids (no BOS/EOS/PAD); a batch of strings is `li
 * `cross_view_ned(seqs_a, seqs_b)` = mean NED over the pairs `(a_i, b_i)` (two views of the same
   content). `paired_ned_stats` adds the unrelated pairing `(a_i, b_{(i+shift) mod n})` (pairs that
   share a content id are left out) and the gap `unrelated - same` (the signal: large is good).
+* `edit_operations(hyps, refs)` = substitutions, deletions and insertions of a minimal
+  alignment of each pair, pooled, per reference token.
 * `length_stats(seqs)` = mean / std / min / median / max of `|y_i|`.
 * `phone_purity(...)` (labelled data: synthetic, TIMIT): each token gets the phone whose interval
   `[start, end)` contains the token's time; tokens inside no interval are *unassigned* (counted in
@@ -149,6 +151,36 @@ def pairwise_ned(seqs_a: Strings, seqs_b: Strings) -> np.ndarray:
     process.cpdist(list(seqs_a), list(seqs_b), scorer=Levenshtein.normalized_distance, workers=-1),
     np.float32,
   )
+
+
+def edit_operations(hyps: Strings, refs: Strings) -> dict[str, float]:
+  """How the strings `hyps` differ from the paired `refs`, pooled over all pairs: the edit
+  operations of one minimal Levenshtein alignment per pair (rapidfuzz `Levenshtein.editops`), per
+  reference token. Keys: 'substitutions', 'deletions' (reference tokens the hypothesis leaves
+  out), 'insertions' (hypothesis tokens the reference does not have), each a count divided by
+  'reference_tokens' (their sum is the pooled edit distance / reference tokens); and
+  'reference_tokens', 'hypothesis_tokens' (totals). A pair's split between the three can depend
+  on which minimal alignment rapidfuzz returns; the total cannot."""
+  if len(hyps) != len(refs):
+    raise ValueError(f'paired strings differ in number: {len(hyps)} vs {len(refs)}')
+  counts = {'replace': 0, 'delete': 0, 'insert': 0}
+  ref_tokens = hyp_tokens = 0
+  for hyp, ref in zip(hyps, refs):
+    hyp, ref = list(hyp), list(ref)
+    ref_tokens += len(ref)
+    hyp_tokens += len(hyp)
+    # editops(s1, s2) turns s1 into s2: with s1 = ref, 'delete' drops a reference token and
+    # 'insert' adds a hypothesis token.
+    for op in Levenshtein.editops(ref, hyp):
+      counts[op.tag] += 1
+  per_ref = 1.0 / max(ref_tokens, 1)
+  return {
+    'substitutions': counts['replace'] * per_ref,
+    'deletions': counts['delete'] * per_ref,
+    'insertions': counts['insert'] * per_ref,
+    'reference_tokens': float(ref_tokens),
+    'hypothesis_tokens': float(hyp_tokens),
+  }
 
 
 def pairwise_edit_distance(seqs_a: Strings, seqs_b: Strings) -> np.ndarray:

@@ -28,7 +28,9 @@ writes into `outdir`:
                recall_at_1_difference_ci95 ([low, high], bootstrap over content items),
                comparisons: {<name>: the same four figures, primary against that tokenizer},
                ned_to_targets (when 'vq_groups' is evaluated): mean NED between the primary's
-               string and the training targets' string of the same segment}
+               string and the training targets' string of the same segment,
+               edits_to_targets (the same pairs): {substitutions, deletions, insertions} per
+               target token, reference_tokens, hypothesis_tokens (`metrics.edit_operations`)}
     example: (when given) {index, id, frame_seconds, phones, phone_times, tokens: {name: [...]},
               times: {name: [...]}} — the log-mel itself is not written to JSON.
   Metric definitions: `metrics.py`, `retrieval.py`, `sweep.py`; eval set: `runner.py`.
@@ -177,6 +179,13 @@ def markdown(report: Mapping[str, Any], plots: list[str]) -> str:
       lines.append(
         f'- {p} string vs its training targets (VQ groups) on the same audio: mean normalized '
         f'edit distance {h["ned_to_targets"]:.3f} (0 = the decoder writes its targets exactly)'
+      )
+    e = h.get('edits_to_targets')
+    if e is not None:
+      lines.append(
+        f'  - per target token: {e["substitutions"]:.3f} substituted, {e["deletions"]:.3f} left '
+        f'out, {e["insertions"]:.3f} added ({e["hypothesis_tokens"]:.0f} tokens written for '
+        f'{e["reference_tokens"]:.0f} target tokens)'
       )
     lines.append('')
   comparisons = h.get('comparisons') or {}

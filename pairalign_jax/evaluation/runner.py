@@ -543,6 +543,10 @@ def evaluate_tokenizers(
     # primary's string and the targets' string of the same segment, over every segment.
     ned = metrics.pairwise_ned(outputs[primary].tokens, outputs[TARGETS_NAME].tokens)
     report['headline']['ned_to_targets'] = float(ned.mean())
+    # And how they differ: substitutions, dropped and added tokens per target token.
+    report['headline']['edits_to_targets'] = metrics.edit_operations(
+      outputs[primary].tokens, outputs[TARGETS_NAME].tokens
+    )
   if example_features_fn is not None:
     i = example_index
     mel = np.asarray(example_features_fn(eval_set.waves[i : i + 1]))[0]
