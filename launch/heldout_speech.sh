@@ -27,6 +27,8 @@
 #   small_dec4_s{0,1,2}   small_nolenctl with 4 decoder layers instead of 2 (model.dec_layers)
 #   small_longstage1_nolenctl_s{0,1,2} small_nolenctl with stage 1 twice as long (3 000 steps,
 #                         stage 2 from 2 400): small_longstage1 without the length controller
+#   small_jitter10ms_s{0,1,2} small_longstage1_nolenctl with the teacher-forced input times
+#                         jittered by 0.01 s instead of 0.04 s (loss.time_jitter_seconds)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -85,6 +87,10 @@ for name in "${runs[@]}"; do
     small_longstage1_nolenctl_s*) run "$name" configs/small_corpus.py \
                                       --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                                       --config.seed="${name#small_longstage1_nolenctl_s}" ;;
+    small_jitter10ms_s*) run "$name" configs/small_corpus.py \
+                             --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
+                             --config.loss.time_jitter_seconds=0.01 \
+                             --config.seed="${name#small_jitter10ms_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;

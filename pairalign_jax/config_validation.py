@@ -305,7 +305,7 @@ def validate_config(
 
   # Evaluation.
   ev = config.eval
-  for key in ('queries_per_item', 'batch_size'):
+  for key in ('queries_per_item', 'batch_size', 'sweep_items'):
     _require(int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}')
   for key, low in (('num_items', 2), ('archive_rotations', 1)):
     _require(

@@ -99,6 +99,7 @@ class _null:
     ('eval.beam_size', 100_000, r'config\.eval\.beam_size'),
     ('eval.beam_length_penalty', -0.5, r'config\.eval\.beam_length_penalty'),
     ('eval.queries_per_item', 0, r'config\.eval\.queries_per_item'),
+    ('eval.sweep_items', 0, r'config\.eval\.sweep_items'),
     ('eval.split', 'dev', r"config\.eval\.split.*'validation'.*'test'.*'train'"),
   ],
 )

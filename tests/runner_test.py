@@ -256,6 +256,8 @@ def test_archive_rotations_cover_every_speaker_once():
   np.testing.assert_array_equal(single.source_indices, es.source_indices[:12])
   with pytest.raises(ValueError, match='archive_rotations'):
     _eval_set(archive_rotations=0)
+  with pytest.raises(ValueError, match='sweep_items'):
+    _eval_set(sweep_items=0)
 
 
 def test_rotations_pool_queries_and_keep_per_item_counts():

@@ -192,6 +192,8 @@ def build_eval_set(
     )
   if queries_per_item < 1:
     raise ValueError(f'queries_per_item must be >= 1, got {queries_per_item}')
+  if sweep_items < 1:
+    raise ValueError(f'sweep_items must be >= 1 (the shift probe), got {sweep_items}')
   if archive_rotations < 1 and archive_rotations != -1:
     raise ValueError(f'archive_rotations must be >= 1 or -1 (all), got {archive_rotations}')
   cids = _content_ids(source, content_ids)

@@ -1,0 +1,296 @@
+"""How closely a decoder writes its training targets, and where it fails.
+
+  python -m pairalign_jax.evaluation.decoder_fit --checkpoint=RUN/checkpoints/STEP \
+      [--params=student] [--targets=teacher] [--split=validation] [--num_segments=256] \
+      [--out=fit.json]
+
+The targets of a segment are the code-group string of `--targets`' parameters
+(`Tokenizer.vq_group_tokenize`: what stage 1 trains the decoder on, when `--targets=teacher`
+during stage 1, where the teacher is the frozen end of stage 0); the decoder is `--params`'. Every
+target token is one run of a code group, and every figure is given by the run's length in encoder
+frames (the runs tile the segment from frame 0, so their lengths follow from the run centres,
+`run_frames`), because short runs are where a decoder that reads H through attention loses its
+place. Three readings:
+
+* `teacher_forced_true_times`: next-token accuracy and negative log-likelihood (nats) with the true
+  prefix and the targets' own times as the location-aware decoder's input times (the self rows of
+  training, without the input-time jitter);
+* `teacher_forced_own_times`: the true prefix, but each step's input time is the decoder's own
+  output time of the step before (`decode.forced_decode`: what greedy decoding sees while its
+  prefix is right);
+* `greedy`: the greedy string aligned to the target (`Levenshtein.editops`): the share of target
+  tokens left out and substituted, by run length, and tokens added per target token.
+
+The gap between the first two is what the decoder's own token times cost it; between the second
+and the third, what its own earlier mistakes cost it. Nothing here trains or needs the training
+code: a checkpoint and the split's audio.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Sequence
+
+from absl import app
+from absl import flags
+from absl import logging
+import jax
+import jax.numpy as jnp
+import numpy as np
+from rapidfuzz.distance import Levenshtein
+
+from pairalign_jax import checkpointing
+from pairalign_jax import decode
+from pairalign_jax import frontend
+from pairalign_jax import models
+from pairalign_jax import sequences
+from pairalign_jax import tokenizer as tokenizer_lib
+from pairalign_jax import vocab as vocab_lib
+from pairalign_jax.data import pipeline
+
+MAX_RUN_BUCKET = 8  # runs of this many frames or more share one bucket ('8+')
+
+
+def run_frames(times: Sequence[float], frame_seconds: float) -> np.ndarray:
+  """Run lengths in frames [n] of a collapsed string whose runs tile the frames from frame 0, from
+  its token times (run centres `(first + last + 1) / 2 * frame_seconds`, `sequences.collapse_runs`):
+  each run ends where twice its centre minus its start puts it."""
+  lengths = []
+  start = 0.0
+  for centre in np.asarray(times, np.float64) / frame_seconds:
+    end = 2.0 * centre - start
+    lengths.append(int(round(end - start)))
+    start = end
+  if any(n < 1 for n in lengths):
+    raise ValueError(f'token times {list(times)} are not the centres of runs that tile the frames')
+  return np.asarray(lengths, np.int64)
+
+
+def bucket(run: int) -> str:
+  """The reporting bucket of a run length: '1' .. '7', then '8+'."""
+  return f'{MAX_RUN_BUCKET}+' if run >= MAX_RUN_BUCKET else str(int(run))
+
+
+def target_arrays(
+  tokens: Sequence[Sequence[int]],
+  times: Sequence[Sequence[float]],
+  max_len: int,
+  vocab: vocab_lib.Vocab,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """Target strings as decoder rows: tokens [B, L] (codes, EOS, PAD), times [B, L] seconds (0 at
+  EOS/PAD), lengths [B]. A string longer than L - 1 codes is cut there, as in training."""
+  batch = len(tokens)
+  out_tokens = np.full((batch, max_len), vocab.pad, np.int32)
+  out_times = np.zeros((batch, max_len), np.float32)
+  lengths = np.zeros(batch, np.int32)
+  for i, (t, s) in enumerate(zip(tokens, times)):
+    n = min(len(t), max_len - 1)
+    out_tokens[i, :n] = np.asarray(t, np.int32)[:n]
+    out_tokens[i, n] = vocab.eos
+    out_times[i, :n] = np.asarray(s, np.float32)[:n]
+    lengths[i] = n
+  return out_tokens, out_times, lengths
+
+
+def teacher_forced_logits(
+  tok: tokenizer_lib.Tokenizer,
+  waves: np.ndarray,
+  tokens: np.ndarray,
+  times: np.ndarray,
+  *,
+  own_times: bool,
+) -> np.ndarray:
+  """Logits [B, L, V] of `tok`'s decoder over the given rows (true prefix), fed the given input
+  times (the tokens' times shifted right) or, with `own_times`, its own previous output times."""
+  model, variables = tok.model, tok.variables
+  mel = frontend.normalize(frontend.log_mel(jnp.asarray(waves, jnp.float32), tok.fcfg))
+  h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
+  if own_times:
+    logits, _ = decode.forced_decode(model, variables, h, jnp.asarray(tokens))
+    return np.asarray(logits)
+  cond = model.apply(variables, h, method=models.PairAlign.condition)
+  logits, _ = model.apply(
+    variables,
+    cond,
+    sequences.shift_right(jnp.asarray(tokens), tok.vocab),
+    train=False,
+    input_times=sequences.shift_times(jnp.asarray(times)),
+    method=models.PairAlign.score,
+  )  # [B, L, V]
+  return np.asarray(logits)
+
+
+def teacher_forced_summary(
+  logits: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, runs: Sequence[np.ndarray]
+) -> dict[str, Any]:
+  """Accuracy (argmax = target) and NLL of every scored position (codes and the EOS), overall and
+  by the target run length ('eos' for the EOS position)."""
+  logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))  # [B, L, V]
+  correct: dict[str, list[float]] = {}
+  nll: dict[str, list[float]] = {}
+  for i, n in enumerate(lengths):
+    for j in range(int(n) + 1):
+      key = 'eos' if j == n else bucket(runs[i][j])
+      correct.setdefault(key, []).append(float(logp[i, j].argmax() == tokens[i, j]))
+      nll.setdefault(key, []).append(float(-logp[i, j, tokens[i, j]]))
+  every_correct = [c for v in correct.values() for c in v]
+  every_nll = [c for v in nll.values() for c in v]
+  return {
+    'accuracy': float(np.mean(every_correct)),
+    'nll': float(np.mean(every_nll)),
+    'positions': len(every_correct),
+    'by_run_frames': {
+      k: {
+        'accuracy': float(np.mean(correct[k])),
+        'nll': float(np.mean(nll[k])),
+        'count': len(nll[k]),
+      }
+      for k in sorted(correct, key=_bucket_order)
+    },
+  }
+
+
+def edits_by_run(
+  hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]], runs: Sequence[np.ndarray]
+) -> dict[str, Any]:
+  """A minimal alignment of each hypothesis to its reference: the share of reference tokens left
+  out and substituted, by the reference run length, and inserted tokens per reference token."""
+  if not len(hyps) == len(refs) == len(runs):
+    raise ValueError(f'{len(hyps)} hypotheses, {len(refs)} references, {len(runs)} run lists')
+  count: dict[str, int] = {}
+  deleted: dict[str, int] = {}
+  substituted: dict[str, int] = {}
+  inserted = 0
+  for hyp, ref, run in zip(hyps, refs, runs):
+    ref, hyp = list(ref), list(hyp)
+    keys = [bucket(r) for r in run[: len(ref)]]
+    for k in keys:
+      count[k] = count.get(k, 0) + 1
+    for op in Levenshtein.editops(ref, hyp):
+      if op.tag == 'delete':
+        deleted[keys[op.src_pos]] = deleted.get(keys[op.src_pos], 0) + 1
+      elif op.tag == 'replace':
+        substituted[keys[op.src_pos]] = substituted.get(keys[op.src_pos], 0) + 1
+      else:
+        inserted += 1
+  total = sum(count.values())
+  return {
+    'target_tokens': total,
+    'written_tokens': int(sum(len(h) for h in hyps)),
+    'deleted': sum(deleted.values()) / max(total, 1),
+    'substituted': sum(substituted.values()) / max(total, 1),
+    'inserted': inserted / max(total, 1),
+    'by_run_frames': {
+      k: {
+        'share_of_targets': count[k] / total,
+        'deleted': deleted.get(k, 0) / count[k],
+        'substituted': substituted.get(k, 0) / count[k],
+      }
+      for k in sorted(count, key=_bucket_order)
+    },
+  }
+
+
+def _bucket_order(key: str) -> int:
+  return 10**6 if key == 'eos' else int(key.rstrip('+'))
+
+
+def decoder_fit(
+  tok: tokenizer_lib.Tokenizer,
+  targets_tok: tokenizer_lib.Tokenizer,
+  waves: np.ndarray,
+  sample_rate: int,
+  batch_size: int = 64,
+) -> dict[str, Any]:
+  """The three readings of the module docstring for `tok`'s decoder against `targets_tok`'s
+  code-group strings on `waves` [N, S] (segments of the checkpoint's length)."""
+  if int(tok.config.targets.get('code_groups', 0)) <= 0:
+    raise ValueError('decoder_fit needs a model trained on code groups (targets.code_groups > 0)')
+  targets = targets_tok.vq_group_tokenize(waves, sample_rate)
+  greedy = tok.tokenize(waves, sample_rate)
+  runs = [run_frames(t, tok.frame_seconds) for t in targets.times]
+  forced = {}
+  for name, own in (('teacher_forced_true_times', False), ('teacher_forced_own_times', True)):
+    parts = []
+    for start in range(0, len(waves), batch_size):
+      stop = start + batch_size
+      rows = target_arrays(
+        targets.tokens[start:stop], targets.times[start:stop], tok.max_len, tok.vocab
+      )
+      logits = teacher_forced_logits(tok, waves[start:stop], rows[0], rows[1], own_times=own)
+      parts.append((logits, rows[0], rows[2]))
+    forced[name] = teacher_forced_summary(
+      np.concatenate([p[0] for p in parts]),
+      np.concatenate([p[1] for p in parts]),
+      np.concatenate([p[2] for p in parts]),
+      runs,
+    )
+  return {
+    'segments': len(waves),
+    **forced,
+    'greedy': edits_by_run(greedy.tokens, targets.tokens, runs),
+  }
+
+
+def split_segments(config, split: str, num_segments: int, seed: int = 0) -> np.ndarray:
+  """`num_segments` segments [N, S] of `split`, records drawn without replacement (seeded), in
+  index order; each the start of its record, as the evaluation takes them."""
+  source = pipeline.make_source(config, pipeline.canonical_split(split))
+  n = min(int(num_segments), len(source))
+  if n < 1:
+    raise ValueError(f'the {split!r} split has no records')
+  picks = np.sort(np.random.default_rng(seed).choice(len(source), size=n, replace=False))
+  return np.stack([pipeline.load_segment(source[int(i)], config, crop='start') for i in picks])
+
+
+FLAGS = flags.FLAGS
+
+
+def _define_flags():
+  flags.DEFINE_string('checkpoint', None, 'Workdir or checkpoint step directory.')
+  flags.DEFINE_enum('params', 'student', ['teacher', 'student'], 'Whose decoder is read.')
+  flags.DEFINE_enum(
+    'targets',
+    'teacher',
+    ['teacher', 'student'],
+    "Whose code groups are the targets ('teacher': what stage 1 trains on).",
+  )
+  flags.DEFINE_string('split', 'validation', "The split's audio: 'validation', 'test' or 'train'.")
+  flags.DEFINE_integer('num_segments', 256, 'Segments read (drawn from the split, seeded).')
+  flags.DEFINE_string('out', None, 'Where to write the JSON (default: print only).')
+  flags.mark_flags_as_required(['checkpoint'])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError('Too many command-line arguments.')
+  path = os.path.abspath(FLAGS.checkpoint)
+  step = int(checkpointing.step_dir(path).name)
+  config = checkpointing.read_config(path, step)
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(
+    path, step=step, use_teacher=FLAGS.params == 'teacher'
+  )
+  targets_tok = tokenizer_lib.Tokenizer.from_checkpoint(
+    path, step=step, use_teacher=FLAGS.targets == 'teacher'
+  )
+  waves = split_segments(config, FLAGS.split, FLAGS.num_segments, seed=int(config.seed))
+  logging.info('decoder_fit: step %d, %d segments of the %r split', step, len(waves), FLAGS.split)
+  report = {
+    'checkpoint': path,
+    'step': step,
+    'params': FLAGS.params,
+    'targets': FLAGS.targets,
+    'split': FLAGS.split,
+    **decoder_fit(tok, targets_tok, waves, tok.sample_rate),
+  }
+  text = json.dumps(report, indent=1)
+  if FLAGS.out:
+    with open(FLAGS.out, 'w', encoding='utf-8') as f:
+      f.write(text + '\n')
+  print(text)
+
+
+if __name__ == '__main__':
+  _define_flags()
+  app.run(main)

@@ -1,0 +1,116 @@
+"""evaluation/decoder_fit.py: run lengths from run centres, the summaries on hand-made logits and
+strings, and the readings on the tiny checkpoint of tokenizer_test.py (the own-times path scores
+a string exactly as `Tokenizer.score` does)."""
+
+import json
+
+import numpy as np
+import pytest
+import tokenizer_test
+
+from pairalign_jax import checkpointing
+from pairalign_jax import vocab as vocab_lib
+from pairalign_jax.evaluation import decoder_fit
+from pairalign_jax.tokenizer import Tokenizer
+
+FS = 0.02  # encoder frame seconds
+
+
+def test_run_frames_from_run_centres():
+  # Runs of 2, 3, 1 and 9 frames from frame 0: centres 1, 3.5, 5.5, 10.5 frames.
+  times = np.array([1.0, 3.5, 5.5, 10.5]) * FS
+  np.testing.assert_array_equal(decoder_fit.run_frames(times, FS), [2, 3, 1, 9])
+  assert decoder_fit.run_frames([], FS).shape == (0,)
+  with pytest.raises(ValueError, match='tile'):
+    decoder_fit.run_frames(np.array([1.0, 1.2]) * FS, FS)  # the second run would be 0 frames
+  assert [decoder_fit.bucket(r) for r in (1, 7, 8, 30)] == ['1', '7', '8+', '8+']
+
+
+def test_target_arrays_add_eos_pad_and_cut_at_max_len():
+  vocab = vocab_lib.Vocab(8)
+  tokens, times, lengths = decoder_fit.target_arrays(
+    [[1, 2], [3, 4, 5, 6, 7]], [[0.1, 0.2], [0.1, 0.2, 0.3, 0.4, 0.5]], 4, vocab
+  )
+  np.testing.assert_array_equal(lengths, [2, 3])
+  np.testing.assert_array_equal(tokens, [[1, 2, vocab.eos, vocab.pad], [3, 4, 5, vocab.eos]])
+  np.testing.assert_allclose(times, [[0.1, 0.2, 0, 0], [0.1, 0.2, 0.3, 0]])
+
+
+def test_teacher_forced_summary_by_run_length():
+  vocab = vocab_lib.Vocab(4)
+  tokens = np.array([[1, 2, vocab.eos], [3, vocab.eos, vocab.pad]])
+  lengths = np.array([2, 1])
+  runs = [np.array([2, 9]), np.array([2])]
+  logits = np.zeros((2, 3, vocab.size), np.float32)
+  logits[0, 0, 1] = 5.0  # right (run of 2)
+  logits[0, 1, 0] = 5.0  # wrong (run of 9)
+  logits[0, 2, vocab.eos] = 5.0  # right (EOS)
+  logits[1, 0, 2] = 5.0  # wrong (run of 2)
+  logits[1, 1, vocab.eos] = 5.0  # right (EOS)
+  logits[1, 2, 0] = 99.0  # PAD: never scored
+  got = decoder_fit.teacher_forced_summary(logits, tokens, lengths, runs)
+  assert got['positions'] == 5 and got['accuracy'] == pytest.approx(3 / 5)
+  by = got['by_run_frames']
+  assert list(by) == ['2', '8+', 'eos']
+  assert by['2']['accuracy'] == 0.5 and by['2']['count'] == 2
+  assert by['8+']['accuracy'] == 0.0 and by['eos']['accuracy'] == 1.0
+  # NLL of a right answer at logit 5 among V - 1 zeros: log(e^5 + V - 1) - 5.
+  right = np.log(np.exp(5.0) + vocab.size - 1) - 5.0
+  assert by['eos']['nll'] == pytest.approx(right, rel=1e-5)
+  assert by['8+']['nll'] == pytest.approx(np.log(np.exp(5.0) + vocab.size - 1), rel=1e-5)
+
+
+def test_edits_by_run_length():
+  refs = [[1, 2, 3, 4], [5, 6]]
+  runs = [np.array([2, 2, 3, 9]), np.array([2, 9])]
+  hyps = [[1, 3, 7], [5, 6, 6]]  # ref 1: 2 deleted, 4 -> 7; ref 2: one 6 inserted
+  got = decoder_fit.edits_by_run(hyps, refs, runs)
+  assert got['target_tokens'] == 6 and got['written_tokens'] == 6
+  assert got['deleted'] == pytest.approx(1 / 6) and got['substituted'] == pytest.approx(1 / 6)
+  assert got['inserted'] == pytest.approx(1 / 6)
+  by = got['by_run_frames']
+  assert by['2'] == {'share_of_targets': 0.5, 'deleted': pytest.approx(1 / 3), 'substituted': 0.0}
+  assert by['8+'] == {'share_of_targets': pytest.approx(1 / 3), 'deleted': 0.0, 'substituted': 0.5}
+  same = decoder_fit.edits_by_run(refs, refs, runs)
+  assert same['deleted'] == same['substituted'] == same['inserted'] == 0.0
+  with pytest.raises(ValueError, match='run lists'):
+    decoder_fit.edits_by_run(hyps, refs, runs[:1])
+
+
+@pytest.fixture(scope='module')
+def tok(tmp_path_factory):
+  return Tokenizer.from_checkpoint(tokenizer_test.tiny_workdir(tmp_path_factory), batch_size=4)
+
+
+def test_decoder_fit_on_a_checkpoint(tok):
+  waves = np.stack(tokenizer_test.make_waves(5))
+  got = decoder_fit.decoder_fit(tok, tok, waves, tokenizer_test.SR, batch_size=2)
+  targets = tok.vq_group_tokenize(waves, tokenizer_test.SR)
+  lengths = [min(len(t), tok.max_len - 1) for t in targets.tokens]
+  for name in ('teacher_forced_true_times', 'teacher_forced_own_times'):
+    reading = got[name]
+    assert reading['positions'] == sum(lengths) + len(waves)  # every code and every EOS
+    assert sum(b['count'] for b in reading['by_run_frames'].values()) == reading['positions']
+    assert 0.0 <= reading['accuracy'] <= 1.0 and reading['nll'] > 0
+  assert got['greedy']['target_tokens'] == sum(len(t) for t in targets.tokens)
+  assert got['greedy']['written_tokens'] == sum(len(t) for t in tok.tokenize(waves).tokens)
+  # The own-times reading of one segment is Tokenizer.score's per-token log-likelihood.
+  rows = decoder_fit.target_arrays(targets.tokens[:1], targets.times[:1], tok.max_len, tok.vocab)
+  logits = decoder_fit.teacher_forced_logits(tok, waves[:1], rows[0], rows[1], own_times=True)
+  one = decoder_fit.teacher_forced_summary(logits, rows[0], rows[2], [np.ones(rows[2][0], int)])
+  _, mean_ll = tok.score(targets.tokens[0][: rows[2][0]], waves[0], tokenizer_test.SR)
+  assert one['nll'] == pytest.approx(-mean_ll, rel=1e-4)
+  # With the true times the decoder reads other input times: a different reading.
+  true = decoder_fit.teacher_forced_logits(tok, waves[:1], rows[0], rows[1], own_times=False)
+  assert not np.allclose(true, logits, atol=1e-4)
+
+
+def test_split_segments_are_seeded_and_of_the_checkpoint_length(tok, tmp_path_factory):
+  workdir = tokenizer_test.tiny_workdir(tmp_path_factory)
+  step = tokenizer_test.STEPS[-1]
+  config = checkpointing.read_config(workdir, step)
+  a = decoder_fit.split_segments(config, 'validation', 3, seed=0)
+  b = decoder_fit.split_segments(config, 'validation', 3, seed=0)
+  assert a.shape == (3, tok.segment_samples)
+  np.testing.assert_array_equal(a, b)
+  assert json.dumps(decoder_fit.decoder_fit(tok, tok, a, tok.sample_rate)['greedy'])
