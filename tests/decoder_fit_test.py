@@ -58,6 +58,10 @@ def test_teacher_forced_summary_by_run_length():
   right = np.log(np.exp(5.0) + vocab.size - 1) - 5.0
   assert by['eos']['nll'] == pytest.approx(right, rel=1e-5)
   assert by['8+']['nll'] == pytest.approx(np.log(np.exp(5.0) + vocab.size - 1), rel=1e-5)
+  assert 'time_error_seconds' not in got
+  error = np.array([[0.01, -0.03, 9.0], [0.02, 9.0, 9.0]])  # EOS / PAD positions not counted
+  timed = decoder_fit.teacher_forced_summary(logits, tokens, lengths, runs, time_error=error)
+  assert timed['time_error_seconds'] == pytest.approx(0.02)
 
 
 def test_edits_by_run_length():
@@ -96,13 +100,23 @@ def test_decoder_fit_on_a_checkpoint(tok):
   assert got['greedy']['written_tokens'] == sum(len(t) for t in tok.tokenize(waves).tokens)
   # The own-times reading of one segment is Tokenizer.score's per-token log-likelihood.
   rows = decoder_fit.target_arrays(targets.tokens[:1], targets.times[:1], tok.max_len, tok.vocab)
-  logits = decoder_fit.teacher_forced_logits(tok, waves[:1], rows[0], rows[1], own_times=True)
+  logits, times = decoder_fit.teacher_forced_logits(
+    tok, waves[:1], rows[0], rows[1], own_times=True
+  )
   one = decoder_fit.teacher_forced_summary(logits, rows[0], rows[2], [np.ones(rows[2][0], int)])
   _, mean_ll = tok.score(targets.tokens[0][: rows[2][0]], waves[0], tokenizer_test.SR)
   assert one['nll'] == pytest.approx(-mean_ll, rel=1e-4)
   # With the true times the decoder reads other input times: a different reading.
-  true = decoder_fit.teacher_forced_logits(tok, waves[:1], rows[0], rows[1], own_times=False)
+  true, _ = decoder_fit.teacher_forced_logits(tok, waves[:1], rows[0], rows[1], own_times=False)
   assert not np.allclose(true, logits, atol=1e-4)
+  # The time error is over the code positions of the row, against the targets' times.
+  n = rows[2][0]
+  expected = np.abs(times[0, :n] - rows[1][0, :n]).mean()
+  assert got['teacher_forced_own_times']['time_error_seconds'] >= 0
+  one = decoder_fit.teacher_forced_summary(
+    logits, rows[0], rows[2], [np.ones(n, int)], time_error=times - rows[1]
+  )
+  assert one['time_error_seconds'] == pytest.approx(expected)
 
 
 def test_split_segments_are_seeded_and_of_the_checkpoint_length(tok, tmp_path_factory):

@@ -12,7 +12,8 @@ frames (the runs tile the segment from frame 0, so their lengths follow from the
 `run_frames`), because short runs are where a decoder that reads H through attention loses its
 place. Three readings:
 
-* `teacher_forced_true_times`: next-token accuracy and negative log-likelihood (nats) with the true
+* `teacher_forced_true_times`: next-token accuracy, negative log-likelihood (nats) and the mean
+  absolute error of the decoder's token times against the targets' (seconds) with the true
   prefix and the targets' own times as the location-aware decoder's input times (the self rows of
   training, without the input-time jitter);
 * `teacher_forced_own_times`: the true prefix, but each step's input time is the decoder's own
@@ -30,7 +31,7 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Sequence
+from typing import Any, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -100,32 +101,38 @@ def teacher_forced_logits(
   times: np.ndarray,
   *,
   own_times: bool,
-) -> np.ndarray:
-  """Logits [B, L, V] of `tok`'s decoder over the given rows (true prefix), fed the given input
-  times (the tokens' times shifted right) or, with `own_times`, its own previous output times."""
+) -> tuple[np.ndarray, np.ndarray]:
+  """Logits [B, L, V] and token times [B, L] (seconds) of `tok`'s decoder over the given rows
+  (true prefix), fed the given input times (the tokens' times shifted right) or, with
+  `own_times`, its own previous output times."""
   model, variables = tok.model, tok.variables
   mel = frontend.normalize(frontend.log_mel(jnp.asarray(waves, jnp.float32), tok.fcfg))
   h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
   if own_times:
-    logits, _ = decode.forced_decode(model, variables, h, jnp.asarray(tokens))
-    return np.asarray(logits)
+    logits, out_times = decode.forced_decode(model, variables, h, jnp.asarray(tokens))
+    return np.asarray(logits), np.asarray(out_times)
   cond = model.apply(variables, h, method=models.PairAlign.condition)
-  logits, _ = model.apply(
+  logits, out_times = model.apply(
     variables,
     cond,
     sequences.shift_right(jnp.asarray(tokens), tok.vocab),
     train=False,
     input_times=sequences.shift_times(jnp.asarray(times)),
     method=models.PairAlign.score,
-  )  # [B, L, V]
-  return np.asarray(logits)
+  )  # [B, L, V], [B, L]
+  return np.asarray(logits), np.asarray(out_times)
 
 
 def teacher_forced_summary(
-  logits: np.ndarray, tokens: np.ndarray, lengths: np.ndarray, runs: Sequence[np.ndarray]
+  logits: np.ndarray,
+  tokens: np.ndarray,
+  lengths: np.ndarray,
+  runs: Sequence[np.ndarray],
+  time_error: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
   """Accuracy (argmax = target) and NLL of every scored position (codes and the EOS), overall and
-  by the target run length ('eos' for the EOS position)."""
+  by the target run length ('eos' for the EOS position); with `time_error` [B, L] (seconds, the
+  decoder's token time minus the target's), its mean absolute value over the code positions."""
   logp = np.asarray(jax.nn.log_softmax(jnp.asarray(logits), axis=-1))  # [B, L, V]
   correct: dict[str, list[float]] = {}
   nll: dict[str, list[float]] = {}
@@ -136,7 +143,12 @@ def teacher_forced_summary(
       nll.setdefault(key, []).append(float(-logp[i, j, tokens[i, j]]))
   every_correct = [c for v in correct.values() for c in v]
   every_nll = [c for v in nll.values() for c in v]
+  summary: dict[str, Any] = {}
+  if time_error is not None:
+    codes = np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None]  # [B, L]
+    summary['time_error_seconds'] = float(np.abs(np.asarray(time_error)[codes]).mean())
   return {
+    **summary,
     'accuracy': float(np.mean(every_correct)),
     'nll': float(np.mean(every_nll)),
     'positions': len(every_correct),
@@ -218,13 +230,14 @@ def decoder_fit(
       rows = target_arrays(
         targets.tokens[start:stop], targets.times[start:stop], tok.max_len, tok.vocab
       )
-      logits = teacher_forced_logits(tok, waves[start:stop], rows[0], rows[1], own_times=own)
-      parts.append((logits, rows[0], rows[2]))
+      logits, out_times = teacher_forced_logits(
+        tok, waves[start:stop], rows[0], rows[1], own_times=own
+      )
+      parts.append((logits, rows[0], rows[2], out_times - rows[1]))
     forced[name] = teacher_forced_summary(
-      np.concatenate([p[0] for p in parts]),
-      np.concatenate([p[1] for p in parts]),
-      np.concatenate([p[2] for p in parts]),
+      *(np.concatenate([p[k] for p in parts]) for k in range(3)),
       runs,
+      time_error=np.concatenate([p[3] for p in parts]),
     )
   return {
     'segments': len(waves),
