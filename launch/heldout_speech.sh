@@ -29,6 +29,9 @@
 #                         stage 2 from 2 400): small_longstage1 without the length controller
 #   small_jitter10ms_s{0,1,2} small_longstage1_nolenctl with the teacher-forced input times
 #                         jittered by 0.01 s instead of 0.04 s (loss.time_jitter_seconds)
+#   small_ownpasses8_s{0,1,2} small_longstage1_nolenctl with 8 own-time passes instead of 3
+#                         (loss.own_time_passes: the drift of the decoder's own token times that
+#                         training shows it, against the whole string's in greedy decoding)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -91,6 +94,10 @@ for name in "${runs[@]}"; do
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.loss.time_jitter_seconds=0.01 \
                              --config.seed="${name#small_jitter10ms_s}" ;;
+    small_ownpasses8_s*) run "$name" configs/small_corpus.py \
+                             --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
+                             --config.loss.own_time_passes=8 \
+                             --config.seed="${name#small_ownpasses8_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;

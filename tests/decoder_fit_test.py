@@ -119,6 +119,22 @@ def test_decoder_fit_on_a_checkpoint(tok):
   assert one['time_error_seconds'] == pytest.approx(expected)
 
 
+def test_parallel_passes_start_from_the_true_times(tok):
+  waves = np.stack(tokenizer_test.make_waves(3))
+  targets = tok.vq_group_tokenize(waves, tokenizer_test.SR)
+  rows = decoder_fit.target_arrays(targets.tokens, targets.times, tok.max_len, tok.vocab)
+  got = decoder_fit.parallel_pass_readings(tok, waves, *rows, passes=(0, 2))
+  assert list(got) == ['0', '2']
+  logits, times = decoder_fit.teacher_forced_logits(tok, waves, rows[0], rows[1], own_times=False)
+  true = decoder_fit.teacher_forced_summary(
+    logits, rows[0], rows[2], [np.ones(n, int) for n in rows[2]], time_error=times - rows[1]
+  )
+  assert got['0']['time_error_seconds'] == pytest.approx(true['time_error_seconds'], rel=1e-5)
+  assert got['2']['time_error_seconds'] != pytest.approx(got['0']['time_error_seconds'])
+  report = decoder_fit.decoder_fit(tok, tok, waves, tokenizer_test.SR, passes=(0, 1))
+  assert set(report['parallel_own_time_passes']) == {'0', '1'}
+
+
 def test_split_segments_are_seeded_and_of_the_checkpoint_length(tok, tmp_path_factory):
   workdir = tokenizer_test.tiny_workdir(tmp_path_factory)
   step = tokenizer_test.STEPS[-1]

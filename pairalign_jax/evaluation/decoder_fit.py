@@ -23,8 +23,10 @@ place. Three readings:
   tokens left out and substituted, by run length, and tokens added per target token.
 
 The gap between the first two is what the decoder's own token times cost it; between the second
-and the third, what its own earlier mistakes cost it. Nothing here trains or needs the training
-code: a checkpoint and the split's audio.
+and the third, what its own earlier mistakes cost it. `--passes` adds the same teacher-forced
+reading after k parallel own-time passes (what training's own-time rows feed the decoder with
+`loss.own_time_passes = k`), to compare with the whole string's drift in the second. Nothing
+here trains or needs the training code: a checkpoint and the split's audio.
 """
 
 from __future__ import annotations
@@ -123,6 +125,48 @@ def teacher_forced_logits(
   return np.asarray(logits), np.asarray(out_times)
 
 
+def parallel_pass_readings(
+  tok: tokenizer_lib.Tokenizer,
+  waves: np.ndarray,
+  tokens: np.ndarray,
+  times: np.ndarray,
+  lengths: np.ndarray,
+  passes: Sequence[int],
+) -> dict[str, dict[str, float]]:
+  """Accuracy and time error over the code positions after k parallel own-time passes, for each k
+  in `passes`: pass 0 feeds the true input times, pass k the token times of pass k - 1 (shifted
+  right) to every position at once, as training's own-time rows do with `loss.own_time_passes`
+  = k. Greedy decoding compounds its drift over the whole string instead (the
+  `teacher_forced_own_times` reading), so k at which these match it says how much of that drift
+  training shows the decoder."""
+  model, variables = tok.model, tok.variables
+  mel = frontend.normalize(frontend.log_mel(jnp.asarray(waves, jnp.float32), tok.fcfg))
+  h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
+  cond = model.apply(variables, h, method=models.PairAlign.condition)
+  inputs = sequences.shift_right(jnp.asarray(tokens), tok.vocab)  # [B, L]
+  true_in = sequences.shift_times(jnp.asarray(times))  # [B, L]
+  codes = np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None]  # [B, L]
+
+  @jax.jit
+  def one_pass(input_times):
+    return model.apply(
+      variables, cond, inputs, train=False, input_times=input_times, method=models.PairAlign.score
+    )  # [B, L, V], [B, L]
+
+  out: dict[str, dict[str, float]] = {}
+  input_times = true_in
+  for k in range(max(passes) + 1):
+    logits, token_times = one_pass(input_times)
+    if k in passes:
+      correct = np.asarray(logits).argmax(-1) == tokens
+      out[str(k)] = {
+        'accuracy': float(correct[codes].mean()),
+        'time_error_seconds': float(np.abs(np.asarray(token_times) - times)[codes].mean()),
+      }
+    input_times = jnp.where(true_in > 0, sequences.shift_times(token_times), 0.0)
+  return out
+
+
 def teacher_forced_summary(
   logits: np.ndarray,
   tokens: np.ndarray,
@@ -214,9 +258,11 @@ def decoder_fit(
   waves: np.ndarray,
   sample_rate: int,
   batch_size: int = 64,
+  passes: Sequence[int] = (),
 ) -> dict[str, Any]:
   """The three readings of the module docstring for `tok`'s decoder against `targets_tok`'s
-  code-group strings on `waves` [N, S] (segments of the checkpoint's length)."""
+  code-group strings on `waves` [N, S] (segments of the checkpoint's length), and with `passes`
+  the parallel own-time pass readings (`parallel_pass_readings`) on the first `batch_size`."""
   if int(tok.config.targets.get('code_groups', 0)) <= 0:
     raise ValueError('decoder_fit needs a model trained on code groups (targets.code_groups > 0)')
   targets = targets_tok.vq_group_tokenize(waves, sample_rate)
@@ -239,11 +285,19 @@ def decoder_fit(
       runs,
       time_error=np.concatenate([p[3] for p in parts]),
     )
-  return {
+  report = {
     'segments': len(waves),
     **forced,
     'greedy': edits_by_run(greedy.tokens, targets.tokens, runs),
   }
+  if passes:
+    rows = target_arrays(
+      targets.tokens[:batch_size], targets.times[:batch_size], tok.max_len, tok.vocab
+    )
+    report['parallel_own_time_passes'] = parallel_pass_readings(
+      tok, waves[:batch_size], rows[0], rows[1], rows[2], passes
+    )
+  return report
 
 
 def split_segments(config, split: str, num_segments: int, seed: int = 0) -> np.ndarray:
@@ -271,6 +325,11 @@ def _define_flags():
   )
   flags.DEFINE_string('split', 'validation', "The split's audio: 'validation', 'test' or 'train'.")
   flags.DEFINE_integer('num_segments', 256, 'Segments read (drawn from the split, seeded).')
+  flags.DEFINE_list(
+    'passes',
+    ['0', '1', '2', '3', '4', '8', '16'],
+    'Parallel own-time passes to read (as loss.own_time_passes trains; 64 segments); empty: none.',
+  )
   flags.DEFINE_string('out', None, 'Where to write the JSON (default: print only).')
   flags.mark_flags_as_required(['checkpoint'])
 
@@ -295,7 +354,9 @@ def main(argv):
     'params': FLAGS.params,
     'targets': FLAGS.targets,
     'split': FLAGS.split,
-    **decoder_fit(tok, targets_tok, waves, tok.sample_rate),
+    **decoder_fit(
+      tok, targets_tok, waves, tok.sample_rate, passes=tuple(int(k) for k in FLAGS.passes)
+    ),
   }
   text = json.dumps(report, indent=1)
   if FLAGS.out:
