@@ -45,7 +45,6 @@ from rapidfuzz.distance import Levenshtein
 
 from pairalign_jax import checkpointing
 from pairalign_jax import decode
-from pairalign_jax import frontend
 from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax import tokenizer as tokenizer_lib
@@ -96,20 +95,16 @@ def target_arrays(
   return out_tokens, out_times, lengths
 
 
-def teacher_forced_logits(
-  tok: tokenizer_lib.Tokenizer,
-  waves: np.ndarray,
-  tokens: np.ndarray,
-  times: np.ndarray,
-  *,
-  own_times: bool,
+def _code_positions(tokens: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+  """[B, L] bool: the code positions of target rows (before each row's EOS)."""
+  return np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None]
+
+
+def _forced_from_h(
+  tok: tokenizer_lib.Tokenizer, h, tokens: np.ndarray, times: np.ndarray, *, own_times: bool
 ) -> tuple[np.ndarray, np.ndarray]:
-  """Logits [B, L, V] and token times [B, L] (seconds) of `tok`'s decoder over the given rows
-  (true prefix), fed the given input times (the tokens' times shifted right) or, with
-  `own_times`, its own previous output times."""
+  """`teacher_forced_logits` from the encoder output H [B, T, d] (`Tokenizer.encode`)."""
   model, variables = tok.model, tok.variables
-  mel = frontend.normalize(frontend.log_mel(jnp.asarray(waves, jnp.float32), tok.fcfg))
-  h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
   if own_times:
     logits, out_times = decode.forced_decode(model, variables, h, jnp.asarray(tokens))
     return np.asarray(logits), np.asarray(out_times)
@@ -123,6 +118,20 @@ def teacher_forced_logits(
     method=models.PairAlign.score,
   )  # [B, L, V], [B, L]
   return np.asarray(logits), np.asarray(out_times)
+
+
+def teacher_forced_logits(
+  tok: tokenizer_lib.Tokenizer,
+  waves: np.ndarray,
+  tokens: np.ndarray,
+  times: np.ndarray,
+  *,
+  own_times: bool,
+) -> tuple[np.ndarray, np.ndarray]:
+  """Logits [B, L, V] and token times [B, L] (seconds) of `tok`'s decoder over the given rows
+  (true prefix), fed the given input times (the tokens' times shifted right) or, with
+  `own_times`, its own previous output times. waves: [B, segment_samples]."""
+  return _forced_from_h(tok, tok.encode(waves), tokens, times, own_times=own_times)
 
 
 def parallel_pass_readings(
@@ -140,12 +149,10 @@ def parallel_pass_readings(
   `teacher_forced_own_times` reading), so k at which these match it says how much of that drift
   training shows the decoder."""
   model, variables = tok.model, tok.variables
-  mel = frontend.normalize(frontend.log_mel(jnp.asarray(waves, jnp.float32), tok.fcfg))
-  h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)  # [B, T, d]
-  cond = model.apply(variables, h, method=models.PairAlign.condition)
+  cond = model.apply(variables, tok.encode(waves), method=models.PairAlign.condition)
   inputs = sequences.shift_right(jnp.asarray(tokens), tok.vocab)  # [B, L]
   true_in = sequences.shift_times(jnp.asarray(times))  # [B, L]
-  codes = np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None]  # [B, L]
+  codes = _code_positions(tokens, lengths)  # [B, L]
 
   @jax.jit
   def one_pass(input_times):
@@ -189,7 +196,7 @@ def teacher_forced_summary(
   every_nll = [c for v in nll.values() for c in v]
   summary: dict[str, Any] = {}
   if time_error is not None:
-    codes = np.arange(tokens.shape[1])[None, :] < np.asarray(lengths)[:, None]  # [B, L]
+    codes = _code_positions(tokens, lengths)  # [B, L]
     summary['time_error_seconds'] = float(np.abs(np.asarray(time_error)[codes]).mean())
   return {
     **summary,
@@ -265,26 +272,29 @@ def decoder_fit(
   the parallel own-time pass readings (`parallel_pass_readings`) on the first `batch_size`."""
   if int(tok.config.targets.get('code_groups', 0)) <= 0:
     raise ValueError('decoder_fit needs a model trained on code groups (targets.code_groups > 0)')
-  targets = targets_tok.vq_group_tokenize(waves, sample_rate)
-  greedy = tok.tokenize(waves, sample_rate)
+  waves = tok.prepare(waves, sample_rate)  # [N, segment_samples] at the model's rate
+  targets = targets_tok.vq_group_tokenize(waves, tok.sample_rate)
+  greedy = tok.tokenize(waves, tok.sample_rate)
   runs = [run_frames(t, tok.frame_seconds) for t in targets.times]
-  forced = {}
-  for name, own in (('teacher_forced_true_times', False), ('teacher_forced_own_times', True)):
-    parts = []
-    for start in range(0, len(waves), batch_size):
-      stop = start + batch_size
-      rows = target_arrays(
-        targets.tokens[start:stop], targets.times[start:stop], tok.max_len, tok.vocab
-      )
-      logits, out_times = teacher_forced_logits(
-        tok, waves[start:stop], rows[0], rows[1], own_times=own
-      )
-      parts.append((logits, rows[0], rows[2], out_times - rows[1]))
-    forced[name] = teacher_forced_summary(
-      *(np.concatenate([p[k] for p in parts]) for k in range(3)),
-      runs,
-      time_error=np.concatenate([p[3] for p in parts]),
+  readings = (('teacher_forced_true_times', False), ('teacher_forced_own_times', True))
+  parts: dict[str, list[tuple[np.ndarray, ...]]] = {name: [] for name, _ in readings}
+  for start in range(0, len(waves), batch_size):
+    stop = start + batch_size
+    tokens, times, lengths = target_arrays(
+      targets.tokens[start:stop], targets.times[start:stop], tok.max_len, tok.vocab
     )
+    h = tok.encode(waves[start:stop])  # once per batch, for both readings
+    for name, own in readings:
+      logits, out_times = _forced_from_h(tok, h, tokens, times, own_times=own)
+      parts[name].append((logits, tokens, lengths, out_times - times))
+  forced = {
+    name: teacher_forced_summary(
+      *(np.concatenate([p[k] for p in rows]) for k in range(3)),
+      runs,
+      time_error=np.concatenate([p[3] for p in rows]),
+    )
+    for name, rows in parts.items()
+  }
   report = {
     'segments': len(waves),
     **forced,
