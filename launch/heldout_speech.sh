@@ -16,7 +16,7 @@
 #   small_encfix_s{0,1,2} small_s with loss.sequence_losses_train_encoder=False
 #   small_adapter_s{0,1,2} small_encfix with model.adapter_layers=2 (decoder-side encoder layers)
 #   small_longstage1_s{0,1,2} small_encfix with stage 1 twice as long (3 000 steps, stage 2 from 2 400)
-#   small_frozenenc_s{0,1,2} small_encfix with schedule.freeze_encoder_after_stage0=True (the
+#   small_frozenenc_s{0,1,2} small_encfix with schedule.freeze_encoder=stage1 (the
 #                         encoder, VQ and stage-0 heads keep their stage-0 values from stage 1 on)
 #   small_longstage0_s{0,1,2} small_frozenenc with stage 0 five times as long (2 000 steps; stage 1
 #                         2 000-3 000, stage 2 3 000-3 600)
@@ -32,6 +32,9 @@
 #   small_ownpasses8_s{0,1,2} small_longstage1_nolenctl with 8 own-time passes instead of 3
 #                         (loss.own_time_passes: the drift of the decoder's own token times that
 #                         training shows it, against the whole string's in greedy decoding)
+#   small_frozenstage2_s{0,1,2} small_nolenctl with stage 1 to step 2 000 and the encoder, VQ and
+#                         stage-0 heads frozen in stage 2 (2 000-2 600; schedule.freeze_encoder=
+#                         stage2): the stage-2 targets stop moving once they match the student's H
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -98,14 +101,19 @@ for name in "${runs[@]}"; do
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.loss.own_time_passes=8 \
                              --config.seed="${name#small_ownpasses8_s}" ;;
+    small_frozenstage2_s*) run "$name" configs/small_corpus.py \
+                               --config.num_train_steps=2600 --config.schedule.stage2_start=2000 \
+                               --config.schedule.freeze_encoder=stage2 \
+                               --config.checkpoint.keep_period=250 \
+                               --config.seed="${name#small_frozenstage2_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;
     small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
-                            --config.schedule.freeze_encoder_after_stage0=True \
+                            --config.schedule.freeze_encoder=stage1 \
                             --config.seed="${name#small_frozenenc_s}" ;;
     small_longstage0_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
-                             --config.schedule.freeze_encoder_after_stage0=True \
+                             --config.schedule.freeze_encoder=stage1 \
                              --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
                              --config.schedule.stage2_start=3000 \
                              --config.seed="${name#small_longstage0_s}" ;;

@@ -34,7 +34,14 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'eval.beam_length_penalty': 0.0,
   'data.synthetic.num_validation_speakers': lambda c: c.data.synthetic.num_heldout_speakers,
   'data.synthetic.num_validation_sentences': lambda c: c.data.synthetic.num_heldout_sentences,
+  # Replaced the boolean schedule.freeze_encoder_after_stage0 (RETIRED_KEYS).
+  'schedule.freeze_encoder': lambda c: (
+    'stage1' if c.schedule.get('freeze_encoder_after_stage0', False) else 'never'
+  ),
 }
+# Keys that saved configs may have and the current tree no longer does: `upgrade` drops them after
+# their LEGACY_VALUES replacement has read them.
+RETIRED_KEYS = ('schedule.freeze_encoder_after_stage0',)
 
 
 def segment_samples(config: ml_collections.ConfigDict) -> int:
@@ -95,7 +102,8 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
   A key the config lacks gets its `LEGACY_VALUES` entry (what runs saved before the key existed
   did) or, if none, the current default; the filled keys are logged once. Keys the config has are
-  never changed, and keys the default no longer has are kept (validation reports them).
+  never changed; `RETIRED_KEYS` are dropped (their replacement read them), and other keys the
+  default no longer has are kept (validation reports them).
   """
   reference = default_config.get_config()
   upgraded = ml_collections.ConfigDict(config.to_dict())
@@ -108,6 +116,11 @@ def upgrade(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
     if name in LEGACY_VALUES:
       legacy = LEGACY_VALUES[name]
       _set(upgraded, name, legacy(upgraded) if callable(legacy) else legacy)
+  for name in RETIRED_KEYS:
+    parent, leaf = name.rsplit('.', 1)
+    node = _get(upgraded, parent)
+    if leaf in node:
+      del node[leaf]
   logging.info(
     'config saved by an older version: %d keys filled (%s)',
     len(missing),

@@ -345,10 +345,16 @@ def validate_config(
   _require(0.0 <= s.ema_decay < 1.0, 'config.schedule.ema_decay', 'must be in [0, 1)')
   _require(s.ema_warmup_steps >= 0, 'config.schedule.ema_warmup_steps', 'must be >= 0')
   _require(
-    not (s.freeze_encoder_after_stage0 and config.loss.sequence_losses_train_encoder),
-    'config.schedule.freeze_encoder_after_stage0',
-    'is True while config.loss.sequence_losses_train_encoder is True: the sequence terms would '
-    'train the encoder that this keeps frozen; set loss.sequence_losses_train_encoder=False',
+    s.freeze_encoder in ('never', 'stage1', 'stage2'),
+    'config.schedule.freeze_encoder',
+    f"must be 'never', 'stage1' or 'stage2', got {s.freeze_encoder!r}",
+  )
+  _require(
+    not (s.freeze_encoder != 'never' and config.loss.sequence_losses_train_encoder),
+    'config.schedule.freeze_encoder',
+    f'is {s.freeze_encoder!r} while config.loss.sequence_losses_train_encoder is True: the '
+    'sequence terms would train the encoder that this keeps frozen; set '
+    'loss.sequence_losses_train_encoder=False',
   )
   _require(
     s.stage1_teacher in ('frozen', 'student'),

@@ -212,15 +212,16 @@ def get_config() -> ml_collections.ConfigDict:
   # Teacher: copies the student in stage 0, frozen in stage 1 (targets = the stage-0 VQ tokenizer),
   # from stage 2 an EMA whose decay ramps from 0 to ema_decay over these steps.
   config.schedule.ema_warmup_steps = 1_000
-  # From stage 1 on, leave the encoder, the VQ codebook and the stage-0 heads (mel decoder, code
-  # head) as stage 0 left them: the stage-0 terms stop and nothing else updates them (needs
-  # loss.sequence_losses_train_encoder=False). The decoder's targets are then the stage-0 VQ
-  # tokenizer's in stage 2 too. With False the stage-0 terms go on training the encoder in stages
-  # 1-2, on views that are no longer time-aligned (data.align_views_in_stage0), so the codes that
-  # the stage-2 teacher reads keep moving under the decoder (docs/METHOD.md §5.8). Measured (small
-  # corpus, validation, seed 0): PairAlign recall@1 0.690 with True against 0.883 with False: the
-  # encoder of step 400 gives weaker code-group targets (0.871) than one trained on (0.970).
-  config.schedule.freeze_encoder_after_stage0 = False
+  # 'stage1' / 'stage2': from that stage on, leave the encoder, the VQ codebook and the stage-0
+  # heads (mel decoder, code head) as they are at its start: the stage-0 terms stop and nothing
+  # else updates them (needs loss.sequence_losses_train_encoder=False). With 'never' the stage-0
+  # terms go on training the encoder in stages 1-2, on views that are no longer time-aligned
+  # (data.align_views_in_stage0), so the codes that the stage-2 teacher reads keep moving under the
+  # decoder (docs/METHOD.md §5.8). Measured (small corpus, validation, seed 0): PairAlign recall@1
+  # 0.690 with 'stage1' against 0.883 with 'never': the encoder of step 400 gives weaker
+  # code-group targets (0.871) than one trained on (0.970). 'stage2' keeps the encoder that
+  # stage 1 trained on, and stage 2's targets (the EMA teacher's codes) then stop moving.
+  config.schedule.freeze_encoder = 'never'
   # The stage-1 teacher, whose VQ codes (code groups) are the decoder's targets: 'frozen' (the
   # stage-0 VQ tokenizer, as the paper's stage 1) or 'student' (a copy of the student after every
   # update, so the targets are the codes of the encoder the decoder reads; needs

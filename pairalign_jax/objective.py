@@ -56,6 +56,8 @@ TERM_NAMES = (
   'monotonic',
   'coverage',
 )
+# `schedule.freeze_encoder` -> the first stage whose steps keep the encoder (3: none does).
+FREEZE_ENCODER_FROM_STAGE = {'never': 3, 'stage1': 1, 'stage2': 2}
 STAGE_TERMS = {
   0: ('recon', 'commit', 'diversity', 'code_pred'),
   1: (
@@ -101,8 +103,9 @@ class ObjectiveSettings:
   # False: the sequence terms (stages 1-2) reach the decoder and the length head only; the encoder
   # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
   sequence_losses_train_encoder: bool
-  # True: from stage 1 on, the stage-0 terms are off (train.py also keeps the encoder's parameters).
-  freeze_encoder_after_stage0: bool
+  # From this stage on the stage-0 terms are off (train.py also keeps the encoder's parameters);
+  # 3 (no such stage): never (`schedule.freeze_encoder`).
+  freeze_encoder_from_stage: int
   # The teacher's length controller (stage 2; docs/METHOD.md §7): target tokens per segment
   # (length.target_rate x segment seconds), gain, bias limit, minimum termination rate.
   segment_seconds: float
@@ -141,7 +144,7 @@ class ObjectiveSettings:
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
       sequence_losses_train_encoder=bool(config.loss.sequence_losses_train_encoder),
-      freeze_encoder_after_stage0=bool(config.schedule.freeze_encoder_after_stage0),
+      freeze_encoder_from_stage=FREEZE_ENCODER_FROM_STAGE[config.schedule.freeze_encoder],
       segment_seconds=float(config.audio.segment_seconds),
       length_target_tokens=float(config.length.target_rate * config.audio.segment_seconds),
       controller_gain=float(config.length.controller_gain),
@@ -163,12 +166,16 @@ class ObjectiveSettings:
       code_groups=self.code_groups,
     )
 
+  def encoder_frozen(self, stage: int) -> bool:
+    """Whether the encoder, VQ and stage-0 heads keep their values through `stage`'s steps."""
+    return stage >= self.freeze_encoder_from_stage
+
   def weight(self, name: str) -> float:
     return dict(self.weights)[name]
 
   def stage_weights(self, stage: int) -> dict[str, float]:
     active = STAGE_TERMS[stage]
-    if stage >= 1 and self.freeze_encoder_after_stage0:
+    if self.encoder_frozen(stage):
       active = tuple(name for name in active if name not in STAGE_TERMS[0])
     return {name: (w if name in active else 0.0) for name, w in self.weights}
 
@@ -575,7 +582,7 @@ def compute_terms(
   )
   aux['targets'] = targets
   vocab = vocab_lib.Vocab(settings.codebook_size)
-  if not settings.sequence_losses_train_encoder or settings.freeze_encoder_after_stage0:
+  if not settings.sequence_losses_train_encoder or settings.encoder_frozen(stage):
     h = jax.lax.stop_gradient(h)  # [2B, T, d]: what the sequence terms below read
 
   if weights['length'] > 0:

@@ -58,7 +58,7 @@ from pairalign_jax.data import pipeline
 
 TrainState = train_state_lib.TrainState
 
-# The modules that only the stage-0 terms train; `schedule.freeze_encoder_after_stage0` keeps them.
+# The modules that only the stage-0 terms train; `schedule.freeze_encoder` keeps them.
 STAGE0_MODULES = ('encoder', 'vq', 'mel_decoder', 'code_head')
 # Incremented each time a train step is traced (tests check there is one compile per stage).
 
@@ -315,7 +315,7 @@ def train_step(
   new_state, finite = train_state_lib.apply_update_if_finite(
     state, grads, loss, optimizer, new_vq_stats=aux['vq_stats'], new_rng=rng
   )
-  if stage >= 1 and settings.freeze_encoder_after_stage0:
+  if settings.encoder_frozen(stage):
     # No gradient reaches these (stop-gradient H, stage-0 terms off), but the optimizer's momentum
     # and weight decay would still move them: they keep their stage-0 values exactly.
     new_state = new_state.replace(

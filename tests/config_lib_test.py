@@ -99,6 +99,18 @@ def test_upgrade_fills_legacy_values_and_defaults():
   assert frontend.FrontendConfig.from_config(new).vtlp is False
 
 
+@pytest.mark.parametrize('old_value, new_value', [(True, 'stage1'), (False, 'never')])
+def test_upgrade_replaces_a_retired_key(old_value, new_value):
+  """A run saved with schedule.freeze_encoder_after_stage0 loads with schedule.freeze_encoder set
+  to what it did, and the retired key gone (validation would call it unknown)."""
+  old = _without(default_config.get_config(), 'schedule.freeze_encoder')
+  old.schedule.freeze_encoder_after_stage0 = old_value
+  new = config_lib.upgrade(old)
+  assert new.schedule.freeze_encoder == new_value
+  assert 'freeze_encoder_after_stage0' not in new.schedule
+  assert old.schedule.freeze_encoder_after_stage0 is old_value  # the input is not modified
+
+
 def test_legacy_keys_exist_in_the_default_tree():
   reference = default_config.get_config()
   for name in config_lib.LEGACY_VALUES:
