@@ -35,6 +35,9 @@
 #   small_frozenstage2_s{0,1,2} small_nolenctl with stage 1 to step 2 000 and the encoder, VQ and
 #                         stage-0 heads frozen in stage 2 (2 000-2 600; schedule.freeze_encoder=
 #                         stage2): the stage-2 targets stop moving once they match the student's H
+#   small_nocodepred_s{0,1,2} small_nolenctl with the code prediction in stage 0 only
+#                         (loss.code_pred_after_stage0=False: it reads the two views frame by
+#                         frame, and from stage 1 they are no longer time-aligned)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -106,6 +109,8 @@ for name in "${runs[@]}"; do
                                --config.schedule.freeze_encoder=stage2 \
                                --config.checkpoint.keep_period=250 \
                                --config.seed="${name#small_frozenstage2_s}" ;;
+    small_nocodepred_s*) run "$name" configs/small_corpus.py --config.loss.code_pred_after_stage0=False \
+                            --config.seed="${name#small_nocodepred_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;

@@ -131,6 +131,13 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.recon_weight = 1.0  # stage 0: mel reconstruction from quantized frames
   config.loss.commit_weight = 0.25  # stage 0: commitment
   config.loss.code_pred_weight = 0.5  # stage 0: view 2 frames predict view 1 codes
+  # False: the code prediction (the one stage-0 term that reads both views frame by frame) stops
+  # after stage 0, when the views stop being time-aligned (data.align_views_in_stage0; speed and
+  # shift augmentations from stage 1). With True it goes on training the encoder to predict the
+  # other view's codes at the wrong frames, and the encoder's codes for the same audio drift away
+  # from the frozen stage-1 teacher's: small corpus, seed 0, 0.83 substituted groups per target
+  # token between the two after 1 600 stage-1 steps (docs/METHOD.md §5.8).
+  config.loss.code_pred_after_stage0 = True
   config.loss.diversity_weight = 0.0  # codebook usage: 1 - perplexity(mean soft assignment) / K
   config.loss.cross_tf_weight = 1.0  # -l(y1|H2) - l(y2|H1)
   # -l(y1|H1) - l(y2|H2): aligned rows, where the timing loss is exact

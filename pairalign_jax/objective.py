@@ -103,6 +103,7 @@ class ObjectiveSettings:
   # False: the sequence terms (stages 1-2) reach the decoder and the length head only; the encoder
   # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
   sequence_losses_train_encoder: bool
+  code_pred_after_stage0: bool  # False: the code prediction is a stage-0 term only
   # From this stage on the stage-0 terms are off (train.py also keeps the encoder's parameters);
   # 3 (no such stage): never (`schedule.freeze_encoder`).
   freeze_encoder_from_stage: int
@@ -144,6 +145,7 @@ class ObjectiveSettings:
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
       sequence_losses_train_encoder=bool(config.loss.sequence_losses_train_encoder),
+      code_pred_after_stage0=bool(config.loss.code_pred_after_stage0),
       freeze_encoder_from_stage=FREEZE_ENCODER_FROM_STAGE[config.schedule.freeze_encoder],
       segment_seconds=float(config.audio.segment_seconds),
       length_target_tokens=float(config.length.target_rate * config.audio.segment_seconds),
@@ -177,6 +179,8 @@ class ObjectiveSettings:
     active = STAGE_TERMS[stage]
     if self.encoder_frozen(stage):
       active = tuple(name for name in active if name not in STAGE_TERMS[0])
+    if stage >= 1 and not self.code_pred_after_stage0:
+      active = tuple(name for name in active if name != 'code_pred')
     return {name: (w if name in active else 0.0) for name, w in self.weights}
 
 

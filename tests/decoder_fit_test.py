@@ -98,6 +98,10 @@ def test_decoder_fit_on_a_checkpoint(tok):
     assert 0.0 <= reading['accuracy'] <= 1.0 and reading['nll'] > 0
   assert got['greedy']['target_tokens'] == sum(len(t) for t in targets.tokens)
   assert got['greedy']['written_tokens'] == sum(len(t) for t in tok.tokenize(waves).tokens)
+  # The decoder's own encoder is the targets' here: its groups are the targets exactly.
+  own = got['own_groups_vs_targets']
+  assert own['mean_normalized_edit_distance'] == 0.0 and own['substitutions'] == 0.0
+  assert own['reference_tokens'] == got['greedy']['target_tokens']
   # The own-times reading of one segment is Tokenizer.score's per-token log-likelihood.
   rows = decoder_fit.target_arrays(targets.tokens[:1], targets.times[:1], tok.max_len, tok.vocab)
   logits, times = decoder_fit.teacher_forced_logits(

@@ -411,6 +411,22 @@ def test_targets_override_is_what_gets_scored(setup):
   assert float(aux['mean_target_length']) == pytest.approx(np.mean(lengths))
 
 
+@pytest.mark.parametrize('after_stage0', [True, False])
+def test_code_pred_after_stage0(after_stage0):
+  """loss.code_pred_after_stage0=False leaves the code prediction in stage 0 only; the other
+  stage-0 terms (one view each) stay on in stages 1-2."""
+  config = tiny_config()
+  config.loss.code_pred_after_stage0 = after_stage0
+  s = objective.ObjectiveSettings.from_config(config)
+  w = config.loss.code_pred_weight
+  assert w > 0 and s.stage_weights(0)['code_pred'] == w
+  for stage in (1, 2):
+    weights = s.stage_weights(stage)
+    assert weights['code_pred'] == (w if after_stage0 else 0.0)
+    assert weights['recon'] == config.loss.recon_weight > 0
+    assert weights['cross_tf'] == config.loss.cross_tf_weight > 0
+
+
 def test_settings_from_config_resolve_min_run_frames():
   s = settings_for()
   assert s.min_run_frames == 2 and s.max_len == L and s.codebook_size == K

@@ -22,6 +22,11 @@ place. Three readings:
 * `greedy`: the greedy string aligned to the target (`Levenshtein.editops`): the share of target
   tokens left out and substituted, by run length, and tokens added per target token.
 
+* `own_groups_vs_targets`: the code-group string of `--params`' own encoder and VQ (what its H
+  says) against the targets, as edits per target token and mean normalized edit distance: 0 when
+  params and targets are the same; with a frozen stage-1 teacher, how far the encoder the decoder
+  reads has moved away from the one that made its targets.
+
 The gap between the first two is what the decoder's own token times cost it; between the second
 and the third, what its own earlier mistakes cost it. `--passes` adds the same teacher-forced
 reading after k parallel own-time passes (what training's own-time rows feed the decoder with
@@ -50,6 +55,7 @@ from pairalign_jax import sequences
 from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax import vocab as vocab_lib
 from pairalign_jax.data import pipeline
+from pairalign_jax.evaluation import metrics
 
 MAX_RUN_BUCKET = 8  # runs of this many frames or more share one bucket ('8+')
 
@@ -295,10 +301,15 @@ def decoder_fit(
     )
     for name, rows in parts.items()
   }
+  own_groups = tok.vq_group_tokenize(waves, tok.sample_rate).tokens
   report = {
     'segments': len(waves),
     **forced,
     'greedy': edits_by_run(greedy.tokens, targets.tokens, runs),
+    'own_groups_vs_targets': {
+      **metrics.edit_operations(own_groups, targets.tokens),
+      'mean_normalized_edit_distance': metrics.cross_view_ned(own_groups, targets.tokens),
+    },
   }
   if passes:
     rows = target_arrays(
