@@ -10,7 +10,7 @@ during stage 1, where the teacher is the frozen end of stage 0); the decoder is 
 target token is one run of a code group, and every figure is given by the run's length in encoder
 frames (the runs tile the segment from frame 0, so their lengths follow from the run centres,
 `run_frames`), because short runs are where a decoder that reads H through attention loses its
-place. Three readings:
+place. Four readings:
 
 * `teacher_forced_true_times`: next-token accuracy, negative log-likelihood (nats) and the mean
   absolute error of the decoder's token times against the targets' (seconds) with the true
@@ -20,8 +20,7 @@ place. Three readings:
   output time of the step before (`decode.forced_decode`: what greedy decoding sees while its
   prefix is right);
 * `greedy`: the greedy string aligned to the target (`Levenshtein.editops`): the share of target
-  tokens left out and substituted, by run length, and tokens added per target token.
-
+  tokens left out and substituted, by run length, and tokens added per target token;
 * `own_groups_vs_targets`: the code-group string of `--params`' own encoder and VQ (what its H
   says) against the targets, as edits per target token and mean normalized edit distance: 0 when
   params and targets are the same; with a frozen stage-1 teacher, how far the encoder the decoder
@@ -273,7 +272,7 @@ def decoder_fit(
   batch_size: int = 64,
   passes: Sequence[int] = (),
 ) -> dict[str, Any]:
-  """The three readings of the module docstring for `tok`'s decoder against `targets_tok`'s
+  """The four readings of the module docstring for `tok`'s decoder against `targets_tok`'s
   code-group strings on `waves` [N, S] (segments of the checkpoint's length), and with `passes`
   the parallel own-time pass readings (`parallel_pass_readings`) on the first `batch_size`."""
   if int(tok.config.targets.get('code_groups', 0)) <= 0:
