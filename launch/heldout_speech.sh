@@ -38,6 +38,11 @@
 #   small_nocodepred_s{0,1,2} small_nolenctl with the code prediction in stage 0 only
 #                         (loss.code_pred_after_stage0=False: it reads the two views frame by
 #                         frame, and from stage 1 they are no longer time-aligned)
+#   small_readcodes_s{0,1,2} small_nolenctl with the decoder reading H plus an embedding of each
+#                         frame's own VQ code (model.decoder_reads_codes)
+#   small_readcodes_student_s{0,1,2} small_readcodes with the stage-1 targets read through the
+#                         student's own encoder (schedule.stage1_teacher=student): the codes the
+#                         decoder reads and the targets it writes are then made by one encoder
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -111,6 +116,12 @@ for name in "${runs[@]}"; do
                                --config.seed="${name#small_frozenstage2_s}" ;;
     small_nocodepred_s*) run "$name" configs/small_corpus.py --config.loss.code_pred_after_stage0=False \
                             --config.seed="${name#small_nocodepred_s}" ;;
+    small_readcodes_student_s*) run "$name" configs/small_corpus.py \
+                                    --config.model.decoder_reads_codes=True \
+                                    --config.schedule.stage1_teacher=student \
+                                    --config.seed="${name#small_readcodes_student_s}" ;;
+    small_readcodes_s*) run "$name" configs/small_corpus.py --config.model.decoder_reads_codes=True \
+                            --config.seed="${name#small_readcodes_s}" ;;
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;

@@ -98,6 +98,9 @@ def get_config() -> ml_collections.ConfigDict:
   # still adapt H to its strings while the encoder, and so the VQ codes, keep what stage 0
   # learned. 0 = off.
   config.model.adapter_layers = 0
+  # The decoder's cross-attention reads H plus a learned embedding of each frame's own VQ code
+  # (docs/METHOD.md §6): the frame labels the targets are made from. False = H alone.
+  config.model.decoder_reads_codes = False
 
   # ---------------------------------------------------------------- VQ head
   config.vq = ml_collections.ConfigDict()

@@ -103,6 +103,11 @@ class ModelConfig:
   # = False` they let the decoder adapt H to its strings while the encoder (and the VQ codes, the
   # targets) keep what stage 0 learned. 0 = none (the decoder reads H directly).
   adapter_layers: int
+  # The decoder's cross-attention reads H plus a learned embedding of each frame's VQ code (the
+  # model's own codes of the same H, no gradient through the assignment): the decoder is given the
+  # frame labels its VQ-derived targets are made from, so it can find where one run of codes ends
+  # and the next begins. False = H alone.
+  decoder_reads_codes: bool
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -159,6 +164,7 @@ class ModelConfig:
       vq_diversity_temperature=float(vq.diversity_temperature),
       time_bias_frames=int(m.time_bias_frames),
       adapter_layers=int(m.adapter_layers),
+      decoder_reads_codes=bool(m.decoder_reads_codes),
     )
 
   @property
@@ -866,6 +872,17 @@ class PairAlign(nn.Module):
     self.length_hidden = _dense(cfg, cfg.d_model, ('embed', 'mlp'), 'length_hidden')
     self.length_out = _dense(cfg, 1, ('mlp', None), 'length_out', dtype=jnp.float32)
     self.decoder = Decoder(cfg)
+    if cfg.decoder_reads_codes:
+      # Unit scale, as H's features after the encoder's final layer norm.
+      self.code_embed = nn.Embed(
+        cfg.codebook_size,
+        cfg.d_model,
+        dtype=cfg.activation_dtype,
+        param_dtype=jnp.float32,
+        embedding_init=nn.with_logical_partitioning(
+          nn.initializers.normal(1.0), ('codebook', 'embed')
+        ),
+      )
 
   def encode(self, mel, train: bool = False):
     """mel [B,F,M] -> H [B, F // subsample, d] (activation dtype)."""
@@ -899,8 +916,18 @@ class PairAlign(nn.Module):
     return self.length_out(nn.gelu(self.length_hidden(pooled)).astype(jnp.float32))[:, 0]
 
   def condition(self, hcond):
-    """H [B,T,d] -> {'k','v': [dec_layers, B, heads, T, head_dim]} (batch axis 1)."""
-    return self.decoder.condition(hcond)
+    """H [B,T,d] -> {'k','v': [dec_layers, B, heads, T, head_dim]} (batch axis 1). With
+    `cfg.decoder_reads_codes` the memory is H + code_embed(codes of H) (the VQ head's codes, read
+    without updating the codebook; `variables` must then hold 'vq_stats')."""
+    return self.decoder.condition(self.decoder_memory(hcond))
+
+  def decoder_memory(self, hcond):
+    """H [B,T,d] -> what the decoder's cross-attention reads [B,T,d]: H, or H + the embedding of
+    each frame's VQ code (`cfg.decoder_reads_codes`)."""
+    if not self.cfg.decoder_reads_codes:
+      return hcond
+    codes = self.vq(jax.lax.stop_gradient(hcond), False).codes  # [B,T]
+    return hcond + self.code_embed(codes).astype(hcond.dtype)
 
   def score(self, cond, inputs, train: bool = False, input_times=None):
     """Teacher forcing: inputs [B,L] = [BOS, y_1 .. y_{L-1}] -> (logits [B,L,V] float32,

@@ -453,15 +453,26 @@ class Tokenizer:
       raise ValueError('vq_group_tokenize needs targets.code_groups > 0 in the model config')
     return self._collapsed_frame_codes(self._group_codes, waveforms, sample_rate)
 
-  def _collapsed_frame_codes(self, codes_fn, waveforms, sample_rate) -> TokenizerOutput:
-    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre
-    times (`token_strings.strings_from_frame_codes`)."""
+  def vq_group_frames(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> np.ndarray:
+    """The frame labels `vq_group_tokenize` collapses: [N, T] int32 code-group ids, one per
+    encoder frame (short runs already merged)."""
+    if int(self.config.targets.code_groups) <= 0:
+      raise ValueError('vq_group_frames needs targets.code_groups > 0 in the model config')
+    return self._frame_codes(self._group_codes, waveforms, sample_rate)
+
+  def _frame_codes(self, codes_fn, waveforms, sample_rate) -> np.ndarray:
+    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]` over every batch: [N, T]."""
     waves = self.prepare(waveforms, sample_rate)
     rows = [
       np.asarray(jax.device_get(codes_fn(self.variables, jnp.asarray(batch))))[:n]
       for _, batch, n in self._batches(waves)
     ]
-    codes = np.concatenate(rows) if rows else np.zeros((0, 0), np.int32)
+    return np.concatenate(rows) if rows else np.zeros((0, 0), np.int32)
+
+  def _collapsed_frame_codes(self, codes_fn, waveforms, sample_rate) -> TokenizerOutput:
+    """`codes_fn(variables, waves [B, S]) -> frame codes [B, T]`, repeats collapsed, run-centre
+    times (`token_strings.strings_from_frame_codes`)."""
+    codes = self._frame_codes(codes_fn, waveforms, sample_rate)
     return token_strings.strings_from_frame_codes(codes, self.frame_seconds)
 
   def score(self, tokens: Sequence[int], waveform: np.ndarray, sample_rate: Optional[int] = None):

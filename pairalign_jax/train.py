@@ -145,6 +145,7 @@ INIT_FROM_MATCH_KEYS = {
   'scan_layers': 'config.model.scan_layers',
   'enc_positions': 'config.model.enc_positions',
   'adapter_layers': 'config.model.adapter_layers',
+  'decoder_reads_codes': 'config.model.decoder_reads_codes',
   'n_mels': 'config.frontend.n_mels',
 }
 

@@ -64,6 +64,21 @@ def test_teacher_forced_summary_by_run_length():
   assert timed['time_error_seconds'] == pytest.approx(0.02)
 
 
+def test_frame_agreement_before_and_after_renaming():
+  """Hand-made labelings: a pure renaming agrees fully after renaming; unpaired ids disagree."""
+  targets = np.array([[0, 0, 1, 1, 2, 2]])
+  renamed = np.array([[2, 2, 0, 0, 1, 1]])
+  got = decoder_fit.frame_agreement(renamed, targets)
+  assert got == {'frame_agreement': 0.0, 'frame_agreement_after_renaming': 1.0}
+  # own splits target id 0 into two ids: one of them is left without a partner.
+  split = np.array([[3, 4, 1, 1, 2, 2]])
+  got = decoder_fit.frame_agreement(split, targets)
+  assert got['frame_agreement'] == pytest.approx(4 / 6)
+  assert got['frame_agreement_after_renaming'] == pytest.approx(5 / 6)
+  with pytest.raises(ValueError, match='frames against'):
+    decoder_fit.frame_agreement(split[:, :3], targets)
+
+
 def test_edits_by_run_length():
   refs = [[1, 2, 3, 4], [5, 6]]
   runs = [np.array([2, 2, 3, 9]), np.array([2, 9])]
@@ -101,6 +116,12 @@ def test_decoder_fit_on_a_checkpoint(tok):
   # The decoder's own encoder is the targets' here: its groups are the targets exactly.
   own = got['own_groups_vs_targets']
   assert own['mean_normalized_edit_distance'] == 0.0 and own['substitutions'] == 0.0
+  assert own['frame_agreement'] == own['frame_agreement_after_renaming'] == 1.0
+  frames = tok.vq_group_frames(waves, tokenizer_test.SR)  # [N, T]
+  assert frames.shape[0] == len(waves)
+  assert [list(t) for t in tok.vq_group_tokenize(waves, tokenizer_test.SR).tokens] == [
+    [int(g) for i, g in enumerate(row) if i == 0 or g != row[i - 1]] for row in frames
+  ]
   assert own['reference_tokens'] == got['greedy']['target_tokens']
   # The own-times reading of one segment is Tokenizer.score's per-token log-likelihood.
   rows = decoder_fit.target_arrays(targets.tokens[:1], targets.times[:1], tok.max_len, tok.vocab)

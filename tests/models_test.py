@@ -408,6 +408,39 @@ def test_unrolled_is_the_same_model_with_per_layer_parameters():
   assert again[0] is flat and again[1] is flat_v
 
 
+def test_decoder_reads_codes_memory_is_h_plus_the_embedding_of_its_own_codes():
+  """model.decoder_reads_codes: the cross-attention K/V are those of H + code_embed[codes of H]
+  (the VQ head's codes under the stored codebook), so a different codebook changes them; without
+  the option the codebook does not reach the decoder."""
+  cfg = tiny_cfg(decoder_reads_codes=True, time_bias_frames=3)
+  model, _, v = init(cfg)
+  assert v['params']['code_embed']['embedding'].shape == (K, cfg.d_model)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  codes = model.apply(v, h, method=models.PairAlign.quantize).codes  # [B,T]
+  memory = h + v['params']['code_embed']['embedding'][codes]
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  by_hand = model.apply(v, memory, method=lambda m, x: m.decoder.condition(x))
+  chex.assert_trees_all_close(cond, by_hand, atol=1e-5)
+  other_codebook = dict(v)
+  other_codebook['vq_stats'] = dict(
+    v['vq_stats'], vq=dict(v['vq_stats']['vq'], codebook=-v['vq_stats']['vq']['codebook'])
+  )
+  moved = model.apply(other_codebook, h, method=models.PairAlign.condition)
+  assert not np.allclose(moved['k'], cond['k'], atol=1e-4)
+  plain, _, pv = init(tiny_cfg(time_bias_frames=3))
+  assert 'code_embed' not in pv['params']
+  pv_other = dict(pv, vq_stats=other_codebook['vq_stats'])
+  chex.assert_trees_all_equal(
+    plain.apply(pv, h, method=models.PairAlign.condition),
+    plain.apply(pv_other, h, method=models.PairAlign.condition),
+  )
+  # The unrolled model (decoding's fast path) reads the same memory.
+  flat, flat_v = models.unrolled(model, v)
+  chex.assert_trees_all_close(
+    flat.apply(flat_v, h, method=models.PairAlign.condition), cond, atol=1e-5
+  )
+
+
 def test_bfloat16_path_runs_finite():
   cfg = tiny_cfg(dtype='bfloat16')
   model, _, v = init(cfg)

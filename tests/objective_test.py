@@ -593,6 +593,33 @@ def test_adapter_layers_learn_from_the_sequence_terms_when_the_encoder_does_not(
       assert enc == 0.0 and adapter > 0, name
 
 
+def test_decoder_reads_codes_embedding_learns_from_the_sequence_terms_only(setup):
+  """model.decoder_reads_codes with loss.sequence_losses_train_encoder=False: the code embedding
+  the decoder reads gets gradients from the teacher-forcing terms and none from the stage-0
+  terms, and the encoder still none from the sequence terms (the codes are read without a
+  gradient)."""
+  _, _, mels, keys = setup
+  config = tiny_config(sequence_losses_train_encoder=False)
+  config.model.decoder_reads_codes = True
+  model = models.PairAlign(models.ModelConfig.from_config(config))
+  rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
+  variables = nn.meta.unbox(
+    model.init(rngs, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32), train=False)
+  )
+  settings = objective.ObjectiveSettings.from_config(config)
+  terms, _, _, jac = jax.tree.map(
+    np.asarray,
+    _jitted(model, settings, 1, True)(variables['params'], variables['vq_stats'], mels, None, keys),
+  )
+  for i, name in enumerate(sorted(terms)):
+    enc = _norm(jax.tree.map(lambda g, i=i: g[i], jac['encoder']))
+    embed = _norm(jax.tree.map(lambda g, i=i: g[i], jac['code_embed']))
+    if name in ('recon', 'commit', 'code_pred'):
+      assert enc > 0 and embed == 0.0, name
+    elif name in ('cross_tf', 'self_tf'):
+      assert enc == 0.0 and embed > 0, name
+
+
 def stage2_teacher_targets(model, variables, mels):
   """`objective.teacher_targets` at stage 2, EOS bias 0.5 and alpha 0, given only settings."""
   return functools.partial(

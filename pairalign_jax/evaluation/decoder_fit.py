@@ -24,7 +24,11 @@ place. Four readings:
 * `own_groups_vs_targets`: the code-group string of `--params`' own encoder and VQ (what its H
   says) against the targets, as edits per target token and mean normalized edit distance: 0 when
   params and targets are the same; with a frozen stage-1 teacher, how far the encoder the decoder
-  reads has moved away from the one that made its targets.
+  reads has moved away from the one that made its targets. Also frame by frame
+  (`frame_agreement`): the share of encoder frames whose two group ids are equal, and the same
+  after the one-to-one renaming of the ids that makes the most frames agree
+  (`frame_agreement_after_renaming`, the Hungarian method on the frame confusion matrix): a high
+  second figure with a low first says the encoder *renamed* its groups rather than re-cut them.
 
 The gap between the first two is what the decoder's own token times cost it; between the second
 and the third, what its own earlier mistakes cost it. `--passes` adds the same teacher-forced
@@ -46,6 +50,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from rapidfuzz.distance import Levenshtein
+from scipy import optimize
 
 from pairalign_jax import checkpointing
 from pairalign_jax import decode
@@ -260,6 +265,25 @@ def edits_by_run(
   }
 
 
+def frame_agreement(own: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+  """Frame labels [N, T] of two labelings of the same frames (ids >= 0): the share of frames with
+  equal ids, and the largest share reachable by renaming `own`'s ids one-to-one (ids left without
+  a partner count as disagreeing)."""
+  own, targets = np.asarray(own).reshape(-1), np.asarray(targets).reshape(-1)
+  if own.shape != targets.shape:
+    raise ValueError(f'{own.size} frames against {targets.size}')
+  if own.size == 0:
+    raise ValueError('no frames to compare')
+  size = int(max(own.max(), targets.max())) + 1
+  confusion = np.zeros((size, size), np.int64)  # [own id, target id] frame counts
+  np.add.at(confusion, (own, targets), 1)
+  rows, cols = optimize.linear_sum_assignment(confusion, maximize=True)
+  return {
+    'frame_agreement': float(np.trace(confusion) / own.size),
+    'frame_agreement_after_renaming': float(confusion[rows, cols].sum() / own.size),
+  }
+
+
 def _bucket_order(key: str) -> int:
   return 10**6 if key == 'eos' else int(key.rstrip('+'))
 
@@ -301,6 +325,9 @@ def decoder_fit(
     for name, rows in parts.items()
   }
   own_groups = tok.vq_group_tokenize(waves, tok.sample_rate).tokens
+  frames = frame_agreement(
+    tok.vq_group_frames(waves, tok.sample_rate), targets_tok.vq_group_frames(waves, tok.sample_rate)
+  )
   report = {
     'segments': len(waves),
     **forced,
@@ -308,6 +335,7 @@ def decoder_fit(
     'own_groups_vs_targets': {
       **metrics.edit_operations(own_groups, targets.tokens),
       'mean_normalized_edit_distance': metrics.cross_view_ned(own_groups, targets.tokens),
+      **frames,
     },
   }
   if passes:
