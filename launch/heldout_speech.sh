@@ -43,6 +43,10 @@
 #   small_readcodes_student_s{0,1,2} small_readcodes with the stage-1 targets read through the
 #                         student's own encoder (schedule.stage1_teacher=student): the codes the
 #                         decoder reads and the targets it writes are then made by one encoder
+#   small_readcodes_student_jitter10ms_s{0,1,2} small_readcodes_student with the teacher-forced
+#                         input times jittered by 0.01 s instead of 0.04 s
+#   small_readcodes_student_exacttimes_s{0,1,2} small_readcodes_student with no input-time jitter
+#                         and no own-time rows (every row is fed the targets' own times)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -116,6 +120,17 @@ for name in "${runs[@]}"; do
                                --config.seed="${name#small_frozenstage2_s}" ;;
     small_nocodepred_s*) run "$name" configs/small_corpus.py --config.loss.code_pred_after_stage0=False \
                             --config.seed="${name#small_nocodepred_s}" ;;
+    small_readcodes_student_jitter10ms_s*) run "$name" configs/small_corpus.py \
+                                             --config.model.decoder_reads_codes=True \
+                                             --config.schedule.stage1_teacher=student \
+                                             --config.loss.time_jitter_seconds=0.01 \
+                                             --config.seed="${name#small_readcodes_student_jitter10ms_s}" ;;
+    small_readcodes_student_exacttimes_s*) run "$name" configs/small_corpus.py \
+                                              --config.model.decoder_reads_codes=True \
+                                              --config.schedule.stage1_teacher=student \
+                                              --config.loss.time_jitter_seconds=0 \
+                                              --config.loss.own_time_prob=0 \
+                                              --config.seed="${name#small_readcodes_student_exacttimes_s}" ;;
     small_readcodes_student_s*) run "$name" configs/small_corpus.py \
                                     --config.model.decoder_reads_codes=True \
                                     --config.schedule.stage1_teacher=student \

@@ -331,6 +331,19 @@ def validate_config(
     'config.eval.beam_length_penalty',
     f'must be >= 0, got {ev.beam_length_penalty!r}',
   )
+  if ev.get('snap_times', False):
+    _require(
+      int(ev.beam_size) == 1,
+      'config.eval.snap_times',
+      f'is for greedy decoding (config.eval.beam_size=1), got beam_size={ev.beam_size!r}',
+    )
+    _require(
+      m.time_bias_frames > 0 and config.targets.code_groups > 0,
+      'config.eval.snap_times',
+      'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
+      f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
+      f'{config.targets.code_groups}',
+    )
 
   # Schedule.
   s = config.schedule

@@ -100,11 +100,15 @@ def _cached_steps(
   next_token,
   *,
   early_exit: bool = True,
+  run_centres: Optional[Array] = None,
 ):
   """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V],
   done [B], t)` picks each step's output (greedy choice or a given token). Each step's input is
   the previous output and, for the location bias, the previous step's time; a finished row is fed
   PAD at time 0 (as `sequences.shift_times` of a finished sequence's times, which are 0 at PAD).
+  With `run_centres` [B, T] (`sequences.frame_run_centres` of the model's own code-group frames)
+  the time fed back is the centre of the run the previous step's time falls in
+  (`sequences.snap_to_run_centres`); the returned times are the decoder's own, unsnapped.
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -125,7 +129,10 @@ def _cached_steps(
       step_variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
     )  # [B,V], [B], cache with position t written
     nxt = next_token(logits, done, t)  # [B]
-    next_time = jnp.where(done, 0.0, time)
+    fed_time = time
+    if run_centres is not None:
+      fed_time = sequences.snap_to_run_centres(time, run_centres, cfg.frame_seconds)
+    next_time = jnp.where(done, 0.0, fed_time)
     done = done | (nxt == vocab.eos)
     return (cache, nxt, next_time, done), (nxt, logits, time)
 
@@ -169,6 +176,7 @@ def greedy_decode(
   max_len: int,
   eos_bias=0.0,
   early_exit: bool = True,
+  run_centres: Optional[Array] = None,
 ) -> DecodeOutput:
   """Greedy decode from BOS for up to `max_len` steps with a KV cache. Jittable (max_len static).
 
@@ -178,6 +186,8 @@ def greedy_decode(
     max_len: L, number of decoder steps (<= model.cfg.max_len).
     eos_bias: scalar or [B] (may be traced) added to the EOS logit before argmax.
     early_exit: stop once every row has emitted EOS (`_cached_steps`; same tokens and times).
+    run_centres: [B, T] or None: feed back each step's time snapped to these run centres
+      (`_cached_steps`; the tokenizer's `snap_times`).
   Returns:
     DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask; 0 after the
     last step run).
@@ -192,6 +202,7 @@ def greedy_decode(
     max_len,
     lambda logits, done, t: _choose(logits, bias, done, vocab),
     early_exit=early_exit,
+    run_centres=run_centres,
   )
   return _finish(tokens, logits, times, vocab)
 
@@ -277,14 +288,19 @@ def beam_decode(
 
 
 def forced_decode(
-  model: models.PairAlign, variables: Any, hcond: Array, tokens: Array
+  model: models.PairAlign,
+  variables: Any,
+  hcond: Array,
+  tokens: Array,
+  run_centres: Optional[Array] = None,
 ) -> tuple[Array, Array]:
   """Runs the cached decoder over *given* tokens [B, L] (codes, EOS, PAD), not its own choices.
 
   Each step's input is the previous given token and, for the location bias, the previous step's
-  own output time: exactly what greedy decoding would have seen had it chosen these tokens. This is
-  how a sequence is scored when its times are unknown (`Tokenizer.score`). Returns
-  (logits [B, L, V] float32, times [B, L] seconds; 0 at PAD).
+  own output time (snapped as in `greedy_decode` when `run_centres` is given): exactly what greedy
+  decoding would have seen had it chosen these tokens. This is how a sequence is scored when its
+  times are unknown (`Tokenizer.score`). Returns (logits [B, L, V] float32, times [B, L] seconds;
+  0 at PAD).
   """
   _check(model, hcond, tokens.shape[1])
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
@@ -295,6 +311,7 @@ def forced_decode(
     hcond,
     tokens.shape[1],
     lambda logits, done, t: jax.lax.dynamic_index_in_dim(given, t, axis=1, keepdims=False),
+    run_centres=run_centres,
   )
   return logits, jnp.where(given == vocab.pad, 0.0, times)
 

@@ -366,6 +366,10 @@ def get_config() -> ml_collections.ConfigDict:
   # the best log-probability / (tokens incl. EOS) ** beam_length_penalty.
   config.eval.beam_size = 1
   config.eval.beam_length_penalty = 0.0
+  # Greedy decoding only: each step's time, fed back to the location bias, is snapped to the centre
+  # of the run of the model's own code-group frames it falls in (decode.greedy_decode run_centres;
+  # the decoder's own times otherwise drift, docs/METHOD.md §6). Also Tokenizer.score.
+  config.eval.snap_times = False
 
   # ---------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

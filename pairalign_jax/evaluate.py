@@ -190,6 +190,7 @@ def evaluate_workdir(
     batch_size=int(config.eval.batch_size),
     beam_size=int(config.eval.beam_size),
     length_penalty=float(config.eval.beam_length_penalty),
+    snap_times=bool(config.eval.get('snap_times', False)),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
@@ -256,6 +257,7 @@ def evaluate_workdir(
     'eval_eos_bias': eos_bias,
     'target_rate': float(ckpt_config.length.target_rate),
     'beam_size': tok.beam_size,
+    'snap_times': tok.snap_times,
     'beam_length_penalty': tok.length_penalty,
     'eos_bias_to_rate': [list(x) for x in calibration],
   }

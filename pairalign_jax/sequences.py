@@ -119,6 +119,29 @@ def _prune_batch(codes: Array, min_run_frames: int) -> Array:
   return jax.vmap(lambda c: _prune_row(c, min_run_frames))(codes)
 
 
+def frame_run_centres(codes: Array, frame_seconds: float) -> Array:
+  """Frame codes [B, T] -> [B, T] float32 seconds: for every frame, the centre of the run of equal
+  codes it lies in, `(first + last + 1) / 2 * frame_seconds` (the time `collapse_runs` gives that
+  run's token)."""
+  _check_codes(codes)
+  b, t = codes.shape
+  frames = jnp.broadcast_to(jnp.arange(t, dtype=jnp.int32), (b, t))  # [B, T]
+  change = codes[:, 1:] != codes[:, :-1]  # [B, T-1]
+  starts = jnp.concatenate([jnp.ones((b, 1), bool), change], axis=1)  # [B, T]
+  ends = jnp.concatenate([change, jnp.ones((b, 1), bool)], axis=1)  # [B, T]
+  first = jax.lax.cummax(jnp.where(starts, frames, 0), axis=1)  # [B, T]
+  last = jax.lax.cummin(jnp.where(ends, frames, t - 1), axis=1, reverse=True)  # [B, T]
+  return (first + last + 1).astype(jnp.float32) * (0.5 * frame_seconds)
+
+
+def snap_to_run_centres(times: Array, run_centres: Array, frame_seconds: float) -> Array:
+  """Times [B] (seconds) -> [B]: the centre of the run (`frame_run_centres` [B, T]) of the frame
+  each time falls in (times before the first frame or after the last take the nearest one)."""
+  frame = jnp.floor(times / frame_seconds).astype(jnp.int32)
+  frame = jnp.clip(frame, 0, run_centres.shape[1] - 1)  # [B]
+  return jnp.take_along_axis(run_centres, frame[:, None], axis=1)[:, 0]
+
+
 def collapse_runs(
   codes: Array,
   frame_times: Union[float, Array],

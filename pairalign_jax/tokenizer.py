@@ -93,6 +93,7 @@ class Tokenizer:
     batch_size: int = 64,
     beam_size: int = 1,
     length_penalty: float = 0.0,
+    snap_times: bool = False,
   ):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
@@ -110,6 +111,16 @@ class Tokenizer:
     self.beam_size, self.length_penalty = decode.check_beam_settings(
       beam_size, length_penalty, self.vocab.codebook_size
     )
+    self.snap_times = bool(snap_times)
+    if self.snap_times:
+      if int(config.targets.code_groups) <= 0 or int(config.model.time_bias_frames) <= 0:
+        raise ValueError(
+          'snap_times needs a location-aware decoder (model.time_bias_frames > 0) trained on code '
+          f'groups (targets.code_groups > 0); got time_bias_frames='
+          f'{config.model.time_bias_frames}, code_groups={config.targets.code_groups}'
+        )
+      if self.beam_size != 1:
+        raise ValueError(f'snap_times is for greedy decoding; got beam_size={self.beam_size}')
     self._encode_decode = jax.jit(
       self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
     )
@@ -131,6 +142,7 @@ class Tokenizer:
     batch_size: int = 64,
     beam_size: int = 1,
     length_penalty: float = 0.0,
+    snap_times: bool = False,
   ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
@@ -141,7 +153,7 @@ class Tokenizer:
     explicit `step` (or step folder) raises `checkpointing.CheckpointReadError` (a ValueError),
     one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
-    `beam_size` / `length_penalty`: the default decoding (module docstring).
+    `beam_size` / `length_penalty` / `snap_times`: the default decoding (module docstring).
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
@@ -176,6 +188,7 @@ class Tokenizer:
       batch_size=batch_size,
       beam_size=beam_size,
       length_penalty=length_penalty,
+      snap_times=snap_times,
     )
 
   # ------------------------------------------------------------------ input handling
@@ -291,12 +304,26 @@ class Tokenizer:
     settings = targets_lib.TargetSettings.from_config(self.config)
     return targets_lib.target_frame_codes(codes, settings, variables['vq_stats'])
 
+  def run_centres(self, variables, h):
+    """[B, T] seconds: the centre of each frame's run of the model's own code-group frames (what
+    `snap_times` feeds back), or None when not snapping."""
+    if not self.snap_times:
+      return None
+    return sequences.frame_run_centres(self._target_codes(variables, h), self.frame_seconds)
+
   def _encode_decode_impl(
     self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0
   ):
     h = self._encode(variables, waves)
     if beam_size == 1:
-      out = decode.greedy_decode(self.model, variables, h, max_len=self.max_len, eos_bias=eos_bias)
+      out = decode.greedy_decode(
+        self.model,
+        variables,
+        h,
+        max_len=self.max_len,
+        eos_bias=eos_bias,
+        run_centres=self.run_centres(variables, h),
+      )
     else:
       out = decode.beam_decode(
         self.model,
@@ -319,7 +346,9 @@ class Tokenizer:
     h = self._encode(variables, waves)
     if self.model.cfg.time_bias_frames > 0:
       # The location bias needs each input token's time: the decoder's own times, step by step.
-      logits, _ = decode.forced_decode(self.model, variables, h, tokens)
+      logits, _ = decode.forced_decode(
+        self.model, variables, h, tokens, run_centres=self.run_centres(variables, h)
+      )
     else:
       cond = self.model.apply(variables, h, method=models.PairAlign.condition)
       inputs = sequences.shift_right(tokens, self.vocab)
@@ -385,6 +414,8 @@ class Tokenizer:
       self.length_penalty if length_penalty is None else length_penalty,
       self.vocab.codebook_size,
     )
+    if self.snap_times and beam_size != 1:
+      raise ValueError(f'snap_times is for greedy decoding; got beam_size={beam_size}')
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if eos_bias is not None:

@@ -216,6 +216,37 @@ def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
   np.testing.assert_array_equal(np.argmax(biased, -1)[mask], out.tokens[mask])
 
 
+def test_snapped_times_feed_back_the_run_centres(tiny):
+  """greedy_decode with run_centres: each step is fed the centre of the run its previous time
+  falls in, so teacher forcing with those snapped times as input times reproduces every step;
+  forced_decode with the same run centres agrees, and the times change the decode."""
+  model, variables, hcond = tiny
+  fs = model.cfg.frame_seconds
+  codes = jnp.asarray(np.random.default_rng(0).integers(0, 3, (B, T)), jnp.int32)  # [B, T]
+  centres = sequences.frame_run_centres(codes, fs)  # [B, T]
+  bias = jnp.full((B,), NO_EOS)  # every row runs to L: no PAD positions
+  decode_fn = jax.jit(
+    lambda v, h, rc: decode.greedy_decode(model, v, h, max_len=L, eos_bias=bias, run_centres=rc)
+  )
+  out = _np(decode_fn(variables, hcond, centres))
+  assert (out.lengths == L).all()
+  snapped = np.stack(
+    [np.asarray(sequences.snap_to_run_centres(out.times[:, t], centres, fs)) for t in range(L)], 1
+  )  # [B, L]
+  assert np.isin(snapped, np.asarray(centres)).all()
+  logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(snapped))
+  np.testing.assert_allclose(out.logits, np.asarray(logits), atol=1e-4, rtol=0)
+  forced_logits, forced_times = jax.jit(
+    lambda v, h, tok, rc: decode.forced_decode(model, v, h, tok, run_centres=rc)
+  )(variables, hcond, jnp.asarray(out.tokens), centres)
+  np.testing.assert_allclose(np.asarray(forced_logits), out.logits, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+  plain, _ = jax.jit(functools.partial(decode.forced_decode, model))(
+    variables, hcond, jnp.asarray(out.tokens)
+  )
+  assert not np.allclose(np.asarray(plain), out.logits, atol=1e-3)
+
+
 @pytest.mark.parametrize('max_len,scan', [(5, True), (L, True), (L, False)])
 def test_recompute_oracle_gives_identical_tokens(tiny, tiny_unrolled, max_len, scan):
   model, variables, hcond = tiny if scan else tiny_unrolled

@@ -38,6 +38,23 @@ def test_collapse_runs_known_runs_centres_and_padding():
   assert tokens.dtype == jnp.int32 and lengths.dtype == jnp.int32
 
 
+def test_frame_run_centres_are_the_collapsed_token_times():
+  """Every frame gets its run's centre, the time collapse_runs gives that run's token; times snap
+  to the run of their frame (outside the segment: the nearest frame's run)."""
+  codes = jnp.asarray([[3, 3, 5, 5, 5, 1, 1, 1, 1, 2], [0] * 10], jnp.int32)
+  centres = np.asarray(sequences.frame_run_centres(codes, 0.02))
+  np.testing.assert_allclose(centres[0], [0.02] * 2 + [0.07] * 3 + [0.14] * 4 + [0.19], atol=1e-7)
+  np.testing.assert_allclose(centres[1], [0.1] * 10, atol=1e-7)
+  _, lengths, times, _ = sequences.collapse_runs(codes, 0.02, max_len=8, vocab=vocab_lib.Vocab(8))
+  np.testing.assert_allclose(
+    np.unique(centres[0]), np.asarray(times)[0, : int(lengths[0])], rtol=1e-6
+  )
+  snapped = sequences.snap_to_run_centres(jnp.asarray([0.051, 0.5]), jnp.asarray(centres), 0.02)
+  np.testing.assert_allclose(np.asarray(snapped), [0.07, 0.1], atol=1e-7)
+  early = sequences.snap_to_run_centres(jnp.asarray([-0.3, 0.0]), jnp.asarray(centres), 0.02)
+  np.testing.assert_allclose(np.asarray(early), [0.02, 0.1], atol=1e-7)
+
+
 def test_collapse_runs_truncates_to_l_minus_1_codes_plus_eos():
   codes = jnp.array([[0, 1, 2, 3, 4, 4], [0, 0, 1, 1, 2, 2]], jnp.int32)  # 5 and 3 runs
   tokens, lengths, times, truncated = sequences.collapse_runs(codes, 0.02, max_len=4, vocab=VOCAB)

@@ -116,7 +116,9 @@ def _forced_from_h(
   """`teacher_forced_logits` from the encoder output H [B, T, d] (`Tokenizer.encode`)."""
   model, variables = tok.model, tok.variables
   if own_times:
-    logits, out_times = decode.forced_decode(model, variables, h, jnp.asarray(tokens))
+    logits, out_times = decode.forced_decode(
+      model, variables, h, jnp.asarray(tokens), run_centres=tok.run_centres(variables, h)
+    )
     return np.asarray(logits), np.asarray(out_times)
   cond = model.apply(variables, h, method=models.PairAlign.condition)
   logits, out_times = model.apply(
@@ -379,6 +381,12 @@ def _define_flags():
     'Parallel own-time passes to read (as loss.own_time_passes trains; 64 segments); empty: none.',
   )
   flags.DEFINE_string('out', None, 'Where to write the JSON (default: print only).')
+  flags.DEFINE_bool(
+    'snap_times',
+    False,
+    "The decoder's own times fed back snapped to its own code-group runs (config.eval.snap_times): "
+    'the own-times and greedy readings.',
+  )
   flags.mark_flags_as_required(['checkpoint'])
 
 
@@ -389,7 +397,7 @@ def main(argv):
   step = int(checkpointing.step_dir(path).name)
   config = checkpointing.read_config(path, step)
   tok = tokenizer_lib.Tokenizer.from_checkpoint(
-    path, step=step, use_teacher=FLAGS.params == 'teacher'
+    path, step=step, use_teacher=FLAGS.params == 'teacher', snap_times=FLAGS.snap_times
   )
   targets_tok = tokenizer_lib.Tokenizer.from_checkpoint(
     path, step=step, use_teacher=FLAGS.targets == 'teacher'
@@ -402,6 +410,7 @@ def main(argv):
     'params': FLAGS.params,
     'targets': FLAGS.targets,
     'split': FLAGS.split,
+    'snap_times': FLAGS.snap_times,
     **decoder_fit(
       tok, targets_tok, waves, tok.sample_rate, passes=tuple(int(k) for k in FLAGS.passes)
     ),
