@@ -127,6 +127,20 @@ def test_own_times_need_the_location_aware_decoder():
   cv.validate_config(config)
 
 
+def test_snap_times_needs_greedy_decoding_of_code_groups_by_a_located_decoder():
+  config = _mutate('eval.snap_times', True)
+  config.targets.code_groups = 16
+  cv.validate_config(config)
+  config.eval.beam_size = 2
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.snap_times.*greedy'):
+    cv.validate_config(config)
+  config.eval.beam_size = 1
+  config.model.time_bias_frames = 0
+  config.loss.own_time_prob = 0.0
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.snap_times.*time_bias_frames'):
+    cv.validate_config(config)
+
+
 def test_batch_must_divide_data_parallel_size():
   config = demo.get_config()
   config.batch_size = 12

@@ -421,6 +421,34 @@ def test_bad_beam_settings_raise(tok, waves, kwargs, match):
     tok.tokenize(waves[:1], **kwargs)
 
 
+def test_snap_times_decodes_with_the_run_centres_of_its_own_groups(workdir, waves):
+  """Tokenizer(snap_times=True) is greedy_decode fed back the centres of the runs of the model's
+  own code-group frames (vq_group_frames); its score is forced_decode with the same centres."""
+  snap = Tokenizer.from_checkpoint(workdir, batch_size=4, snap_times=True)
+  out = snap.tokenize(waves[:3])
+  frames = jnp.asarray(snap.vq_group_frames(waves[:3]))  # [3, T]
+  centres = sequences.frame_run_centres(frames, snap.frame_seconds)
+  h = snap.encode(snap.prepare(waves[:3], SR))
+  ref = decode.greedy_decode(
+    snap.model,
+    snap.variables,
+    h,
+    max_len=snap.max_len,
+    eos_bias=snap.default_eos_bias,
+    run_centres=centres,
+  )
+  assert out.tokens == [list(map(int, r[:n])) for r, n in zip(np.asarray(ref.tokens), ref.lengths)]
+  logits, _ = decode.forced_decode(snap.model, snap.variables, h[:1], ref.tokens[:1], centres[:1])
+  n = int(ref.lengths[0])
+  logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+  expected = sum(logp[t, int(ref.tokens[0, t])] for t in range(n + int(n < snap.max_len)))
+  assert snap.score(out.tokens[0], waves[0])[0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+  with pytest.raises(ValueError, match='snap_times is for greedy'):
+    snap.tokenize(waves[:1], beam_size=2)
+  with pytest.raises(ValueError, match='snap_times is for greedy'):
+    Tokenizer.from_checkpoint(workdir, beam_size=2, snap_times=True)
+
+
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
     tok.score([1, K], waves[0])  # BOS is not a code
