@@ -47,6 +47,8 @@
 #                         input times jittered by 0.01 s instead of 0.04 s
 #   small_readcodes_student_exacttimes_s{0,1,2} small_readcodes_student with no input-time jitter
 #                         and no own-time rows (every row is fed the targets' own times)
+#   small_exacttimes_s{0,1,2} small_nolenctl with no input-time jitter and no own-time rows
+#                         (small_readcodes_student_exacttimes without its two model changes)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
@@ -131,6 +133,8 @@ for name in "${runs[@]}"; do
                                               --config.loss.time_jitter_seconds=0 \
                                               --config.loss.own_time_prob=0 \
                                               --config.seed="${name#small_readcodes_student_exacttimes_s}" ;;
+    small_exacttimes_s*) run "$name" configs/small_corpus.py --config.loss.time_jitter_seconds=0 \
+                             --config.loss.own_time_prob=0 --config.seed="${name#small_exacttimes_s}" ;;
     small_readcodes_student_s*) run "$name" configs/small_corpus.py \
                                     --config.model.decoder_reads_codes=True \
                                     --config.schedule.stage1_teacher=student \
