@@ -56,6 +56,7 @@ from pairalign_jax import checkpointing
 from pairalign_jax import decode
 from pairalign_jax import models
 from pairalign_jax import sequences
+from pairalign_jax import token_strings
 from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax import vocab as vocab_lib
 from pairalign_jax.data import pipeline
@@ -304,7 +305,11 @@ def decoder_fit(
   if int(tok.config.targets.get('code_groups', 0)) <= 0:
     raise ValueError('decoder_fit needs a model trained on code groups (targets.code_groups > 0)')
   waves = tok.prepare(waves, sample_rate)  # [N, segment_samples] at the model's rate
-  targets = targets_tok.vq_group_tokenize(waves, tok.sample_rate)
+  # Frame labels first (one encoder pass each); the strings are their runs collapsed, exactly as
+  # `Tokenizer.vq_group_tokenize` makes them.
+  target_frames = targets_tok.vq_group_frames(waves, tok.sample_rate)  # [N, T]
+  targets = token_strings.strings_from_frame_codes(target_frames, targets_tok.frame_seconds)
+  own_frames = tok.vq_group_frames(waves, tok.sample_rate)  # [N, T]
   greedy = tok.tokenize(waves, tok.sample_rate)
   runs = [run_frames(t, tok.frame_seconds) for t in targets.times]
   readings = (('teacher_forced_true_times', False), ('teacher_forced_own_times', True))
@@ -326,10 +331,7 @@ def decoder_fit(
     )
     for name, rows in parts.items()
   }
-  own_groups = tok.vq_group_tokenize(waves, tok.sample_rate).tokens
-  frames = frame_agreement(
-    tok.vq_group_frames(waves, tok.sample_rate), targets_tok.vq_group_frames(waves, tok.sample_rate)
-  )
+  own_groups = token_strings.strings_from_frame_codes(own_frames, tok.frame_seconds).tokens
   report = {
     'segments': len(waves),
     **forced,
@@ -337,7 +339,7 @@ def decoder_fit(
     'own_groups_vs_targets': {
       **metrics.edit_operations(own_groups, targets.tokens),
       'mean_normalized_edit_distance': metrics.cross_view_ned(own_groups, targets.tokens),
-      **frames,
+      **frame_agreement(own_frames, target_frames),
     },
   }
   if passes:
