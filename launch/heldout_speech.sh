@@ -49,7 +49,11 @@
 #                         and no own-time rows (every row is fed the targets' own times)
 #   small_exacttimes_s{0,1,2} small_nolenctl with no input-time jitter and no own-time rows
 #                         (small_readcodes_student_exacttimes without its two model changes)
-#   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps)
+#   small_endtimes_s{0,1,2} small_nolenctl with each target token's time at the end of its run, not
+#                         its centre (targets.time_anchor=end): the decoder's input time is then
+#                         where the next token starts
+#   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps;
+#                         FT_FROM=aug_only_s1 fine-tunes from that run instead)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
 # A run whose WORKDIR/test/report.json exists is skipped; an interrupted one resumes.
 # VALIDATION_ONLY=1: no test-split evaluation (settings being compared, not yet chosen).
@@ -135,6 +139,8 @@ for name in "${runs[@]}"; do
                                               --config.seed="${name#small_readcodes_student_exacttimes_s}" ;;
     small_exacttimes_s*) run "$name" configs/small_corpus.py --config.loss.time_jitter_seconds=0 \
                              --config.loss.own_time_prob=0 --config.seed="${name#small_exacttimes_s}" ;;
+    small_endtimes_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
+                           --config.seed="${name#small_endtimes_s}" ;;
     small_readcodes_student_s*) run "$name" configs/small_corpus.py \
                                     --config.model.decoder_reads_codes=True \
                                     --config.schedule.stage1_teacher=student \
@@ -153,7 +159,7 @@ for name in "${runs[@]}"; do
                              --config.schedule.stage2_start=3000 \
                              --config.seed="${name#small_longstage0_s}" ;;
     small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
-                     --config.init_from="$root/aug_only_s0" --config.num_train_steps=600 \
+                     --config.init_from="$root/${FT_FROM:-aug_only_s0}" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
                      --config.schedule.ema_warmup_steps=0 --config.optim.learning_rate=3e-4 ;;
     small_s*) run "$name" configs/small_corpus.py "${first_small[@]}" --config.seed="${name#small_s}" ;;

@@ -28,6 +28,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'model.decoder_reads_codes': False,
   'vq.diversity_temperature': 0.1,
   'targets.code_groups': 0,  # targets were the codes themselves
+  'targets.time_anchor': 'centre',
   'frontend.vtlp.enabled': False,
   'loss.sequence_losses_train_encoder': True,
   'loss.score_chunk_rows': 0,  # every row scored in one decoder call

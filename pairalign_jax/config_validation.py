@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import ml_collections
 
 from pairalign_jax import default_config as default_config_lib
+from pairalign_jax import sequences
 from pairalign_jax.data import splits as splits_lib
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -264,6 +265,11 @@ def validate_config(
     'config.targets.min_run_frames',
     'must be -1 (derive from the target rate) or >= 1',
   )
+  _require(
+    config.targets.get('time_anchor', 'centre') in sequences.TIME_ANCHORS,
+    'config.targets.time_anchor',
+    f'must be one of {sequences.TIME_ANCHORS}, got {config.targets.get("time_anchor")!r}',
+  )
   groups = config.targets.code_groups
   _require(
     groups == 0 or 2 <= groups <= config.model.codebook_size,
@@ -343,6 +349,12 @@ def validate_config(
       'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
       f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
       f'{config.targets.code_groups}',
+    )
+    _require(
+      config.targets.get('time_anchor', 'centre') == 'centre',
+      'config.eval.snap_times',
+      "snaps the decoder's times to run centres, so it needs config.targets.time_anchor="
+      f"'centre', got {config.targets.get('time_anchor')!r}",
     )
 
   # Schedule.

@@ -128,6 +128,12 @@ def get_config() -> ml_collections.ConfigDict:
   # 12.7 tokens/s and 20 ms frames, which was measured to be too much pruning once codes are
   # grouped).
   config.targets.min_run_frames = 2
+  # The time each target token carries (the location-aware decoder's input time for the next
+  # token, and what its timing loss trains its own token times toward): 'centre' of the token's
+  # run of frames, or its 'end' (the boundary with the next run, where the next token starts), so
+  # that the next token is the code just after the input time rather than somewhere past the
+  # centre of a run of unknown length (docs/METHOD.md "Targets and code groups").
+  config.targets.time_anchor = 'centre'
 
   # ---------------------------------------------------------------- losses (weight 0 = ablated)
   config.loss = ml_collections.ConfigDict()

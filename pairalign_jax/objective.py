@@ -97,6 +97,7 @@ class ObjectiveSettings:
   specaugment: bool
   freeze_codebook_after_stage0: bool
   code_groups: int  # 0: targets are codes; G > 0: codes mapped to G groups (code_groups.py)
+  time_anchor: str  # target token times: run 'centre' or 'end' (targets.TargetSettings)
   time_jitter_seconds: float  # std of the noise on the location-aware decoder's input times
   own_time_prob: float  # share of rows whose input times are the decoder's own (below)
   own_time_passes: int  # forward passes that produce those times (1 = one step of drift)
@@ -141,6 +142,7 @@ class ObjectiveSettings:
       specaugment=bool(config.frontend.specaugment.enabled),
       freeze_codebook_after_stage0=bool(config.vq.freeze_after_stage0),
       code_groups=target_settings.code_groups,
+      time_anchor=target_settings.time_anchor,
       time_jitter_seconds=float(config.loss.time_jitter_seconds),
       own_time_prob=float(config.loss.own_time_prob),
       own_time_passes=int(config.loss.own_time_passes),
@@ -166,6 +168,7 @@ class ObjectiveSettings:
       frame_seconds=self.frame_seconds,
       min_run_frames=self.min_run_frames,
       code_groups=self.code_groups,
+      time_anchor=self.time_anchor,
     )
 
   def encoder_frozen(self, stage: int) -> bool:

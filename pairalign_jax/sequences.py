@@ -142,6 +142,11 @@ def snap_to_run_centres(times: Array, run_centres: Array, frame_seconds: float) 
   return jnp.take_along_axis(run_centres, frame[:, None], axis=1)[:, 0]
 
 
+# The time a collapsed token carries: its run's centre, or its end (the boundary with the next
+# run; for the last run, the end of its last frame).
+TIME_ANCHORS = ('centre', 'end')
+
+
 def collapse_runs(
   codes: Array,
   frame_times: Union[float, Array],
@@ -149,6 +154,7 @@ def collapse_runs(
   max_len: int,
   vocab: vocab_lib.Vocab,
   min_run_frames: int = 1,
+  time_anchor: str = 'centre',
 ):
   """Frame codes -> token sequences: one token per run of repeated codes, with run-centre times.
 
@@ -163,13 +169,17 @@ def collapse_runs(
     max_len: static L, the token length (at most L - 1 codes + EOS).
     vocab: the vocabulary (EOS/PAD ids).
     min_run_frames: static int >= 1, see :func:`prune_short_runs`.
+    time_anchor: static, one of :data:`TIME_ANCHORS`: which time of its run a token carries.
   Returns:
-    tokens int32 [B, L], lengths int32 [B] (codes kept), times float32 [B, L] (run centre in
-    seconds at the code positions, 0 at EOS/PAD), truncated bool [B] (runs > L - 1).
+    tokens int32 [B, L], lengths int32 [B] (codes kept), times float32 [B, L] (run centre, or end,
+    in seconds at the code positions, 0 at EOS/PAD), truncated bool [B] (runs > L - 1).
     A run's centre is the midpoint of its first and last frame centres, i.e.
-    ``(first + last + 1) / 2 * frame_seconds`` for a scalar frame duration.
+    ``(first + last + 1) / 2 * frame_seconds`` for a scalar frame duration; its end is its last
+    frame's centre plus half the frame spacing, ``(last + 1) * frame_seconds``.
   """
   _check_codes(codes)
+  if time_anchor not in TIME_ANCHORS:
+    raise ValueError(f'time_anchor must be one of {TIME_ANCHORS}, got {time_anchor!r}')
   if max_len < 1:
     raise ValueError(f'max_len must be >= 1 (room for EOS), got {max_len}')
   b, t = codes.shape
@@ -187,18 +197,22 @@ def collapse_runs(
         f'got shape {centres.shape}'
       )
     centres = jnp.broadcast_to(centres, (b, t))
-  return _collapse(codes, centres, max_len, vocab.eos, vocab.pad)
+  return _collapse(codes, centres, max_len, vocab.eos, vocab.pad, time_anchor)
 
 
-@functools.partial(jax.jit, static_argnums=(2, 3, 4))
-def _collapse(codes: Array, centres: Array, max_len: int, eos: int, pad: int):
+@functools.partial(jax.jit, static_argnums=(2, 3, 4, 5))
+def _collapse(codes: Array, centres: Array, max_len: int, eos: int, pad: int, time_anchor: str):
   """collapse_runs after pruning: codes [B, T], frame centres [B, T] -> (tokens, n, times,
   truncated)."""
   t = codes.shape[1]
   _, num_runs, _, run_code, run_first, run_last = jax.vmap(_runs)(codes)  # [B], [B, T] x3
-  run_time = 0.5 * (
-    jnp.take_along_axis(centres, run_first, axis=1) + jnp.take_along_axis(centres, run_last, axis=1)
-  )  # [B, T]
+  last_centre = jnp.take_along_axis(centres, run_last, axis=1)  # [B, T]
+  if time_anchor == 'end':
+    # Half the frame spacing past the last frame's centre (one frame: assume the duration 2 c_0).
+    half_frame = 0.5 * (centres[:, 1:2] - centres[:, :1]) if t > 1 else centres[:, :1]  # [B, 1]
+    run_time = last_centre + half_frame  # [B, T]
+  else:
+    run_time = 0.5 * (jnp.take_along_axis(centres, run_first, axis=1) + last_centre)  # [B, T]
   n = jnp.minimum(num_runs, max_len - 1).astype(jnp.int32)  # [B]
   pos = jnp.arange(max_len)  # [L]
   src = jnp.minimum(pos, t - 1)

@@ -7,8 +7,8 @@ The stage-1 targets (and the VQ-derived part of the stage-2 targets) of docs/MET
      codes of the frozen codebook (`code_groups.py`); token ids are then group ids in ``[0, G)``;
   2. runs of a repeated code (group) shorter than ``min_run_frames`` encoder frames are merged
      into a neighbour (`sequences.prune_short_runs`);
-  3. consecutive repeats collapse into one token whose time is the run centre
-     (`sequences.collapse_runs`).
+  3. consecutive repeats collapse into one token whose time is the run centre, or with
+     ``time_anchor = 'end'`` the run's end (`sequences.collapse_runs`).
 
 Training (`objective.py`, `train.py`) and analysis (`Tokenizer.vq_group_tokenize`, which shows
 the targets as a tokenizer) both build the strings here, so the analysis side needs none of the
@@ -37,6 +37,7 @@ class TargetSettings:
   frame_seconds: float  # encoder frame (after subsampling)
   min_run_frames: int  # runs shorter than this many frames are merged (1 = none)
   code_groups: int  # 0: targets are codes; G > 0: codes mapped to G groups
+  time_anchor: str  # a token's time: its run's 'centre' or 'end' (sequences.TIME_ANCHORS)
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'TargetSettings':
@@ -52,6 +53,7 @@ class TargetSettings:
       frame_seconds=frame_seconds,
       min_run_frames=min_run,
       code_groups=int(config.targets.code_groups),
+      time_anchor=str(config.targets.get('time_anchor', 'centre')),
     )
 
 
@@ -88,5 +90,6 @@ def vq_targets(codes, settings: TargetSettings, vq_stats=None) -> Targets:
     settings.frame_seconds,
     max_len=settings.max_len,
     vocab=vocab,
+    time_anchor=settings.time_anchor,
   )
   return Targets(tokens=tokens, lengths=lengths, times=times)

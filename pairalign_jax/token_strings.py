@@ -10,7 +10,9 @@ Numpy only (no model, no training code), so the evaluation, the baselines and th
 `sequences.collapse_runs` (batched, padded to a fixed length; tested equal to `collapse_repeats`).
 
 Time convention: frame `t` spans `[t, t + 1) * frame_seconds`; a token's time is the centre of
-its run, `(centre_frame + 0.5) * frame_seconds` with `centre_frame = (first + last) / 2`.
+its run, `(centre_frame + 0.5) * frame_seconds` with `centre_frame = (first + last) / 2`, or with
+`time_anchor='end'` (the decoder trained with `targets.time_anchor = 'end'`) the end of its run,
+`(last + 1) * frame_seconds`.
 """
 
 from __future__ import annotations
@@ -49,11 +51,16 @@ def collapse_repeats(codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
   return c[starts].astype(np.int64), (starts + ends - 1) / 2.0
 
 
-def strings_from_frame_codes(codes: np.ndarray, frame_seconds: float) -> TokenizerOutput:
-  """Frame codes `[N, T]` -> one collapsed string per row with run-centre times in seconds.
+def strings_from_frame_codes(
+  codes: np.ndarray, frame_seconds: float, time_anchor: str = 'centre'
+) -> TokenizerOutput:
+  """Frame codes `[N, T]` -> one collapsed string per row with run-centre (or, with
+  `time_anchor='end'`, run-end) times in seconds.
 
   `terminated` is all True and `raw_times` is `times` (nothing is decoded).
   """
+  if time_anchor not in ('centre', 'end'):
+    raise ValueError(f"time_anchor must be 'centre' or 'end', got {time_anchor!r}")
   codes = np.asarray(codes)
   if codes.ndim != 2:
     raise ValueError(f'frame codes must be [N, T], got shape {codes.shape}')
@@ -63,7 +70,11 @@ def strings_from_frame_codes(codes: np.ndarray, frame_seconds: float) -> Tokeniz
   for row in codes:
     seq, centres = collapse_repeats(row)
     tokens.append(seq.tolist())
-    times.append(((centres + 0.5) * frame_seconds).astype(np.float32))
+    if time_anchor == 'end':
+      ends = np.concatenate([np.flatnonzero(row[1:] != row[:-1]) + 1, [row.size]])  # exclusive
+      times.append((ends * frame_seconds).astype(np.float32))
+    else:
+      times.append(((centres + 0.5) * frame_seconds).astype(np.float32))
   return TokenizerOutput(
     tokens=tokens, times=times, terminated=np.ones(len(tokens), bool), raw_times=times
   )

@@ -42,6 +42,18 @@ def test_derived_quantities():
   )
 
 
+@pytest.mark.parametrize('time_anchor', ['centre', 'end'])
+def test_objective_builds_the_same_target_settings_as_the_analysis_side(time_anchor):
+  """Training (ObjectiveSettings.targets) and analysis (TargetSettings.from_config) make the
+  targets from equal settings, the token-time anchor included."""
+  config = default_config.get_config()
+  config.targets.time_anchor = time_anchor
+  config.targets.min_run_frames = -1
+  settings = targets.TargetSettings.from_config(config)
+  assert settings.time_anchor == time_anchor
+  assert objective.ObjectiveSettings.from_config(config).targets == settings
+
+
 def test_settings_have_no_defaults_of_their_own():
   for cls in (
     models.ModelConfig,

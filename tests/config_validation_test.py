@@ -141,6 +141,18 @@ def test_snap_times_needs_greedy_decoding_of_code_groups_by_a_located_decoder():
     cv.validate_config(config)
 
 
+def test_time_anchor_is_checked_and_excludes_snapping_to_run_centres():
+  config = _mutate('targets.time_anchor', 'end')
+  cv.validate_config(config)
+  config.targets.code_groups = 16
+  config.eval.snap_times = True
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.snap_times.*time_anchor'):
+    cv.validate_config(config)
+  config = _mutate('targets.time_anchor', 'start')
+  with pytest.raises(cv.ConfigError, match=r'config\.targets\.time_anchor.*centre.*end'):
+    cv.validate_config(config)
+
+
 def test_batch_must_divide_data_parallel_size():
   config = demo.get_config()
   config.batch_size = 12

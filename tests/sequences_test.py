@@ -85,6 +85,28 @@ def test_collapse_runs_frame_times_array_matches_scalar():
     np.testing.assert_allclose(np.asarray(t)[:n], expected, atol=1e-6)
 
 
+def test_collapse_runs_end_anchor_gives_run_ends():
+  """time_anchor='end': each token's time is where its run ends (the next run starts), from a
+  scalar frame duration or from frame centres; tokens and lengths as with run centres."""
+  rng = np.random.default_rng(2)
+  codes = jnp.asarray(rng.integers(0, 3, (3, 20)), jnp.int32)
+  fs = 0.02
+  centre = sequences.collapse_runs(codes, fs, max_len=24, vocab=VOCAB)
+  end = sequences.collapse_runs(codes, fs, max_len=24, vocab=VOCAB, time_anchor='end')
+  from_centres = sequences.collapse_runs(
+    codes, jnp.asarray((np.arange(20) + 0.5) * fs), max_len=24, vocab=VOCAB, time_anchor='end'
+  )
+  np.testing.assert_array_equal(end[0], centre[0])
+  np.testing.assert_array_equal(end[1], centre[1])
+  np.testing.assert_allclose(end[2], from_centres[2], atol=1e-6)
+  for row, n, t in zip(np.asarray(codes), end[1], end[2]):
+    ends = np.cumsum([r[1] for r in _runs_of(row)]) * fs
+    np.testing.assert_allclose(np.asarray(t)[:n], ends, atol=1e-6)
+    assert not np.asarray(t)[n:].any()  # 0 at EOS/PAD
+  with pytest.raises(ValueError, match='time_anchor'):
+    sequences.collapse_runs(codes, fs, max_len=24, vocab=VOCAB, time_anchor='start')
+
+
 def test_collapse_runs_jits_and_matches_eager():
   rng = np.random.default_rng(1)
   codes = jnp.asarray(rng.integers(0, 4, (4, 30)), jnp.int32)

@@ -34,15 +34,27 @@ def test_strings_from_frame_codes_times_are_run_centres():
     token_strings.strings_from_frame_codes(np.zeros((1, 4), np.int32), 0.0)
 
 
-def test_host_collapse_equals_in_graph_collapse_runs():
+def test_strings_from_frame_codes_end_times_are_run_ends():
+  out = token_strings.strings_from_frame_codes(
+    np.array([[1, 1, 2, 2, 2, 1], [4] * 6]), 0.02, time_anchor='end'
+  )
+  assert out.tokens == [[1, 2, 1], [4]]
+  np.testing.assert_allclose(out.times[0], [0.04, 0.10, 0.12], atol=1e-7)
+  np.testing.assert_allclose(out.times[1], [0.12], atol=1e-7)
+  with pytest.raises(ValueError, match='time_anchor'):
+    token_strings.strings_from_frame_codes(np.zeros((1, 4), np.int32), 0.02, time_anchor='start')
+
+
+@pytest.mark.parametrize('time_anchor', ['centre', 'end'])
+def test_host_collapse_equals_in_graph_collapse_runs(time_anchor):
   rng = np.random.default_rng(0)
   codes = rng.integers(0, 4, size=(16, 40)).astype(np.int32)  # many short runs
   codes[3] = 2  # one run
   vocab = vocab_lib.Vocab(4)
   tokens, lengths, times, truncated = sequences.collapse_runs(
-    codes, 0.02, max_len=codes.shape[1] + 1, vocab=vocab
+    codes, 0.02, max_len=codes.shape[1] + 1, vocab=vocab, time_anchor=time_anchor
   )
-  out = token_strings.strings_from_frame_codes(codes, 0.02)
+  out = token_strings.strings_from_frame_codes(codes, 0.02, time_anchor=time_anchor)
   assert not np.asarray(truncated).any()
   for i in range(codes.shape[0]):
     n = int(lengths[i])

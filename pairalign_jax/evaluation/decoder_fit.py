@@ -65,18 +65,23 @@ from pairalign_jax.evaluation import metrics
 MAX_RUN_BUCKET = 8  # runs of this many frames or more share one bucket ('8+')
 
 
-def run_frames(times: Sequence[float], frame_seconds: float) -> np.ndarray:
+def run_frames(
+  times: Sequence[float], frame_seconds: float, time_anchor: str = 'centre'
+) -> np.ndarray:
   """Run lengths in frames [n] of a collapsed string whose runs tile the frames from frame 0, from
-  its token times (run centres `(first + last + 1) / 2 * frame_seconds`, `sequences.collapse_runs`):
-  each run ends where twice its centre minus its start puts it."""
+  its token times (run centres `(first + last + 1) / 2 * frame_seconds`, `sequences.collapse_runs`:
+  each run ends where twice its centre minus its start puts it; with `time_anchor='end'` the
+  times are the run ends themselves)."""
   lengths = []
   start = 0.0
-  for centre in np.asarray(times, np.float64) / frame_seconds:
-    end = 2.0 * centre - start
+  for t in np.asarray(times, np.float64) / frame_seconds:
+    end = t if time_anchor == 'end' else 2.0 * t - start
     lengths.append(int(round(end - start)))
     start = end
   if any(n < 1 for n in lengths):
-    raise ValueError(f'token times {list(times)} are not the centres of runs that tile the frames')
+    raise ValueError(
+      f'token times {list(times)} are not the {time_anchor}s of runs that tile the frames'
+    )
   return np.asarray(lengths, np.int64)
 
 
@@ -308,10 +313,13 @@ def decoder_fit(
   # Frame labels first (one encoder pass each); the strings are their runs collapsed, exactly as
   # `Tokenizer.vq_group_tokenize` makes them.
   target_frames = targets_tok.vq_group_frames(waves, tok.sample_rate)  # [N, T]
-  targets = token_strings.strings_from_frame_codes(target_frames, targets_tok.frame_seconds)
+  anchor = str(tok.config.targets.get('time_anchor', 'centre'))  # the times tok's decoder reads
+  targets = token_strings.strings_from_frame_codes(
+    target_frames, targets_tok.frame_seconds, time_anchor=anchor
+  )
   own_frames = tok.vq_group_frames(waves, tok.sample_rate)  # [N, T]
   greedy = tok.tokenize(waves, tok.sample_rate)
-  runs = [run_frames(t, tok.frame_seconds) for t in targets.times]
+  runs = [run_frames(t, tok.frame_seconds, anchor) for t in targets.times]
   readings = (('teacher_forced_true_times', False), ('teacher_forced_own_times', True))
   parts: dict[str, list[tuple[np.ndarray, ...]]] = {name: [] for name, _ in readings}
   for start in range(0, len(waves), batch_size):
