@@ -130,9 +130,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.targets.min_run_frames = 2
   # The time each target token carries (the location-aware decoder's input time for the next
   # token, and what its timing loss trains its own token times toward): 'centre' of the token's
-  # run of frames, or its 'end' (the boundary with the next run, where the next token starts), so
-  # that the next token is the code just after the input time rather than somewhere past the
-  # centre of a run of unknown length (docs/METHOD.md "Targets and code groups").
+  # run of frames, or its 'end' (the centre of the run's last frame: the next token starts one
+  # frame later), so that the next token is the code one frame after the input time rather than
+  # somewhere past the centre of a run of unknown length (docs/METHOD.md "Targets and code
+  # groups").
   config.targets.time_anchor = 'centre'
 
   # ---------------------------------------------------------------- losses (weight 0 = ablated)

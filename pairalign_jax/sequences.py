@@ -142,8 +142,9 @@ def snap_to_run_centres(times: Array, run_centres: Array, frame_seconds: float) 
   return jnp.take_along_axis(run_centres, frame[:, None], axis=1)[:, 0]
 
 
-# The time a collapsed token carries: its run's centre, or its end (the boundary with the next
-# run; for the last run, the end of its last frame).
+# The time a collapsed token carries: its run's centre, or its end (the centre of the run's last
+# frame, so that the location-aware decoder's frame offsets from it are whole frames: the run's
+# last frame at 0, the next run's first frame at +1).
 TIME_ANCHORS = ('centre', 'end')
 
 
@@ -175,7 +176,7 @@ def collapse_runs(
     in seconds at the code positions, 0 at EOS/PAD), truncated bool [B] (runs > L - 1).
     A run's centre is the midpoint of its first and last frame centres, i.e.
     ``(first + last + 1) / 2 * frame_seconds`` for a scalar frame duration; its end is its last
-    frame's centre plus half the frame spacing, ``(last + 1) * frame_seconds``.
+    frame's centre, ``(last + 0.5) * frame_seconds``.
   """
   _check_codes(codes)
   if time_anchor not in TIME_ANCHORS:
@@ -208,9 +209,7 @@ def _collapse(codes: Array, centres: Array, max_len: int, eos: int, pad: int, ti
   _, num_runs, _, run_code, run_first, run_last = jax.vmap(_runs)(codes)  # [B], [B, T] x3
   last_centre = jnp.take_along_axis(centres, run_last, axis=1)  # [B, T]
   if time_anchor == 'end':
-    # Half the frame spacing past the last frame's centre (one frame: assume the duration 2 c_0).
-    half_frame = 0.5 * (centres[:, 1:2] - centres[:, :1]) if t > 1 else centres[:, :1]  # [B, 1]
-    run_time = last_centre + half_frame  # [B, T]
+    run_time = last_centre  # [B, T]
   else:
     run_time = 0.5 * (jnp.take_along_axis(centres, run_first, axis=1) + last_centre)  # [B, T]
   n = jnp.minimum(num_runs, max_len - 1).astype(jnp.int32)  # [B]

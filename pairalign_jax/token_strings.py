@@ -11,8 +11,8 @@ Numpy only (no model, no training code), so the evaluation, the baselines and th
 
 Time convention: frame `t` spans `[t, t + 1) * frame_seconds`; a token's time is the centre of
 its run, `(centre_frame + 0.5) * frame_seconds` with `centre_frame = (first + last) / 2`, or with
-`time_anchor='end'` (the decoder trained with `targets.time_anchor = 'end'`) the end of its run,
-`(last + 1) * frame_seconds`.
+`time_anchor='end'` (the decoder trained with `targets.time_anchor = 'end'`) the centre of its
+run's last frame, `(last + 0.5) * frame_seconds`.
 """
 
 from __future__ import annotations
@@ -72,7 +72,7 @@ def strings_from_frame_codes(
     tokens.append(seq.tolist())
     if time_anchor == 'end':
       ends = np.concatenate([np.flatnonzero(row[1:] != row[:-1]) + 1, [row.size]])  # exclusive
-      times.append((ends * frame_seconds).astype(np.float32))
+      times.append(((ends - 0.5) * frame_seconds).astype(np.float32))
     else:
       times.append(((centres + 0.5) * frame_seconds).astype(np.float32))
   return TokenizerOutput(

@@ -25,10 +25,10 @@ def test_run_frames_from_run_centres():
     decoder_fit.run_frames(np.array([1.0, 1.2]) * FS, FS)  # the second run would be 0 frames
   assert [decoder_fit.bucket(r) for r in (1, 7, 8, 30)] == ['1', '7', '8+', '8+']
   # The same runs from their ends (a decoder trained with targets.time_anchor='end').
-  ends = np.array([2.0, 5.0, 6.0, 15.0]) * FS
+  ends = np.array([1.5, 4.5, 5.5, 14.5]) * FS  # the centres of the runs' last frames
   np.testing.assert_array_equal(decoder_fit.run_frames(ends, FS, 'end'), [2, 3, 1, 9])
   with pytest.raises(ValueError, match='ends of runs that tile'):
-    decoder_fit.run_frames(np.array([2.0, 2.0]) * FS, FS, 'end')
+    decoder_fit.run_frames(np.array([1.5, 1.5]) * FS, FS, 'end')
 
 
 def test_target_arrays_add_eos_pad_and_cut_at_max_len():

@@ -86,8 +86,8 @@ def test_collapse_runs_frame_times_array_matches_scalar():
 
 
 def test_collapse_runs_end_anchor_gives_run_ends():
-  """time_anchor='end': each token's time is where its run ends (the next run starts), from a
-  scalar frame duration or from frame centres; tokens and lengths as with run centres."""
+  """time_anchor='end': each token's time is the centre of its run's last frame, from a scalar
+  frame duration or from frame centres; tokens and lengths as with run centres."""
   rng = np.random.default_rng(2)
   codes = jnp.asarray(rng.integers(0, 3, (3, 20)), jnp.int32)
   fs = 0.02
@@ -100,7 +100,7 @@ def test_collapse_runs_end_anchor_gives_run_ends():
   np.testing.assert_array_equal(end[1], centre[1])
   np.testing.assert_allclose(end[2], from_centres[2], atol=1e-6)
   for row, n, t in zip(np.asarray(codes), end[1], end[2]):
-    ends = np.cumsum([r[1] for r in _runs_of(row)]) * fs
+    ends = (np.cumsum([r[1] for r in _runs_of(row)]) - 0.5) * fs
     np.testing.assert_allclose(np.asarray(t)[:n], ends, atol=1e-6)
     assert not np.asarray(t)[n:].any()  # 0 at EOS/PAD
   with pytest.raises(ValueError, match='time_anchor'):

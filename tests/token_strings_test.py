@@ -39,8 +39,8 @@ def test_strings_from_frame_codes_end_times_are_run_ends():
     np.array([[1, 1, 2, 2, 2, 1], [4] * 6]), 0.02, time_anchor='end'
   )
   assert out.tokens == [[1, 2, 1], [4]]
-  np.testing.assert_allclose(out.times[0], [0.04, 0.10, 0.12], atol=1e-7)
-  np.testing.assert_allclose(out.times[1], [0.12], atol=1e-7)
+  np.testing.assert_allclose(out.times[0], [0.03, 0.09, 0.11], atol=1e-7)
+  np.testing.assert_allclose(out.times[1], [0.11], atol=1e-7)
   with pytest.raises(ValueError, match='time_anchor'):
     token_strings.strings_from_frame_codes(np.zeros((1, 4), np.int32), 0.02, time_anchor='start')
 

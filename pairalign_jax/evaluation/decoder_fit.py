@@ -71,11 +71,11 @@ def run_frames(
   """Run lengths in frames [n] of a collapsed string whose runs tile the frames from frame 0, from
   its token times (run centres `(first + last + 1) / 2 * frame_seconds`, `sequences.collapse_runs`:
   each run ends where twice its centre minus its start puts it; with `time_anchor='end'` the
-  times are the run ends themselves)."""
+  times are the centres of the runs' last frames, half a frame before each run ends)."""
   lengths = []
   start = 0.0
   for t in np.asarray(times, np.float64) / frame_seconds:
-    end = t if time_anchor == 'end' else 2.0 * t - start
+    end = t + 0.5 if time_anchor == 'end' else 2.0 * t - start
     lengths.append(int(round(end - start)))
     start = end
   if any(n < 1 for n in lengths):
