@@ -15,6 +15,7 @@ from typing import Any, Iterable, Optional
 import ml_collections
 
 from pairalign_jax import default_config as default_config_lib
+from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax.data import splits as splits_lib
 
@@ -193,6 +194,18 @@ def validate_config(
     f"must be 'float32' or 'bfloat16', got {m.dtype!r}",
   )
   _require(0.0 <= m.dropout_rate < 1.0, 'config.model.dropout_rate', 'must be in [0, 1)')
+  time_head = m.get('time_head', 'centroid')
+  _require(
+    time_head in models.TIME_HEADS,
+    'config.model.time_head',
+    f'must be one of {models.TIME_HEADS}, got {time_head!r}',
+  )
+  _require(
+    time_head != 'pointer' or m.time_bias_frames > 0,
+    'config.model.time_head',
+    "'pointer' points at a frame relative to the input time, so it needs the location-aware "
+    f'decoder (config.model.time_bias_frames > 0), got {m.time_bias_frames}',
+  )
   needed = max_tokens_for_target(config) + 1  # codes + EOS
   _require(
     m.max_len >= needed,

@@ -101,6 +101,11 @@ def get_config() -> ml_collections.ConfigDict:
   # The decoder's cross-attention reads H plus a learned embedding of each frame's own VQ code
   # (docs/METHOD.md §6): the frame labels the targets are made from. False = H alone.
   config.model.decoder_reads_codes = False
+  # How the decoder places each token in the audio, i.e. the time it feeds back as the next
+  # token's input time (docs/METHOD.md §6): 'centroid' (a learned mix of its cross-attention
+  # heads' centroids, smooth-L1 timing loss) or 'pointer' (its own distribution over the encoder
+  # frames, cross entropy on the target token's frame; decoding feeds back the most likely frame).
+  config.model.time_head = 'centroid'
 
   # ---------------------------------------------------------------- VQ head
   config.vq = ml_collections.ConfigDict()

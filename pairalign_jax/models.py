@@ -59,6 +59,7 @@ from pairalign_jax import vocab as vocab_lib
 
 Array = jax.Array
 _NEG_INF = -1e9
+TIME_HEADS = ('centroid', 'pointer')  # ModelConfig.time_head
 
 
 # ----------------------------------------------------------------------------------- config
@@ -108,6 +109,12 @@ class ModelConfig:
   # frame labels its VQ-derived targets are made from, so it can find where one run of codes ends
   # and the next begins. False = H alone.
   decoder_reads_codes: bool
+  # How the decoder places each token in the audio (the time it feeds back as the next input
+  # time): 'centroid' = a learned mix of its cross-attention heads' centroids, trained by a smooth
+  # L1 loss toward the target time; 'pointer' = a distribution over the encoder frames of its own
+  # (the last layer's cross-attention keys, its own queries and location bias), trained by cross
+  # entropy on the target token's frame, read as its most likely frame when not training.
+  time_head: str
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -132,6 +139,13 @@ class ModelConfig:
       raise ValueError(f'model.adapter_layers must be >= 0, got {self.adapter_layers}')
     if self.time_bias_frames < 0:
       raise ValueError(f'model.time_bias_frames must be >= 0, got {self.time_bias_frames}')
+    if self.time_head not in TIME_HEADS:
+      raise ValueError(f'model.time_head must be one of {TIME_HEADS}, got {self.time_head!r}')
+    if self.time_head == 'pointer' and self.time_bias_frames == 0:
+      raise ValueError(
+        "model.time_head='pointer' needs the location-aware decoder (model.time_bias_frames > 0): "
+        'it points at a frame relative to the input time'
+      )
 
   @classmethod
   def from_config(cls, config: ml_collections.ConfigDict) -> 'ModelConfig':
@@ -165,6 +179,7 @@ class ModelConfig:
       time_bias_frames=int(m.time_bias_frames),
       adapter_layers=int(m.adapter_layers),
       decoder_reads_codes=bool(m.decoder_reads_codes),
+      time_head=str(m.time_head),
     )
 
   @property
@@ -588,6 +603,26 @@ def location_prior_init(key, shape, dtype=jnp.float32):
   return (-((offsets - centres[None, :]) ** 2) / (2 * 3.0**2)).astype(dtype)
 
 
+def location_bias(table: Array, in_times: Array, num_frames: int, frame_seconds: float) -> Array:
+  """The learned bias of every frame for every query, by their offset in frames.
+
+  table [2R+1, H] (offsets -R..R, clipped), in_times [B,Lq] seconds (the input token's time; no
+  gradient) -> [B,H,Lq,T] float32.
+  """
+  r = (table.shape[0] - 1) // 2
+  centres = frame_centres(num_frames, frame_seconds)  # [T]
+  offset = (centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]) / frame_seconds
+  idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r  # [B,Lq,T]
+  return jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)  # [B,H,Lq,T]
+
+
+def pointer_frames(target_times: Array, num_frames: int, frame_seconds: float) -> Array:
+  """The frame [B,L] int32 that each target time [B,L] (seconds) falls in, clipped to the
+  segment: the class of the pointer time head's cross entropy."""
+  idx = jnp.floor(target_times / frame_seconds).astype(jnp.int32)
+  return jnp.clip(idx, 0, num_frames - 1)
+
+
 # Scale of the time-head logits: Adam moves a parameter about lr per step, and a softmax needs
 # logits several units apart to pick a head, so the parameter is scaled up instead of the lr.
 TIME_HEAD_LOGIT_SCALE = 5.0
@@ -667,11 +702,7 @@ class DecoderLayer(nn.Module):
         nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
         (2 * r + 1, h),
       )
-      offset = (
-        centres[None, None, :] - jax.lax.stop_gradient(in_times)[:, :, None]
-      ) / cfg.frame_seconds
-      idx = jnp.clip(jnp.round(offset), -r, r).astype(jnp.int32) + r  # [B,Lq,T]
-      bias = jnp.take(table.astype(jnp.float32), idx, axis=0).transpose(0, 3, 1, 2)  # [B,H,Lq,T]
+      bias = location_bias(table, in_times, ck.shape[2], cfg.frame_seconds)  # [B,H,Lq,T]
     w = _attention_weights(q, ck, None, bias)  # [B,H,Lq,T]
     # Each head's attention centroid, and this layer's learned say in the token time (combined
     # over layers and heads by `token_times`; zeros = the plain mean of every head's centroid).
@@ -687,6 +718,47 @@ class DecoderLayer(nn.Module):
     y = _layer_norm(cfg, 'ln_mlp')(x)
     x = x + nn.Dropout(cfg.dropout_rate)(Mlp(cfg, name='mlp')(y, train), deterministic=not train)
     return _constrain(x, ('batch', 'length', 'embed')), out
+
+
+class TimePointer(nn.Module):
+  """The 'pointer' time head (``cfg.time_head``): where in the audio each output token is.
+
+  x [B,Lq,d] (the last decoder layer's output), keys [B,H,T,hd] (that layer's cross-attention
+  keys), in_times [B,Lq] seconds -> log-probabilities [B,Lq,T] over the encoder frames: a mixture
+  of H pointers, each a softmax over the frames of its query against the keys plus a learned bias
+  over the frame's offset from the input time (initialised as the cross-attention's,
+  `location_prior_init`). Trained by the cross entropy of the target token's frame, so a frame
+  one off costs as much as a frame ten off, where a centroid's L1 loss shrinks with the error.
+  """
+
+  cfg: ModelConfig
+
+  @nn.compact
+  def __call__(self, x, keys, in_times):
+    cfg = self.cfg
+    h, num_frames = cfg.num_heads, keys.shape[2]
+    q = HeadsDense(cfg, name='query')(_layer_norm(cfg, 'ln')(x))  # [B,H,Lq,hd]
+    table = self.param(
+      'location_bias',
+      nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
+      (2 * cfg.time_bias_frames + 1, h),
+    )
+    logits = jnp.einsum('bhqd,bhtd->bhqt', q, keys.astype(q.dtype)).astype(jnp.float32)
+    logits = logits / np.sqrt(cfg.head_dim) + location_bias(
+      table, in_times, num_frames, cfg.frame_seconds
+    )  # [B,H,Lq,T]
+    return jax.nn.logsumexp(jax.nn.log_softmax(logits, axis=-1), axis=1) - np.log(h)  # [B,Lq,T]
+
+
+def pointer_times(log_probs: Array, frame_seconds: float, train: bool) -> Array:
+  """Token times [B,L] from the pointer's log-probabilities [B,L,T]: in training the expected
+  frame centre (differentiable, for the monotonicity and coverage terms), otherwise the centre of
+  the most likely frame (what decoding feeds back: a whole frame, as the targets' times are with
+  `targets.time_anchor='end'`)."""
+  centres = frame_centres(log_probs.shape[-1], frame_seconds)  # [T]
+  if train:
+    return jnp.einsum('blt,t->bl', jnp.exp(log_probs), centres)
+  return jnp.take(centres, jnp.argmax(log_probs, axis=-1))
 
 
 class CrossKV(nn.Module):
@@ -751,6 +823,8 @@ class Decoder(nn.Module):
     self.dropout = nn.Dropout(cfg.dropout_rate)
     self.ln_out = _layer_norm(cfg, 'ln_out')
     self.logits_proj = _dense(cfg, cfg.vocab_size, ('embed', 'vocab'), 'logits')
+    if cfg.time_head == 'pointer':
+      self.time_pointer = TimePointer(cfg)
 
   def condition(self, hcond):
     hcond = hcond.astype(self.cfg.activation_dtype)
@@ -797,6 +871,15 @@ class Decoder(nn.Module):
   def _logits(self, x):
     return self.logits_proj(self.ln_out(x)).astype(jnp.float32)
 
+  def _times(self, x, outs, layer_cond, in_times, train):
+    """Token times [B,Lq] and, with the pointer time head, its log-probabilities [B,Lq,T]
+    (else None). layer_cond: the condition as the layers read it (stacked or one per layer)."""
+    if self.cfg.time_head == 'centroid':
+      return self._layer_times(outs, self.cfg.scan_layers), None
+    keys = layer_cond['k'][-1] if isinstance(layer_cond, dict) else layer_cond[-1]['k']
+    log_probs = self.time_pointer(x, keys, in_times)  # [B,Lq,T]
+    return pointer_times(log_probs, self.cfg.frame_seconds, train), log_probs
+
   def _input_times(self, in_times, shape):
     if self.cfg.time_bias_frames == 0:
       return jnp.zeros(shape, jnp.float32)  # unused
@@ -809,7 +892,7 @@ class Decoder(nn.Module):
       raise ValueError(f'input times must have shape {shape}, got {in_times.shape}')
     return in_times.astype(jnp.float32)
 
-  def score(self, cond, inputs, train: bool, input_times=None):
+  def score(self, cond, inputs, train: bool, input_times=None, target_times=None):
     cfg = self.cfg
     if inputs.ndim != 2:
       raise ValueError(f'inputs must be [batch, length] int32, got shape {inputs.shape}')
@@ -825,9 +908,18 @@ class Decoder(nn.Module):
     x = self.embed(inputs) + self.pos_embed[None, :length].astype(cfg.activation_dtype)
     x = self.dropout(x, deterministic=not train)
     x = _constrain(x, ('batch', 'length', 'embed'))
-    scan = self.cfg.scan_layers
-    x, outs = self._run_layers(x, self._per_layer(cond, scan), None, in_times, train, 'score')
-    return self._logits(x), self._layer_times(outs, scan)  # [B,L,V], [B,L]
+    layer_cond = self._per_layer(cond, self.cfg.scan_layers)
+    x, outs = self._run_layers(x, layer_cond, None, in_times, train, 'score')
+    times, log_probs = self._times(x, outs, layer_cond, in_times, train)  # [B,L], [B,L,T]
+    if target_times is None:
+      return self._logits(x), times  # [B,L,V], [B,L]
+    if log_probs is None:
+      raise ValueError("target_times: the time cross entropy needs model.time_head='pointer'")
+    if target_times.shape != inputs.shape:
+      raise ValueError(f'target_times must have shape {inputs.shape}, got {target_times.shape}')
+    frames = pointer_frames(target_times, log_probs.shape[-1], cfg.frame_seconds)  # [B,L]
+    time_nll = -jnp.take_along_axis(log_probs, frames[..., None], axis=-1)[..., 0]  # [B,L]
+    return self._logits(x), times, time_nll
 
   def decode_step(self, cond, cache, token, position, prev_time=None):
     cfg = self.cfg
@@ -851,7 +943,7 @@ class Decoder(nn.Module):
       )
     x, outs = self._run_layers(x, layer_in, position, in_times, False, 'step')
     logits = self._logits(x)[:, 0]  # [B,V]
-    times = self._layer_times(outs, cfg.scan_layers)[:, 0]  # [B]
+    times = self._times(x, outs, layer_in, in_times, False)[0][:, 0]  # [B]
     if cfg.scan_layers:
       return logits, times, {'k': outs['cache_k'], 'v': outs['cache_v']}
     return logits, times, tuple({'k': o['cache_k'], 'v': o['cache_v']} for o in outs)
@@ -935,6 +1027,13 @@ class PairAlign(nn.Module):
     input_times [B,L]: time of each input token (0 at BOS; `sequences.shift_times` of the target
     times); required when `cfg.time_bias_frames > 0`, ignored otherwise."""
     return self.decoder.score(cond, inputs, train, input_times)
+
+  def score_with_time_nll(self, cond, inputs, train: bool, input_times, target_times):
+    """`score` plus the pointer time head's cross entropy: target_times [B,L] seconds (each
+    output token's target time; PAD positions are for the caller to mask) -> (logits [B,L,V],
+    times [B,L], time_nll [B,L] = -log p(the frame each target time falls in)). Needs
+    ``cfg.time_head = 'pointer'``."""
+    return self.decoder.score(cond, inputs, train, input_times, target_times)
 
   def decode_step(self, cond, cache, token, position, prev_time=None):
     """One cached decoder step (no dropout). cache (`init_cache`: stacked

@@ -461,7 +461,19 @@ def _own_input_times_chunked(
 
 
 def _score_rows_chunked(
-  model, variables, cond, cnd_idx, inputs, tokens, mask, input_times, dropout_rng, *, train, chunk
+  model,
+  variables,
+  cond,
+  cnd_idx,
+  inputs,
+  tokens,
+  mask,
+  input_times,
+  dropout_rng,
+  *,
+  train,
+  chunk,
+  target_times=None,
 ):
   """Teacher-forced scores of R rows, at most `chunk` rows per decoder call (`_map_row_chunks`)
   -> (mean log-likelihood [R], token times [R, L]): the values of one `PairAlign.score` call over
@@ -478,27 +490,43 @@ def _score_rows_chunked(
 
   Dropout: chunk i draws from `fold_in(dropout_rng, i)`, so with dropout > 0 the random masks
   differ from the unchunked call's (same distribution); with dropout 0 the values are equal.
+  target_times [R, L] (the pointer time head, `PairAlign.score_with_time_nll`): then also returns
+  the time cross entropy [R, L].
   """
 
   @functools.partial(jax.checkpoint, prevent_cse=False)  # inside a scan: no CSE to prevent
   def score_chunk(variables, cond, dropout_rng, i, rows):
-    idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times = rows  # [C], [C, L] x 4
-    logits, times = model.apply(
-      variables,
-      models.gather_condition(cond, idx),
-      chunk_inputs,
-      train=train,
-      input_times=chunk_times,
-      method=models.PairAlign.score,
-      rngs={'dropout': jax.random.fold_in(dropout_rng, i)},
-    )  # [C, L, V], [C, L]
+    idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times = rows[:5]  # [C], [C, L] x 4
+    kwargs = dict(
+      train=train, input_times=chunk_times, rngs={'dropout': jax.random.fold_in(dropout_rng, i)}
+    )
+    if target_times is None:
+      logits, times = model.apply(
+        variables,
+        models.gather_condition(cond, idx),
+        chunk_inputs,
+        method=models.PairAlign.score,
+        **kwargs,
+      )  # [C, L, V], [C, L]
+      extra = ()
+    else:
+      logits, times, time_nll = model.apply(
+        variables,
+        models.gather_condition(cond, idx),
+        chunk_inputs,
+        target_times=rows[5],
+        method=models.PairAlign.score_with_time_nll,
+        **kwargs,
+      )  # [C, L, V], [C, L], [C, L]
+      extra = (time_nll,)
     _, mean_ll = sequences.sequence_log_likelihood(logits, chunk_tokens, chunk_mask)  # [C]
-    return mean_ll, times
+    return (mean_ll, times, *extra)
 
+  rows = (cnd_idx, inputs, tokens, mask, input_times)
+  if target_times is not None:
+    rows = (*rows, target_times)
   return _map_row_chunks(
-    lambda i, rows: score_chunk(variables, cond, dropout_rng, i, rows),
-    (cnd_idx, inputs, tokens, mask, input_times),
-    chunk,
+    lambda i, rows: score_chunk(variables, cond, dropout_rng, i, rows), rows, chunk
   )
 
 
@@ -626,10 +654,14 @@ def compute_terms(
   chunk = settings.score_chunk_rows if settings.score_chunk_rows < tgt_idx.shape[0] else 0
   row_cond = models.gather_condition(cond, cnd_idx) if not chunk else None
   input_times = None
+  pointer = model.cfg.time_head == 'pointer'
+  target_row_times = None  # [R, L]: what the pointer time head's cross entropy is taken against
   if model.cfg.time_bias_frames > 0:
     row_times = _times_on_condition_clock(
       jnp.take(targets.times, tgt_idx, axis=0), tgt_idx, cnd_idx, voiced_start, voiced_end, settings
     )  # [R, L]
+    if pointer:
+      target_row_times = row_times
     if train and settings.time_jitter_seconds > 0:
       # In decoding the input times are the decoder's own (imperfect) times: train it to find the
       # next token from an approximate anchor rather than trusting an exact one (exposure bias).
@@ -644,8 +676,9 @@ def compute_terms(
       input_times = _own_input_times(
         model, variables, row_cond, inputs, input_times, rngs['own_times'], settings
       )
+  time_nll = None  # [R, L]: the pointer time head's cross entropy
   if chunk:
-    mean_ll, times = _score_rows_chunked(
+    scored = _score_rows_chunked(
       model,
       variables,
       cond,
@@ -657,17 +690,26 @@ def compute_terms(
       rngs['dropout'],
       train=train,
       chunk=chunk,
-    )  # [R], [R, L]
+      target_times=target_row_times,
+    )  # [R], [R, L] (, [R, L])
+    mean_ll, times = scored[:2]
+    if pointer:
+      time_nll = scored[2]
   else:
-    logits, times = model.apply(
-      variables,
-      row_cond,
-      inputs,
-      train=train,
-      input_times=input_times,
-      method=models.PairAlign.score,
-      rngs={'dropout': rngs['dropout']},
-    )
+    kwargs = dict(train=train, input_times=input_times, rngs={'dropout': rngs['dropout']})
+    if pointer:
+      logits, times, time_nll = model.apply(
+        variables,
+        row_cond,
+        inputs,
+        target_times=target_row_times,
+        method=models.PairAlign.score_with_time_nll,
+        **kwargs,
+      )
+    else:
+      logits, times = model.apply(
+        variables, row_cond, inputs, method=models.PairAlign.score, **kwargs
+      )
     _, mean_ll = sequences.sequence_log_likelihood(logits, tokens, mask)  # [R]
 
   pos12 = _block(mean_ll, blocks, 'pos12')
@@ -695,12 +737,16 @@ def compute_terms(
   # supervised there: the condition is the target's own view, so target times and attention share
   # one clock. Otherwise on the cross rows y1|H2, y2|H1, whose target times are on the *other*
   # view's clock (exact only for time-aligned views; docs/METHOD.md §11).
+  def timing_rows(x):  # [R, ...] -> the rows the times are supervised on [2B, ...]
+    if 'self' in blocks:
+      return _block(x, blocks, 'self')
+    return jnp.concatenate([_block(x, blocks, 'pos12'), _block(x, blocks, 'pos21')])
+
+  pos_times = timing_rows(times)  # [2B, L]
   if 'self' in blocks:
-    pos_times = _block(times, blocks, 'self')  # [2B, L]
     pos_lengths = _block(lengths, blocks, 'self')
     cond_view = jnp.arange(2 * b)  # condition of row r
   else:
-    pos_times = jnp.concatenate([_block(times, blocks, 'pos12'), _block(times, blocks, 'pos21')])
     pos_lengths = jnp.concatenate(
       [_block(lengths, blocks, 'pos12'), _block(lengths, blocks, 'pos21')]
     )
@@ -709,7 +755,12 @@ def compute_terms(
     jnp.float32
   )  # codes only
   aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
-  if weights['timing'] > 0:
+  if weights['timing'] > 0 and pointer:
+    # The pointer time head: cross entropy of each code token's frame (nats per token).
+    terms['timing'] = jnp.sum(timing_rows(time_nll) * code_mask) / jnp.maximum(
+      jnp.sum(code_mask), 1.0
+    )
+  elif weights['timing'] > 0:
     terms['timing'] = losses.timing_loss(pos_times, targets.times, code_mask)
   if weights['monotonic'] > 0:
     terms['monotonic'] = losses.monotonic_penalty(pos_times, code_mask)

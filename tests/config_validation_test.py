@@ -153,6 +153,17 @@ def test_time_anchor_is_checked_and_excludes_snapping_to_run_centres():
     cv.validate_config(config)
 
 
+def test_time_head_is_checked_and_the_pointer_needs_the_location_bias():
+  cv.validate_config(_mutate('model.time_head', 'pointer'))
+  with pytest.raises(cv.ConfigError, match=r'config\.model\.time_head.*centroid.*pointer'):
+    cv.validate_config(_mutate('model.time_head', 'mode'))
+  config = _mutate('model.time_head', 'pointer')
+  config.model.time_bias_frames = 0
+  config.loss.own_time_prob = 0.0
+  with pytest.raises(cv.ConfigError, match=r'config\.model\.time_head.*time_bias_frames'):
+    cv.validate_config(config)
+
+
 def test_batch_must_divide_data_parallel_size():
   config = demo.get_config()
   config.batch_size = 12

@@ -545,3 +545,58 @@ def test_unrolled_layers_decode_as_the_scan(tiny, tiny_unrolled):
   )
   for a, b in zip(u_forced, forced):
     np.testing.assert_allclose(np.asarray(a), np.asarray(b), atol=1e-4, rtol=0)
+
+
+@pytest.fixture(scope='module')
+def tiny_pointer():
+  """The tiny model with the pointer time head (model.time_head='pointer'), random location
+  biases in the cross-attention and in the pointer."""
+  cfg = dataclasses.replace(tiny_cfg(), time_head='pointer')
+  model = models.PairAlign(cfg)
+  variables = nn.meta.unbox(
+    model.init(
+      jax.random.PRNGKey(3), jnp.zeros((1, 2 * T, cfg.n_mels)), jnp.zeros((1, L), jnp.int32)
+    )
+  )
+  variables = _randomize_time_bias(variables)
+  pointer = variables['params']['decoder']['time_pointer']
+  pointer['location_bias'] = 2.0 * jax.random.normal(
+    jax.random.PRNGKey(8), pointer['location_bias'].shape
+  )
+  hcond = jax.random.normal(jax.random.PRNGKey(1), (B, T, cfg.d_model))
+  return model, variables, hcond
+
+
+def test_pointer_time_head_decodes_whole_frames_as_teacher_forcing_does(tiny_pointer):
+  """model.time_head='pointer': every decoded token's time is the centre of one encoder frame
+  (the pointer's most likely frame), and the cached decode, the recompute oracle, teacher forcing
+  fed the decode's own times, forced decoding and the unrolled model all give the same tokens,
+  logits and times."""
+  model, variables, hcond = tiny_pointer
+  bias, _, _ = _biases(model, variables, hcond, L)
+  out = _np(_jitted(model, L)(variables, hcond, bias))
+  check_sequence_invariants(out, L)
+  mask = (
+    np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
+  )
+  assert (out.lengths > 1).any()
+  frame_s = model.cfg.frame_seconds
+  frames = out.times[mask] / frame_s - 0.5
+  np.testing.assert_allclose(frames, np.round(frames), atol=1e-4)
+  assert len(np.unique(np.round(frames))) > 1  # not one frame for every token
+  ref = _np(_jitted(model, L, recompute=True)(variables, hcond, bias))
+  np.testing.assert_array_equal(ref.tokens, out.tokens)
+  np.testing.assert_allclose(ref.times, out.times, atol=1e-5, rtol=0)
+  logits, times = _jitted_score(model)(
+    variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times)
+  )
+  np.testing.assert_allclose(np.asarray(logits)[mask], out.logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(times)[mask], out.times[mask], atol=1e-5, rtol=0)
+  _, forced_times = jax.jit(functools.partial(decode.forced_decode, model))(
+    variables, hcond, jnp.asarray(out.tokens)
+  )
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-5, rtol=0)
+  flat, flat_vars = models.unrolled(model, variables)
+  u_out = _np(_jitted(flat, L)(flat_vars, hcond, bias))
+  np.testing.assert_array_equal(u_out.tokens, out.tokens)
+  np.testing.assert_allclose(u_out.times, out.times, atol=1e-5, rtol=0)

@@ -700,3 +700,74 @@ def test_decoder_layer_and_cross_kv_equal_the_old_layout_reference():
   ref = ref + _np_mlp(_np_layer_norm(ref, p['ln_mlp']), p['mlp'])
   np.testing.assert_allclose(np.asarray(y), ref, atol=2e-5, rtol=1e-5)
   np.testing.assert_allclose(np.asarray(out['head_times']), w @ centres, atol=1e-5)
+
+
+def test_pointer_time_head_is_a_distribution_over_frames_read_as_its_mode_or_mean():
+  """model.time_head='pointer': score_with_time_nll's cross entropy is -log of a distribution
+  over the encoder frames (summing exp(-nll) over a target time in every frame gives 1); outside
+  training the token time is the centre of its most likely frame, in training its expected frame
+  centre; the centroid head has no such cross entropy; the pointer needs the location bias."""
+  cfg = tiny_cfg(
+    time_bias_frames=3, time_head='pointer', dropout_rate=0.0, attention_dropout_rate=0.0
+  )
+  model, _, v = init(cfg)
+  assert 'time_pointer' in v['params']['decoder']
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  num_frames = h.shape[1]
+  inputs = jnp.asarray(_tokens(2, B, [4, 7, 11])[:, :L])
+  rng = np.random.default_rng(0)
+  in_times = jnp.asarray(np.sort(rng.uniform(0, 0.5, (B, L)), axis=1), jnp.float32)
+  centres = np.asarray(models.frame_centres(num_frames, cfg.frame_seconds))
+
+  def nll_at(frame, train):
+    t = jnp.full((B, L), centres[frame], jnp.float32)
+    return model.apply(
+      v,
+      cond,
+      inputs,
+      train,
+      in_times,
+      t,
+      method=models.PairAlign.score_with_time_nll,
+      rngs={'dropout': jax.random.PRNGKey(0)},
+    )
+
+  probs = np.stack([np.exp(-np.asarray(nll_at(f, False)[2])) for f in range(num_frames)], -1)
+  np.testing.assert_allclose(probs.sum(-1), 1.0, atol=1e-4)  # [B, L, T]
+  _, eval_times = model.apply(v, cond, inputs, False, in_times, method=models.PairAlign.score)
+  np.testing.assert_allclose(eval_times, centres[probs.argmax(-1)], atol=1e-6)
+  _, train_times, _ = nll_at(0, True)
+  np.testing.assert_allclose(train_times, probs @ centres, atol=1e-4)
+  # A time on a frame edge or past the segment counts for the frame it starts / the last frame.
+  edge = model.apply(
+    v,
+    cond,
+    inputs,
+    False,
+    in_times,
+    jnp.full((B, L), 3 * cfg.frame_seconds),
+    method=models.PairAlign.score_with_time_nll,
+  )[2]
+  np.testing.assert_allclose(np.exp(-edge), probs[..., 3], atol=1e-5)
+  late = model.apply(
+    v,
+    cond,
+    inputs,
+    False,
+    in_times,
+    jnp.full((B, L), 9.0),
+    method=models.PairAlign.score_with_time_nll,
+  )[2]
+  np.testing.assert_allclose(np.exp(-late), probs[..., -1], atol=1e-5)
+
+  plain, _, pv = init(tiny_cfg(time_bias_frames=3))
+  pcond = plain.apply(pv, h, method=models.PairAlign.condition)
+  with pytest.raises(ValueError, match="time_head='pointer'"):
+    plain.apply(
+      pv, pcond, inputs, False, in_times, in_times, method=models.PairAlign.score_with_time_nll
+    )
+  with pytest.raises(ValueError, match='time_bias_frames'):
+    tiny_cfg(time_bias_frames=0, time_head='pointer')
+  with pytest.raises(ValueError, match='time_head'):
+    tiny_cfg(time_head='median')

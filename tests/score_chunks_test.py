@@ -41,9 +41,7 @@ def tiny_config(**loss):
   return config
 
 
-@pytest.fixture(scope='module')
-def setup():
-  config = tiny_config()
+def _setup(config):
   model = models.PairAlign(models.ModelConfig.from_config(config))
   rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(0), 3)))
   init = jax.jit(lambda r: model.init(r, jnp.zeros((1, F, M)), jnp.zeros((1, L), jnp.int32)))
@@ -55,6 +53,19 @@ def setup():
   names = ('dropout', 'vq', 'corrupt', 'negatives', 'jitter', 'own_times')
   keys = dict(zip(names, jax.random.split(jax.random.PRNGKey(2), len(names))))
   return model, variables, mels, keys
+
+
+@pytest.fixture(scope='module')
+def setup():
+  return _setup(tiny_config())
+
+
+def pointer_config(**loss):
+  """tiny_config with the pointer time head and token times at the end of their runs."""
+  config = tiny_config(**loss)
+  config.model.time_head = 'pointer'
+  config.targets.time_anchor = 'end'
+  return config
 
 
 def terms_fn(model, settings):
@@ -109,6 +120,30 @@ def test_chunked_scoring_gives_the_unchunked_terms_and_gradients(setup, negative
     )
   # The decoder's parameters do get a gradient (the comparison above is not between zeros).
   assert max(float(np.abs(g).max()) for g in jax.tree.leaves(whole_grads['decoder'])) > 1e-3
+
+
+def test_pointer_time_head_chunked_scoring_gives_the_unchunked_terms_and_gradients():
+  """model.time_head='pointer': the timing term (the pointer's cross entropy on the self rows) and
+  every other term and gradient are the same with the rows scored in chunks."""
+  setup = _setup(pointer_config())
+  settings = objective.ObjectiveSettings.from_config(pointer_config(contrast_negatives=2))
+  whole_terms, whole_grads = terms_and_gradient(setup, settings)
+  chunk_terms, chunk_grads = terms_and_gradient(
+    setup, dataclasses.replace(settings, score_chunk_rows=CHUNK)
+  )
+  assert set(chunk_terms) == set(whole_terms) and 'timing' in whole_terms
+  # A cross entropy over ~25 frames (nats), not a time error in seconds.
+  assert 0.5 < whole_terms['timing'] < 10.0
+  for name, value in whole_terms.items():
+    assert chunk_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+  paths = jax.tree_util.tree_flatten_with_path(whole_grads)[0]
+  scale = max(float(np.abs(g).max()) for _, g in paths)
+  for (path, whole), chunk in zip(paths, jax.tree.leaves(chunk_grads)):
+    np.testing.assert_allclose(
+      chunk, whole, rtol=1e-4, atol=1e-6 * scale, err_msg=jax.tree_util.keystr(path)
+    )
+  pointer = whole_grads['decoder']['time_pointer']
+  assert max(float(np.abs(g).max()) for g in jax.tree.leaves(pointer)) > 1e-3
 
 
 def _shapes(jaxpr) -> list[tuple[int, ...]]:
