@@ -53,6 +53,9 @@
 #                         its centre (targets.time_anchor=end): the decoder's input time is then
 #                         where the next token starts
 #   small_pointer_s{0,1,2} small_endtimes with the pointer time head (model.time_head=pointer)
+#   small_sharp_s{0,1,2}  small_nolenctl with a location bias that can sharpen 10x faster
+#                         (model.time_bias_scale=10)
+#   small_pointer_sharp_s{0,1,2} small_pointer with model.time_bias_scale=10
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps;
 #                         FT_FROM=aug_only_s1 fine-tunes from that run instead)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
@@ -142,6 +145,11 @@ for name in "${runs[@]}"; do
                              --config.loss.own_time_prob=0 --config.seed="${name#small_exacttimes_s}" ;;
     small_endtimes_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
                            --config.seed="${name#small_endtimes_s}" ;;
+    small_sharp_s*) run "$name" configs/small_corpus.py --config.model.time_bias_scale=10 \
+                        --config.seed="${name#small_sharp_s}" ;;
+    small_pointer_sharp_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
+                                --config.model.time_head=pointer --config.model.time_bias_scale=10 \
+                                --config.seed="${name#small_pointer_sharp_s}" ;;
     small_pointer_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
                           --config.model.time_head=pointer --config.seed="${name#small_pointer_s}" ;;
     small_readcodes_student_s*) run "$name" configs/small_corpus.py \

@@ -27,6 +27,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'model.adapter_layers': 0,  # the location-aware decoder came later
   'model.decoder_reads_codes': False,
   'model.time_head': 'centroid',
+  'model.time_bias_scale': 1.0,
   'vq.diversity_temperature': 0.1,
   'targets.code_groups': 0,  # targets were the codes themselves
   'targets.time_anchor': 'centre',

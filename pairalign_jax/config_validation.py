@@ -194,6 +194,11 @@ def validate_config(
     f"must be 'float32' or 'bfloat16', got {m.dtype!r}",
   )
   _require(0.0 <= m.dropout_rate < 1.0, 'config.model.dropout_rate', 'must be in [0, 1)')
+  _require(
+    m.get('time_bias_scale', 1.0) > 0,
+    'config.model.time_bias_scale',
+    f'must be positive, got {m.get("time_bias_scale")!r}',
+  )
   time_head = m.get('time_head', 'centroid')
   _require(
     time_head in models.TIME_HEADS,

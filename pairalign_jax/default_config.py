@@ -91,6 +91,10 @@ def get_config() -> ml_collections.ConfigDict:
   # its place in the audio from the token prefix alone; in short runs it ignored H instead,
   # docs/METHOD.md §11).
   config.model.time_bias_frames = 16
+  # The bias is this times its parameter, which starts as the prior bump divided by it: the
+  # larger, the faster the bias can sharpen (Adam moves a parameter ~lr per step). At 1 the
+  # tables of a small-corpus run were still the prior's 3-frame-wide bumps 600 steps into stage 1.
+  config.model.time_bias_scale = 1.0
   # Encoder positions: 'sinusoidal' (any length) or 'learned' (a table of one segment's frames).
   config.model.enc_positions = 'sinusoidal'
   # Decoder-side encoder layers between H and the decoder's cross-attention, trained only by the

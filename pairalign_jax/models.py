@@ -44,6 +44,7 @@ Decisions the paper does not fix (docs/METHOD.md §2, §6), documented here:
 
 from collections.abc import Mapping
 import dataclasses
+import functools
 import math
 from typing import Optional
 
@@ -99,6 +100,10 @@ class ModelConfig:
   # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
   # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
   time_bias_frames: int
+  # The location bias is this times its parameter (which starts as the prior divided by it): Adam
+  # moves a parameter about lr per step, so a scale of 10 lets the bias sharpen 10x faster than
+  # the 1 that the first runs used (whose tables stayed near their 3-frame-wide prior).
+  time_bias_scale: float
   # Decoder-side encoder layers: Transformer blocks (no dropout) between H and the decoder's
   # cross-attention, trained only by the sequence terms. With `loss.sequence_losses_train_encoder
   # = False` they let the decoder adapt H to its strings while the encoder (and the VQ codes, the
@@ -139,6 +144,8 @@ class ModelConfig:
       raise ValueError(f'model.adapter_layers must be >= 0, got {self.adapter_layers}')
     if self.time_bias_frames < 0:
       raise ValueError(f'model.time_bias_frames must be >= 0, got {self.time_bias_frames}')
+    if not self.time_bias_scale > 0:
+      raise ValueError(f'model.time_bias_scale must be positive, got {self.time_bias_scale}')
     if self.time_head not in TIME_HEADS:
       raise ValueError(f'model.time_head must be one of {TIME_HEADS}, got {self.time_head!r}')
     if self.time_head == 'pointer' and self.time_bias_frames == 0:
@@ -177,6 +184,7 @@ class ModelConfig:
       vq_reseed=bool(vq.reseed),
       vq_diversity_temperature=float(vq.diversity_temperature),
       time_bias_frames=int(m.time_bias_frames),
+      time_bias_scale=float(m.time_bias_scale),
       adapter_layers=int(m.adapter_layers),
       decoder_reads_codes=bool(m.decoder_reads_codes),
       time_head=str(m.time_head),
@@ -588,19 +596,33 @@ class MelDecoder(nn.Module):
 
 
 # ----------------------------------------------------------------------------------- decoder
-def location_prior_init(key, shape, dtype=jnp.float32):
+def location_prior_init(key, shape, dtype=jnp.float32, scale: float = 1.0):
   """Initial location bias table [2R+1, H]: a Gaussian bump over the frame offset from the input
   token's time, ``-(o - mu_h)^2 / (2 sigma^2)`` with sigma = 3 frames and the heads' centres mu_h
   spread over 2..6 frames *after* the previous token (about one token spacing at ~12 tokens/s and
   20 ms frames). A zero table is learned far too slowly (Adam moves it ~lr per step) for the
   decoder to find its place before it settles on ignoring H; the prior makes it local from step 0.
+  The parameter holds the bump divided by `scale` (``model.time_bias_scale``): the bias is
+  ``scale * parameter``, so it starts as the same bump whatever the scale.
   """
   del key
   size, heads = shape
   r = (size - 1) // 2
   offsets = jnp.arange(-r, r + 1, dtype=jnp.float32)[:, None]  # [2R+1, 1]
   centres = jnp.linspace(2.0, 6.0, heads) if heads > 1 else jnp.full((1,), 4.0)  # [H]
-  return (-((offsets - centres[None, :]) ** 2) / (2 * 3.0**2)).astype(dtype)
+  return (-((offsets - centres[None, :]) ** 2) / (2 * 3.0**2) / scale).astype(dtype)
+
+
+def _location_table(module: nn.Module, cfg: 'ModelConfig', name: str) -> Array:
+  """A location bias table [2R+1, H] as the bias it adds: ``time_bias_scale * parameter``."""
+  table = module.param(
+    name,
+    nn.with_logical_partitioning(
+      functools.partial(location_prior_init, scale=cfg.time_bias_scale), (None, 'heads')
+    ),
+    (2 * cfg.time_bias_frames + 1, cfg.num_heads),
+  )
+  return cfg.time_bias_scale * table.astype(jnp.float32)
 
 
 def location_bias(table: Array, in_times: Array, num_frames: int, frame_seconds: float) -> Array:
@@ -696,12 +718,7 @@ class DecoderLayer(nn.Module):
     centres = frame_centres(ck.shape[2], cfg.frame_seconds)  # [T]
     bias = None
     if cfg.time_bias_frames > 0:
-      r = cfg.time_bias_frames
-      table = self.param(
-        'time_bias',
-        nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
-        (2 * r + 1, h),
-      )
+      table = _location_table(self, cfg, 'time_bias')  # [2R+1, H]
       bias = location_bias(table, in_times, ck.shape[2], cfg.frame_seconds)  # [B,H,Lq,T]
     w = _attention_weights(q, ck, None, bias)  # [B,H,Lq,T]
     # Each head's attention centroid, and this layer's learned say in the token time (combined
@@ -738,11 +755,7 @@ class TimePointer(nn.Module):
     cfg = self.cfg
     h, num_frames = cfg.num_heads, keys.shape[2]
     q = HeadsDense(cfg, name='query')(_layer_norm(cfg, 'ln')(x))  # [B,H,Lq,hd]
-    table = self.param(
-      'location_bias',
-      nn.with_logical_partitioning(location_prior_init, (None, 'heads')),
-      (2 * cfg.time_bias_frames + 1, h),
-    )
+    table = _location_table(self, cfg, 'location_bias')  # [2R+1, H]
     logits = jnp.einsum('bhqd,bhtd->bhqt', q, keys.astype(q.dtype)).astype(jnp.float32)
     logits = logits / np.sqrt(cfg.head_dim) + location_bias(
       table, in_times, num_frames, cfg.frame_seconds

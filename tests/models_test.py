@@ -771,3 +771,34 @@ def test_pointer_time_head_is_a_distribution_over_frames_read_as_its_mode_or_mea
     tiny_cfg(time_bias_frames=0, time_head='pointer')
   with pytest.raises(ValueError, match='time_head'):
     tiny_cfg(time_head='median')
+
+
+def test_time_bias_scale_keeps_the_initial_model_and_scales_the_parameter():
+  """model.time_bias_scale: the location bias is scale x its parameter, which starts as the prior
+  divided by the scale, so the initial model is the same function; only how fast Adam can move
+  the bias changes."""
+  base_cfg = tiny_cfg(time_bias_frames=3, time_head='pointer')
+  fast_cfg = dataclasses.replace(base_cfg, time_bias_scale=10.0)
+  base, _, bv = init(base_cfg)
+  fast, _, fv = init(fast_cfg)
+  prior = np.asarray(models.location_prior_init(None, (7, base_cfg.num_heads)))
+  base_tables = [
+    (jax.tree_util.keystr(p), np.asarray(x))
+    for p, x in jax.tree_util.tree_flatten_with_path(bv['params'])[0]
+    if 'time_bias' in jax.tree_util.keystr(p) or 'location_bias' in jax.tree_util.keystr(p)
+  ]
+  fast_tables = dict(
+    (jax.tree_util.keystr(p), np.asarray(x))
+    for p, x in jax.tree_util.tree_flatten_with_path(fv['params'])[0]
+  )
+  assert len(base_tables) == 2  # the stacked cross-attention tables and the pointer's
+  for path, table in base_tables:
+    np.testing.assert_allclose(table[..., :, :], np.broadcast_to(prior, table.shape), atol=1e-6)
+    np.testing.assert_allclose(fast_tables[path], table / 10.0, atol=1e-7)
+  mel, tokens = _mel(), jnp.asarray(_tokens(2, B, [4, 7, 11])[:, :L])
+  run = lambda m, v: m.apply(v, mel, tokens)  # noqa: E731
+  out_base, out_fast = run(base, bv), run(fast, fv)
+  np.testing.assert_allclose(out_fast['logits'], out_base['logits'], atol=1e-5)
+  np.testing.assert_allclose(out_fast['times'], out_base['times'], atol=1e-6)
+  with pytest.raises(ValueError, match='time_bias_scale'):
+    dataclasses.replace(base_cfg, time_bias_scale=0.0)
