@@ -460,6 +460,27 @@ def _own_input_times_chunked(
   return true_input_times.at[idx].set(own)
 
 
+def _score_call(
+  model, variables, row_cond, inputs, input_times, target_times, dropout_rng, *, train
+):
+  """One teacher-forced decoder call over rows -> (logits [R, L, V], times [R, L], the pointer time
+  head's cross entropy [R, L], or None without target_times)."""
+  kwargs = dict(train=train, input_times=input_times, rngs={'dropout': dropout_rng})
+  if target_times is None:
+    logits, times = model.apply(
+      variables, row_cond, inputs, method=models.PairAlign.score, **kwargs
+    )
+    return logits, times, None
+  return model.apply(
+    variables,
+    row_cond,
+    inputs,
+    target_times=target_times,
+    method=models.PairAlign.score_with_time_nll,
+    **kwargs,
+  )
+
+
 def _score_rows_chunked(
   model,
   variables,
@@ -497,30 +518,18 @@ def _score_rows_chunked(
   @functools.partial(jax.checkpoint, prevent_cse=False)  # inside a scan: no CSE to prevent
   def score_chunk(variables, cond, dropout_rng, i, rows):
     idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times = rows[:5]  # [C], [C, L] x 4
-    kwargs = dict(
-      train=train, input_times=chunk_times, rngs={'dropout': jax.random.fold_in(dropout_rng, i)}
-    )
-    if target_times is None:
-      logits, times = model.apply(
-        variables,
-        models.gather_condition(cond, idx),
-        chunk_inputs,
-        method=models.PairAlign.score,
-        **kwargs,
-      )  # [C, L, V], [C, L]
-      extra = ()
-    else:
-      logits, times, time_nll = model.apply(
-        variables,
-        models.gather_condition(cond, idx),
-        chunk_inputs,
-        target_times=rows[5],
-        method=models.PairAlign.score_with_time_nll,
-        **kwargs,
-      )  # [C, L, V], [C, L], [C, L]
-      extra = (time_nll,)
+    logits, times, time_nll = _score_call(
+      model,
+      variables,
+      models.gather_condition(cond, idx),
+      chunk_inputs,
+      chunk_times,
+      rows[5] if target_times is not None else None,
+      jax.random.fold_in(dropout_rng, i),
+      train=train,
+    )  # [C, L, V], [C, L], [C, L] or None
     _, mean_ll = sequences.sequence_log_likelihood(logits, chunk_tokens, chunk_mask)  # [C]
-    return (mean_ll, times, *extra)
+    return (mean_ll, times) if time_nll is None else (mean_ll, times, time_nll)
 
   rows = (cnd_idx, inputs, tokens, mask, input_times)
   if target_times is not None:
@@ -696,20 +705,16 @@ def compute_terms(
     if pointer:
       time_nll = scored[2]
   else:
-    kwargs = dict(train=train, input_times=input_times, rngs={'dropout': rngs['dropout']})
-    if pointer:
-      logits, times, time_nll = model.apply(
-        variables,
-        row_cond,
-        inputs,
-        target_times=target_row_times,
-        method=models.PairAlign.score_with_time_nll,
-        **kwargs,
-      )
-    else:
-      logits, times = model.apply(
-        variables, row_cond, inputs, method=models.PairAlign.score, **kwargs
-      )
+    logits, times, time_nll = _score_call(
+      model,
+      variables,
+      row_cond,
+      inputs,
+      input_times,
+      target_row_times,
+      rngs['dropout'],
+      train=train,
+    )
     _, mean_ll = sequences.sequence_log_likelihood(logits, tokens, mask)  # [R]
 
   pos12 = _block(mean_ll, blocks, 'pos12')

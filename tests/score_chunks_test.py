@@ -94,6 +94,19 @@ def terms_and_gradient(setup, settings):
   return {n: float(v) for n, v in terms.items()}, jax.tree.map(np.asarray, grads)
 
 
+def assert_same_terms_and_gradients(whole_terms, whole_grads, chunk_terms, chunk_grads):
+  for name, value in whole_terms.items():
+    assert chunk_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
+  paths = jax.tree_util.tree_flatten_with_path(whole_grads)[0]
+  # float32 sums in another order: the absolute tolerance is relative to the largest gradient
+  # entry (leaves whose gradient is ~0 hold rounding noise of ~1e-7 in both paths).
+  scale = max(float(np.abs(g).max()) for _, g in paths)
+  for (path, whole), chunk in zip(paths, jax.tree.leaves(chunk_grads)):
+    np.testing.assert_allclose(
+      chunk, whole, rtol=1e-4, atol=1e-6 * scale, err_msg=jax.tree_util.keystr(path)
+    )
+
+
 @pytest.mark.parametrize('negatives', [0, 2])
 def test_chunked_scoring_gives_the_unchunked_terms_and_gradients(setup, negatives):
   settings = objective.ObjectiveSettings.from_config(tiny_config(contrast_negatives=negatives))
@@ -108,16 +121,7 @@ def test_chunked_scoring_gives_the_unchunked_terms_and_gradients(setup, negative
   # Every weighted stage-2 term is checked.
   assert set(whole_terms) == {n for n in objective.TERM_NAMES if settings.weight(n) > 0}
   assert set(chunk_terms) == set(whole_terms)
-  for name, value in whole_terms.items():
-    assert chunk_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-  paths = jax.tree_util.tree_flatten_with_path(whole_grads)[0]
-  # float32 sums in another order: the absolute tolerance is relative to the largest gradient
-  # entry (leaves whose gradient is ~0 hold rounding noise of ~1e-7 in both paths).
-  scale = max(float(np.abs(g).max()) for _, g in paths)
-  for (path, whole), chunk in zip(paths, jax.tree.leaves(chunk_grads)):
-    np.testing.assert_allclose(
-      chunk, whole, rtol=1e-4, atol=1e-6 * scale, err_msg=jax.tree_util.keystr(path)
-    )
+  assert_same_terms_and_gradients(whole_terms, whole_grads, chunk_terms, chunk_grads)
   # The decoder's parameters do get a gradient (the comparison above is not between zeros).
   assert max(float(np.abs(g).max()) for g in jax.tree.leaves(whole_grads['decoder'])) > 1e-3
 
@@ -134,14 +138,7 @@ def test_pointer_time_head_chunked_scoring_gives_the_unchunked_terms_and_gradien
   assert set(chunk_terms) == set(whole_terms) and 'timing' in whole_terms
   # A cross entropy over ~25 frames (nats), not a time error in seconds.
   assert 0.5 < whole_terms['timing'] < 10.0
-  for name, value in whole_terms.items():
-    assert chunk_terms[name] == pytest.approx(value, rel=1e-5, abs=1e-6), name
-  paths = jax.tree_util.tree_flatten_with_path(whole_grads)[0]
-  scale = max(float(np.abs(g).max()) for _, g in paths)
-  for (path, whole), chunk in zip(paths, jax.tree.leaves(chunk_grads)):
-    np.testing.assert_allclose(
-      chunk, whole, rtol=1e-4, atol=1e-6 * scale, err_msg=jax.tree_util.keystr(path)
-    )
+  assert_same_terms_and_gradients(whole_terms, whole_grads, chunk_terms, chunk_grads)
   pointer = whole_grads['decoder']['time_pointer']
   assert max(float(np.abs(g).max()) for g in jax.tree.leaves(pointer)) > 1e-3
 
