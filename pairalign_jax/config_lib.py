@@ -28,6 +28,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'model.decoder_reads_codes': False,
   'model.time_head': 'centroid',
   'model.time_bias_scale': 1.0,
+  'optim.clip_stage0_apart': False,
   'vq.diversity_temperature': 0.1,
   'targets.code_groups': 0,  # targets were the codes themselves
   'targets.time_anchor': 'centre',

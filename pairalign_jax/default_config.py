@@ -268,6 +268,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.optim.end_learning_rate_factor = 0.1  # cosine decays to lr * factor
   config.optim.weight_decay = 0.01
   config.optim.grad_clip = 1.0
+  # Clip the stage-0 modules' gradients (encoder, VQ, reconstruction and code heads) by their own
+  # global norm, apart from the decoder's: with loss.sequence_losses_train_encoder=False the
+  # encoder then trains the same whatever the decoder does (one norm couples them whenever it
+  # clips; train.clip_stage0_modules_apart).
+  config.optim.clip_stage0_apart = False
   config.optim.b1 = 0.9
   config.optim.b2 = 0.98
 

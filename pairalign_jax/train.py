@@ -86,6 +86,36 @@ def teacher_alpha(step, config: ml_collections.ConfigDict):
   return max_alpha * jnp.clip((step - s.stage2_start) / s.ramp_steps, 0.0, 1.0)
 
 
+def clip_stage0_modules_apart(max_norm: float) -> optax.GradientTransformation:
+  """`optax.clip_by_global_norm` with two norms: the gradients of the stage-0 modules
+  (`STAGE0_MODULES`, the top-level parameter collections) are scaled by their own global norm and
+  the rest (the decoder, the length head) by theirs, each down to at most `max_norm`. Stateless,
+  like the one-norm clip, so checkpoints' optimizer states have the same structure either way.
+
+  With `loss.sequence_losses_train_encoder = False` the encoder's gradient then depends on the
+  stage-0 terms alone, so runs that differ only in the decoder train the same encoder (with one
+  norm, the decoder's gradient sets the scale of every encoder update whenever it clips).
+  """
+
+  def is_stage0(path) -> bool:
+    return getattr(path[0], 'key', None) in STAGE0_MODULES
+
+  def update_fn(updates, state, params=None):
+    del params
+    leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
+    scales = []
+    for group in (True, False):
+      norm = optax.global_norm([g for p, g in leaves if is_stage0(p) == group])
+      scales.append(jnp.where(norm > max_norm, max_norm / jnp.maximum(norm, 1e-30), 1.0))
+    stage0_scale, rest_scale = scales
+    clipped = jax.tree_util.tree_map_with_path(
+      lambda p, g: (g * (stage0_scale if is_stage0(p) else rest_scale)).astype(g.dtype), updates
+    )
+    return clipped, state
+
+  return optax.GradientTransformation(lambda params: optax.EmptyState(), update_fn)
+
+
 def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
   o = config.optim
   schedule = optax.warmup_cosine_decay_schedule(
@@ -96,7 +126,9 @@ def make_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransform
     end_value=o.learning_rate * o.end_learning_rate_factor,
   )
   chain = []
-  if o.grad_clip > 0:
+  if o.grad_clip > 0 and o.clip_stage0_apart:
+    chain.append(clip_stage0_modules_apart(o.grad_clip))
+  elif o.grad_clip > 0:
     chain.append(optax.clip_by_global_norm(o.grad_clip))
   chain.append(optax.adamw(schedule, b1=o.b1, b2=o.b2, weight_decay=o.weight_decay))
   return optax.chain(*chain)

@@ -578,3 +578,36 @@ def test_length_controller_off_changes_only_the_eos_bias():
   for group in ('params', 'teacher', 'opt', 'vq_stats'):
     for key in on[group]:
       np.testing.assert_allclose(off[group][key], on[group][key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+# One global norm (the control, slow): the same two runs then train different encoders.
+@pytest.mark.parametrize('apart', [True, pytest.param(False, marks=pytest.mark.slow)])
+def test_clipping_the_stage0_modules_apart_keeps_the_encoder_free_of_the_decoder(apart):
+  """optim.clip_stage0_apart with loss.sequence_losses_train_encoder=False: two runs whose decoder
+  terms differ (self teacher forcing weighted 1 or 3) train the same encoder, VQ and stage-0 heads
+  through stage 1, where one global norm (a tight clip, so that it always clips) lets the
+  decoder's gradient scale the encoder's updates. The decoders differ either way."""
+  finals = {}
+  for self_tf in (1.0, 3.0):
+    config = tiny_config()
+    config.loss.sequence_losses_train_encoder = False
+    config.loss.self_tf_weight = self_tf
+    config.optim.grad_clip = 0.01
+    config.optim.clip_stage0_apart = apart
+    trainer = train.Trainer(config)
+    state = trainer.init_state()
+    initial = flat(state.params)
+    for i, stage in enumerate((0, 1, 1)):
+      state, _ = trainer.run_step(state, trainer.device_batch(waves(60 + i)), stage)
+    finals[self_tf] = flat(state.params)
+
+  def is_stage0(key):  # keystr paths: "['encoder']['layers']..."
+    return any(key.startswith(f"['{m}']") for m in train.STAGE0_MODULES)
+
+  a, b = finals[1.0], finals[3.0]
+  encoder = [k for k in a if is_stage0(k)]
+  decoder = [k for k in a if not is_stage0(k)]
+  assert encoder and decoder and a.keys() == b.keys()
+  assert any(not np.allclose(a[k], initial[k]) for k in encoder)  # the encoder did train
+  assert all(np.array_equal(a[k], b[k]) for k in encoder) == apart
+  assert any(not np.allclose(a[k], b[k]) for k in decoder)
