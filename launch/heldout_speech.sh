@@ -53,6 +53,9 @@
 #                         its centre (targets.time_anchor=end): the decoder's input time is then
 #                         where the next token starts
 #   small_pointer_s{0,1,2} small_endtimes with the pointer time head (model.time_head=pointer)
+#   small_clipapart_s{0,1,2} small_nolenctl with the stage-0 modules' gradients clipped apart
+#                         (optim.clip_stage0_apart): its encoder trains as the stage-0 terms alone
+#                         would have it
 #   small_sharp_s{0,1,2}  small_nolenctl with a location bias that can sharpen 10x faster
 #                         (model.time_bias_scale=10)
 #   small_pointer_sharp_s{0,1,2} small_pointer with model.time_bias_scale=10
@@ -145,6 +148,8 @@ for name in "${runs[@]}"; do
                              --config.loss.own_time_prob=0 --config.seed="${name#small_exacttimes_s}" ;;
     small_endtimes_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
                            --config.seed="${name#small_endtimes_s}" ;;
+    small_clipapart_s*) run "$name" configs/small_corpus.py --config.optim.clip_stage0_apart=True \
+                            --config.seed="${name#small_clipapart_s}" ;;
     small_sharp_s*) run "$name" configs/small_corpus.py --config.model.time_bias_scale=10 \
                         --config.seed="${name#small_sharp_s}" ;;
     small_pointer_sharp_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
