@@ -105,7 +105,7 @@ def clip_stage0_modules_apart(max_norm: float) -> optax.GradientTransformation:
     leaves = jax.tree_util.tree_flatten_with_path(updates)[0]
     scales = []
     for group in (True, False):
-      norm = optax.global_norm([g for p, g in leaves if is_stage0(p) == group])
+      norm = optax.tree.norm([g for p, g in leaves if is_stage0(p) == group])
       scales.append(jnp.where(norm > max_norm, max_norm / jnp.maximum(norm, 1e-30), 1.0))
     stage0_scale, rest_scale = scales
     clipped = jax.tree_util.tree_map_with_path(
@@ -372,7 +372,7 @@ def train_step(
   metrics.update(
     {
       'loss/total': loss,
-      'grad_norm': optax.global_norm(grads),
+      'grad_norm': optax.tree.norm(grads),
       'finite': finite.astype(jnp.float32),
       'vq/perplexity': aux['perplexity'],
       'vq/reseeded_codes': aux['reseeded'],  # dead codes (EMA count below the threshold) re-seeded
