@@ -723,10 +723,11 @@ class DecoderLayer(nn.Module):
     w = _attention_weights(q, ck, None, bias)  # [B,H,Lq,T]
     # Each head's attention centroid, and this layer's learned say in the token time (combined
     # over layers and heads by `token_times`; zeros = the plain mean of every head's centroid).
-    out['head_times'] = jnp.einsum('bhqt,t->bhq', w, centres)  # [B,H,Lq]
-    out['time_logits'] = self.param(
-      'time_head_logits', nn.with_logical_partitioning(nn.initializers.zeros, ('heads',)), (h,)
-    )  # [H]
+    if cfg.time_head == 'centroid':  # the pointer time head (`TimePointer`) reads neither
+      out['head_times'] = jnp.einsum('bhqt,t->bhq', w, centres)  # [B,H,Lq]
+      out['time_logits'] = self.param(
+        'time_head_logits', nn.with_logical_partitioning(nn.initializers.zeros, ('heads',)), (h,)
+      )  # [H]
     w = nn.Dropout(cfg.attention_dropout_rate)(w, deterministic=not train)
     o = jnp.einsum('bhqk,bhkd->bhqd', w.astype(cv.dtype), cv)  # [B,H,Lq,hd]
     o = HeadsDense(cfg, out=True, name='cross_out')(o)  # [B,Lq,d]

@@ -497,7 +497,8 @@ def _score_rows_chunked(
   target_times=None,
 ):
   """Teacher-forced scores of R rows, at most `chunk` rows per decoder call (`_map_row_chunks`)
-  -> (mean log-likelihood [R], token times [R, L]): the values of one `PairAlign.score` call over
+  -> (mean log-likelihood [R], token times [R, L], time cross entropy): the values of one
+  `PairAlign.score` call over
   all rows followed by `sequences.sequence_log_likelihood`.
 
   Each chunk gathers its own condition rows from `cond` ({'k','v': [layers, 2B, heads, T,
@@ -511,31 +512,31 @@ def _score_rows_chunked(
 
   Dropout: chunk i draws from `fold_in(dropout_rng, i)`, so with dropout > 0 the random masks
   differ from the unchunked call's (same distribution); with dropout 0 the values are equal.
-  target_times [R, L] (the pointer time head, `PairAlign.score_with_time_nll`): then also returns
-  the time cross entropy [R, L].
+  target_times [R, L] (the pointer time head, `PairAlign.score_with_time_nll`) or None: the time
+  cross entropy [R, L] returned third, or None.
   """
 
   @functools.partial(jax.checkpoint, prevent_cse=False)  # inside a scan: no CSE to prevent
   def score_chunk(variables, cond, dropout_rng, i, rows):
-    idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times = rows[:5]  # [C], [C, L] x 4
+    # [C], [C, L] x 5 (input and target times may be None: empty pytrees, mapped over as such)
+    idx, chunk_inputs, chunk_tokens, chunk_mask, chunk_times, chunk_targets = rows
     logits, times, time_nll = _score_call(
       model,
       variables,
       models.gather_condition(cond, idx),
       chunk_inputs,
       chunk_times,
-      rows[5] if target_times is not None else None,
+      chunk_targets,
       jax.random.fold_in(dropout_rng, i),
       train=train,
     )  # [C, L, V], [C, L], [C, L] or None
     _, mean_ll = sequences.sequence_log_likelihood(logits, chunk_tokens, chunk_mask)  # [C]
-    return (mean_ll, times) if time_nll is None else (mean_ll, times, time_nll)
+    return mean_ll, times, time_nll
 
-  rows = (cnd_idx, inputs, tokens, mask, input_times)
-  if target_times is not None:
-    rows = (*rows, target_times)
   return _map_row_chunks(
-    lambda i, rows: score_chunk(variables, cond, dropout_rng, i, rows), rows, chunk
+    lambda i, rows: score_chunk(variables, cond, dropout_rng, i, rows),
+    (cnd_idx, inputs, tokens, mask, input_times, target_times),
+    chunk,
   )
 
 
@@ -685,9 +686,8 @@ def compute_terms(
       input_times = _own_input_times(
         model, variables, row_cond, inputs, input_times, rngs['own_times'], settings
       )
-  time_nll = None  # [R, L]: the pointer time head's cross entropy
   if chunk:
-    scored = _score_rows_chunked(
+    mean_ll, times, time_nll = _score_rows_chunked(
       model,
       variables,
       cond,
@@ -700,10 +700,7 @@ def compute_terms(
       train=train,
       chunk=chunk,
       target_times=target_row_times,
-    )  # [R], [R, L] (, [R, L])
-    mean_ll, times = scored[:2]
-    if pointer:
-      time_nll = scored[2]
+    )  # [R], [R, L], the pointer time head's cross entropy [R, L] or None
   else:
     logits, times, time_nll = _score_call(
       model,

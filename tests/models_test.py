@@ -793,7 +793,7 @@ def test_time_bias_scale_keeps_the_initial_model_and_scales_the_parameter():
   )
   assert len(base_tables) == 2  # the stacked cross-attention tables and the pointer's
   for path, table in base_tables:
-    np.testing.assert_allclose(table[..., :, :], np.broadcast_to(prior, table.shape), atol=1e-6)
+    np.testing.assert_allclose(table, np.broadcast_to(prior, table.shape), atol=1e-6)
     np.testing.assert_allclose(fast_tables[path], table / 10.0, atol=1e-7)
   mel, tokens = _mel(), jnp.asarray(_tokens(2, B, [4, 7, 11])[:, :L])
   run = lambda m, v: m.apply(v, mel, tokens)  # noqa: E731
