@@ -59,6 +59,13 @@
 #   small_sharp_s{0,1,2}  small_nolenctl with a location bias that can sharpen 10x faster
 #                         (model.time_bias_scale=10)
 #   small_pointer_sharp_s{0,1,2} small_pointer with model.time_bias_scale=10
+#   small_frozenenc_nolenctl_s{0,1,2}   configs/small_corpus.py with the encoder frozen from stage 1
+#                                       (small_frozenenc without the length controller: the same
+#                                       computation up to stage 2)
+#   small_frozenenc_nocorrupt_s{0,1,2}  the encoder frozen from stage 1, no prefix corruption
+#   small_frozenenc_exacttimes_s{0,1,2} the encoder frozen from stage 1, exact input times
+#                                       (no jitter, no own-time rows)
+#   small_frozenenc_selftf_s{0,1,2}     the encoder frozen from stage 1, no cross rows
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps;
 #                         FT_FROM=aug_only_s1 fine-tunes from that run instead)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
@@ -169,6 +176,22 @@ for name in "${runs[@]}"; do
     small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                             --config.schedule.freeze_encoder=stage1 \
                             --config.seed="${name#small_frozenenc_s}" ;;
+    small_frozenenc_nolenctl_s*) run "$name" configs/small_corpus.py \
+                                     --config.schedule.freeze_encoder=stage1 \
+                                     --config.seed="${name#small_frozenenc_nolenctl_s}" ;;
+    small_frozenenc_nocorrupt_s*) run "$name" configs/small_corpus.py \
+                                      --config.schedule.freeze_encoder=stage1 \
+                                      --config.loss.prefix_corruption=0 \
+                                      --config.seed="${name#small_frozenenc_nocorrupt_s}" ;;
+    small_frozenenc_exacttimes_s*) run "$name" configs/small_corpus.py \
+                                       --config.schedule.freeze_encoder=stage1 \
+                                       --config.loss.time_jitter_seconds=0 \
+                                       --config.loss.own_time_prob=0 \
+                                       --config.seed="${name#small_frozenenc_exacttimes_s}" ;;
+    small_frozenenc_selftf_s*) run "$name" configs/small_corpus.py \
+                                   --config.schedule.freeze_encoder=stage1 \
+                                   --config.loss.cross_tf_weight=0 \
+                                   --config.seed="${name#small_frozenenc_selftf_s}" ;;
     small_longstage0_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.schedule.freeze_encoder=stage1 \
                              --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
