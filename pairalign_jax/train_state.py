@@ -56,14 +56,17 @@ def new_train_state(
 
 
 def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int, frozen_from=None):
-  """EMA decay of the teacher at `step`.
+  """EMA decay of the teacher update that follows the student's `step`-th update (`step` counts
+  the updates taken, so the update made at state step k has `step` = k + 1).
 
-  Before `frozen_from` (stage 0): 0, the teacher copies the student. From `frozen_from` to `start`
-  (stage 1): 1, the teacher is frozen, so stage-1 targets are those of the stage-0 VQ tokenizer
-  and cannot drift with the student (a teacher that follows the student lets the encoder collapse
-  its own targets). From `start` (stage 2): a linear ramp from 0 to `decay` over `warmup_steps`, so
-  the teacher first takes the student's stage-1 decoder, then averages slowly.
-  Without `frozen_from` the decay is 0 before `start`.
+  Up to and including the last stage-0 update (`step` <= `frozen_from`): 0, the teacher copies
+  the student, so it ends stage 0 equal to it. The stage-1 updates (`frozen_from` < `step` <
+  `start`): 1, the teacher is frozen, so stage-1 targets are those of the final stage-0 VQ
+  tokenizer and cannot drift with the student (a teacher that follows the student lets the
+  encoder collapse its own targets). From `start` on: a linear ramp from 0 to `decay` over
+  `warmup_steps` (0 at `step` = `start`: the teacher takes the student's stage-1 model, decoder
+  included, before the first stage-2 step), then it averages slowly. Without `frozen_from` the
+  decay is 0 before `start`.
   """
   step = jnp.asarray(step, jnp.float32)
   if warmup_steps <= 0:
@@ -72,7 +75,7 @@ def ema_decay_at(step, *, start: int, decay: float, warmup_steps: int, frozen_fr
     ramp = jnp.clip((step - start) / warmup_steps, 0.0, 1.0)
   value = decay * ramp
   if frozen_from is not None:
-    value = jnp.where((step >= frozen_from) & (step < start), 1.0, value)
+    value = jnp.where((step > frozen_from) & (step < start), 1.0, value)
   return value
 
 

@@ -185,13 +185,14 @@ def test_stage_schedule_helpers():
     [0.0, 0.0, 0.0, 0.5 * top, top, top],
     rtol=1e-6,
   )
-  # EMA decay: 0 in stage 0 (the teacher copies the student), 1 in stage 1 (frozen teacher), then
-  # a ramp from 0 to the decay over the warmup from stage 2 on.
+  # EMA decay after the student's s-th update: 0 through stage 0's last update (s = 2: the teacher
+  # copies the student), 1 after the stage-1 updates (frozen teacher), then a ramp from 0 to the
+  # decay over the warmup from stage 2 on.
   decays = [
     float(train_state_lib.ema_decay_at(s, start=4, decay=0.5, warmup_steps=2, frozen_from=2))
     for s in (0, 1, 2, 3, 4, 5, 6, 10)
   ]
-  np.testing.assert_allclose(decays, [0.0, 0.0, 1.0, 1.0, 0.0, 0.25, 0.5, 0.5])
+  np.testing.assert_allclose(decays, [0.0, 0.0, 0.0, 1.0, 0.0, 0.25, 0.5, 0.5])
   assert float(
     train_state_lib.ema_decay_at(3, start=2, decay=0.9, warmup_steps=0)
   ) == pytest.approx(0.9)
@@ -344,6 +345,10 @@ def test_stage1_teacher_is_frozen_or_follows_the_student(stage1_teacher):
   encoder)."""
   trainer, state = _after_stage0(stage1_teacher=stage1_teacher)
   stage0_student, stage0_teacher = flat(state.params), flat(state.teacher_params)
+  # The teacher ends stage 0 equal to the student, its last stage-0 update included: with
+  # schedule.freeze_encoder='stage1' the targets are the codes of the encoder the decoder reads.
+  for key in stage0_teacher:
+    np.testing.assert_array_equal(stage0_teacher[key], stage0_student[key], err_msg=key)
   # One stage-1 step: tiny_config's stage 2 starts at step 4 (the teacher's EMA follows the step).
   state, metrics = trainer.run_step(state, trainer.device_batch(waves(60)), 1)
   student, teacher = flat(state.params), flat(state.teacher_params)
