@@ -35,7 +35,6 @@ length. Nothing of a trained model is read; the encoder, VQ and stage-0 heads ar
 from __future__ import annotations
 
 import functools
-import json
 import time
 from typing import Any, Sequence
 
@@ -321,11 +320,7 @@ def main(argv):
     eval_every=FLAGS.eval_every,
     seed=FLAGS.seed,
   )
-  text = json.dumps(report, indent=1)
-  if FLAGS.out:
-    with open(FLAGS.out, 'w', encoding='utf-8') as f:
-      f.write(text + '\n')
-  print(text)
+  decoder_fit.print_and_write(report, FLAGS.out)
 
 
 if __name__ == '__main__':

@@ -400,6 +400,15 @@ def _define_flags():
   flags.mark_flags_as_required(['checkpoint'])
 
 
+def print_and_write(report: dict[str, Any], out: Optional[str]) -> None:
+  """Prints a diagnostic's report as JSON, and writes it to `out` too when given."""
+  text = json.dumps(report, indent=1)
+  if out:
+    with open(out, 'w', encoding='utf-8') as f:
+      f.write(text + '\n')
+  print(text)
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
@@ -425,11 +434,7 @@ def main(argv):
       tok, targets_tok, waves, tok.sample_rate, passes=tuple(int(k) for k in FLAGS.passes)
     ),
   }
-  text = json.dumps(report, indent=1)
-  if FLAGS.out:
-    with open(FLAGS.out, 'w', encoding='utf-8') as f:
-      f.write(text + '\n')
-  print(text)
+  print_and_write(report, FLAGS.out)
 
 
 if __name__ == '__main__':
