@@ -77,6 +77,8 @@ def test_a_small_decoder_learns_the_copy_task():
   first, last = report['curve'][0], report['curve'][-1]
   assert [p['step'] for p in report['curve']] == [75, 150]
   assert last['nats_per_token'] < first['nats_per_token']
+  assert last['greedy_normalized_edit_distance'] < first['greedy_normalized_edit_distance']
+  assert 0.0 <= last['accuracy_own_times'] <= 1.0 and last['time_error_own_times_seconds'] >= 0.0
   assert last['accuracy'] > 4.0 / report['labels']  # 4x chance among the labels (0.52 here)
   assert set(report['final_accuracy_by_run_frames']) >= {'2', '3', 'EOS'}
   assert report['prefix_corruption'] == 0.3 and report['input_time_jitter'] == 0.02

@@ -27,9 +27,12 @@ whose collapsed runs *are* the targets, so a perfect decoder exists by construct
   tokens replaced by another label, as `loss.prefix_corruption` does), cross entropy + the
   timing term.
 
-Every `--eval_every` steps it reads 256 held-out label sequences (teacher forcing with the exact
-input times): next-token accuracy, nats per token, and at the end the accuracy by the target run's
-length. Nothing of a trained model is read; the encoder, VQ and stage-0 heads are never called.
+Every `--eval_every` steps it reads 256 held-out label sequences: next-token accuracy and nats per
+token with the true prefix and the exact input times; accuracy and token-time error with the true
+prefix but the decoder's own previous times as input times (`decode.forced_decode`, what greedy
+decoding sees while its prefix is right); the greedy strings' normalized edit distance to the
+targets; and at the end the first accuracy by the target run's length. Nothing of a trained
+model is read; the encoder, VQ and stage-0 heads are never called.
 """
 
 from __future__ import annotations
@@ -47,8 +50,10 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import optax
+from rapidfuzz.distance import Levenshtein
 
 from pairalign_jax import config_lib
+from pairalign_jax import decode
 from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import sequences
@@ -232,10 +237,17 @@ def decoder_capacity(
 
   @jax.jit
   def readings(trained_params, batch):
-    logits, times, mask = teacher_forced(model, with_params(trained_params), batch)
+    variables = with_params(trained_params)
+    logits, times, mask = teacher_forced(model, variables, batch)
     hit = (jnp.argmax(logits, -1) == batch['tokens']).astype(jnp.float32)
     nll = -sequences.token_log_probs(logits, batch['tokens'])
-    return hit, nll, mask
+    # The true prefix with the decoder's own previous output times as input times.
+    own_logits, own_times = decode.forced_decode(model, variables, batch['h'], batch['tokens'])
+    own_hit = (jnp.argmax(own_logits, -1) == batch['tokens']).astype(jnp.float32)
+    code_mask = mask * (batch['tokens'] != vocab.eos)
+    own_time_error = jnp.sum(jnp.abs(own_times - batch['times']) * code_mask) / jnp.sum(code_mask)
+    greedy = decode.greedy_decode(model, variables, batch['h'], max_len=task.max_len)
+    return hit, nll, mask, own_hit, own_time_error, greedy.tokens, greedy.lengths
 
   eval_batch = task.batch(np.random.default_rng(seed + 1), EVAL_ROWS)
   data_rng = np.random.default_rng(seed + 2)
@@ -246,11 +258,18 @@ def decoder_capacity(
     key, step_key = jax.random.split(key)
     trained, opt_state = train_step(trained, opt_state, task.batch(data_rng, rows), step_key)
     if step % eval_every == 0 or step == steps:
-      hit, nll, mask = (np.asarray(x) for x in readings(trained, eval_batch))
+      hit, nll, mask, own_hit, own_error, greedy_tokens, greedy_lengths = (
+        np.asarray(x) for x in readings(trained, eval_batch)
+      )
       point = {
         'step': step,
         'accuracy': float((hit * mask).sum() / mask.sum()),
         'nats_per_token': float((nll * mask).sum() / mask.sum()),
+        'accuracy_own_times': float((own_hit * mask).sum() / mask.sum()),
+        'time_error_own_times_seconds': float(own_error),
+        'greedy_normalized_edit_distance': _greedy_distance(
+          greedy_tokens, greedy_lengths, eval_batch['tokens'], eval_batch['lengths']
+        ),
         'seconds': round(time.time() - t0, 1),
       }
       logging.info('decoder_capacity %s', point)
@@ -269,6 +288,18 @@ def decoder_capacity(
     'curve': curve,
     'final_accuracy_by_run_frames': by_run,
   }
+
+
+def _greedy_distance(tokens, lengths, target_tokens, target_lengths) -> float:
+  """Mean normalized edit distance between the greedy strings and the targets (codes only)."""
+  return float(
+    np.mean(
+      [
+        Levenshtein.normalized_distance(list(t[:n]), list(y[:m]))
+        for t, n, y, m in zip(tokens, lengths, target_tokens, target_lengths)
+      ]
+    )
+  )
 
 
 def _accuracy_by_run(hit, mask, batch, task: LabelTask) -> dict[str, float]:
