@@ -173,9 +173,6 @@ for name in "${runs[@]}"; do
     small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;
-    small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
-                            --config.schedule.freeze_encoder=stage1 \
-                            --config.seed="${name#small_frozenenc_s}" ;;
     small_frozenenc_nolenctl_s*) run "$name" configs/small_corpus.py \
                                      --config.schedule.freeze_encoder=stage1 \
                                      --config.seed="${name#small_frozenenc_nolenctl_s}" ;;
@@ -192,6 +189,9 @@ for name in "${runs[@]}"; do
                                    --config.schedule.freeze_encoder=stage1 \
                                    --config.loss.cross_tf_weight=0 \
                                    --config.seed="${name#small_frozenenc_selftf_s}" ;;
+    small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+                            --config.schedule.freeze_encoder=stage1 \
+                            --config.seed="${name#small_frozenenc_s}" ;;
     small_longstage0_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
                              --config.schedule.freeze_encoder=stage1 \
                              --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
