@@ -27,6 +27,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'model.adapter_layers': 0,  # the location-aware decoder came later
   'model.decoder_reads_codes': False,
   'model.time_head': 'centroid',
+  'model.location_anchor': 'input',
   'model.time_bias_scale': 1.0,
   'optim.clip_stage0_apart': False,
   'vq.diversity_temperature': 0.1,

@@ -211,6 +211,20 @@ def validate_config(
     "'pointer' points at a frame relative to the input time, so it needs the location-aware "
     f'decoder (config.model.time_bias_frames > 0), got {m.time_bias_frames}',
   )
+  anchor = m.get('location_anchor', 'input')
+  _require(
+    anchor in models.LOCATION_ANCHORS,
+    'config.model.location_anchor',
+    f'must be one of {models.LOCATION_ANCHORS}, got {anchor!r}',
+  )
+  _require(
+    anchor != 'previous_layer'
+    or (time_head == 'centroid' and not m.scan_layers and m.time_bias_frames > 0),
+    'config.model.location_anchor',
+    "'previous_layer' centres each layer's location bias on the time the layer before it found: "
+    "it needs config.model.time_head='centroid', config.model.time_bias_frames > 0 and "
+    f'config.model.scan_layers=False (got {time_head!r}, {m.time_bias_frames}, {m.scan_layers})',
+  )
   needed = max_tokens_for_target(config) + 1  # codes + EOS
   _require(
     m.max_len >= needed,

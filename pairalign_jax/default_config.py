@@ -110,6 +110,10 @@ def get_config() -> ml_collections.ConfigDict:
   # heads' centroids, smooth-L1 timing loss) or 'pointer' (its own distribution over the encoder
   # frames, cross entropy on the target token's frame; decoding feeds back the most likely frame).
   config.model.time_head = 'centroid'
+  # Where each decoder layer's location bias is centred (docs/METHOD.md §6): 'input' (every layer
+  # on the input token's time) or 'previous_layer' (the first on the input time, each later one
+  # on the time the layer before it found; needs time_head='centroid' and scan_layers=False).
+  config.model.location_anchor = 'input'
 
   # ---------------------------------------------------------------- VQ head
   config.vq = ml_collections.ConfigDict()

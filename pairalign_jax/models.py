@@ -61,6 +61,7 @@ from pairalign_jax import vocab as vocab_lib
 Array = jax.Array
 _NEG_INF = -1e9
 TIME_HEADS = ('centroid', 'pointer')  # ModelConfig.time_head
+LOCATION_ANCHORS = ('input', 'previous_layer')  # ModelConfig.location_anchor
 
 
 # ----------------------------------------------------------------------------------- config
@@ -120,6 +121,13 @@ class ModelConfig:
   # (the last layer's cross-attention keys, its own queries and location bias), trained by cross
   # entropy on the target token's frame, read as its most likely frame when not training.
   time_head: str
+  # Where each decoder layer's location bias is centred: 'input' = every layer on the input
+  # token's time; 'previous_layer' = the first layer on the input time, each later layer on the
+  # time the layer before it found (its heads' centroids mixed by its time-head weights), so a
+  # layer can re-find the previous token's run by its content and the next layer looks on from
+  # there instead of from a fed-back time that may have drifted. Needs the centroid time head and
+  # unscanned decoder layers.
+  location_anchor: str = 'input'
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
@@ -152,6 +160,17 @@ class ModelConfig:
       raise ValueError(
         "model.time_head='pointer' needs the location-aware decoder (model.time_bias_frames > 0): "
         'it points at a frame relative to the input time'
+      )
+    if self.location_anchor not in LOCATION_ANCHORS:
+      raise ValueError(
+        f'model.location_anchor must be one of {LOCATION_ANCHORS}, got {self.location_anchor!r}'
+      )
+    if self.location_anchor == 'previous_layer' and (
+      self.time_head != 'centroid' or self.scan_layers or self.time_bias_frames == 0
+    ):
+      raise ValueError(
+        "model.location_anchor='previous_layer' needs model.time_head='centroid' (each layer's "
+        'time), model.time_bias_frames > 0 and model.scan_layers=False'
       )
 
   @classmethod
@@ -188,6 +207,7 @@ class ModelConfig:
       adapter_layers=int(m.adapter_layers),
       decoder_reads_codes=bool(m.decoder_reads_codes),
       time_head=str(m.time_head),
+      location_anchor=str(m.location_anchor),
     )
 
   @property
@@ -862,9 +882,12 @@ class Decoder(nn.Module):
     if self.cfg.scan_layers:
       return self.layers(x, layer_in, pos, in_times, train, mode)
     outs = []
+    layer_times = in_times  # [B,Lq]: where this layer's location bias is centred
     for layer, one_in in zip(self.layers, layer_in, strict=True):
-      x, o = layer(x, one_in, pos, in_times, train, mode)
+      x, o = layer(x, one_in, pos, layer_times, train, mode)
       outs.append(o)
+      if self.cfg.location_anchor == 'previous_layer':
+        layer_times = token_times(o['head_times'][None], o['time_logits'][None])  # [B,Lq]
     return x, tuple(outs)
 
   def _layer_times(self, outs, stacked: bool):

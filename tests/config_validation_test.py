@@ -164,6 +164,23 @@ def test_time_head_is_checked_and_the_pointer_needs_the_location_bias():
     cv.validate_config(config)
 
 
+def test_location_anchor_is_checked_and_previous_layer_needs_unscanned_centroid_layers():
+  config = _mutate('model.location_anchor', 'previous_layer')
+  config.model.scan_layers = False
+  cv.validate_config(config)
+  with pytest.raises(
+    cv.ConfigError, match=r'config\.model\.location_anchor.*input.*previous_layer'
+  ):
+    cv.validate_config(_mutate('model.location_anchor', 'output'))
+  config.model.scan_layers = True
+  with pytest.raises(cv.ConfigError, match=r'config\.model\.location_anchor.*scan_layers=False'):
+    cv.validate_config(config)
+  config.model.scan_layers = False
+  config.model.time_head = 'pointer'
+  with pytest.raises(cv.ConfigError, match=r'config\.model\.location_anchor.*centroid'):
+    cv.validate_config(config)
+
+
 def test_batch_must_divide_data_parallel_size():
   config = demo.get_config()
   config.batch_size = 12

@@ -600,3 +600,36 @@ def test_pointer_time_head_decodes_whole_frames_as_teacher_forcing_does(tiny_poi
   u_out = _np(_jitted(flat, L)(flat_vars, hcond, bias))
   np.testing.assert_array_equal(u_out.tokens, out.tokens)
   np.testing.assert_allclose(u_out.times, out.times, atol=1e-5, rtol=0)
+
+
+def test_previous_layer_anchor_decodes_as_teacher_forcing_does(tiny_unrolled):
+  """model.location_anchor='previous_layer' (each decoder layer's location bias centred on the
+  time the layer before it found): the same parameters as the unrolled tiny model give other
+  strings, and the cached decode, the recompute oracle, teacher forcing fed the decode's own times
+  and forced decoding agree, as with the input-time anchor."""
+  base, variables, hcond = tiny_unrolled
+  model = models.PairAlign(dataclasses.replace(base.cfg, location_anchor='previous_layer'))
+  bias, _, _ = _biases(model, variables, hcond, L)
+  out = _np(_jitted(model, L)(variables, hcond, bias))
+  check_sequence_invariants(out, L)
+  assert (out.lengths > 1).any()
+  base_logits, _ = _jitted_score(base)(
+    variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times)
+  )
+  logits, times = _jitted_score(model)(
+    variables, hcond, jnp.asarray(out.tokens), jnp.asarray(out.times)
+  )
+  mask = (
+    np.asarray(sequences.score_mask(jnp.asarray(out.tokens), jnp.asarray(out.lengths), VOCAB)) > 0
+  )
+  assert not np.allclose(np.asarray(base_logits)[mask], np.asarray(logits)[mask], atol=1e-3)
+  np.testing.assert_allclose(np.asarray(logits)[mask], out.logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(times)[mask], out.times[mask], atol=1e-4, rtol=0)
+  ref = _np(_jitted(model, L, recompute=True)(variables, hcond, bias))
+  np.testing.assert_array_equal(ref.tokens, out.tokens)
+  np.testing.assert_allclose(ref.times, out.times, atol=1e-4, rtol=0)
+  forced_logits, forced_times = jax.jit(functools.partial(decode.forced_decode, model))(
+    variables, hcond, jnp.asarray(out.tokens)
+  )
+  np.testing.assert_allclose(np.asarray(forced_logits)[mask], out.logits[mask], atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)

@@ -593,6 +593,57 @@ def test_time_head_logits_are_learned_per_layer_and_drive_the_times():
   assert not np.allclose(times_for(moved), times_for(v['params']), atol=1e-4)
 
 
+def test_previous_layer_anchor_centres_each_layer_on_the_time_before_it():
+  """model.location_anchor='previous_layer': the first decoder layer's location bias is centred on
+  the input times, each later one on the time the layer before it found (its heads' centroids
+  mixed by its time-head weights); 'input' centres every layer on the input times."""
+  cfg = tiny_cfg(
+    time_bias_frames=8, scan_layers=False, remat=False, location_anchor='previous_layer'
+  )
+  model, _, v = init(cfg)
+  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  cond = model.apply(v, h, method=models.PairAlign.condition)
+  inputs = _shift_right(_tokens(3, B, [L - 1] * B))
+  in_times = jnp.broadcast_to(0.05 + 0.02 * jnp.arange(L, dtype=jnp.float32), (B, L))
+
+  def layer_calls(m):
+    calls = []
+
+    def record(next_fun, args, kwargs, context):
+      out = next_fun(*args, **kwargs)
+      if isinstance(context.module, models.DecoderLayer) and context.method_name == '__call__':
+        calls.append((args[3], out[1]))  # (in_times it was given, its outputs)
+      return out
+
+    with nn.intercept_methods(record):
+      m.apply(v, cond, inputs, False, in_times, method=models.PairAlign.score)
+    return calls
+
+  calls = layer_calls(model)
+  assert len(calls) == cfg.dec_layers == 2
+  np.testing.assert_array_equal(calls[0][0], in_times)
+  first = calls[0][1]
+  found = models.token_times(first['head_times'][None], first['time_logits'][None])
+  np.testing.assert_allclose(calls[1][0], found, atol=1e-6)
+  assert not np.allclose(calls[1][0], in_times, atol=1e-3)
+  base = models.PairAlign(dataclasses.replace(cfg, location_anchor='input'))
+  for given, _ in layer_calls(base):
+    np.testing.assert_array_equal(given, in_times)
+
+
+def test_previous_layer_anchor_needs_centroid_times_and_unscanned_layers():
+  for bad in (
+    dict(scan_layers=True),
+    dict(scan_layers=False, time_head='pointer'),
+    dict(scan_layers=False, time_bias_frames=0),
+  ):
+    kw = {'time_bias_frames': 8, 'location_anchor': 'previous_layer', **bad}
+    with pytest.raises(ValueError, match="location_anchor='previous_layer' needs"):
+      tiny_cfg(**kw)
+  with pytest.raises(ValueError, match='location_anchor must be one of'):
+    tiny_cfg(location_anchor='output')
+
+
 # ------------------------------------------------------------- attention against a numpy reference
 # The references use the layout the model had before heads-first projections: q/k/v [B,L,H,hd]
 # from the [d,H,hd] kernels, scores 'bqhd,bkhd->bhqk', output 'bhqk,bkhd->bqhd' then the [H,hd,d]
