@@ -191,7 +191,7 @@ def get_config() -> ml_collections.ConfigDict:
   config.loss.time_jitter_seconds = 0.04
   # Exposure bias in the time channel: this share of rows (a fixed count, drawn anew each step) is
   # trained on the decoder's own input times, from `own_time_passes` stop-gradient forward passes
-  # run on those rows only (objective.own_time_rows, objective._own_input_times).
+  # run on those rows only (objective.own_time_rows, objective.own_input_times).
   # Measured (demo budget, synthetic): own-time error 0.34 -> 0.18 s, recall@1 0.52 -> 0.56; with
   # the head-mixed token times, drift 0.155 -> 0.110 s but recall@1 not better (0.72 without them,
   # 0.66 with; docs/results.md). Whether they pay at the full budget is still open.

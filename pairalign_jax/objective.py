@@ -372,7 +372,7 @@ def own_time_rows(rng, rows: int, prob: float) -> jax.Array:
   return jnp.sort(jax.random.permutation(rng, rows)[:n]).astype(jnp.int32)
 
 
-def _own_input_times(
+def own_input_times(
   model, variables, row_cond, inputs, true_input_times, rng, settings: ObjectiveSettings
 ):
   """Input times [R, L] where a share of rows carry the decoder's *own* times (exposure bias).
@@ -429,12 +429,12 @@ def _map_row_chunks(fn, xs, chunk_rows: int):
 def _own_input_times_chunked(
   model, variables, cond, cnd_idx, inputs, true_input_times, rng, settings: ObjectiveSettings
 ):
-  """`_own_input_times` with the passes run on at most `settings.score_chunk_rows` rows at once.
+  """`own_input_times` with the passes run on at most `settings.score_chunk_rows` rows at once.
 
   Each row's passes read only that row, so a chunk runs all `own_time_passes` passes on its rows
   and gathers its own condition rows from `cond` ({'k','v': [layers, 2B, heads, T, head_dim]})
   by `cnd_idx` [R]; the rows that use their own times are the unchunked path's (`own_time_rows`,
-  same key), so the values equal `_own_input_times`'. The passes are stop-gradient: their inputs
+  same key), so the values equal `own_input_times`'. The passes are stop-gradient: their inputs
   are cut from the gradient before the map (no tangent of the map is formed, nothing is saved for
   the backward pass, and no `jax.checkpoint` is needed). Returns [R, L] seconds.
   """
@@ -683,7 +683,7 @@ def compute_terms(
         model, variables, cond, cnd_idx, inputs, input_times, rngs['own_times'], settings
       )
     elif train and settings.own_time_prob > 0:
-      input_times = _own_input_times(
+      input_times = own_input_times(
         model, variables, row_cond, inputs, input_times, rngs['own_times'], settings
       )
   if chunk:

@@ -72,7 +72,13 @@ def _small_config():
 def test_a_small_decoder_learns_the_copy_task():
   config = _small_config()
   report = decoder_capacity.decoder_capacity(
-    config, steps=150, eval_every=75, batch_rows=16, prefix_corruption=0.3, input_time_jitter=0.02
+    config,
+    steps=150,
+    eval_every=75,
+    batch_rows=16,
+    prefix_corruption=0.3,
+    input_time_jitter=0.02,
+    own_time_prob=0.5,
   )
   first, last = report['curve'][0], report['curve'][-1]
   assert [p['step'] for p in report['curve']] == [75, 150]
@@ -82,5 +88,6 @@ def test_a_small_decoder_learns_the_copy_task():
   assert last['accuracy'] > 4.0 / report['labels']  # 4x chance among the labels (0.52 here)
   assert set(report['final_accuracy_by_run_frames']) >= {'2', '3', 'EOS'}
   assert report['prefix_corruption'] == 0.3 and report['input_time_jitter'] == 0.02
+  assert report['own_time_prob'] == 0.5 and report['own_time_passes'] == 3
   with pytest.raises(ValueError, match='steps'):
     decoder_capacity.decoder_capacity(config, steps=0)

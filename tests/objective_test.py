@@ -489,7 +489,7 @@ def test_own_input_times_are_the_decoders_own_pass_by_pass(setup):
   def own(prob, passes):
     settings = dataclasses.replace(settings_for(), own_time_prob=prob, own_time_passes=passes)
     return np.asarray(
-      objective._own_input_times(
+      objective.own_input_times(
         model, variables, models.gather_condition(cond, cnd_idx), inputs, true_times, rng, settings
       )
     )

@@ -24,8 +24,9 @@ whose collapsed runs *are* the targets, so a perfect decoder exists by construct
   training's self rows: teacher forcing with the true prefix and the previous token's time as the
   location-aware decoder's input time (plus Gaussian jitter of `--input_time_jitter` seconds, as
   `loss.time_jitter_seconds` does in training; `--prefix_corruption`: that share of the input
-  tokens replaced by another label, as `loss.prefix_corruption` does), cross entropy + the
-  timing term.
+  tokens replaced by another label, as `loss.prefix_corruption` does; `--own_time_prob`: that
+  share of rows fed the decoder's own input times after `loss.own_time_passes` passes, as
+  `objective.own_input_times` does), cross entropy + the timing term.
 
 Every `--eval_every` steps it reads 256 held-out label sequences: next-token accuracy and nats per
 token with the true prefix and the exact input times; accuracy and token-time error with the true
@@ -37,6 +38,7 @@ model is read; the encoder, VQ and stage-0 heads are never called.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import time
 from typing import Any, Sequence
@@ -56,6 +58,7 @@ from pairalign_jax import config_lib
 from pairalign_jax import decode
 from pairalign_jax import losses
 from pairalign_jax import models
+from pairalign_jax import objective
 from pairalign_jax import sequences
 from pairalign_jax import sharding
 from pairalign_jax import train as train_lib
@@ -155,18 +158,23 @@ class LabelTask:
     }
 
 
-def teacher_forced(model, variables, batch, input_time_noise=None, corrupt=None):
-  """(logits [B, L, V], times [B, L], score mask [B, L]) of the self rows of `batch`;
-  `corrupt(inputs [B, L], mask [B, L]) -> inputs` alters the teacher-forcing inputs."""
+def teacher_forced(model, variables, batch, input_time_noise=None, corrupt=None, own_times=None):
+  """(logits [B, L, V], times [B, L], score mask [B, L]) of the self rows of `batch`, as the
+  objective scores them: `input_time_noise` [B, L] added to the target times (not at EOS/PAD),
+  `corrupt(inputs [B, L], mask [B, L]) -> inputs` altering the teacher-forcing inputs, and
+  `own_times(cond, inputs, input_times) -> input_times` giving rows the decoder's own times."""
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
   cond = model.apply(variables, batch['h'], method=models.PairAlign.condition)
   mask = sequences.score_mask(batch['tokens'], batch['lengths'], vocab)  # [B, L]
   inputs = sequences.shift_right(batch['tokens'], vocab)  # [B, L]
   if corrupt is not None:
     inputs = corrupt(inputs, mask)
-  in_times = sequences.shift_times(batch['times'])  # [B, L]
+  row_times = batch['times']  # [B, L]
   if input_time_noise is not None:
-    in_times = in_times + input_time_noise
+    row_times = jnp.where(row_times > 0, jnp.maximum(row_times + input_time_noise, 0.0), 0.0)
+  in_times = sequences.shift_times(row_times)  # [B, L]
+  if own_times is not None:
+    in_times = own_times(cond, inputs, in_times)
   logits, times = model.apply(
     variables,
     cond,
@@ -185,6 +193,7 @@ def decoder_capacity(
   noise: float = 0.5,
   input_time_jitter: float = 0.0,
   prefix_corruption: float = 0.0,
+  own_time_prob: float = 0.0,
   codes_per_group: int = 1,
   run_probs: Sequence[float] = DEFAULT_RUN_LENGTH_PROBS,
   eval_every: int = 100,
@@ -212,8 +221,14 @@ def decoder_capacity(
   def with_params(trained_params):
     return {**variables, 'params': {**frozen, **trained_params}}
 
+  # The objective's own-time rows: a share of rows fed the decoder's own input times after
+  # `loss.own_time_passes` stop-gradient passes.
+  own_settings = dataclasses.replace(
+    objective.ObjectiveSettings.from_config(config), own_time_prob=float(own_time_prob)
+  )
+
   def loss_fn(trained_params, batch, key):
-    jitter_key, corrupt_key = jax.random.split(key)
+    jitter_key, corrupt_key, own_key = jax.random.split(key, 3)
     noise_t = input_time_jitter * jax.random.normal(jitter_key, batch['times'].shape)
     corrupt = functools.partial(
       sequences.corrupt_inputs,
@@ -222,8 +237,17 @@ def decoder_capacity(
       vocab=vocab,
       num_codes=task.num_labels,
     )
+    variables = with_params(trained_params)
+    own = functools.partial(
+      objective.own_input_times, model, variables, rng=own_key, settings=own_settings
+    )
     logits, times, mask = teacher_forced(
-      model, with_params(trained_params), batch, noise_t, corrupt if prefix_corruption else None
+      model,
+      variables,
+      batch,
+      noise_t,
+      corrupt if prefix_corruption else None,
+      own if own_time_prob > 0 else None,
     )
     code_mask = mask * (batch['tokens'] != vocab.eos)
     nll = -jnp.sum(sequences.token_log_probs(logits, batch['tokens']) * mask) / jnp.sum(mask)
@@ -280,6 +304,8 @@ def decoder_capacity(
     'noise': noise,
     'input_time_jitter': input_time_jitter,
     'prefix_corruption': prefix_corruption,
+    'own_time_prob': own_time_prob,
+    'own_time_passes': own_settings.own_time_passes,
     'codes_per_group': codes_per_group,
     'labels': task.num_labels,
     'frames': task.frames,
@@ -325,6 +351,9 @@ def _define_flags():
   flags.DEFINE_float(
     'prefix_corruption', 0.0, 'Share of input tokens replaced by another label (training only).'
   )
+  flags.DEFINE_float(
+    'own_time_prob', 0.0, "Share of rows fed the decoder's own input times (loss.own_time_prob)."
+  )
   flags.DEFINE_integer('codes_per_group', 1, 'Frame vectors per label, drawn per frame.')
   flags.DEFINE_list(
     'run_length_probs',
@@ -346,6 +375,7 @@ def main(argv):
     noise=FLAGS.noise,
     input_time_jitter=FLAGS.input_time_jitter,
     prefix_corruption=FLAGS.prefix_corruption,
+    own_time_prob=FLAGS.own_time_prob,
     codes_per_group=FLAGS.codes_per_group,
     run_probs=[float(p) for p in FLAGS.run_length_probs],
     eval_every=FLAGS.eval_every,
