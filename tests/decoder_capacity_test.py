@@ -1,11 +1,11 @@
-"""evaluation/decoder_capacity.py: the label sampler, the frame vectors, the collapsed targets, and
+"""decoder_capacity.py: the label sampler, the frame vectors, the collapsed targets, and
 a few training steps of a small decoder on the copy task."""
 
 import numpy as np
 import pytest
 
 from configs import demo
-from pairalign_jax.evaluation import decoder_capacity
+from pairalign_jax import decoder_capacity
 
 PROBS = (0.0, 0.5, 0.5)  # runs of 2 or 3 frames
 

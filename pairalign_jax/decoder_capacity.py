@@ -1,6 +1,6 @@
 """Can a config's decoder write the targets of an encoder output that holds them exactly?
 
-  python -m pairalign_jax.evaluation.decoder_capacity --config=configs/small_corpus.py \
+  python -m pairalign_jax.decoder_capacity --config=configs/small_corpus.py \
       [--steps=400] [--noise=0.5] [--input_time_jitter=0.0] [--prefix_corruption=0.0] \
       [--codes_per_group=1] [--out=cap.json]
 
