@@ -127,7 +127,7 @@ class ModelConfig:
   # layer can re-find the previous token's run by its content and the next layer looks on from
   # there instead of from a fed-back time that may have drifted. Needs the centroid time head and
   # unscanned decoder layers.
-  location_anchor: str = 'input'
+  location_anchor: str
 
   def __post_init__(self):
     if self.d_model % self.num_heads:
