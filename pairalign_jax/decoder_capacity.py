@@ -2,7 +2,7 @@
 
   python -m pairalign_jax.decoder_capacity --config=configs/small_corpus.py \
       [--steps=400] [--noise=0.5] [--input_time_jitter=0.0] [--prefix_corruption=0.0] \
-      [--codes_per_group=1] [--out=cap.json]
+      [--own_time_prob=0.0] [--codes_per_group=1] [--out=cap.json]
 
 `evaluation.decoder_fit` reads how well a trained decoder writes its code-group targets from the
 audio's H; on speech that mixes what the decoder can learn with how much of its targets H holds
@@ -18,14 +18,13 @@ whose collapsed runs *are* the targets, so a perfect decoder exists by construct
   `--codes_per_group` vectors per label, drawn per frame: a code-group string reads many codes
   as one group) plus Gaussian noise of standard deviation `--noise` (the vectors have unit
   variance per dimension).
-* Targets: the labels' runs collapsed (`sequences.collapse_runs`, run-centre times; a run cut
-  short by the segment's end is first merged as `targets.min_run_frames` says, in H as well),
-  scored as in
+* Targets: the labels' runs collapsed (`sequences.collapse_runs`, run-centre times; a run cut short
+  by the segment's end is first merged as `targets.min_run_frames` says, in H as well), scored as in
   training's self rows: teacher forcing with the true prefix and the previous token's time as the
   location-aware decoder's input time (plus Gaussian jitter of `--input_time_jitter` seconds, as
-  `loss.time_jitter_seconds` does in training; `--prefix_corruption`: that share of the input
-  tokens replaced by another label, as `loss.prefix_corruption` does; `--own_time_prob`: that
-  share of rows fed the decoder's own input times after `loss.own_time_passes` passes, as
+  `loss.time_jitter_seconds` does in training; `--prefix_corruption`: that share of the input tokens
+  replaced by another label, as `loss.prefix_corruption` does; `--own_time_prob`: that share of rows
+  fed the decoder's own input times after `loss.own_time_passes` passes, as
   `objective.own_input_times` does), cross entropy + the timing term.
 
 Every `--eval_every` steps it reads 256 held-out label sequences: next-token accuracy and nats per
@@ -52,7 +51,6 @@ import ml_collections
 from ml_collections import config_flags
 import numpy as np
 import optax
-from rapidfuzz.distance import Levenshtein
 
 from pairalign_jax import config_lib
 from pairalign_jax import decode
@@ -64,6 +62,7 @@ from pairalign_jax import sharding
 from pairalign_jax import train as train_lib
 from pairalign_jax import vocab as vocab_lib
 from pairalign_jax.evaluation import decoder_fit
+from pairalign_jax.evaluation import metrics
 
 # Share of the stage-1 target runs of 1, 2, .., 11 encoder frames (the last bucket stands for
 # 11 or more): `decoder_fit` on the synthetic validation speech, runs of 2, 3, 4, 5-7, 8+ frames
@@ -262,18 +261,19 @@ def decoder_capacity(
   @jax.jit
   def readings(trained_params, batch):
     variables = with_params(trained_params)
-    logits, times, mask = teacher_forced(model, variables, batch)
-    hit = (jnp.argmax(logits, -1) == batch['tokens']).astype(jnp.float32)
-    nll = -sequences.token_log_probs(logits, batch['tokens'])
+    logits, _, _ = teacher_forced(model, variables, batch)  # [B, L, V]
     # The true prefix with the decoder's own previous output times as input times.
     own_logits, own_times = decode.forced_decode(model, variables, batch['h'], batch['tokens'])
-    own_hit = (jnp.argmax(own_logits, -1) == batch['tokens']).astype(jnp.float32)
-    code_mask = mask * (batch['tokens'] != vocab.eos)
-    own_time_error = jnp.sum(jnp.abs(own_times - batch['times']) * code_mask) / jnp.sum(code_mask)
     greedy = decode.greedy_decode(model, variables, batch['h'], max_len=task.max_len)
-    return hit, nll, mask, own_hit, own_time_error, greedy.tokens, greedy.lengths
+    return logits, own_logits, own_times, greedy.tokens, greedy.lengths
 
   eval_batch = task.batch(np.random.default_rng(seed + 1), EVAL_ROWS)
+  eval_tokens, eval_lengths = eval_batch['tokens'], eval_batch['lengths']
+  eval_runs = [
+    decoder_fit.run_frames(eval_batch['times'][i, :n], task.frame_seconds)
+    for i, n in enumerate(eval_lengths)
+  ]
+  eval_strings = [list(t[:n]) for t, n in zip(eval_tokens, eval_lengths)]
   data_rng = np.random.default_rng(seed + 2)
   key = jax.random.PRNGKey(seed + 3)
   curve = []
@@ -282,23 +282,28 @@ def decoder_capacity(
     key, step_key = jax.random.split(key)
     trained, opt_state = train_step(trained, opt_state, task.batch(data_rng, rows), step_key)
     if step % eval_every == 0 or step == steps:
-      hit, nll, mask, own_hit, own_error, greedy_tokens, greedy_lengths = (
+      logits, own_logits, own_times, greedy_tokens, greedy_lengths = (
         np.asarray(x) for x in readings(trained, eval_batch)
       )
+      true_fit = decoder_fit.teacher_forced_summary(logits, eval_tokens, eval_lengths, eval_runs)
+      own_fit = decoder_fit.teacher_forced_summary(
+        own_logits, eval_tokens, eval_lengths, eval_runs, own_times - eval_batch['times']
+      )
+      greedy = [list(t[:n]) for t, n in zip(greedy_tokens, greedy_lengths)]
       point = {
         'step': step,
-        'accuracy': float((hit * mask).sum() / mask.sum()),
-        'nats_per_token': float((nll * mask).sum() / mask.sum()),
-        'accuracy_own_times': float((own_hit * mask).sum() / mask.sum()),
-        'time_error_own_times_seconds': float(own_error),
-        'greedy_normalized_edit_distance': _greedy_distance(
-          greedy_tokens, greedy_lengths, eval_batch['tokens'], eval_batch['lengths']
-        ),
+        'accuracy': true_fit['accuracy'],
+        'nats_per_token': true_fit['nll'],
+        'accuracy_own_times': own_fit['accuracy'],
+        'time_error_own_times_seconds': own_fit['time_error_seconds'],
+        'greedy_normalized_edit_distance': float(metrics.pairwise_ned(greedy, eval_strings).mean()),
         'seconds': round(time.time() - t0, 1),
       }
       logging.info('decoder_capacity %s', point)
       curve.append(point)
-  by_run = _accuracy_by_run(hit, mask, eval_batch, task)
+  by_run = {
+    ('EOS' if k == 'eos' else k): v['accuracy'] for k, v in true_fit['by_run_frames'].items()
+  }
   return {
     'steps': steps,
     'noise': noise,
@@ -314,30 +319,6 @@ def decoder_capacity(
     'curve': curve,
     'final_accuracy_by_run_frames': by_run,
   }
-
-
-def _greedy_distance(tokens, lengths, target_tokens, target_lengths) -> float:
-  """Mean normalized edit distance between the greedy strings and the targets (codes only)."""
-  return float(
-    np.mean(
-      [
-        Levenshtein.normalized_distance(list(t[:n]), list(y[:m]))
-        for t, n, y, m in zip(tokens, lengths, target_tokens, target_lengths)
-      ]
-    )
-  )
-
-
-def _accuracy_by_run(hit, mask, batch, task: LabelTask) -> dict[str, float]:
-  """Accuracy of the code positions by the target run's length in frames ('8+' pooled); 'EOS'."""
-  sums: dict[str, list[float]] = {}
-  for i, n in enumerate(batch['lengths']):
-    runs = decoder_fit.run_frames(batch['times'][i, :n], task.frame_seconds)
-    for j, run in enumerate(runs):
-      sums.setdefault(decoder_fit.bucket(run), []).append(hit[i, j])
-    if mask[i, n] > 0:
-      sums.setdefault('EOS', []).append(hit[i, n])
-  return {k: float(np.mean(v)) for k, v in sorted(sums.items())}
 
 
 FLAGS = flags.FLAGS
