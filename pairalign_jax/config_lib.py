@@ -38,6 +38,7 @@ LEGACY_VALUES: dict[str, Union[Any, Callable[[ml_collections.ConfigDict], Any]]]
   'loss.score_chunk_rows': 0,  # every row scored in one decoder call
   'eval.beam_size': 1,  # greedy decoding
   'eval.beam_length_penalty': 0.0,
+  'eval.align_frames': 0,  # the decoder's own times fed back
   'data.synthetic.num_validation_speakers': lambda c: c.data.synthetic.num_heldout_speakers,
   'data.synthetic.num_validation_sentences': lambda c: c.data.synthetic.num_heldout_sentences,
   # Replaced the boolean schedule.freeze_encoder_after_stage0 (RETIRED_KEYS).

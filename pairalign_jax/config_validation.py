@@ -389,6 +389,28 @@ def validate_config(
       f"'centre', got {config.targets.get('time_anchor')!r}",
     )
 
+  align = ev.get('align_frames', 0)
+  _require(
+    isinstance(align, int) and not isinstance(align, bool) and align >= 0,
+    'config.eval.align_frames',
+    f'must be an integer >= 0 (encoder frames; 0 = off), got {align!r}',
+  )
+  if align:
+    _require(
+      int(ev.beam_size) == 1 and not ev.get('snap_times', False),
+      'config.eval.align_frames',
+      'is for greedy decoding without snapped times (config.eval.beam_size=1, '
+      f'config.eval.snap_times=False), got beam_size={ev.beam_size!r}, '
+      f'snap_times={ev.get("snap_times", False)!r}',
+    )
+    _require(
+      m.time_bias_frames > 0 and config.targets.code_groups > 0,
+      'config.eval.align_frames',
+      'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
+      f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
+      f'{config.targets.code_groups}',
+    )
+
   # Schedule.
   s = config.schedule
   _require(0 <= s.stage1_start, 'config.schedule.stage1_start', 'must be >= 0')

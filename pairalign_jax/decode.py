@@ -40,6 +40,18 @@ class DecodeOutput:
   times: Array  # [B, L] float32 seconds: cross-attention time of each token; 0 at PAD
 
 
+@flax.struct.dataclass
+class TokenRuns:
+  """The runs of the audio's own code-group frames (`sequences.collapse_runs` of the frames the
+  targets are made from), on which aligned decoding places each token (`_cached_steps`)."""
+
+  tokens: Array  # [B, R] int32: each run's code, then EOS/PAD
+  times: Array  # [B, R] float32 seconds: each run's time (the targets' time anchor)
+  lengths: Array  # [B] int32: number of runs
+  # seconds: how far from the decoder's own time a run of the chosen token may be
+  tolerance: float = flax.struct.field(pytree_node=False)
+
+
 def _eos_bias_vector(eos_bias, batch: int) -> Array:
   bias = jnp.asarray(eos_bias, jnp.float32)
   if bias.ndim > 1 or (bias.ndim == 1 and bias.shape[0] not in (1, batch)):
@@ -101,6 +113,7 @@ def _cached_steps(
   *,
   early_exit: bool = True,
   run_centres: Optional[Array] = None,
+  token_runs: Optional[TokenRuns] = None,
 ):
   """The cached decoder run for up to `max_len` steps from BOS; `next_token(logits [B,V],
   done [B], t)` picks each step's output (greedy choice or a given token). Each step's input is
@@ -109,6 +122,10 @@ def _cached_steps(
   With `run_centres` [B, T] (`sequences.frame_run_centres` of the model's own code-group frames)
   the time fed back is the centre of the run the previous step's time falls in
   (`sequences.snap_to_run_centres`); the returned times are the decoder's own, unsnapped.
+  With `token_runs` the time fed back is that of the run the chosen token is placed on by content
+  (`sequences.align_to_runs`: the nearest later run of the token's own code within `tolerance`
+  seconds of the decoder's time), or the decoder's own time when there is none; again the
+  returned times are the decoder's own.
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -123,8 +140,11 @@ def _cached_steps(
   step_model, step_variables = models.unrolled(model, variables)
   cache = models.init_cache(step_model.cfg, batch, max_len, cond[0]['k'].dtype)  # Ld x [B,H,L,hd]
 
+  if run_centres is not None and token_runs is not None:
+    raise ValueError('run_centres and token_runs are two ways of feeding times back: pass one')
+
   def step(carry, t):
-    cache, token, prev_time, done = carry
+    cache, token, prev_time, done, last_run = carry
     logits, time, cache = step_model.apply(
       step_variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
     )  # [B,V], [B], cache with position t written
@@ -132,22 +152,33 @@ def _cached_steps(
     fed_time = time
     if run_centres is not None:
       fed_time = sequences.snap_to_run_centres(time, run_centres, cfg.frame_seconds)
+    if token_runs is not None:
+      fed_time, last_run = sequences.align_to_runs(
+        nxt,
+        time,
+        last_run,
+        token_runs.tokens,
+        token_runs.times,
+        token_runs.lengths,
+        token_runs.tolerance,
+      )
     next_time = jnp.where(done, 0.0, fed_time)
     done = done | (nxt == vocab.eos)
-    return (cache, nxt, next_time, done), (nxt, logits, time)
+    return (cache, nxt, next_time, done, last_run), (nxt, logits, time)
 
   init = (
     cache,
     jnp.full((batch,), vocab.bos, jnp.int32),
     jnp.zeros((batch,), jnp.float32),
     jnp.zeros((batch,), bool),
+    jnp.full((batch,), -1, jnp.int32),  # the run the previous token was placed on
   )
   if not early_exit:
     _, (tokens, logits, times) = jax.lax.scan(step, init, jnp.arange(max_len))
     return tokens.T, jnp.swapaxes(logits, 0, 1), times.T
 
   def cond_fn(loop):
-    t, (_, _, _, done), _ = loop
+    t, (_, _, _, done, _), _ = loop
     return (t < max_len) & ~jnp.all(done)
 
   def body_fn(loop):
@@ -177,6 +208,7 @@ def greedy_decode(
   eos_bias=0.0,
   early_exit: bool = True,
   run_centres: Optional[Array] = None,
+  token_runs: Optional[TokenRuns] = None,
 ) -> DecodeOutput:
   """Greedy decode from BOS for up to `max_len` steps with a KV cache. Jittable (max_len static).
 
@@ -188,6 +220,8 @@ def greedy_decode(
     early_exit: stop once every row has emitted EOS (`_cached_steps`; same tokens and times).
     run_centres: [B, T] or None: feed back each step's time snapped to these run centres
       (`_cached_steps`; the tokenizer's `snap_times`).
+    token_runs: TokenRuns or None: feed back the time of the run each chosen token is placed on
+      (`_cached_steps`; the tokenizer's `align_times`).
   Returns:
     DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask; 0 after the
     last step run).
@@ -203,6 +237,7 @@ def greedy_decode(
     lambda logits, done, t: _choose(logits, bias, done, vocab),
     early_exit=early_exit,
     run_centres=run_centres,
+    token_runs=token_runs,
   )
   return _finish(tokens, logits, times, vocab)
 
@@ -293,11 +328,13 @@ def forced_decode(
   hcond: Array,
   tokens: Array,
   run_centres: Optional[Array] = None,
+  token_runs: Optional[TokenRuns] = None,
 ) -> tuple[Array, Array]:
   """Runs the cached decoder over *given* tokens [B, L] (codes, EOS, PAD), not its own choices.
 
   Each step's input is the previous given token and, for the location bias, the previous step's
-  own output time (snapped as in `greedy_decode` when `run_centres` is given): exactly what greedy
+  own output time (snapped or aligned as in `greedy_decode` with `run_centres` / `token_runs`):
+  exactly what greedy
   decoding would have seen had it chosen these tokens. This is how a sequence is scored when its
   times are unknown (`Tokenizer.score`). Returns (logits [B, L, V] float32, times [B, L] seconds;
   0 at PAD).
@@ -312,6 +349,7 @@ def forced_decode(
     tokens.shape[1],
     lambda logits, done, t: jax.lax.dynamic_index_in_dim(given, t, axis=1, keepdims=False),
     run_centres=run_centres,
+    token_runs=token_runs,
   )
   return logits, jnp.where(given == vocab.pad, 0.0, times)
 

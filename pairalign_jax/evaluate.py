@@ -191,6 +191,7 @@ def evaluate_workdir(
     beam_size=int(config.eval.beam_size),
     length_penalty=float(config.eval.beam_length_penalty),
     snap_times=bool(config.eval.get('snap_times', False)),
+    align_frames=int(config.eval.get('align_frames', 0)),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
@@ -258,6 +259,7 @@ def evaluate_workdir(
     'target_rate': float(ckpt_config.length.target_rate),
     'beam_size': tok.beam_size,
     'snap_times': tok.snap_times,
+    'align_frames': tok.align_frames,
     'beam_length_penalty': tok.length_penalty,
     'eos_bias_to_rate': [list(x) for x in calibration],
   }

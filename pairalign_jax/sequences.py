@@ -142,6 +142,37 @@ def snap_to_run_centres(times: Array, run_centres: Array, frame_seconds: float) 
   return jnp.take_along_axis(run_centres, frame[:, None], axis=1)[:, 0]
 
 
+def align_to_runs(
+  token: Array,
+  own_time: Array,
+  last_run: Array,
+  run_tokens: Array,
+  run_times: Array,
+  num_runs: Array,
+  tolerance: float,
+) -> tuple[Array, Array]:
+  """One decoding step's token placed on the audio's own runs, by content.
+
+  token [B] (the token just chosen), own_time [B] seconds (the decoder's time for it), last_run
+  [B] int32 (the run the previous token was placed on; -1 before the first), run_tokens [B, R]
+  and run_times [B, R] (the audio's own collapsed runs, `collapse_runs`), num_runs [B] ->
+  (time [B], run [B]): the token goes to the run of its own code after `last_run` whose time is
+  nearest `own_time`, if one lies within `tolerance` seconds of it, and takes that run's time; a
+  token with no such run keeps its own time and is placed after the last run that starts before
+  it. The runs only move forward."""
+  r = run_tokens.shape[1]
+  idx = jnp.arange(r, dtype=jnp.int32)[None, :]  # [1, R]
+  valid = (idx > last_run[:, None]) & (idx < num_runs[:, None])  # [B, R]
+  gap = jnp.abs(run_times - own_time[:, None])  # [B, R]
+  match = valid & (run_tokens == token[:, None]) & (gap <= tolerance)  # [B, R]
+  best = jnp.argmin(jnp.where(match, gap, jnp.inf), axis=1).astype(jnp.int32)  # [B]
+  found = jnp.any(match, axis=1)  # [B]
+  best_time = jnp.take_along_axis(run_times, best[:, None], axis=1)[:, 0]  # [B]
+  passed = jnp.sum(valid & (run_times <= own_time[:, None]), axis=1).astype(jnp.int32)  # [B]
+  unmatched_run = last_run + passed  # the last run at or before own_time (or last_run)
+  return jnp.where(found, best_time, own_time), jnp.where(found, best, unmatched_run)
+
+
 # The time a collapsed token carries: its run's centre, or its end (the centre of the run's last
 # frame, so that the location-aware decoder's frame offsets from it are whole frames: the run's
 # last frame at 0, the next run's first frame at +1).

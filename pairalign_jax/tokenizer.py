@@ -94,6 +94,7 @@ class Tokenizer:
     beam_size: int = 1,
     length_penalty: float = 0.0,
     snap_times: bool = False,
+    align_frames: int = 0,
   ):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
@@ -121,6 +122,21 @@ class Tokenizer:
         )
       if self.beam_size != 1:
         raise ValueError(f'snap_times is for greedy decoding; got beam_size={self.beam_size}')
+    if isinstance(align_frames, bool) or int(align_frames) != align_frames or align_frames < 0:
+      raise ValueError(f'align_frames must be an integer >= 0, got {align_frames!r}')
+    self.align_frames = int(align_frames)
+    if self.align_frames:
+      if int(config.targets.code_groups) <= 0 or int(config.model.time_bias_frames) <= 0:
+        raise ValueError(
+          'align_frames needs a location-aware decoder (model.time_bias_frames > 0) trained on '
+          f'code groups (targets.code_groups > 0); got time_bias_frames='
+          f'{config.model.time_bias_frames}, code_groups={config.targets.code_groups}'
+        )
+      if self.beam_size != 1 or self.snap_times:
+        raise ValueError(
+          'align_frames is for greedy decoding without snap_times; got '
+          f'beam_size={self.beam_size}, snap_times={self.snap_times}'
+        )
     self._encode_decode = jax.jit(
       self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
     )
@@ -143,6 +159,7 @@ class Tokenizer:
     beam_size: int = 1,
     length_penalty: float = 0.0,
     snap_times: bool = False,
+    align_frames: int = 0,
   ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
@@ -153,7 +170,8 @@ class Tokenizer:
     explicit `step` (or step folder) raises `checkpointing.CheckpointReadError` (a ValueError),
     one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
-    `beam_size` / `length_penalty` / `snap_times`: the default decoding (module docstring).
+    `beam_size` / `length_penalty` / `snap_times` / `align_frames`: the default decoding (module
+    docstring).
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
@@ -189,6 +207,7 @@ class Tokenizer:
       beam_size=beam_size,
       length_penalty=length_penalty,
       snap_times=snap_times,
+      align_frames=align_frames,
     )
 
   # ------------------------------------------------------------------ input handling
@@ -311,6 +330,24 @@ class Tokenizer:
       return None
     return sequences.frame_run_centres(self._target_codes(variables, h), self.frame_seconds)
 
+  def token_runs(self, variables, h):
+    """The runs of the model's own code-group frames that `align_frames` places each decoded
+    token on (`decode.TokenRuns`), or None when not aligning."""
+    if not self.align_frames:
+      return None
+    settings = targets_lib.TargetSettings.from_config(self.config)
+    codes = self._target_codes(variables, h)  # [B, T]
+    tokens, lengths, times, _ = sequences.collapse_runs(
+      codes,
+      self.frame_seconds,
+      max_len=codes.shape[1] + 1,
+      vocab=self.vocab,
+      time_anchor=settings.time_anchor,
+    )
+    return decode.TokenRuns(
+      tokens=tokens, times=times, lengths=lengths, tolerance=self.align_frames * self.frame_seconds
+    )
+
   def _encode_decode_impl(
     self, variables, waves, eos_bias, *, beam_size: int = 1, length_penalty: float = 0.0
   ):
@@ -323,6 +360,7 @@ class Tokenizer:
         max_len=self.max_len,
         eos_bias=eos_bias,
         run_centres=self.run_centres(variables, h),
+        token_runs=self.token_runs(variables, h),
       )
     else:
       out = decode.beam_decode(
@@ -347,7 +385,12 @@ class Tokenizer:
     if self.model.cfg.time_bias_frames > 0:
       # The location bias needs each input token's time: the decoder's own times, step by step.
       logits, _ = decode.forced_decode(
-        self.model, variables, h, tokens, run_centres=self.run_centres(variables, h)
+        self.model,
+        variables,
+        h,
+        tokens,
+        run_centres=self.run_centres(variables, h),
+        token_runs=self.token_runs(variables, h),
       )
     else:
       cond = self.model.apply(variables, h, method=models.PairAlign.condition)
@@ -414,8 +457,10 @@ class Tokenizer:
       self.length_penalty if length_penalty is None else length_penalty,
       self.vocab.codebook_size,
     )
-    if self.snap_times and beam_size != 1:
-      raise ValueError(f'snap_times is for greedy decoding; got beam_size={beam_size}')
+    if (self.snap_times or self.align_frames) and beam_size != 1:
+      raise ValueError(
+        f'snap_times and align_frames are for greedy decoding; got beam_size={beam_size}'
+      )
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if eos_bias is not None:

@@ -141,6 +141,27 @@ def test_snap_times_needs_greedy_decoding_of_code_groups_by_a_located_decoder():
     cv.validate_config(config)
 
 
+def test_align_frames_needs_greedy_unsnapped_decoding_of_code_groups_by_a_located_decoder():
+  config = _mutate('eval.align_frames', 2)
+  config.targets.code_groups = 16
+  cv.validate_config(config)
+  config.eval.align_frames = -1
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.align_frames.*integer'):
+    cv.validate_config(config)
+  config.eval.align_frames = 2
+  config.eval.beam_size = 2
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.align_frames.*greedy'):
+    cv.validate_config(config)
+  config.eval.beam_size = 1
+  config.eval.snap_times = True
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.align_frames.*snap'):
+    cv.validate_config(config)
+  config.eval.snap_times = False
+  config.targets.code_groups = 0
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.align_frames.*code_groups'):
+    cv.validate_config(config)
+
+
 def test_time_anchor_is_checked_and_excludes_snapping_to_run_centres():
   config = _mutate('targets.time_anchor', 'end')
   cv.validate_config(config)

@@ -247,6 +247,58 @@ def test_snapped_times_feed_back_the_run_centres(tiny):
   assert not np.allclose(np.asarray(plain), out.logits, atol=1e-3)
 
 
+def test_aligned_times_feed_back_the_time_of_the_run_each_token_is_placed_on(tiny):
+  """greedy_decode with token_runs: each step is fed the time of the run its token is placed on
+  (`sequences.align_to_runs`, replayed here step by step), or its own time where no run of its
+  code is near; teacher forcing with those input times reproduces every step, forced_decode with
+  the same runs agrees, and both kinds of step occur."""
+  model, variables, hcond = tiny
+  fs = model.cfg.frame_seconds
+  codes = jnp.asarray(np.random.default_rng(1).integers(0, 4, (B, T)), jnp.int32)  # [B, T]
+  run_tokens, run_lengths, run_times, _ = sequences.collapse_runs(
+    codes, fs, max_len=T + 1, vocab=VOCAB
+  )
+  runs = decode.TokenRuns(tokens=run_tokens, times=run_times, lengths=run_lengths, tolerance=3 * fs)
+  bias = jnp.full((B,), NO_EOS)  # every row runs to L: no PAD positions
+  decode_fn = jax.jit(
+    lambda v, h, r: decode.greedy_decode(model, v, h, max_len=L, eos_bias=bias, token_runs=r)
+  )
+  out = _np(decode_fn(variables, hcond, runs))
+  assert (out.lengths == L).all()
+  fed, last = [], jnp.full((B,), -1, jnp.int32)
+  for t in range(L):
+    time, last = sequences.align_to_runs(
+      jnp.asarray(out.tokens[:, t]),
+      jnp.asarray(out.times[:, t]),
+      last,
+      run_tokens,
+      run_times,
+      run_lengths,
+      3 * fs,
+    )
+    fed.append(np.asarray(time))
+  fed = np.stack(fed, 1)  # [B, L]
+  placed = ~np.isclose(fed, out.times, atol=1e-6)
+  assert placed.any() and (~placed).any()
+  assert np.isin(fed[placed], np.asarray(run_times)).all()
+  logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(fed))
+  np.testing.assert_allclose(out.logits, np.asarray(logits), atol=1e-4, rtol=0)
+  forced_logits, forced_times = jax.jit(
+    lambda v, h, tok, r: decode.forced_decode(model, v, h, tok, token_runs=r)
+  )(variables, hcond, jnp.asarray(out.tokens), runs)
+  np.testing.assert_allclose(np.asarray(forced_logits), out.logits, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+  with pytest.raises(ValueError, match='pass one'):
+    decode.greedy_decode(
+      model,
+      variables,
+      hcond,
+      max_len=L,
+      run_centres=sequences.frame_run_centres(codes, fs),
+      token_runs=runs,
+    )
+
+
 @pytest.mark.parametrize('max_len,scan', [(5, True), (L, True), (L, False)])
 def test_recompute_oracle_gives_identical_tokens(tiny, tiny_unrolled, max_len, scan):
   model, variables, hcond = tiny if scan else tiny_unrolled

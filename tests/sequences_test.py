@@ -433,3 +433,32 @@ def test_sequence_log_likelihood_masked_positions_never_matter(garbage):
   np.testing.assert_array_equal(g_dirty[masked], 0.0)
   np.testing.assert_array_equal(g_dirty[~masked], g_clean[~masked])
   assert np.all(np.abs(g_clean[~masked]).sum(-1) > 0)  # scored positions do get gradient
+
+
+def test_align_to_runs_places_a_token_on_the_nearest_later_run_of_its_code():
+  """Runs (code, time): 3 @0.1, 5 @0.2, 3 @0.3, 7 @0.4, 9 @0.5, then EOS/PAD (never matched)."""
+  run_tokens = jnp.asarray([[3, 5, 3, 7, 9, 11, 11]], jnp.int32)
+  run_times = jnp.asarray([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], jnp.float32)
+  num_runs = jnp.asarray([5], jnp.int32)
+
+  def align(token, own_time, last_run, tolerance=0.15):
+    time, run = sequences.align_to_runs(
+      jnp.asarray([token]),
+      jnp.asarray([own_time], jnp.float32),
+      jnp.asarray([last_run]),
+      run_tokens,
+      run_times,
+      num_runs,
+      tolerance,
+    )
+    return round(float(time[0]), 4), int(run[0])
+
+  assert align(3, 0.12, -1) == (0.1, 0)  # the nearer of the two runs of 3
+  assert align(3, 0.27, -1) == (0.3, 2)
+  assert align(3, 0.12, 0, tolerance=0.2) == (0.3, 2)  # only runs after the previous one
+  assert align(3, 0.12, 0, tolerance=0.1) == (0.12, 0)  # 0.3 is too far: own time, no move
+  assert align(7, 0.37, 1) == (0.4, 3)
+  # No run of its code: its own time, placed after the runs that lie at or before that time.
+  assert align(8, 0.42, 1) == (0.42, 3)
+  assert align(8, 0.05, 1) == (0.05, 1)  # never moves back
+  assert align(11, 0.6, 3) == (0.6, 4)  # positions past the runs (EOS, PAD) are not runs

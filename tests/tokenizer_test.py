@@ -449,6 +449,47 @@ def test_snap_times_decodes_with_the_run_centres_of_its_own_groups(workdir, wave
     Tokenizer.from_checkpoint(workdir, beam_size=2, snap_times=True)
 
 
+def test_align_frames_decodes_on_the_runs_of_its_own_groups(workdir, waves):
+  """Tokenizer(align_frames=N) is greedy_decode with the runs of the model's own code-group frames
+  (vq_group_frames, collapsed) as TokenRuns, N frames of tolerance; its score is forced_decode
+  with the same runs; beam search and snapped times are refused with it."""
+  align = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2)
+  out = align.tokenize(waves[:3])
+  frames = jnp.asarray(align.vq_group_frames(waves[:3]))  # [3, T]
+  run_tokens, run_lengths, run_times, _ = sequences.collapse_runs(
+    frames, align.frame_seconds, max_len=frames.shape[1] + 1, vocab=align.vocab
+  )
+  runs = decode.TokenRuns(
+    tokens=run_tokens, times=run_times, lengths=run_lengths, tolerance=2 * align.frame_seconds
+  )
+  h = align.encode(align.prepare(waves[:3], SR))
+  ref = decode.greedy_decode(
+    align.model,
+    align.variables,
+    h,
+    max_len=align.max_len,
+    eos_bias=align.default_eos_bias,
+    token_runs=runs,
+  )
+  assert out.tokens == [list(map(int, r[:n])) for r, n in zip(np.asarray(ref.tokens), ref.lengths)]
+  first = jax.tree.map(lambda x: x[:1], runs)
+  logits, _ = decode.forced_decode(
+    align.model, align.variables, h[:1], ref.tokens[:1], token_runs=first
+  )
+  n = int(ref.lengths[0])
+  logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+  expected = sum(logp[t, int(ref.tokens[0, t])] for t in range(n + int(n < align.max_len)))
+  assert align.score(out.tokens[0], waves[0])[0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+  with pytest.raises(ValueError, match='for greedy decoding'):
+    align.tokenize(waves[:1], beam_size=2)
+  with pytest.raises(ValueError, match='align_frames is for greedy'):
+    Tokenizer.from_checkpoint(workdir, beam_size=2, align_frames=2)
+  with pytest.raises(ValueError, match='align_frames is for greedy'):
+    Tokenizer.from_checkpoint(workdir, snap_times=True, align_frames=2)
+  with pytest.raises(ValueError, match='align_frames must be an integer'):
+    Tokenizer.from_checkpoint(workdir, align_frames=-1)
+
+
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
     tok.score([1, K], waves[0])  # BOS is not a code

@@ -123,7 +123,12 @@ def _forced_from_h(
   model, variables = tok.model, tok.variables
   if own_times:
     logits, out_times = decode.forced_decode(
-      model, variables, h, jnp.asarray(tokens), run_centres=tok.run_centres(variables, h)
+      model,
+      variables,
+      h,
+      jnp.asarray(tokens),
+      run_centres=tok.run_centres(variables, h),
+      token_runs=tok.token_runs(variables, h),
     )
     return np.asarray(logits), np.asarray(out_times)
   cond = model.apply(variables, h, method=models.PairAlign.condition)
@@ -397,6 +402,12 @@ def _define_flags():
     "The decoder's own times fed back snapped to its own code-group runs (config.eval.snap_times): "
     'the own-times and greedy readings.',
   )
+  flags.DEFINE_integer(
+    'align_frames',
+    0,
+    "Each token placed on its own code-group run within this many frames of the decoder's time, "
+    'whose time is fed back (config.eval.align_frames): the own-times and greedy readings.',
+  )
   flags.mark_flags_as_required(['checkpoint'])
 
 
@@ -416,7 +427,11 @@ def main(argv):
   step = int(checkpointing.step_dir(path).name)
   config = checkpointing.read_config(path, step)
   tok = tokenizer_lib.Tokenizer.from_checkpoint(
-    path, step=step, use_teacher=FLAGS.params == 'teacher', snap_times=FLAGS.snap_times
+    path,
+    step=step,
+    use_teacher=FLAGS.params == 'teacher',
+    snap_times=FLAGS.snap_times,
+    align_frames=FLAGS.align_frames,
   )
   targets_tok = tokenizer_lib.Tokenizer.from_checkpoint(
     path, step=step, use_teacher=FLAGS.targets == 'teacher'
@@ -430,6 +445,7 @@ def main(argv):
     'targets': FLAGS.targets,
     'split': FLAGS.split,
     'snap_times': FLAGS.snap_times,
+    'align_frames': FLAGS.align_frames,
     **decoder_fit(
       tok, targets_tok, waves, tok.sample_rate, passes=tuple(int(k) for k in FLAGS.passes)
     ),
