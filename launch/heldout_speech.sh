@@ -66,6 +66,9 @@
 #   small_frozenenc_exacttimes_s{0,1,2} the encoder frozen from stage 1, exact input times
 #                                       (no jitter, no own-time rows)
 #   small_frozenenc_selftf_s{0,1,2}     the encoder frozen from stage 1, no cross rows
+#   small_frozenenc_readcodes_exacttimes_s{0,1,2} the encoder frozen from stage 1, the decoder
+#                                       reading its codes (model.decoder_reads_codes), exact
+#                                       input times (for decoding with eval.align_frames)
 #   small_ft_s0           small_nolenctl fine-tuned from ROOT/aug_only_s0 (stage 2 only, 600 steps;
 #                         FT_FROM=aug_only_s1 fine-tunes from that run instead)
 #   synthetic_s0          configs/synthetic.py as it is (parallel readings)
@@ -185,6 +188,12 @@ for name in "${runs[@]}"; do
                                        --config.loss.time_jitter_seconds=0 \
                                        --config.loss.own_time_prob=0 \
                                        --config.seed="${name#small_frozenenc_exacttimes_s}" ;;
+    small_frozenenc_readcodes_exacttimes_s*) run "$name" configs/small_corpus.py \
+                                                 --config.schedule.freeze_encoder=stage1 \
+                                                 --config.model.decoder_reads_codes=True \
+                                                 --config.loss.time_jitter_seconds=0 \
+                                                 --config.loss.own_time_prob=0 \
+                                                 --config.seed="${name#small_frozenenc_readcodes_exacttimes_s}" ;;
     small_frozenenc_selftf_s*) run "$name" configs/small_corpus.py \
                                    --config.schedule.freeze_encoder=stage1 \
                                    --config.loss.cross_tf_weight=0 \
