@@ -2,7 +2,7 @@
 
   python -m pairalign_jax.decoder_capacity --config=configs/small_corpus.py \
       [--steps=400] [--noise=0.5] [--input_time_jitter=0.0] [--prefix_corruption=0.0] \
-      [--own_time_prob=0.0] [--codes_per_group=1] [--out=cap.json]
+      [--own_time_prob=0.0] [--codes_per_group=1] [--align_frames=2] [--out=cap.json]
 
 `evaluation.decoder_fit` reads how well a trained decoder writes its code-group targets from the
 audio's H; on speech that mixes what the decoder can learn with how much of its targets H holds
@@ -31,7 +31,9 @@ Every `--eval_every` steps it reads 256 held-out label sequences: next-token acc
 token with the true prefix and the exact input times; accuracy and token-time error with the true
 prefix but the decoder's own previous times as input times (`decode.forced_decode`, what greedy
 decoding sees while its prefix is right); the greedy strings' normalized edit distance to the
-targets; and at the end the first accuracy by the target run's length. Nothing of a trained
+targets, with the decoder's own times fed back and with each token placed on the label runs
+within `--align_frames` frames of its time (`decode.TokenRuns`, as `eval.align_frames` places it
+on the model's own code-group runs); and at the end the first accuracy by the target run's length. Nothing of a trained
 model is read; the encoder, VQ and stage-0 heads are never called.
 """
 
@@ -195,6 +197,7 @@ def decoder_capacity(
   own_time_prob: float = 0.0,
   codes_per_group: int = 1,
   run_probs: Sequence[float] = DEFAULT_RUN_LENGTH_PROBS,
+  align_frames: int = 2,
   eval_every: int = 100,
   batch_rows: int = 0,
   seed: int = 0,
@@ -202,6 +205,8 @@ def decoder_capacity(
   """Trains the config's decoder on the copy task for `steps` steps; returns the readings."""
   if steps < 1:
     raise ValueError(f'steps must be >= 1, got {steps}')
+  if align_frames < 1:
+    raise ValueError(f'align_frames must be >= 1, got {align_frames}')
   config = ml_collections.ConfigDict(config.to_dict())
   config.num_train_steps = int(steps)  # the learning-rate schedule spans this run
   task = LabelTask(
@@ -265,7 +270,26 @@ def decoder_capacity(
     # The true prefix with the decoder's own previous output times as input times.
     own_logits, own_times = decode.forced_decode(model, variables, batch['h'], batch['tokens'])
     greedy = decode.greedy_decode(model, variables, batch['h'], max_len=task.max_len)
-    return logits, own_logits, own_times, greedy.tokens, greedy.lengths
+    # Aligned decoding (eval.align_frames): each token placed on the label runs, which here are
+    # the targets themselves, as the tokenizer places them on its own code-group runs.
+    runs = decode.TokenRuns(
+      tokens=batch['tokens'],
+      times=batch['times'],
+      lengths=batch['lengths'],
+      tolerance=align_frames * task.frame_seconds,
+    )
+    aligned = decode.greedy_decode(
+      model, variables, batch['h'], max_len=task.max_len, token_runs=runs
+    )
+    return (
+      logits,
+      own_logits,
+      own_times,
+      greedy.tokens,
+      greedy.lengths,
+      aligned.tokens,
+      (aligned.lengths),
+    )
 
   eval_batch = task.batch(np.random.default_rng(seed + 1), EVAL_ROWS)
   eval_tokens, eval_lengths = eval_batch['tokens'], eval_batch['lengths']
@@ -282,14 +306,21 @@ def decoder_capacity(
     key, step_key = jax.random.split(key)
     trained, opt_state = train_step(trained, opt_state, task.batch(data_rng, rows), step_key)
     if step % eval_every == 0 or step == steps:
-      logits, own_logits, own_times, greedy_tokens, greedy_lengths = (
-        np.asarray(x) for x in readings(trained, eval_batch)
-      )
+      (
+        logits,
+        own_logits,
+        own_times,
+        greedy_tokens,
+        greedy_lengths,
+        aligned_tokens,
+        (aligned_lengths),
+      ) = (np.asarray(x) for x in readings(trained, eval_batch))
       true_fit = decoder_fit.teacher_forced_summary(logits, eval_tokens, eval_lengths, eval_runs)
       own_fit = decoder_fit.teacher_forced_summary(
         own_logits, eval_tokens, eval_lengths, eval_runs, own_times - eval_batch['times']
       )
       greedy = [list(t[:n]) for t, n in zip(greedy_tokens, greedy_lengths)]
+      aligned = [list(t[:n]) for t, n in zip(aligned_tokens, aligned_lengths)]
       point = {
         'step': step,
         'accuracy': true_fit['accuracy'],
@@ -297,6 +328,9 @@ def decoder_capacity(
         'accuracy_own_times': own_fit['accuracy'],
         'time_error_own_times_seconds': own_fit['time_error_seconds'],
         'greedy_normalized_edit_distance': float(metrics.pairwise_ned(greedy, eval_strings).mean()),
+        'greedy_aligned_normalized_edit_distance': float(
+          metrics.pairwise_ned(aligned, eval_strings).mean()
+        ),
         'seconds': round(time.time() - t0, 1),
       }
       logging.info('decoder_capacity %s', point)
@@ -312,6 +346,7 @@ def decoder_capacity(
     'own_time_prob': own_time_prob,
     'own_time_passes': own_settings.own_time_passes,
     'codes_per_group': codes_per_group,
+    'align_frames': align_frames,
     'labels': task.num_labels,
     'frames': task.frames,
     'rows_per_step': rows,
@@ -341,6 +376,11 @@ def _define_flags():
     [str(p) for p in DEFAULT_RUN_LENGTH_PROBS],
     'Probabilities of runs of 1, 2, .. encoder frames.',
   )
+  flags.DEFINE_integer(
+    'align_frames',
+    2,
+    'Tolerance (encoder frames) of the aligned greedy reading (as config.eval.align_frames).',
+  )
   flags.DEFINE_integer('eval_every', 100, 'Steps between readings.')
   flags.DEFINE_integer('seed', 0, 'Seed of the labels, vectors and parameters.')
   flags.DEFINE_string('out', None, 'Where to write the JSON (default: print only).')
@@ -359,6 +399,7 @@ def main(argv):
     own_time_prob=FLAGS.own_time_prob,
     codes_per_group=FLAGS.codes_per_group,
     run_probs=[float(p) for p in FLAGS.run_length_probs],
+    align_frames=FLAGS.align_frames,
     eval_every=FLAGS.eval_every,
     seed=FLAGS.seed,
   )

@@ -84,10 +84,17 @@ def test_a_small_decoder_learns_the_copy_task():
   assert [p['step'] for p in report['curve']] == [75, 150]
   assert last['nats_per_token'] < first['nats_per_token']
   assert last['greedy_normalized_edit_distance'] < first['greedy_normalized_edit_distance']
+  assert (
+    last['greedy_aligned_normalized_edit_distance']
+    < first['greedy_aligned_normalized_edit_distance']
+  )
   assert 0.0 <= last['accuracy_own_times'] <= 1.0 and last['time_error_own_times_seconds'] >= 0.0
   assert last['accuracy'] > 4.0 / report['labels']  # 4x chance among the labels (0.52 here)
   assert set(report['final_accuracy_by_run_frames']) >= {'2', '3', 'EOS'}
   assert report['prefix_corruption'] == 0.3 and report['input_time_jitter'] == 0.02
   assert report['own_time_prob'] == 0.5 and report['own_time_passes'] == 3
+  assert report['align_frames'] == 2
   with pytest.raises(ValueError, match='steps'):
     decoder_capacity.decoder_capacity(config, steps=0)
+  with pytest.raises(ValueError, match='align_frames'):
+    decoder_capacity.decoder_capacity(config, steps=1, align_frames=0)
