@@ -44,6 +44,10 @@ Guarantees (tested):
     fed-back times) and returns the most likely string (`length_penalty` > 0 divides its
     log-probability by its length to that power). With a beam, a larger EOS bias is not
     guaranteed to shorten every string (the calibration is made monotone before it is inverted).
+    Greedy decoding only: `snap_times` feeds back the centre of the run of the model's own
+    code-group frames that each token's time falls in; `align_frames` N > 0 places each token on
+    a run of its own group within N encoder frames of its time and feeds back that run's time
+    (`decode.TokenRuns`; docs/METHOD.md §6). Both are off by default.
   * Times: one per token, in seconds from the start of the (padded) segment; always within the
     segment and non-decreasing: `times` is the running maximum (`np.maximum.accumulate`) of the
     decoder's cross-attention times, which are only nearly ordered even for a trained model (a
