@@ -33,8 +33,8 @@ prefix but the decoder's own previous times as input times (`decode.forced_decod
 decoding sees while its prefix is right); the greedy strings' normalized edit distance to the
 targets, with the decoder's own times fed back and with each token placed on the label runs
 within `--align_frames` frames of its time (`decode.TokenRuns`, as `eval.align_frames` places it
-on the model's own code-group runs); and at the end the first accuracy by the target run's length. Nothing of a trained
-model is read; the encoder, VQ and stage-0 heads are never called.
+on the model's own code-group runs); and at the end the first accuracy by the target run's
+length. Nothing of a trained model is read; the encoder, VQ and stage-0 heads are never called.
 """
 
 from __future__ import annotations
