@@ -1,7 +1,7 @@
 """Evaluate a checkpoint: PairAlign vs its own VQ stage vs a k-means baseline, same segments.
 
     python -m pairalign_jax.evaluate --checkpoint=runs/demo \
-        [--config=configs/demo.py --config.eval.num_items=50]
+        [--config=configs/demo.py --config.eval.num_items=50] [--tokenizers=pairalign,vq_groups]
 
 Writes report.json, report.md and PNG plots into the workdir (or --outdir), and
 calibration.json into the workdir (always: `Tokenizer.from_checkpoint` reads it there).
@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 import os
 import time
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 from absl import app
 from absl import flags
@@ -49,6 +49,9 @@ from pairalign_jax.data import pipeline
 from pairalign_jax.evaluation import baselines
 from pairalign_jax.evaluation import report as report_lib
 from pairalign_jax.evaluation import runner
+
+# Every tokenizer a report can hold (`evaluate_workdir(tokenizers=...)` picks some of them).
+TOKENIZER_NAMES = ('pairalign', 'vq', 'vq_groups', 'kmeans', 'mfcc_kmeans', 'mfcc_kmeans_matched')
 
 # EOS-bias offsets around the trained bias.
 CALIBRATION_OFFSETS = (-3.0, -2.0, -1.0, 0.0, 1.0, 2.0, 3.0)
@@ -169,14 +172,25 @@ def evaluate_workdir(
   config: Optional[ml_collections.ConfigDict] = None,
   outdir: Optional[str] = None,
   params: str = 'teacher',
+  tokenizers: Optional[Sequence[str]] = None,
 ) -> dict[str, Any]:
   """Evaluates the newest checkpoint under `path` (or the step folder `path`) and writes the
   report; returns the report. `params`: 'teacher' (the EMA teacher, what `Tokenizer` loads by
   default) or 'student' (the trained parameters; e.g. to follow the decoder during stage 1, when
   the teacher is the frozen end of stage 0). Only the teacher's length calibration is written
-  next to the checkpoints (`calibration.json`, which `Tokenizer.from_checkpoint` reads)."""
+  next to the checkpoints (`calibration.json`, which `Tokenizer.from_checkpoint` reads).
+  `tokenizers`: the names of `TOKENIZER_NAMES` to evaluate (default: all; 'vq_groups' only for a
+  model trained on code groups); the baselines left out are not fitted, so a PairAlign-only
+  reading (e.g. a decoding setting compared across checkpoints) takes seconds instead of
+  minutes. The headline then compares what is there."""
   if params not in ('teacher', 'student'):
     raise ValueError(f"params must be 'teacher' or 'student', got {params!r}")
+  wanted = set(TOKENIZER_NAMES if tokenizers is None else tokenizers)
+  unknown = sorted(wanted - set(TOKENIZER_NAMES))
+  if unknown or not wanted:
+    raise ValueError(
+      f'tokenizers must be a non-empty subset of {TOKENIZER_NAMES}, got {tokenizers}'
+    )
   t0 = time.time()
   path = os.path.abspath(os.fspath(path))
   # Pinned once: a run still training may commit newer steps while this one is evaluated.
@@ -214,23 +228,27 @@ def evaluate_workdir(
   )
 
   eos_bias = tok.default_eos_bias + float(config.eval.eos_bias)
-  train_batches = training_segments(config)
-  kmeans = fit_kmeans_baseline(config, feats, train_batches)
-  tokenizers = {
+  k = config.model.codebook_size
+  fns = {
     'pairalign': lambda w, sr: tok.tokenize(w, sr, eos_bias=eos_bias),
     'vq': tok.vq_tokenize,
-    'kmeans': kmeans,
   }
-  k = config.model.codebook_size
-  codebook_sizes = {'pairalign': k, 'vq': k, 'kmeans': kmeans.codebook_size}
-  for name, baseline in fit_mfcc_baselines(config, train_batches).items():
-    tokenizers[name] = baseline
-    codebook_sizes[name] = baseline.codebook_size
+  codebook_sizes = {'pairalign': k, 'vq': k}
+  if wanted & {'kmeans', 'mfcc_kmeans', 'mfcc_kmeans_matched'}:
+    train_batches = training_segments(config)
+    if 'kmeans' in wanted:
+      fns['kmeans'] = fit_kmeans_baseline(config, feats, train_batches)
+      codebook_sizes['kmeans'] = fns['kmeans'].codebook_size
+    if wanted & {'mfcc_kmeans', 'mfcc_kmeans_matched'}:
+      for name, baseline in fit_mfcc_baselines(config, train_batches).items():
+        fns[name] = baseline
+        codebook_sizes[name] = baseline.codebook_size
   if int(ckpt_config.targets.get('code_groups', 0)) > 0:  # the stage-1 targets, for comparison
-    tokenizers['vq_groups'] = tok.vq_group_tokenize
+    fns['vq_groups'] = tok.vq_group_tokenize
     codebook_sizes['vq_groups'] = int(ckpt_config.targets.code_groups)
+  fns = {name: fn for name, fn in fns.items() if name in wanted}
   report = runner.evaluate_tokenizers(
-    tokenizers,
+    fns,
     eval_set,
     codebook_sizes=codebook_sizes,
     batch_size=config.eval.batch_size,
@@ -299,6 +317,11 @@ def _define_flags():
     ['teacher', 'student'],
     'Which parameters tokenize: the EMA teacher (the tokenizer a run ships) or the student.',
   )
+  flags.DEFINE_list(
+    'tokenizers',
+    list(TOKENIZER_NAMES),
+    f'Tokenizers to evaluate, of {TOKENIZER_NAMES}; the baselines left out are not fitted.',
+  )
   flags.mark_flags_as_required(['checkpoint'])
 
 
@@ -306,7 +329,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError('Too many command-line arguments.')
   report = evaluate_workdir(
-    FLAGS.checkpoint, config=FLAGS.config, outdir=FLAGS.outdir, params=FLAGS.params
+    FLAGS.checkpoint,
+    config=FLAGS.config,
+    outdir=FLAGS.outdir,
+    params=FLAGS.params,
+    tokenizers=FLAGS.tokenizers,
   )
   print(json.dumps(report_lib.to_jsonable(report['headline'])))
 

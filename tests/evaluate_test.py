@@ -291,6 +291,38 @@ def test_student_evaluation_loads_the_student_and_keeps_the_teachers_calibration
     evaluate.evaluate_workdir(run['workdir'], config=user, outdir=str(tmp_path), params='ema')
 
 
+def test_a_subset_of_tokenizers_fits_no_baseline_and_scores_as_the_full_report(
+  run, tmp_path, monkeypatch
+):
+  """--tokenizers=pairalign,vq_groups: only those two are evaluated, no baseline is fitted, and
+  their figures are the full report's; an aligned decoding setting reaches the tokenizer."""
+
+  def not_fitted(*args, **kwargs):
+    raise AssertionError('a baseline was fitted')
+
+  monkeypatch.setattr(evaluate, 'fit_kmeans_baseline', not_fitted)
+  monkeypatch.setattr(evaluate, 'fit_mfcc_baselines', not_fitted)
+  workdir = str(tmp_path / 'run')  # a copy: evaluating rewrites its calibration.json
+  shutil.copytree(run['workdir'], workdir)
+  user = eval_settings(default_config.get_config())
+  report = evaluate.evaluate_workdir(
+    workdir, config=user, outdir=str(tmp_path), tokenizers=['pairalign', 'vq_groups']
+  )
+  assert set(report['tokenizers']) == {'pairalign', 'vq_groups'}
+  for name in ('pairalign', 'vq_groups'):
+    for key in ('recall_at_1', 'tokens_per_second', 'archive_tokens', 'mrr'):
+      assert report['tokenizers'][name][key] == pytest.approx(run['json']['tokenizers'][name][key])
+  assert report['headline']['archive_tokens_ratio'] is None  # no VQ stage to compare with
+  assert report['length_control']['align_frames'] == 0
+  user.eval.align_frames = 2
+  aligned = evaluate.evaluate_workdir(
+    workdir, config=user, outdir=str(tmp_path), tokenizers=['pairalign']
+  )
+  assert aligned['length_control']['align_frames'] == 2
+  with pytest.raises(ValueError, match='tokenizers must be a non-empty subset'):
+    evaluate.evaluate_workdir(workdir, config=user, tokenizers=['mfcc'])
+
+
 def test_eval_config_keeps_the_checkpoint_model():
   ckpt = tokenizer_test.tiny_config()
   user = eval_settings(default_config.get_config())
