@@ -84,6 +84,17 @@ MAX_CHANNELS = 8  # a 2-D array [n, c] with c <= this and n > c is one multi-cha
 Waveforms = Union[np.ndarray, Sequence[np.ndarray]]
 
 
+def _check_fed_times_option(config: ml_collections.ConfigDict, option: str) -> None:
+  """ValueError naming `option` (a way of feeding back times on the model's own code-group runs)
+  unless the model has a location-aware decoder trained on code groups."""
+  if int(config.targets.code_groups) <= 0 or int(config.model.time_bias_frames) <= 0:
+    raise ValueError(
+      f'{option} needs a location-aware decoder (model.time_bias_frames > 0) trained on code '
+      f'groups (targets.code_groups > 0); got time_bias_frames={config.model.time_bias_frames}, '
+      f'code_groups={config.targets.code_groups}'
+    )
+
+
 class Tokenizer:
   """A trained PairAlign tokenizer (parameters + the config it was trained with)."""
 
@@ -118,24 +129,14 @@ class Tokenizer:
     )
     self.snap_times = bool(snap_times)
     if self.snap_times:
-      if int(config.targets.code_groups) <= 0 or int(config.model.time_bias_frames) <= 0:
-        raise ValueError(
-          'snap_times needs a location-aware decoder (model.time_bias_frames > 0) trained on code '
-          f'groups (targets.code_groups > 0); got time_bias_frames='
-          f'{config.model.time_bias_frames}, code_groups={config.targets.code_groups}'
-        )
+      _check_fed_times_option(config, 'snap_times')
       if self.beam_size != 1:
         raise ValueError(f'snap_times is for greedy decoding; got beam_size={self.beam_size}')
     if isinstance(align_frames, bool) or int(align_frames) != align_frames or align_frames < 0:
       raise ValueError(f'align_frames must be an integer >= 0, got {align_frames!r}')
     self.align_frames = int(align_frames)
     if self.align_frames:
-      if int(config.targets.code_groups) <= 0 or int(config.model.time_bias_frames) <= 0:
-        raise ValueError(
-          'align_frames needs a location-aware decoder (model.time_bias_frames > 0) trained on '
-          f'code groups (targets.code_groups > 0); got time_bias_frames='
-          f'{config.model.time_bias_frames}, code_groups={config.targets.code_groups}'
-        )
+      _check_fed_times_option(config, 'align_frames')
       if self.beam_size != 1 or self.snap_times:
         raise ValueError(
           'align_frames is for greedy decoding without snap_times; got '
@@ -462,9 +463,8 @@ class Tokenizer:
       self.vocab.codebook_size,
     )
     if (self.snap_times or self.align_frames) and beam_size != 1:
-      raise ValueError(
-        f'snap_times and align_frames are for greedy decoding; got beam_size={beam_size}'
-      )
+      option = 'snap_times' if self.snap_times else 'align_frames'
+      raise ValueError(f'{option} is for greedy decoding; got beam_size={beam_size}')
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
     if eos_bias is not None:

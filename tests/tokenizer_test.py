@@ -421,28 +421,35 @@ def test_bad_beam_settings_raise(tok, waves, kwargs, match):
     tok.tokenize(waves[:1], **kwargs)
 
 
+def _assert_greedy_and_score_with(tok, waves, fed_times):
+  """`tok` tokenizes waves[:3] as greedy_decode with `fed_times(frames [3, T]) -> {decode kwarg:
+  value}` (the times it feeds back, made from its own code-group frames), and scores the first
+  string as forced_decode with the same."""
+  out = tok.tokenize(waves[:3])
+  frames = jnp.asarray(tok.vq_group_frames(waves[:3]))  # [3, T]
+  kwargs = fed_times(frames)
+  h = tok.encode(tok.prepare(waves[:3], SR))
+  ref = decode.greedy_decode(
+    tok.model, tok.variables, h, max_len=tok.max_len, eos_bias=tok.default_eos_bias, **kwargs
+  )
+  assert out.tokens == [list(map(int, r[:n])) for r, n in zip(np.asarray(ref.tokens), ref.lengths)]
+  first_row = jax.tree.map(lambda x: x[:1], kwargs)
+  logits, _ = decode.forced_decode(tok.model, tok.variables, h[:1], ref.tokens[:1], **first_row)
+  n = int(ref.lengths[0])
+  logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
+  expected = sum(logp[t, int(ref.tokens[0, t])] for t in range(n + int(n < tok.max_len)))
+  assert tok.score(out.tokens[0], waves[0])[0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
+
+
 def test_snap_times_decodes_with_the_run_centres_of_its_own_groups(workdir, waves):
   """Tokenizer(snap_times=True) is greedy_decode fed back the centres of the runs of the model's
   own code-group frames (vq_group_frames); its score is forced_decode with the same centres."""
   snap = Tokenizer.from_checkpoint(workdir, batch_size=4, snap_times=True)
-  out = snap.tokenize(waves[:3])
-  frames = jnp.asarray(snap.vq_group_frames(waves[:3]))  # [3, T]
-  centres = sequences.frame_run_centres(frames, snap.frame_seconds)
-  h = snap.encode(snap.prepare(waves[:3], SR))
-  ref = decode.greedy_decode(
-    snap.model,
-    snap.variables,
-    h,
-    max_len=snap.max_len,
-    eos_bias=snap.default_eos_bias,
-    run_centres=centres,
+  _assert_greedy_and_score_with(
+    snap,
+    waves,
+    lambda frames: {'run_centres': sequences.frame_run_centres(frames, snap.frame_seconds)},
   )
-  assert out.tokens == [list(map(int, r[:n])) for r, n in zip(np.asarray(ref.tokens), ref.lengths)]
-  logits, _ = decode.forced_decode(snap.model, snap.variables, h[:1], ref.tokens[:1], centres[:1])
-  n = int(ref.lengths[0])
-  logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
-  expected = sum(logp[t, int(ref.tokens[0, t])] for t in range(n + int(n < snap.max_len)))
-  assert snap.score(out.tokens[0], waves[0])[0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
   with pytest.raises(ValueError, match='snap_times is for greedy'):
     snap.tokenize(waves[:1], beam_size=2)
   with pytest.raises(ValueError, match='snap_times is for greedy'):
@@ -454,33 +461,20 @@ def test_align_frames_decodes_on_the_runs_of_its_own_groups(workdir, waves):
   (vq_group_frames, collapsed) as TokenRuns, N frames of tolerance; its score is forced_decode
   with the same runs; beam search and snapped times are refused with it."""
   align = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2)
-  out = align.tokenize(waves[:3])
-  frames = jnp.asarray(align.vq_group_frames(waves[:3]))  # [3, T]
-  run_tokens, run_lengths, run_times, _ = sequences.collapse_runs(
-    frames, align.frame_seconds, max_len=frames.shape[1] + 1, vocab=align.vocab
-  )
-  runs = decode.TokenRuns(
-    tokens=run_tokens, times=run_times, lengths=run_lengths, tolerance=2 * align.frame_seconds
-  )
-  h = align.encode(align.prepare(waves[:3], SR))
-  ref = decode.greedy_decode(
-    align.model,
-    align.variables,
-    h,
-    max_len=align.max_len,
-    eos_bias=align.default_eos_bias,
-    token_runs=runs,
-  )
-  assert out.tokens == [list(map(int, r[:n])) for r, n in zip(np.asarray(ref.tokens), ref.lengths)]
-  first = jax.tree.map(lambda x: x[:1], runs)
-  logits, _ = decode.forced_decode(
-    align.model, align.variables, h[:1], ref.tokens[:1], token_runs=first
-  )
-  n = int(ref.lengths[0])
-  logp = np.asarray(jax.nn.log_softmax(logits[0], axis=-1))
-  expected = sum(logp[t, int(ref.tokens[0, t])] for t in range(n + int(n < align.max_len)))
-  assert align.score(out.tokens[0], waves[0])[0] == pytest.approx(expected, rel=1e-4, abs=1e-4)
-  with pytest.raises(ValueError, match='for greedy decoding'):
+
+  def token_runs(frames):
+    tokens, lengths, times, _ = sequences.collapse_runs(
+      frames, align.frame_seconds, max_len=frames.shape[1] + 1, vocab=align.vocab
+    )
+    tolerance = 2 * align.frame_seconds
+    return {
+      'token_runs': decode.TokenRuns(
+        tokens=tokens, times=times, lengths=lengths, tolerance=tolerance
+      )
+    }
+
+  _assert_greedy_and_score_with(align, waves, token_runs)
+  with pytest.raises(ValueError, match='align_frames is for greedy decoding'):
     align.tokenize(waves[:1], beam_size=2)
   with pytest.raises(ValueError, match='align_frames is for greedy'):
     Tokenizer.from_checkpoint(workdir, beam_size=2, align_frames=2)
