@@ -221,7 +221,7 @@ def greedy_decode(
     run_centres: [B, T] or None: feed back each step's time snapped to these run centres
       (`_cached_steps`; the tokenizer's `snap_times`).
     token_runs: TokenRuns or None: feed back the time of the run each chosen token is placed on
-      (`_cached_steps`; the tokenizer's `align_times`).
+      (`_cached_steps`; the tokenizer's `align_frames`).
   Returns:
     DecodeOutput; `logits` are the raw decoder logits (no eos_bias, no BOS/PAD mask; 0 after the
     last step run).
@@ -334,10 +334,9 @@ def forced_decode(
 
   Each step's input is the previous given token and, for the location bias, the previous step's
   own output time (snapped or aligned as in `greedy_decode` with `run_centres` / `token_runs`):
-  exactly what greedy
-  decoding would have seen had it chosen these tokens. This is how a sequence is scored when its
-  times are unknown (`Tokenizer.score`). Returns (logits [B, L, V] float32, times [B, L] seconds;
-  0 at PAD).
+  exactly what greedy decoding would have seen had it chosen these tokens. This is how a sequence
+  is scored when its times are unknown (`Tokenizer.score`). Returns (logits [B, L, V] float32,
+  times [B, L] seconds; 0 at PAD).
   """
   _check(model, hcond, tokens.shape[1])
   vocab = vocab_lib.Vocab(model.cfg.codebook_size)
