@@ -108,6 +108,19 @@ def _require(cond: bool, key: str, message: str) -> None:
     raise ConfigError(f'{key}: {message}')
 
 
+def _require_located_code_groups(config: ml_collections.ConfigDict, key: str) -> None:
+  """`key` (a way of feeding back times on the model's own code-group runs) needs a location-aware
+  decoder trained on code groups."""
+  m = config.model
+  _require(
+    m.time_bias_frames > 0 and config.targets.code_groups > 0,
+    key,
+    'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
+    f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
+    f'{config.targets.code_groups}',
+  )
+
+
 def max_tokens_for_target(config: ml_collections.ConfigDict) -> int:
   """Codes a segment has at the configured target rate (rounded up)."""
   return int(math.ceil(config.length.target_rate * config.audio.segment_seconds))
@@ -375,13 +388,7 @@ def validate_config(
       'config.eval.snap_times',
       f'is for greedy decoding (config.eval.beam_size=1), got beam_size={ev.beam_size!r}',
     )
-    _require(
-      m.time_bias_frames > 0 and config.targets.code_groups > 0,
-      'config.eval.snap_times',
-      'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
-      f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
-      f'{config.targets.code_groups}',
-    )
+    _require_located_code_groups(config, 'config.eval.snap_times')
     _require(
       config.targets.get('time_anchor', 'centre') == 'centre',
       'config.eval.snap_times',
@@ -403,13 +410,7 @@ def validate_config(
       f'config.eval.snap_times=False), got beam_size={ev.beam_size!r}, '
       f'snap_times={ev.get("snap_times", False)!r}',
     )
-    _require(
-      m.time_bias_frames > 0 and config.targets.code_groups > 0,
-      'config.eval.align_frames',
-      'needs a location-aware decoder (config.model.time_bias_frames > 0) trained on code groups '
-      f'(config.targets.code_groups > 0), got {m.time_bias_frames} and '
-      f'{config.targets.code_groups}',
-    )
+    _require_located_code_groups(config, 'config.eval.align_frames')
 
   # Schedule.
   s = config.schedule

@@ -281,15 +281,7 @@ def decoder_capacity(
     aligned = decode.greedy_decode(
       model, variables, batch['h'], max_len=task.max_len, token_runs=runs
     )
-    return (
-      logits,
-      own_logits,
-      own_times,
-      greedy.tokens,
-      greedy.lengths,
-      aligned.tokens,
-      (aligned.lengths),
-    )
+    return logits, own_logits, own_times, greedy, aligned
 
   eval_batch = task.batch(np.random.default_rng(seed + 1), EVAL_ROWS)
   eval_tokens, eval_lengths = eval_batch['tokens'], eval_batch['lengths']
@@ -306,21 +298,15 @@ def decoder_capacity(
     key, step_key = jax.random.split(key)
     trained, opt_state = train_step(trained, opt_state, task.batch(data_rng, rows), step_key)
     if step % eval_every == 0 or step == steps:
-      (
-        logits,
-        own_logits,
-        own_times,
-        greedy_tokens,
-        greedy_lengths,
-        aligned_tokens,
-        (aligned_lengths),
-      ) = (np.asarray(x) for x in readings(trained, eval_batch))
+      logits, own_logits, own_times, greedy_out, aligned_out = jax.tree.map(
+        np.asarray, readings(trained, eval_batch)
+      )
       true_fit = decoder_fit.teacher_forced_summary(logits, eval_tokens, eval_lengths, eval_runs)
       own_fit = decoder_fit.teacher_forced_summary(
         own_logits, eval_tokens, eval_lengths, eval_runs, own_times - eval_batch['times']
       )
-      greedy = [list(t[:n]) for t, n in zip(greedy_tokens, greedy_lengths)]
-      aligned = [list(t[:n]) for t, n in zip(aligned_tokens, aligned_lengths)]
+      greedy = [list(t[:n]) for t, n in zip(greedy_out.tokens, greedy_out.lengths)]
+      aligned = [list(t[:n]) for t, n in zip(aligned_out.tokens, aligned_out.lengths)]
       point = {
         'step': step,
         'accuracy': true_fit['accuracy'],

@@ -216,6 +216,21 @@ def test_cached_logits_equal_teacher_forced_logits(tiny, max_len):
   np.testing.assert_array_equal(np.argmax(biased, -1)[mask], out.tokens[mask])
 
 
+def _assert_reproduced_from_fed_times(tiny, out, fed_times, **feed):
+  """A greedy decode `out` (numpy) that fed back `fed_times` [B, L] as input times: teacher
+  forcing with those input times gives its logits, and forced_decode with the same `feed`
+  (run_centres= or token_runs=) its logits and times."""
+  model, variables, hcond = tiny
+  tokens = jnp.asarray(out.tokens)
+  logits, _ = _jitted_score(model)(variables, hcond, tokens, jnp.asarray(fed_times))
+  np.testing.assert_allclose(out.logits, np.asarray(logits), atol=1e-4, rtol=0)
+  forced_logits, forced_times = jax.jit(
+    lambda v, h, tok, f: decode.forced_decode(model, v, h, tok, **f)
+  )(variables, hcond, tokens, feed)
+  np.testing.assert_allclose(np.asarray(forced_logits), out.logits, atol=1e-4, rtol=0)
+  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+
+
 def test_snapped_times_feed_back_the_run_centres(tiny):
   """greedy_decode with run_centres: each step is fed the centre of the run its previous time
   falls in, so teacher forcing with those snapped times as input times reproduces every step;
@@ -234,13 +249,7 @@ def test_snapped_times_feed_back_the_run_centres(tiny):
     [np.asarray(sequences.snap_to_run_centres(out.times[:, t], centres, fs)) for t in range(L)], 1
   )  # [B, L]
   assert np.isin(snapped, np.asarray(centres)).all()
-  logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(snapped))
-  np.testing.assert_allclose(out.logits, np.asarray(logits), atol=1e-4, rtol=0)
-  forced_logits, forced_times = jax.jit(
-    lambda v, h, tok, rc: decode.forced_decode(model, v, h, tok, run_centres=rc)
-  )(variables, hcond, jnp.asarray(out.tokens), centres)
-  np.testing.assert_allclose(np.asarray(forced_logits), out.logits, atol=1e-4, rtol=0)
-  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+  _assert_reproduced_from_fed_times(tiny, out, snapped, run_centres=centres)
   plain, _ = jax.jit(functools.partial(decode.forced_decode, model))(
     variables, hcond, jnp.asarray(out.tokens)
   )
@@ -281,13 +290,7 @@ def test_aligned_times_feed_back_the_time_of_the_run_each_token_is_placed_on(tin
   placed = ~np.isclose(fed, out.times, atol=1e-6)
   assert placed.any() and (~placed).any()
   assert np.isin(fed[placed], np.asarray(run_times)).all()
-  logits, _ = _jitted_score(model)(variables, hcond, jnp.asarray(out.tokens), jnp.asarray(fed))
-  np.testing.assert_allclose(out.logits, np.asarray(logits), atol=1e-4, rtol=0)
-  forced_logits, forced_times = jax.jit(
-    lambda v, h, tok, r: decode.forced_decode(model, v, h, tok, token_runs=r)
-  )(variables, hcond, jnp.asarray(out.tokens), runs)
-  np.testing.assert_allclose(np.asarray(forced_logits), out.logits, atol=1e-4, rtol=0)
-  np.testing.assert_allclose(np.asarray(forced_times), out.times, atol=1e-4, rtol=0)
+  _assert_reproduced_from_fed_times(tiny, out, fed, token_runs=runs)
   with pytest.raises(ValueError, match='pass one'):
     decode.greedy_decode(
       model,
