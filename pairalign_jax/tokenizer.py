@@ -47,7 +47,9 @@ Guarantees (tested):
     Greedy decoding only: `snap_times` feeds back the centre of the run of the model's own
     code-group frames that each token's time falls in; `align_frames` N > 0 places each token on
     a run of its own group within N encoder frames of its time and feeds back that run's time
-    (`decode.TokenRuns`; docs/METHOD.md §6). Both are off by default.
+    (`decode.TokenRuns`; docs/METHOD.md §6). Both are off by default in the constructor;
+    `from_checkpoint` takes them from the saved config's `eval.snap_times` / `eval.align_frames`
+    (the decoding the run was evaluated with) unless passed, or unless a beam is asked for.
   * Times: one per token, in seconds from the start of the (padded) segment; always within the
     segment and non-decreasing: `times` is the running maximum (`np.maximum.accumulate`) of the
     decoder's cross-attention times, which are only nearly ordered even for a trained model (a
@@ -163,8 +165,8 @@ class Tokenizer:
     batch_size: int = 64,
     beam_size: int = 1,
     length_penalty: float = 0.0,
-    snap_times: bool = False,
-    align_frames: int = 0,
+    snap_times: Optional[bool] = None,
+    align_frames: Optional[int] = None,
   ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
@@ -176,11 +178,28 @@ class Tokenizer:
     one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
     `beam_size` / `length_penalty` / `snap_times` / `align_frames`: the default decoding (module
-    docstring).
+    docstring). `snap_times` / `align_frames` None: the saved config's `eval.snap_times` /
+    `eval.align_frames` (what the run's own evaluation decoded with), except with `beam_size` > 1,
+    which they do not allow (then off, logged).
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
     folder, config, restored = checkpointing.load_for_analysis(path, step)
+    saved_snap = bool(config.eval.get('snap_times', False))
+    saved_align = int(config.eval.get('align_frames', 0))
+    if beam_size != 1 and (
+      snap_times is None and saved_snap or align_frames is None and saved_align
+    ):
+      logging.info(
+        "beam_size=%s: the saved config's greedy-only decoding (eval.snap_times=%s, "
+        'eval.align_frames=%s) is not used',
+        beam_size,
+        saved_snap,
+        saved_align,
+      )
+      saved_snap, saved_align = False, 0
+    snap_times = saved_snap if snap_times is None else snap_times
+    align_frames = saved_align if align_frames is None else align_frames
     params = (
       restored['teacher_params']
       if use_teacher and restored.get('teacher_params') is not None

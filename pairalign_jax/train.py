@@ -11,7 +11,9 @@ included, runs from its start). `config.init_from_vq_stats` also takes the VQ co
 ('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes);
 without it the teacher starts as a copy of the loaded student, as in a fresh run. At start-up,
 every config key that changes the parameter shapes (`INIT_FROM_MATCH_KEYS`) is compared with the
-source's saved config, and one ConfigError names those that differ. A workdir that already has a
+source's saved config, and one ConfigError names those that differ; the one difference allowed
+is a module this run adds (`model.decoder_reads_codes` on, the source without it: the code
+embedding starts from its fresh init). A workdir that already has a
 checkpoint of its own resumes from it and ignores `init_from` (logged), so a preempted fine-tuning
 run continues where it stopped. To fine-tune a stage-2 model on a small corpus (with the base
 run's config file, so that the model keys match)::
@@ -181,6 +183,11 @@ INIT_FROM_MATCH_KEYS = {
   'n_mels': 'config.frontend.n_mels',
 }
 
+# Top-level parameter modules that a model adds to its source's by one `INIT_FROM_MATCH_KEYS`
+# option turned on: {field: module}. Fine-tuning with the option on from a source without it
+# starts that module from its fresh init (logged) and loads everything else.
+INIT_FROM_ADDED_MODULES = {'decoder_reads_codes': 'code_embed'}
+
 
 def check_init_from_config(
   config: ml_collections.ConfigDict, source_config: ml_collections.ConfigDict, source: str
@@ -195,6 +202,9 @@ def check_init_from_config(
     f'{key}={getattr(ours, field)!r} (source: {getattr(theirs, field)!r})'
     for field, key in INIT_FROM_MATCH_KEYS.items()
     if getattr(ours, field) != getattr(theirs, field)
+    and not (
+      field in INIT_FROM_ADDED_MODULES and getattr(ours, field) and not getattr(theirs, field)
+    )
   ]
   if (
     ours.enc_positions == theirs.enc_positions == 'learned'
@@ -423,12 +433,17 @@ class Trainer:
     def init_from_loaded(r, loaded):
       # The fresh init's parts that `loaded` replaces are dead code (XLA drops them).
       fresh = nn.meta.unbox(init_fn(r))
+
+      def with_added(params):  # modules the source lacks (INIT_FROM_ADDED_MODULES): fresh init
+        return {**fresh.params, **params}
+
+      teacher_params = loaded.get('teacher_params')
       return train_state_lib.new_train_state(
-        loaded['params'],
+        with_added(loaded['params']),
         loaded.get('vq_stats', fresh.vq_stats),
         self.optimizer,
         fresh.rng,
-        teacher_params=loaded.get('teacher_params'),
+        teacher_params=None if teacher_params is None else with_added(teacher_params),
         eos_bias=loaded.get('eos_bias'),
       )
 
@@ -451,8 +466,10 @@ class Trainer:
     Read onto this trainer's mesh with the state's shardings: the student params, with `vq_stats`
     the VQ codebook state, with `teacher` the EMA teacher and the EOS bias of its decodes. The
     rest is as `init_state` makes it: fresh optimizer state, step 0, the seed's RNG, the teacher
-    a copy of the (loaded) student, EOS bias 0. Raises ValueError naming the leaves whose saved
-    shapes differ from this model's.
+    a copy of the (loaded) student, EOS bias 0. A module this model adds to the source's
+    (`INIT_FROM_ADDED_MODULES`, e.g. the code embedding of `model.decoder_reads_codes`) keeps its
+    fresh init, logged. Raises ValueError naming the leaves whose saved shapes differ from this
+    model's.
     """
     folder = checkpointing.step_dir(path)
     items = (
@@ -461,7 +478,17 @@ class Trainer:
       + (('teacher_params', 'eos_bias') if teacher else ())
     )
     abstract = {item: getattr(self.abstract_state, item) for item in items}
-    problems = _saved_shape_mismatches(checkpointing.state_metadata(folder), abstract)
+    metadata = checkpointing.state_metadata(folder)
+    # Modules this model adds to the source's (INIT_FROM_ADDED_MODULES) keep their fresh init.
+    added = sorted(
+      module
+      for module in INIT_FROM_ADDED_MODULES.values()
+      if module in abstract['params'] and module not in (metadata.get('params') or {})
+    )
+    for item in ('params', 'teacher_params'):
+      if item in abstract:
+        abstract[item] = {k: v for k, v in abstract[item].items() if k not in added}
+    problems = _saved_shape_mismatches(metadata, abstract)
     if problems:
       raise ValueError(
         f'config.init_from: {folder} does not fit this model ({len(problems)} mismatching leaves; '
@@ -473,11 +500,12 @@ class Trainer:
     with jax.set_mesh(self.mesh):
       state = self._init_from_loaded(self._rng, loaded)
     logging.info(
-      'Initialized from %s (step %s): %s loaded; %soptimizer state, data iterator and '
+      'Initialized from %s (step %s): %s loaded; %s%soptimizer state, data iterator and '
       'step counter fresh (step 0).',
       folder,
       folder.name,
       ', '.join(items),
+      f'{", ".join(added)} not in the source: fresh init; ' if added else '',
       '' if teacher else 'teacher = copy of the loaded student; ',
     )
     return state

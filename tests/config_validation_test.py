@@ -6,12 +6,13 @@ from configs import ablations
 from configs import default
 from configs import demo
 from configs import librispeech
+from configs import small_corpus
 from configs import synthetic
 from configs import timit
 from pairalign_jax import config_validation as cv
 
 
-@pytest.mark.parametrize('module', [default, demo, synthetic])
+@pytest.mark.parametrize('module', [default, demo, small_corpus, synthetic])
 def test_shipped_configs_validate(module):
   cv.validate_config(module.get_config(), device_count=8)
 

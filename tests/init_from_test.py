@@ -167,6 +167,41 @@ def test_init_from_without_vq_stats_and_teacher(source, tmp_path, monkeypatch):
   assert float(got['eos_bias']) == 0.0 and int(got['step']) == 0
 
 
+def test_init_from_a_source_without_the_code_embedding(source, tmp_path, monkeypatch, caplog):
+  """`model.decoder_reads_codes` on, the source without it: everything the source has is loaded,
+  the code embedding it lacks starts from this run's fresh init (student and teacher); the other
+  way round is refused."""
+  caplog.set_level(py_logging.INFO)
+  config = tiny_config()
+  config.init_from = source['workdir']
+  config.model.decoder_reads_codes = True
+  state, _ = _first_step_state(config, tmp_path / 'ft', monkeypatch)
+  got, want = state_arrays(state), source['state']
+  fresh = state_arrays(train.Trainer(config).init_state())
+  for part in ('params', 'teacher'):
+    added = {k for k in got[part] if k.startswith("['code_embed']")}
+    assert added and got[part].keys() == want[part].keys() | added, part
+    for key in want[part]:
+      np.testing.assert_array_equal(got[part][key], want[part][key], err_msg=f'{part}{key}')
+    for key in added:
+      np.testing.assert_array_equal(got[part][key], fresh['params'][key], err_msg=f'{part}{key}')
+  _assert_part_equal(got, want, 'vq_stats')
+  assert 'code_embed not in the source: fresh init' in _messages(caplog)
+
+  # A source that reads codes does not fit a run that does not.
+  reads_codes = tmp_path / 'reads_codes'
+  abstract = train.Trainer(config).abstract_state
+  with checkpointing.Checkpointer(
+    reads_codes / 'checkpoints', async_save=False, config=config
+  ) as ck:
+    ck.save(1, jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+  with pytest.raises(
+    config_validation.ConfigError,
+    match=re.escape('config.model.decoder_reads_codes=False (source: True)'),
+  ):
+    train.resolve_init_from(_with_init_from(tiny_config(), reads_codes), str(tmp_path / 'ft2'))
+
+
 def test_model_mismatch_raises_naming_the_keys(source, tmp_path, monkeypatch):
   config = tiny_config()
   config.init_from = source['workdir']

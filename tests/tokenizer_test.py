@@ -484,6 +484,32 @@ def test_align_frames_decodes_on_the_runs_of_its_own_groups(workdir, waves):
     Tokenizer.from_checkpoint(workdir, align_frames=-1)
 
 
+def test_from_checkpoint_decodes_as_the_saved_config_evaluates(workdir, waves, monkeypatch):
+  """Unless passed, `align_frames` comes from the saved config's eval.align_frames (what the run's
+  own evaluation decoded with); a beam turns it off instead of failing."""
+  assert Tokenizer.from_checkpoint(workdir, batch_size=4).align_frames == 0  # saved: 0
+  load = checkpointing.load_for_analysis
+
+  def saved_with_align_frames(path, step):
+    folder, config, restored = load(path, step)
+    config = config.copy_and_resolve_references()
+    config.eval.align_frames = 2
+    return folder, config, restored
+
+  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_with_align_frames)
+  by_config = Tokenizer.from_checkpoint(workdir, batch_size=4)
+  assert by_config.align_frames == 2
+  monkeypatch.undo()
+  _same_output(
+    by_config.tokenize(waves),
+    Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2).tokenize(waves),
+  )
+  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_with_align_frames)
+  assert Tokenizer.from_checkpoint(workdir, align_frames=0).align_frames == 0
+  beam = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2)
+  assert beam.align_frames == 0 and beam.beam_size == 2
+
+
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
     tok.score([1, K], waves[0])  # BOS is not a code
