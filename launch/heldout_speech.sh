@@ -5,11 +5,19 @@
 #
 #   launch/heldout_speech.sh ROOT [RUN ...]
 #
-# RUN names (default: the runs of the settings chosen so far, in this order: small_nolenctl_s0-2,
-# small_ft_s0, aug_only_s0-2, synthetic_s0):
+# RUN names (default: the runs of the settings chosen so far, in this order: small_corpus_s0-2,
+# small_corpus_ft_s0, aug_only_s0-2, synthetic_s0):
 #   aug_only_s{0,1,2}     configs/synthetic.py with augmentation-only views (no parallel readings)
-#   small_nolenctl_s{0,1,2} configs/small_corpus.py as it is now (sequence terms off the encoder,
-#                         no EOS-bias length controller)
+#   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
+#                         decoder that reads its codes, trained on exact input times and decoded
+#                         with eval.align_frames=4; the same training as
+#                         small_frozenenc_readcodes_exacttimes below)
+#   small_corpus_ft_s0    small_corpus started from the final parameters of ROOT/aug_only_s0
+#                         (config.init_from; its whole schedule; FT_FROM=aug_only_s1 starts from
+#                         that run instead)
+#   small_nolenctl_s{0,1,2} configs/small_corpus.py as it was before (sequence terms off the
+#                         encoder, no EOS-bias length controller; the encoder trained in stage 1,
+#                         jittered and own input times, the decoder's own times fed back)
 #   small_s{0,1,2}        configs/small_corpus.py as first configured (9 speakers x 64 sentences,
 #                         VTLP; the sequence terms train the encoder; the length controller on)
 #   small_novtlp_s0       small_s without VTLP (the validation-split comparison)
@@ -79,7 +87,7 @@ root=${1:?usage: launch/heldout_speech.sh ROOT [RUN ...]}
 shift
 runs=("$@")
 if [ ${#runs[@]} -eq 0 ]; then
-  runs=(small_nolenctl_s0 small_nolenctl_s1 small_nolenctl_s2 small_ft_s0 aug_only_s0 aug_only_s1
+  runs=(small_corpus_s0 small_corpus_s1 small_corpus_s2 small_corpus_ft_s0 aug_only_s0 aug_only_s1
         aug_only_s2 synthetic_s0)
 fi
 cd "$(dirname "$0")/.."
@@ -104,86 +112,94 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
 }
 
 aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
-# configs/small_corpus.py before the two settings chosen since: every small_* run below but
-# small_nolenctl restores what it was trained with, so that its figures reproduce.
+# Every small_* run below but small_corpus restores the configs/small_corpus.py it was trained
+# with, so that its figures reproduce: nolenctl = the config before the frozen encoder and the
+# codes-reading, aligned decoder; first_small and length_ctl = before the two settings chosen
+# before that.
+nolenctl=(--config.schedule.freeze_encoder=never --config.model.decoder_reads_codes=False
+          --config.loss.time_jitter_seconds=0.04 --config.loss.own_time_prob=0.5
+          --config.eval.align_frames=0)
 length_ctl=(--config.length.controller_gain=0.05)
 first_small=(--config.loss.sequence_losses_train_encoder=True "${length_ctl[@]}")
 for name in "${runs[@]}"; do
   case "$name" in
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
-    small_nolenctl_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_nolenctl_s}" ;;
-    small_stage1student_s*) run "$name" configs/small_corpus.py \
+    small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
+    small_corpus_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_ft_s}" \
+                            --config.init_from="$root/${FT_FROM:-aug_only_s0}" ;;
+    small_nolenctl_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.seed="${name#small_nolenctl_s}" ;;
+    small_stage1student_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                 --config.schedule.stage1_teacher=student \
                                 --config.seed="${name#small_stage1student_s}" ;;
-    small_dropout_s*) run "$name" configs/small_corpus.py --config.model.dropout_rate=0.1 \
+    small_dropout_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.model.dropout_rate=0.1 \
                           --config.seed="${name#small_dropout_s}" ;;
-    small_dec4_s*) run "$name" configs/small_corpus.py --config.model.dec_layers=4 \
+    small_dec4_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.model.dec_layers=4 \
                        --config.seed="${name#small_dec4_s}" ;;
-    small_novtlp_s*) run "$name" configs/small_corpus.py "${first_small[@]}" \
+    small_novtlp_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${first_small[@]}" \
                          --config.frontend.vtlp.enabled=False --config.seed="${name#small_novtlp_s}" ;;
-    small_encfix_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+    small_encfix_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${length_ctl[@]}" \
                          --config.seed="${name#small_encfix_s}" ;;
-    small_adapter_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+    small_adapter_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${length_ctl[@]}" \
                           --config.model.adapter_layers=2 --config.seed="${name#small_adapter_s}" ;;
-    small_longstage1_nolenctl_s*) run "$name" configs/small_corpus.py \
+    small_longstage1_nolenctl_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                       --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                                       --config.seed="${name#small_longstage1_nolenctl_s}" ;;
-    small_jitter10ms_s*) run "$name" configs/small_corpus.py \
+    small_jitter10ms_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.loss.time_jitter_seconds=0.01 \
                              --config.seed="${name#small_jitter10ms_s}" ;;
-    small_ownpasses8_s*) run "$name" configs/small_corpus.py \
+    small_ownpasses8_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.loss.own_time_passes=8 \
                              --config.seed="${name#small_ownpasses8_s}" ;;
-    small_frozenstage2_s*) run "$name" configs/small_corpus.py \
+    small_frozenstage2_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                --config.num_train_steps=2600 --config.schedule.stage2_start=2000 \
                                --config.schedule.freeze_encoder=stage2 \
                                --config.checkpoint.keep_period=250 \
                                --config.seed="${name#small_frozenstage2_s}" ;;
-    small_nocodepred_s*) run "$name" configs/small_corpus.py --config.loss.code_pred_after_stage0=False \
+    small_nocodepred_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.loss.code_pred_after_stage0=False \
                             --config.seed="${name#small_nocodepred_s}" ;;
-    small_readcodes_student_jitter10ms_s*) run "$name" configs/small_corpus.py \
+    small_readcodes_student_jitter10ms_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                              --config.model.decoder_reads_codes=True \
                                              --config.schedule.stage1_teacher=student \
                                              --config.loss.time_jitter_seconds=0.01 \
                                              --config.seed="${name#small_readcodes_student_jitter10ms_s}" ;;
-    small_readcodes_student_exacttimes_s*) run "$name" configs/small_corpus.py \
+    small_readcodes_student_exacttimes_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                               --config.model.decoder_reads_codes=True \
                                               --config.schedule.stage1_teacher=student \
                                               --config.loss.time_jitter_seconds=0 \
                                               --config.loss.own_time_prob=0 \
                                               --config.seed="${name#small_readcodes_student_exacttimes_s}" ;;
-    small_exacttimes_s*) run "$name" configs/small_corpus.py --config.loss.time_jitter_seconds=0 \
+    small_exacttimes_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.loss.time_jitter_seconds=0 \
                              --config.loss.own_time_prob=0 --config.seed="${name#small_exacttimes_s}" ;;
-    small_endtimes_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
+    small_endtimes_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.targets.time_anchor=end \
                            --config.seed="${name#small_endtimes_s}" ;;
-    small_clipapart_s*) run "$name" configs/small_corpus.py --config.optim.clip_stage0_apart=True \
+    small_clipapart_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.optim.clip_stage0_apart=True \
                             --config.seed="${name#small_clipapart_s}" ;;
-    small_sharp_s*) run "$name" configs/small_corpus.py --config.model.time_bias_scale=10 \
+    small_sharp_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.model.time_bias_scale=10 \
                         --config.seed="${name#small_sharp_s}" ;;
-    small_pointer_sharp_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
+    small_pointer_sharp_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.targets.time_anchor=end \
                                 --config.model.time_head=pointer --config.model.time_bias_scale=10 \
                                 --config.seed="${name#small_pointer_sharp_s}" ;;
-    small_pointer_s*) run "$name" configs/small_corpus.py --config.targets.time_anchor=end \
+    small_pointer_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.targets.time_anchor=end \
                           --config.model.time_head=pointer --config.seed="${name#small_pointer_s}" ;;
-    small_readcodes_student_s*) run "$name" configs/small_corpus.py \
+    small_readcodes_student_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                     --config.model.decoder_reads_codes=True \
                                     --config.schedule.stage1_teacher=student \
                                     --config.seed="${name#small_readcodes_student_s}" ;;
-    small_readcodes_s*) run "$name" configs/small_corpus.py --config.model.decoder_reads_codes=True \
+    small_readcodes_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.model.decoder_reads_codes=True \
                             --config.seed="${name#small_readcodes_s}" ;;
-    small_longstage1_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+    small_longstage1_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${length_ctl[@]}" \
                              --config.num_train_steps=3000 --config.schedule.stage2_start=2400 \
                              --config.seed="${name#small_longstage1_s}" ;;
-    small_frozenenc_nolenctl_s*) run "$name" configs/small_corpus.py \
+    small_frozenenc_nolenctl_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                      --config.schedule.freeze_encoder=stage1 \
                                      --config.seed="${name#small_frozenenc_nolenctl_s}" ;;
-    small_frozenenc_nocorrupt_s*) run "$name" configs/small_corpus.py \
+    small_frozenenc_nocorrupt_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                       --config.schedule.freeze_encoder=stage1 \
                                       --config.loss.prefix_corruption=0 \
                                       --config.seed="${name#small_frozenenc_nocorrupt_s}" ;;
-    small_frozenenc_exacttimes_s*) run "$name" configs/small_corpus.py \
+    small_frozenenc_exacttimes_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                        --config.schedule.freeze_encoder=stage1 \
                                        --config.loss.time_jitter_seconds=0 \
                                        --config.loss.own_time_prob=0 \
@@ -194,19 +210,19 @@ for name in "${runs[@]}"; do
                                                  --config.loss.time_jitter_seconds=0 \
                                                  --config.loss.own_time_prob=0 \
                                                  --config.seed="${name#small_frozenenc_readcodes_exacttimes_s}" ;;
-    small_frozenenc_selftf_s*) run "$name" configs/small_corpus.py \
+    small_frozenenc_selftf_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" \
                                    --config.schedule.freeze_encoder=stage1 \
                                    --config.loss.cross_tf_weight=0 \
                                    --config.seed="${name#small_frozenenc_selftf_s}" ;;
-    small_frozenenc_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+    small_frozenenc_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${length_ctl[@]}" \
                             --config.schedule.freeze_encoder=stage1 \
                             --config.seed="${name#small_frozenenc_s}" ;;
-    small_longstage0_s*) run "$name" configs/small_corpus.py "${length_ctl[@]}" \
+    small_longstage0_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${length_ctl[@]}" \
                              --config.schedule.freeze_encoder=stage1 \
                              --config.num_train_steps=3600 --config.schedule.stage1_start=2000 \
                              --config.schedule.stage2_start=3000 \
                              --config.seed="${name#small_longstage0_s}" ;;
-    small_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_ft_s}" \
+    small_ft_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.seed="${name#small_ft_s}" \
                      --config.init_from="$root/${FT_FROM:-aug_only_s0}" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
                      --config.schedule.ema_warmup_steps=0 --config.optim.learning_rate=3e-4 ;;

@@ -402,7 +402,8 @@ def get_config() -> ml_collections.ConfigDict:
   # decoder's own (decode.TokenRuns, sequences.align_to_runs). 0 = off (the decoder's own times).
   # Also Tokenizer.score. Measured (validation, docs/results.md "Placing each token on the audio's
   # own runs"): 2 frames +0.000 to +0.058 recall@1 on five checkpoints; 4 frames with a decoder
-  # that reads its codes and was trained on exact times: 0.805 -> 0.928 (small corpus, seed 0).
+  # that reads its codes and was trained on exact times: 0.80-0.82 -> 0.909-0.928 (small corpus,
+  # 3 seeds; configs/small_corpus.py sets 4).
   config.eval.align_frames = 0
 
   # ---------------------------------------------------------------- checkpoints
