@@ -8,7 +8,9 @@ Fine-tuning: `--config.init_from=PATH` (a workdir: its newest committed checkpoi
 folder `<workdir>/checkpoints/<step>`) starts a new run from that run's parameters, with a fresh
 optimizer state and data iterator and the step counter at 0 (the schedule, learning-rate warmup
 included, runs from its start). `config.init_from_vq_stats` also takes the VQ codebook state
-('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes);
+('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes, when this run's
+length controller is on: with `length.controller_gain = 0` nothing would move it from the
+source's value, so it starts at 0);
 without it the teacher starts as a copy of the loaded student, as in a fresh run. At start-up,
 every config key that changes the parameter shapes (`INIT_FROM_MATCH_KEYS`) is compared with the
 source's saved config, and one ConfigError names those that differ; the one difference allowed
@@ -466,16 +468,27 @@ class Trainer:
     Read onto this trainer's mesh with the state's shardings: the student params, with `vq_stats`
     the VQ codebook state, with `teacher` the EMA teacher and the EOS bias of its decodes. The
     rest is as `init_state` makes it: fresh optimizer state, step 0, the seed's RNG, the teacher
-    a copy of the (loaded) student, EOS bias 0. A module this model adds to the source's
+    a copy of the (loaded) student, EOS bias 0 (also with `teacher` when this run's length
+    controller is off: the source's bias would never move). A module this model adds to the source's
     (`INIT_FROM_ADDED_MODULES`, e.g. the code embedding of `model.decoder_reads_codes`) keeps its
     fresh init, logged. Raises ValueError naming the leaves whose saved shapes differ from this
     model's.
     """
     folder = checkpointing.step_dir(path)
+    # The source's EOS bias is its length controller's state: with this run's controller off
+    # (length.controller_gain = 0) nothing would ever move it, and every decode would keep the
+    # source's bias (e.g. +5 after a controller that raised it): it starts at 0 instead.
+    keep_eos_bias = teacher and float(self.config.length.controller_gain) > 0
+    if teacher and not keep_eos_bias:
+      logging.info(
+        'config.init_from: the source EOS bias is not loaded (length.controller_gain = 0 here, '
+        'so it would stay fixed): 0.'
+      )
     items = (
       ('params',)
       + (('vq_stats',) if vq_stats else ())
-      + (('teacher_params', 'eos_bias') if teacher else ())
+      + (('teacher_params',) if teacher else ())
+      + (('eos_bias',) if keep_eos_bias else ())
     )
     abstract = {item: getattr(self.abstract_state, item) for item in items}
     metadata = checkpointing.state_metadata(folder)

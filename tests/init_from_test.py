@@ -167,6 +167,24 @@ def test_init_from_without_vq_stats_and_teacher(source, tmp_path, monkeypatch):
   assert float(got['eos_bias']) == 0.0 and int(got['step']) == 0
 
 
+def test_init_from_without_a_length_controller_starts_the_eos_bias_at_0(
+  source, tmp_path, monkeypatch, caplog
+):
+  """With this run's controller off nothing moves the EOS bias: the source's is not loaded (it
+  would shorten every decode for good); the teacher still is."""
+  caplog.set_level(py_logging.INFO)
+  config = tiny_config()
+  config.init_from = source['workdir']
+  config.length.controller_gain = 0.0
+  state, _ = _first_step_state(config, tmp_path / 'ft', monkeypatch)
+  got, want = state_arrays(state), source['state']
+  assert float(got['eos_bias']) == 0.0
+  _assert_part_equal(got, want, 'teacher')
+  log = _messages(caplog)
+  assert 'the source EOS bias is not loaded' in log
+  assert 'params, vq_stats, teacher_params loaded' in log
+
+
 def test_init_from_a_source_without_the_code_embedding(source, tmp_path, monkeypatch, caplog):
   """`model.decoder_reads_codes` on, the source without it: everything the source has is loaded,
   the code embedding it lacks starts from this run's fresh init (student and teacher); the other
