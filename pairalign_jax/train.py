@@ -8,9 +8,9 @@ Fine-tuning: `--config.init_from=PATH` (a workdir: its newest committed checkpoi
 folder `<workdir>/checkpoints/<step>`) starts a new run from that run's parameters, with a fresh
 optimizer state and data iterator and the step counter at 0 (the schedule, learning-rate warmup
 included, runs from its start). `config.init_from_vq_stats` also takes the VQ codebook state
-('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes, when this run's
-length controller is on: with `length.controller_gain = 0` nothing would move it from the
-source's value, so it starts at 0);
+('vq_stats'), `config.init_from_teacher` the EMA teacher (and the EOS bias of its decodes,
+when this run's length controller is on: with `length.controller_gain = 0` nothing would move
+it from the source's value, so it starts at 0);
 without it the teacher starts as a copy of the loaded student, as in a fresh run. At start-up,
 every config key that changes the parameter shapes (`INIT_FROM_MATCH_KEYS`) is compared with the
 source's saved config, and one ConfigError names those that differ; the one difference allowed
