@@ -195,7 +195,8 @@ def test_init_from_a_source_without_the_code_embedding(source, tmp_path, monkeyp
   config.model.decoder_reads_codes = True
   state, _ = _first_step_state(config, tmp_path / 'ft', monkeypatch)
   got, want = state_arrays(state), source['state']
-  fresh = state_arrays(train.Trainer(config).init_state())
+  trainer = train.Trainer(config)
+  fresh = state_arrays(trainer.init_state())
   for part in ('params', 'teacher'):
     added = {k for k in got[part] if k.startswith("['code_embed']")}
     assert added and got[part].keys() == want[part].keys() | added, part
@@ -208,11 +209,10 @@ def test_init_from_a_source_without_the_code_embedding(source, tmp_path, monkeyp
 
   # A source that reads codes does not fit a run that does not.
   reads_codes = tmp_path / 'reads_codes'
-  abstract = train.Trainer(config).abstract_state
   with checkpointing.Checkpointer(
     reads_codes / 'checkpoints', async_save=False, config=config
   ) as ck:
-    ck.save(1, jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), abstract))
+    ck.save(1, jax.tree.map(lambda a: np.zeros(a.shape, a.dtype), trainer.abstract_state))
   with pytest.raises(
     config_validation.ConfigError,
     match=re.escape('config.model.decoder_reads_codes=False (source: True)'),
