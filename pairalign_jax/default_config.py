@@ -84,6 +84,9 @@ def get_config() -> ml_collections.ConfigDict:
   config.model.max_len = 128  # L: decoder steps; at most L-1 codes + EOS
   config.model.scan_layers = True  # nn.scan over layers
   config.model.remat = True  # nn.remat inside the scan (memory and, on CPU, speed)
+  # What remat keeps for the backward pass: 'nothing' (recompute each layer's forward: least
+  # memory), 'weight_matmuls' (keep projection/MLP outputs) or 'matmuls' (also attention).
+  config.model.remat_policy = 'nothing'
   config.model.dtype = 'float32'  # activations: 'float32' or 'bfloat16' (bf16 is for accelerators)
   config.model.recon_channels = 128  # small conv decoder for the stage-0 mel reconstruction
   # Location-aware cross-attention: a learned bias over the offset (encoder frames, clipped to

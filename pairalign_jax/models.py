@@ -65,6 +65,14 @@ LOCATION_ANCHORS = ('input', 'previous_layer')  # ModelConfig.location_anchor
 
 
 # ----------------------------------------------------------------------------------- config
+# `ModelConfig.remat_policy` -> the jax.checkpoint policy nn.remat runs the layers with.
+REMAT_POLICIES = {
+  'nothing': jax.checkpoint_policies.nothing_saveable,
+  'weight_matmuls': jax.checkpoint_policies.dots_with_no_batch_dims_saveable,
+  'matmuls': jax.checkpoint_policies.dots_saveable,
+}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
   """Model hyper-parameters (hashable, so it can be a jit static argument).
@@ -86,6 +94,11 @@ class ModelConfig:
   max_len: int
   scan_layers: bool
   remat: bool
+  # What nn.remat keeps from the forward pass (`REMAT_POLICIES`): 'nothing' recomputes every
+  # layer's forward in the backward pass (least memory); 'weight_matmuls' keeps the outputs of the
+  # matmuls with a weight (projections, MLP) and recomputes attention scores and the elementwise
+  # ops; 'matmuls' also keeps the attention einsums.
+  remat_policy: str
   dtype: str
   recon_channels: int
   n_mels: int
@@ -137,6 +150,10 @@ class ModelConfig:
     if self.subsample < 1 or self.subsample & (self.subsample - 1):
       raise ValueError(
         f'model.subsample must be a power of two (1, 2, 4, ...), got {self.subsample}'
+      )
+    if self.remat_policy not in REMAT_POLICIES:
+      raise ValueError(
+        f'model.remat_policy must be one of {sorted(REMAT_POLICIES)}, got {self.remat_policy!r}'
       )
     if self.dtype not in ('float32', 'bfloat16'):
       raise ValueError(f"model.dtype must be 'float32' or 'bfloat16', got {self.dtype!r}")
@@ -191,6 +208,7 @@ class ModelConfig:
       max_len=int(m.max_len),
       scan_layers=bool(m.scan_layers),
       remat=bool(m.remat),
+      remat_policy=str(m.remat_policy),
       dtype=str(m.dtype),
       recon_channels=int(m.recon_channels),
       n_mels=int(config.frontend.n_mels),
@@ -397,11 +415,21 @@ class EncoderLayer(nn.Module):
     return _constrain(x, ('batch', 'frames', 'embed')), None
 
 
+def _remat(layer_cls, cfg: ModelConfig, static_argnums, prevent_cse: bool = True):
+  """`layer_cls` under nn.remat with `cfg.remat_policy` (itself when `cfg.remat` is off)."""
+  if not cfg.remat:
+    return layer_cls
+  return nn.remat(
+    layer_cls,
+    prevent_cse=prevent_cse,
+    static_argnums=static_argnums,
+    policy=REMAT_POLICIES[cfg.remat_policy],
+  )
+
+
 def _stack(layer_cls, cfg: ModelConfig, num_layers: int, name: str, in_axes, static_argnums):
   """nn.scan over `num_layers` copies of `layer_cls` (with optional nn.remat inside)."""
-  cls = layer_cls
-  if cfg.remat:
-    cls = nn.remat(cls, prevent_cse=False, static_argnums=static_argnums)
+  cls = _remat(layer_cls, cfg, static_argnums, prevent_cse=False)
   return nn.scan(
     cls,
     variable_axes={'params': 0},
@@ -462,7 +490,7 @@ class Encoder(nn.Module):
     if cfg.scan_layers:
       x, _ = _stack(EncoderLayer, cfg, cfg.enc_layers, 'layers', (nn.broadcast,), (2,))(x, train)
     else:
-      layer_cls = nn.remat(EncoderLayer, static_argnums=(2,)) if cfg.remat else EncoderLayer
+      layer_cls = _remat(EncoderLayer, cfg, (2,))
       for i in range(cfg.enc_layers):
         x, _ = layer_cls(cfg, name=f'layers_{i}')(x, train)
     return _layer_norm(cfg, 'ln_out')(x)
@@ -844,13 +872,13 @@ class Decoder(nn.Module):
         metadata_params={nn.PARTITION_NAME: 'layers'},
       )(cfg)
     else:
-      layer_cls = nn.remat(DecoderLayer, static_argnums=(5, 6)) if cfg.remat else DecoderLayer
+      layer_cls = _remat(DecoderLayer, cfg, (5, 6))
       self.layers = [layer_cls(cfg) for _ in range(cfg.dec_layers)]
       self.cross_kv = [CrossKV(cfg) for _ in range(cfg.dec_layers)]
     if cfg.adapter_layers and cfg.scan_layers:
       self.adapter = _stack(EncoderLayer, cfg, cfg.adapter_layers, 'adapter', (nn.broadcast,), (2,))
     elif cfg.adapter_layers:
-      adapter_cls = nn.remat(EncoderLayer, static_argnums=(2,)) if cfg.remat else EncoderLayer
+      adapter_cls = _remat(EncoderLayer, cfg, (2,))
       self.adapter = [adapter_cls(cfg) for _ in range(cfg.adapter_layers)]
     if cfg.adapter_layers:
       self.adapter_ln = _layer_norm(cfg, 'adapter_ln')

@@ -202,3 +202,40 @@ def test_train_step_flops_ignore_scoring_chunks():
     counts[chunk], info = bench_train_step.train_step_flops(config, 1)
     assert 'score_chunk_rows=0' in info['flops_method']
   assert counts[16] == counts[0] > 0
+
+
+def test_lever_names_pick_the_levers_and_refuse_unknown_ones():
+  """`--lever_names` keeps the named levers in their order; the remat-policy levers apply to a
+  config with remat on (and not to its own policy); an unknown name is refused before any work."""
+  from configs import default as default_config
+  from pairalign_jax.bench import levers as levers_lib
+  from pairalign_jax.bench import runner
+
+  config = default_config.get_config()  # remat on, policy 'nothing'
+  every = [name for name, _, _ in levers_lib.lever_variants(config)]
+  assert set(every) <= set(levers_lib.LEVER_NAMES)
+  assert {'remat_off', 'remat_weight_matmuls', 'remat_matmuls'} <= set(every)
+  picked = levers_lib.lever_variants(config, ['remat_weight_matmuls', 'batch_x2'])
+  assert picked == [
+    ('remat_weight_matmuls', {'model.remat_policy': 'weight_matmuls'}, ''),
+    ('batch_x2', {'batch_size': 2 * config.batch_size}, ''),
+  ]
+  config.model.remat_policy = 'matmuls'
+  names = [name for name, _, _ in levers_lib.lever_variants(config)]
+  assert 'remat_matmuls' not in names and 'remat_weight_matmuls' in names
+  config.model.remat = False
+  names = [name for name, _, _ in levers_lib.lever_variants(config)]
+  assert 'remat_on' in names and not any(n.startswith('remat_w') for n in names)
+  with pytest.raises(ValueError, match='unknown levers'):
+    levers_lib.lever_variants(config, ['remat_sometimes'])
+  with pytest.raises(ValueError, match='unknown levers'):
+    runner.run(
+      config=config,
+      base_config=config,
+      label='default',
+      base_label='default',
+      out='/nonexistent/bench.json',
+      command='test',
+      levers=['base:2@8'],
+      lever_names=['remat_sometimes'],
+    )

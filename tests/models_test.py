@@ -383,6 +383,34 @@ def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
     chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
 
+@pytest.mark.parametrize('scan', [True, False])
+@pytest.mark.parametrize('policy', ['weight_matmuls', 'matmuls'])
+def test_remat_policies_give_the_gradients_of_no_remat(tiny, scan, policy):
+  """model.remat_policy only changes what the backward pass keeps: the loss gradients equal those
+  of the same model without remat (scanned and unrolled layers, dropout on)."""
+  model, _, v = tiny
+  params = v['params'] if scan else models.unstack_layers(v['params'])
+  tokens = _tokens(7, B, [3, 6, 1])
+
+  def grads(**kw):
+    m = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=scan, **kw))
+
+    def loss(p):
+      return _loss(m, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0))
+
+    return jax.value_and_grad(loss)(params)
+
+  no_remat = grads(remat=False)
+  with_policy = grads(remat=True, remat_policy=policy)
+  chex.assert_trees_all_close(with_policy, no_remat, atol=1e-5)
+  assert max(float(jnp.abs(g).max()) for g in jax.tree.leaves(no_remat[1])) > 0
+
+
+def test_unknown_remat_policy_is_refused():
+  with pytest.raises(ValueError, match='model.remat_policy must be one of'):
+    tiny_cfg(remat_policy='dots')
+
+
 def test_unrolled_is_the_same_model_with_per_layer_parameters():
   """models.unrolled: the parameter tree of a model initialized with scan_layers=False (encoder,
   decoder, cross K/V and adapter layers), and the same outputs."""

@@ -19,7 +19,8 @@ shared and noisy (absolute seconds are reported too, for reference). Sections, e
   one decoder step is added. The step time is the median of `reps` calls; after each call a large
   float32 `jnp.matmul` is timed (median of 3 calls), and `train_flops_ratio` = (FLOPs / median
   step time) / (matmul FLOPs / median matmul time). `--levers=base:2@8` also times variants of an
-  entry (remat off, unrolled layers, batch size x2 / x1/2) with the entry as configured timed
+  entry (remat off, remat keeping the matmul outputs (`model.remat_policy`), unrolled layers,
+  batch size x2 / x1/2; `--lever_names` picks some) with the entry as configured timed
   after every variant step (`flops_rate_vs_baseline_interleaved`: same load), and oneDNN dot
   fusion via XLA_FLAGS in a subprocess (compared through each process's matmul peak).
 * `decode`: greedy decoding of 64 rows at L = 128 (the `--config` model with `max_len` = 128, random

@@ -49,6 +49,12 @@ flags.DEFINE_list(
   'buffers (XLA memory_analysis), more than a small shared machine has.',
 )
 flags.DEFINE_list('levers', [], "Train-step entries ('base:0', ...) on which to try the levers.")
+flags.DEFINE_list(
+  'lever_names',
+  None,
+  f'The levers to try on each --levers entry, of {levers_lib.LEVER_NAMES} (default: every one '
+  'that applies to the entry).',
+)
 flags.DEFINE_string(
   'memory_entry',
   'base:2',
@@ -95,6 +101,7 @@ def main(argv):
     sections=FLAGS.sections,
     train_entries=FLAGS.train_entries,
     levers=FLAGS.levers,
+    lever_names=FLAGS.lever_names,
     memory_entry=FLAGS.memory_entry,
     reps=FLAGS.reps,
     budget_s=FLAGS.budget_s,

@@ -18,17 +18,44 @@ from pairalign_jax.bench import common
 ONEDNN_FLAG = '--xla_cpu_experimental_onednn_fusion_type=dot'
 
 
-def lever_variants(config) -> list[tuple[str, dict[str, Any], str]]:
-  """(name, config overrides, extra XLA flag) of the cheap levers."""
+# Every lever `lever_variants` can return (`--lever_names` picks some).
+LEVER_NAMES = (
+  'remat_off',
+  'remat_on',
+  'remat_weight_matmuls',
+  'remat_matmuls',
+  'unrolled_layers_no_remat',
+  'batch_x2',
+  'batch_half',
+  'onednn_dot_fusion',
+  'controller_decode_quarter_rows',
+)
+
+
+def lever_variants(config, names=None) -> list[tuple[str, dict[str, Any], str]]:
+  """(name, config overrides, extra XLA flag) of the cheap levers for `config`; `names` (None:
+  all) keeps those of `LEVER_NAMES` named (an unknown name is a ValueError)."""
+  if names is not None:
+    unknown = sorted(set(names) - set(LEVER_NAMES))
+    if unknown:
+      raise ValueError(f'unknown levers {unknown}; choose from {LEVER_NAMES}')
   b = int(config.batch_size)
   # The largest number of rows that divides the 2b rows of a step and is at most a quarter of them.
   quarter = next(r for r in range(max(1, (2 * b) // 4), 0, -1) if (2 * b) % r == 0)
-  return [
+  remat_policies = []
+  if config.model.remat:  # what remat keeps: models.REMAT_POLICIES
+    remat_policies = [
+      (f'remat_{policy}', {'model.remat_policy': policy}, '')
+      for policy in ('weight_matmuls', 'matmuls')
+      if policy != config.model.get('remat_policy', 'nothing')
+    ]
+  variants = [
     (
       'remat_off' if config.model.remat else 'remat_on',
       {'model.remat': not config.model.remat},
       '',
     ),
+    *remat_policies,
     ('unrolled_layers_no_remat', {'model.scan_layers': False, 'model.remat': False}, ''),
     ('batch_x2', {'batch_size': 2 * b}, ''),
     ('batch_half', {'batch_size': max(2, b // 2)}, ''),
@@ -41,6 +68,7 @@ def lever_variants(config) -> list[tuple[str, dict[str, Any], str]]:
       '',
     ),
   ]
+  return [v for v in variants if names is None or v[0] in names]
 
 
 def compare_to_baseline(

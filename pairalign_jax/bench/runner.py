@@ -12,6 +12,7 @@ from typing import Any, Optional, Sequence
 from pairalign_jax.bench import common
 from pairalign_jax.bench import decode
 from pairalign_jax.bench import input_pipeline
+from pairalign_jax.bench import levers as levers_lib
 from pairalign_jax.bench import report
 from pairalign_jax.bench import search
 from pairalign_jax.bench import train_step
@@ -47,6 +48,7 @@ def run(
   sections: Sequence[str] = common.SECTIONS,
   train_entries: Optional[Sequence[str]] = None,
   levers: Sequence[str] = (),
+  lever_names: Optional[Sequence[str]] = None,
   memory_entry: str = 'base:2',
   reps: int = 0,
   budget_s: float = 60.0,
@@ -62,13 +64,17 @@ def run(
   benchmarked and the base-size config; `tiny` replaces both by `common.tiny_config(config)` and
   every size by the tiny ones. `reps` = 0: each section's default (2 tiny, else 3). `checkpoint`:
   a trained run for the decode section's trained-tokenizer figures. `train_entries` (None: the
-  default ones), `levers`, `memory_entry` (compiled, not run: its temporary memory; '' = none),
-  `budget_s` and `lever_subprocess` (a `levers.LeverSubprocess`) go to the train_step section.
+  default ones), `levers`, `lever_names` (None: all), `memory_entry` (compiled, not run: its
+  temporary memory; '' = none), `budget_s` and `lever_subprocess` (a `levers.LeverSubprocess`)
+  go to the train_step section.
   `command` is recorded in the results."""
   common.use_compile_cache(compile_cache)
   unknown = set(sections) - set(common.SECTIONS)
   if unknown:
     raise ValueError(f'unknown sections {sorted(unknown)}; choose from {common.SECTIONS}')
+  unknown = set(lever_names or ()) - set(levers_lib.LEVER_NAMES)
+  if unknown:  # checked before the first compile, not after the baseline's timings
+    raise ValueError(f'unknown levers {sorted(unknown)}; choose from {levers_lib.LEVER_NAMES}')
   if tiny:  # one tiny model for both labels (one compile per stage with the cache)
     config = common.tiny_config(config)
     base_config = config
@@ -95,6 +101,7 @@ def run(
       reps,
       entries=train_step.DEFAULT_ENTRIES if train_entries is None else train_entries,
       levers=levers,
+      lever_names=lever_names,
       memory_entry=memory_entry,
       budget_s=budget_s,
       lever_subprocess=lever_subprocess,

@@ -260,9 +260,11 @@ def section_train_step(
   peak_n: int = 2048,
   use_entry_batch: bool = True,
   lever_subprocess: Optional[levers_lib.LeverSubprocess] = None,
+  lever_names: Optional[Sequence[str]] = None,
 ) -> tuple[dict[str, Any], dict[str, Timer]]:
   """The section: `entries` ('config|base:stage[@batch]', `configs` maps 'config' and 'base' to
-  (label, config)) and the levers tried on each of `levers`; `memory_entry` (same form; '' =
+  (label, config)) and the levers tried on each of `levers` (`lever_names`: those of
+  `levers.LEVER_NAMES` to try; None = all); `memory_entry` (same form; '' =
   none) is compiled but not run, for its temporary memory (`stage2_base_temp_gb` when it is a
   base stage-2 entry); `peak_n` sizes the matmul peak, `use_entry_batch=False` ignores the
   '@batch' of the entries (tiny mode), `lever_subprocess` runs the levers that need a fresh
@@ -303,7 +305,7 @@ def section_train_step(
     )
     base['entry'] = spec
     results.append(base)
-    for name, overrides, xla_flag in levers_lib.lever_variants(config):
+    for name, overrides, xla_flag in levers_lib.lever_variants(config, lever_names):
       logging.info('lever %s on %s', name, spec)
       if xla_flag:
         if lever_subprocess is None:
