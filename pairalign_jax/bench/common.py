@@ -130,7 +130,7 @@ def config_summary(config) -> dict[str, Any]:
     'max_len': int(m.max_len),
     'scan_layers': bool(m.scan_layers),
     'remat': bool(m.remat),
-    'remat_policy': str(m.get('remat_policy', 'nothing')),
+    'remat_policy': str(m.remat_policy),
     'dtype': str(m.dtype),
     'segment_seconds': float(config.audio.segment_seconds),
   }

@@ -32,13 +32,17 @@ LEVER_NAMES = (
 )
 
 
+def check_lever_names(names) -> None:
+  """Raises ValueError naming every one of `names` (None: all levers) not in `LEVER_NAMES`."""
+  unknown = sorted(set(names or ()) - set(LEVER_NAMES))
+  if unknown:
+    raise ValueError(f'unknown levers {unknown}; choose from {LEVER_NAMES}')
+
+
 def lever_variants(config, names=None) -> list[tuple[str, dict[str, Any], str]]:
   """(name, config overrides, extra XLA flag) of the cheap levers for `config`; `names` (None:
   all) keeps those of `LEVER_NAMES` named (an unknown name is a ValueError)."""
-  if names is not None:
-    unknown = sorted(set(names) - set(LEVER_NAMES))
-    if unknown:
-      raise ValueError(f'unknown levers {unknown}; choose from {LEVER_NAMES}')
+  check_lever_names(names)
   b = int(config.batch_size)
   # The largest number of rows that divides the 2b rows of a step and is at most a quarter of them.
   quarter = next(r for r in range(max(1, (2 * b) // 4), 0, -1) if (2 * b) % r == 0)
@@ -47,7 +51,7 @@ def lever_variants(config, names=None) -> list[tuple[str, dict[str, Any], str]]:
     remat_policies = [
       (f'remat_{policy}', {'model.remat_policy': policy}, '')
       for policy in ('weight_matmuls', 'matmuls')
-      if policy != config.model.get('remat_policy', 'nothing')
+      if policy != config.model.remat_policy
     ]
   variants = [
     (

@@ -72,9 +72,7 @@ def run(
   unknown = set(sections) - set(common.SECTIONS)
   if unknown:
     raise ValueError(f'unknown sections {sorted(unknown)}; choose from {common.SECTIONS}')
-  unknown = set(lever_names or ()) - set(levers_lib.LEVER_NAMES)
-  if unknown:  # checked before the first compile, not after the baseline's timings
-    raise ValueError(f'unknown levers {sorted(unknown)}; choose from {levers_lib.LEVER_NAMES}')
+  levers_lib.check_lever_names(lever_names)  # before the first compile, not after the timings
   if tiny:  # one tiny model for both labels (one compile per stage with the cache)
     config = common.tiny_config(config)
     base_config = config
