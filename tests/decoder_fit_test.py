@@ -92,11 +92,17 @@ def test_edits_by_run_length():
   assert got['target_tokens'] == 6 and got['written_tokens'] == 6
   assert got['deleted'] == pytest.approx(1 / 6) and got['substituted'] == pytest.approx(1 / 6)
   assert got['inserted'] == pytest.approx(1 / 6)
+  assert got['written_repeats'] == pytest.approx(1 / 6)  # the second 6
+  assert got['inserted_repeats'] == 1.0  # the one insertion repeats its predecessor
+  other = decoder_fit.edits_by_run([[1, 2, 3, 4], [5, 7, 6]], refs, runs)  # 7 from elsewhere
+  assert other['inserted'] == pytest.approx(1 / 6) and other['inserted_repeats'] == 0.0
+  assert other['written_repeats'] == 0.0
   by = got['by_run_frames']
   assert by['2'] == {'share_of_targets': 0.5, 'deleted': pytest.approx(1 / 3), 'substituted': 0.0}
   assert by['8+'] == {'share_of_targets': pytest.approx(1 / 3), 'deleted': 0.0, 'substituted': 0.5}
   same = decoder_fit.edits_by_run(refs, refs, runs)
   assert same['deleted'] == same['substituted'] == same['inserted'] == 0.0
+  assert same['written_repeats'] == same['inserted_repeats'] == 0.0
   with pytest.raises(ValueError, match='run lists'):
     decoder_fit.edits_by_run(hyps, refs, runs[:1])
 

@@ -241,15 +241,23 @@ def edits_by_run(
   hyps: Sequence[Sequence[int]], refs: Sequence[Sequence[int]], runs: Sequence[np.ndarray]
 ) -> dict[str, Any]:
   """A minimal alignment of each hypothesis to its reference: the share of reference tokens left
-  out and substituted, by the reference run length, and inserted tokens per reference token."""
+  out and substituted, by the reference run length, and inserted tokens per reference token.
+
+  `written_repeats`: the share of written tokens equal to the one before them (a reference made of
+  collapsed runs has none, so each is an error), and `inserted_repeats`: the share of inserted
+  tokens that are one of such a repeated pair (a stutter rather than a token from elsewhere)."""
   if not len(hyps) == len(refs) == len(runs):
     raise ValueError(f'{len(hyps)} hypotheses, {len(refs)} references, {len(runs)} run lists')
   count: dict[str, int] = {}
   deleted: dict[str, int] = {}
   substituted: dict[str, int] = {}
-  inserted = 0
+  inserted = inserted_repeats = written_repeats = 0
   for hyp, ref, run in zip(hyps, refs, runs):
     ref, hyp = list(ref), list(hyp)
+    repeats = [i > 0 and hyp[i] == hyp[i - 1] for i in range(len(hyp))]
+    written_repeats += sum(repeats)
+    # An inserted token in a repeated pair (the alignment may leave out either of the two).
+    in_pair = [r or (i + 1 < len(hyp) and repeats[i + 1]) for i, r in enumerate(repeats)]
     keys = [bucket(r) for r in run[: len(ref)]]
     for k in keys:
       count[k] = count.get(k, 0) + 1
@@ -260,13 +268,17 @@ def edits_by_run(
         substituted[keys[op.src_pos]] = substituted.get(keys[op.src_pos], 0) + 1
       else:
         inserted += 1
+        inserted_repeats += in_pair[op.dest_pos]
   total = sum(count.values())
+  written = int(sum(len(h) for h in hyps))
   return {
     'target_tokens': total,
-    'written_tokens': int(sum(len(h) for h in hyps)),
+    'written_tokens': written,
     'deleted': sum(deleted.values()) / max(total, 1),
     'substituted': sum(substituted.values()) / max(total, 1),
     'inserted': inserted / max(total, 1),
+    'written_repeats': written_repeats / max(written, 1),
+    'inserted_repeats': inserted_repeats / max(inserted, 1),
     'by_run_frames': {
       k: {
         'share_of_targets': count[k] / total,
