@@ -411,6 +411,17 @@ def validate_config(
       f'snap_times={ev.get("snap_times", False)!r}',
     )
     _require_located_code_groups(config, 'config.eval.align_frames')
+  choose = ev.get('choose_from_runs', False)
+  _require(
+    isinstance(choose, bool),
+    'config.eval.choose_from_runs',
+    f'must be True or False, got {choose!r}',
+  )
+  _require(
+    not choose or align > 0,
+    'config.eval.choose_from_runs',
+    'chooses among the runs config.eval.align_frames places tokens on: set align_frames > 0',
+  )
 
   # Schedule.
   s = config.schedule

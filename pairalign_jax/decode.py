@@ -50,6 +50,9 @@ class TokenRuns:
   lengths: Array  # [B] int32: number of runs
   # seconds: how far from the decoder's own time a run of the chosen token may be
   tolerance: float = flax.struct.field(pytree_node=False)
+  # choose each token among the codes of the runs it could be placed on (and EOS), where there
+  # are any (`sequences.run_token_mask`); False: the decoder's own choice, only placed
+  choose_from_runs: bool = flax.struct.field(pytree_node=False, default=False)
 
 
 def _eos_bias_vector(eos_bias, batch: int) -> Array:
@@ -125,7 +128,9 @@ def _cached_steps(
   With `token_runs` the time fed back is that of the run the chosen token is placed on by content
   (`sequences.align_to_runs`: the nearest later run of the token's own code within `tolerance`
   seconds of the decoder's time), or the decoder's own time when there is none; again the
-  returned times are the decoder's own.
+  returned times are the decoder's own. With `token_runs.choose_from_runs` the step's choice is
+  also restricted to the codes of those runs (and EOS) where there are any: `next_token` sees
+  the other logits at -1e9; the returned logits are the raw ones.
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -148,7 +153,20 @@ def _cached_steps(
     logits, time, cache = step_model.apply(
       step_variables, cond, cache, token, t, prev_time, method=models.PairAlign.decode_step
     )  # [B,V], [B], cache with position t written
-    nxt = next_token(logits, done, t)  # [B]
+    choice_logits = logits
+    if token_runs is not None and token_runs.choose_from_runs:
+      allowed = sequences.run_token_mask(
+        time,
+        last_run,
+        token_runs.tokens,
+        token_runs.times,
+        token_runs.lengths,
+        token_runs.tolerance,
+        cfg.vocab_size,
+      )  # [B, V]
+      allowed = allowed.at[:, vocab.eos].set(True)
+      choice_logits = jnp.where(allowed, logits, -1e9)
+    nxt = next_token(choice_logits, done, t)  # [B]
     fed_time = time
     if run_centres is not None:
       fed_time = sequences.snap_to_run_centres(time, run_centres, cfg.frame_seconds)

@@ -408,6 +408,11 @@ def get_config() -> ml_collections.ConfigDict:
   # that reads its codes and was trained on exact times: 0.80-0.82 -> 0.909-0.928 (small corpus,
   # 3 seeds; configs/small_corpus.py sets 4).
   config.eval.align_frames = 0
+  # With align_frames > 0: each token is also chosen among the codes of the runs it could be placed
+  # on (those align_frames finds, and EOS), where there are any; elsewhere the decoder's own
+  # choice (decode.TokenRuns.choose_from_runs, sequences.run_token_mask). False = the decoder's
+  # own choice everywhere, only placed.
+  config.eval.choose_from_runs = False
 
   # ---------------------------------------------------------------- checkpoints
   config.checkpoint = ml_collections.ConfigDict()

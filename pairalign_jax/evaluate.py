@@ -206,6 +206,7 @@ def evaluate_workdir(
     length_penalty=float(config.eval.beam_length_penalty),
     snap_times=bool(config.eval.get('snap_times', False)),
     align_frames=int(config.eval.get('align_frames', 0)),
+    choose_from_runs=bool(config.eval.get('choose_from_runs', False)),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
@@ -278,6 +279,7 @@ def evaluate_workdir(
     'beam_size': tok.beam_size,
     'snap_times': tok.snap_times,
     'align_frames': tok.align_frames,
+    'choose_from_runs': tok.choose_from_runs,
     'beam_length_penalty': tok.length_penalty,
     'eos_bias_to_rate': [list(x) for x in calibration],
   }

@@ -173,6 +173,33 @@ def align_to_runs(
   return jnp.where(found, best_time, own_time), jnp.where(found, best, unmatched_run)
 
 
+def run_token_mask(
+  own_time: Array,
+  last_run: Array,
+  run_tokens: Array,
+  run_times: Array,
+  num_runs: Array,
+  tolerance: float,
+  vocab_size: int,
+) -> Array:
+  """The tokens one decoding step may choose from when it chooses among the audio's own runs.
+
+  own_time [B] seconds (the decoder's time for this step), last_run [B] int32 (the run the
+  previous token was placed on; -1 before the first), run_tokens / run_times [B, R] and num_runs
+  [B] (as `align_to_runs`) -> allowed [B, vocab_size] bool: the codes of the runs after
+  `last_run` within `tolerance` seconds of `own_time` (the tokens `align_to_runs` would place on a
+  run); every token where no run is that near (the decoder's own choice, unconstrained). The
+  caller adds what is always allowed (EOS)."""
+  r = run_tokens.shape[1]
+  idx = jnp.arange(r, dtype=jnp.int32)[None, :]  # [1, R]
+  valid = (idx > last_run[:, None]) & (idx < num_runs[:, None])  # [B, R]
+  near = valid & (jnp.abs(run_times - own_time[:, None]) <= tolerance)  # [B, R]
+  codes = jnp.where(near, run_tokens, vocab_size)  # [B, R]; vocab_size = none
+  allowed = jax.vmap(lambda c: jnp.zeros((vocab_size + 1,), bool).at[c].set(True))(codes)
+  allowed = allowed[:, :vocab_size]  # [B, V]
+  return allowed | ~jnp.any(near, axis=1, keepdims=True)
+
+
 # The time a collapsed token carries: its run's centre, or its end (the centre of the run's last
 # frame, so that the location-aware decoder's frame offsets from it are whole frames: the run's
 # last frame at 0, the next run's first frame at +1).

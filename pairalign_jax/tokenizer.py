@@ -47,9 +47,11 @@ Guarantees (tested):
     Greedy decoding only: `snap_times` feeds back the centre of the run of the model's own
     code-group frames that each token's time falls in; `align_frames` N > 0 places each token on
     a run of its own group within N encoder frames of its time and feeds back that run's time
-    (`decode.TokenRuns`; docs/METHOD.md §6). Both are off by default in the constructor;
-    `from_checkpoint` takes them from the saved config's `eval.snap_times` / `eval.align_frames`
-    (the decoding the run was evaluated with) unless passed, or unless a beam is asked for.
+    (`decode.TokenRuns`; docs/METHOD.md §6); with `choose_from_runs` as well each token is chosen
+    among the codes of the runs it could be placed on (and EOS), where there are any. All are off
+    by default in the constructor; `from_checkpoint` takes them from the saved config's
+    `eval.snap_times` / `eval.align_frames` / `eval.choose_from_runs` (the decoding the run was
+    evaluated with) unless passed, or unless a beam is asked for.
   * Times: one per token, in seconds from the start of the (padded) segment; always within the
     segment and non-decreasing: `times` is the running maximum (`np.maximum.accumulate`) of the
     decoder's cross-attention times, which are only nearly ordered even for a trained model (a
@@ -112,6 +114,7 @@ class Tokenizer:
     length_penalty: float = 0.0,
     snap_times: bool = False,
     align_frames: int = 0,
+    choose_from_runs: bool = False,
   ):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
@@ -144,6 +147,11 @@ class Tokenizer:
           'align_frames is for greedy decoding without snap_times; got '
           f'beam_size={self.beam_size}, snap_times={self.snap_times}'
         )
+    if not isinstance(choose_from_runs, (bool, np.bool_)):
+      raise ValueError(f'choose_from_runs must be True or False, got {choose_from_runs!r}')
+    self.choose_from_runs = bool(choose_from_runs)
+    if self.choose_from_runs and not self.align_frames:
+      raise ValueError('choose_from_runs chooses among the runs align_frames places on: set both')
     self._encode_decode = jax.jit(
       self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
     )
@@ -167,6 +175,7 @@ class Tokenizer:
     length_penalty: float = 0.0,
     snap_times: Optional[bool] = None,
     align_frames: Optional[int] = None,
+    choose_from_runs: Optional[bool] = None,
   ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
@@ -177,10 +186,11 @@ class Tokenizer:
     explicit `step` (or step folder) raises `checkpointing.CheckpointReadError` (a ValueError),
     one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
-    `beam_size` / `length_penalty` / `snap_times` / `align_frames`: the default decoding (module
-    docstring). `snap_times` / `align_frames` None: the saved config's `eval.snap_times` /
-    `eval.align_frames` (what the run's own evaluation decoded with), except with `beam_size` > 1,
-    which they do not allow (then off, logged).
+    `beam_size` / `length_penalty` / `snap_times` / `align_frames` / `choose_from_runs`: the
+    default decoding (module docstring). `snap_times` / `align_frames` / `choose_from_runs` None:
+    the saved config's `eval.snap_times` / `eval.align_frames` / `eval.choose_from_runs` (what the
+    run's own evaluation decoded with), except with `beam_size` > 1, which they do not allow (then
+    off, logged); `choose_from_runs` None is off where `align_frames` is 0.
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
@@ -200,6 +210,8 @@ class Tokenizer:
       saved_snap, saved_align = False, 0
     snap_times = saved_snap if snap_times is None else snap_times
     align_frames = saved_align if align_frames is None else align_frames
+    if choose_from_runs is None:
+      choose_from_runs = bool(align_frames) and bool(config.eval.get('choose_from_runs', False))
     params = (
       restored['teacher_params']
       if use_teacher and restored.get('teacher_params') is not None
@@ -232,6 +244,7 @@ class Tokenizer:
       length_penalty=length_penalty,
       snap_times=snap_times,
       align_frames=align_frames,
+      choose_from_runs=choose_from_runs,
     )
 
   # ------------------------------------------------------------------ input handling
@@ -369,7 +382,11 @@ class Tokenizer:
       time_anchor=settings.time_anchor,
     )
     return decode.TokenRuns(
-      tokens=tokens, times=times, lengths=lengths, tolerance=self.align_frames * self.frame_seconds
+      tokens=tokens,
+      times=times,
+      lengths=lengths,
+      tolerance=self.align_frames * self.frame_seconds,
+      choose_from_runs=self.choose_from_runs,
     )
 
   def _encode_decode_impl(

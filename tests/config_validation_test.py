@@ -163,6 +163,15 @@ def test_align_frames_needs_greedy_unsnapped_decoding_of_code_groups_by_a_locate
     cv.validate_config(config)
 
 
+def test_choose_from_runs_is_a_bool_that_needs_align_frames():
+  config = _mutate('eval.choose_from_runs', True)
+  config.targets.code_groups = 16
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.choose_from_runs.*align_frames'):
+    cv.validate_config(config)
+  config.eval.align_frames = 4
+  cv.validate_config(config)
+
+
 def test_time_anchor_is_checked_and_excludes_snapping_to_run_centres():
   config = _mutate('targets.time_anchor', 'end')
   cv.validate_config(config)

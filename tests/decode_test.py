@@ -302,6 +302,58 @@ def test_aligned_times_feed_back_the_time_of_the_run_each_token_is_placed_on(tin
     )
 
 
+def test_choosing_from_runs_picks_only_codes_of_runs_it_can_be_placed_on(tiny):
+  """TokenRuns.choose_from_runs: every token greedy writes is one that `run_token_mask` allows at
+  its step (a code of a run after the previous placement within the tolerance of the decoder's
+  time, or any token where there is none), replayed step by step; the aligned times are fed as
+  without the choice; and the choice changes the strings (the tiny model's own choice is mostly
+  a code no run near it has)."""
+  model, variables, hcond = tiny
+  fs = model.cfg.frame_seconds
+  codes = jnp.asarray(np.random.default_rng(1).integers(0, 4, (B, T)), jnp.int32)  # [B, T]
+  run_tokens, run_lengths, run_times, _ = sequences.collapse_runs(
+    codes, fs, max_len=T + 1, vocab=VOCAB
+  )
+  kwargs = dict(tokens=run_tokens, times=run_times, lengths=run_lengths, tolerance=3 * fs)
+  bias = jnp.full((B,), NO_EOS)
+  decode_fn = jax.jit(
+    lambda v, h, r: decode.greedy_decode(model, v, h, max_len=L, eos_bias=bias, token_runs=r)
+  )
+  free = _np(decode_fn(variables, hcond, decode.TokenRuns(**kwargs)))
+  out = _np(decode_fn(variables, hcond, decode.TokenRuns(**kwargs, choose_from_runs=True)))
+  assert (out.lengths == L).all()
+  last, constrained = jnp.full((B,), -1, jnp.int32), 0
+  for t in range(L):
+    allowed = np.asarray(
+      sequences.run_token_mask(
+        jnp.asarray(out.times[:, t]),
+        last,
+        run_tokens,
+        run_times,
+        run_lengths,
+        3 * fs,
+        model.cfg.vocab_size,
+      )
+    )  # [B, V]
+    assert allowed[np.arange(B), out.tokens[:, t]].all(), t
+    constrained += int((~allowed.all(axis=1)).sum())
+    _, last = sequences.align_to_runs(
+      jnp.asarray(out.tokens[:, t]),
+      jnp.asarray(out.times[:, t]),
+      last,
+      run_tokens,
+      run_times,
+      run_lengths,
+      3 * fs,
+    )
+  assert constrained > 0
+  assert (
+    np.isin(out.tokens[out.tokens < K], np.arange(4)).mean()
+    > np.isin(free.tokens[free.tokens < K], np.arange(4)).mean()
+  )
+  assert not np.array_equal(out.tokens, free.tokens)
+
+
 @pytest.mark.parametrize('max_len,scan', [(5, True), (L, True), (L, False)])
 def test_recompute_oracle_gives_identical_tokens(tiny, tiny_unrolled, max_len, scan):
   model, variables, hcond = tiny if scan else tiny_unrolled

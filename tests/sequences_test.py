@@ -462,3 +462,29 @@ def test_align_to_runs_places_a_token_on_the_nearest_later_run_of_its_code():
   assert align(8, 0.42, 1) == (0.42, 3)
   assert align(8, 0.05, 1) == (0.05, 1)  # never moves back
   assert align(11, 0.6, 3) == (0.6, 4)  # positions past the runs (EOS, PAD) are not runs
+
+
+def test_run_token_mask_allows_the_codes_of_the_runs_a_token_could_be_placed_on():
+  """Runs (code, time): 3 @0.1, 5 @0.2, 3 @0.3, 7 @0.4, 9 @0.5, then EOS/PAD (never allowed)."""
+  run_tokens = jnp.asarray([[3, 5, 3, 7, 9, 11, 11]], jnp.int32)
+  run_times = jnp.asarray([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], jnp.float32)
+  num_runs = jnp.asarray([5], jnp.int32)
+
+  def allowed(own_time, last_run, tolerance):
+    mask = sequences.run_token_mask(
+      jnp.asarray([own_time], jnp.float32),
+      jnp.asarray([last_run]),
+      run_tokens,
+      run_times,
+      num_runs,
+      tolerance,
+      12,
+    )
+    assert mask.shape == (1, 12) and mask.dtype == bool
+    return set(np.flatnonzero(np.asarray(mask[0])).tolist())
+
+  assert allowed(0.12, -1, 0.15) == {3, 5}  # 0.3 is 0.18 away
+  assert allowed(0.12, -1, 0.2) == {3, 5}  # the second 3 adds no new code
+  assert allowed(0.45, 3, 0.06) == {9}  # only runs after the previous placement
+  assert allowed(0.6, 3, 0.15) == {9}  # positions past the runs (EOS @0.6) are not runs
+  assert allowed(0.9, 4, 0.15) == set(range(12))  # no run near: unconstrained

@@ -508,6 +508,33 @@ def test_from_checkpoint_decodes_as_the_saved_config_evaluates(workdir, waves, m
   assert Tokenizer.from_checkpoint(workdir, align_frames=0).align_frames == 0
   beam = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2)
   assert beam.align_frames == 0 and beam.beam_size == 2
+  assert not by_config.choose_from_runs  # saved: False
+
+
+def test_choose_from_runs_comes_from_the_saved_config_and_needs_align_frames(
+  workdir, waves, monkeypatch
+):
+  load = checkpointing.load_for_analysis
+
+  def saved_choosing(path, step):
+    folder, config, restored = load(path, step)
+    config = config.copy_and_resolve_references()
+    config.eval.align_frames = 2
+    config.eval.choose_from_runs = True
+    return folder, config, restored
+
+  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_choosing)
+  by_config = Tokenizer.from_checkpoint(workdir, batch_size=4)
+  assert by_config.choose_from_runs and by_config.align_frames == 2
+  beam = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2)  # greedy-only: off
+  assert not beam.choose_from_runs and beam.align_frames == 0
+  monkeypatch.undo()
+  explicit = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2, choose_from_runs=True)
+  _same_output(by_config.tokenize(waves), explicit.tokenize(waves))
+  with pytest.raises(ValueError, match='choose_from_runs chooses among the runs'):
+    Tokenizer.from_checkpoint(workdir, align_frames=0, choose_from_runs=True)
+  with pytest.raises(ValueError, match='choose_from_runs must be True or False'):
+    Tokenizer.from_checkpoint(workdir, align_frames=2, choose_from_runs=1)
 
 
 def test_score_validates_tokens(tok, waves):
