@@ -54,6 +54,18 @@ class TokenRuns:
   # are any (`sequences.run_token_mask`); False: the decoder's own choice, only placed
   choose_from_runs: bool = flax.struct.field(pytree_node=False, default=False)
 
+  def place(self, token: Array, own_time: Array, last_run: Array) -> tuple[Array, Array]:
+    """`sequences.align_to_runs` on these runs: (time fed back [B], run placed on [B])."""
+    return sequences.align_to_runs(
+      token, own_time, last_run, self.tokens, self.times, self.lengths, self.tolerance
+    )
+
+  def allowed(self, own_time: Array, last_run: Array, vocab_size: int) -> Array:
+    """`sequences.run_token_mask` on these runs: [B, vocab_size] bool."""
+    return sequences.run_token_mask(
+      own_time, last_run, self.tokens, self.times, self.lengths, self.tolerance, vocab_size
+    )
+
 
 def _eos_bias_vector(eos_bias, batch: int) -> Array:
   bias = jnp.asarray(eos_bias, jnp.float32)
@@ -155,31 +167,14 @@ def _cached_steps(
     )  # [B,V], [B], cache with position t written
     choice_logits = logits
     if token_runs is not None and token_runs.choose_from_runs:
-      allowed = sequences.run_token_mask(
-        time,
-        last_run,
-        token_runs.tokens,
-        token_runs.times,
-        token_runs.lengths,
-        token_runs.tolerance,
-        cfg.vocab_size,
-      )  # [B, V]
-      allowed = allowed.at[:, vocab.eos].set(True)
+      allowed = token_runs.allowed(time, last_run, cfg.vocab_size).at[:, vocab.eos].set(True)
       choice_logits = jnp.where(allowed, logits, -1e9)
     nxt = next_token(choice_logits, done, t)  # [B]
     fed_time = time
     if run_centres is not None:
       fed_time = sequences.snap_to_run_centres(time, run_centres, cfg.frame_seconds)
     if token_runs is not None:
-      fed_time, last_run = sequences.align_to_runs(
-        nxt,
-        time,
-        last_run,
-        token_runs.tokens,
-        token_runs.times,
-        token_runs.lengths,
-        token_runs.tolerance,
-      )
+      fed_time, last_run = token_runs.place(nxt, time, last_run)
     next_time = jnp.where(done, 0.0, fed_time)
     done = done | (nxt == vocab.eos)
     return (cache, nxt, next_time, done, last_run), (nxt, logits, time)

@@ -142,6 +142,12 @@ def snap_to_run_centres(times: Array, run_centres: Array, frame_seconds: float) 
   return jnp.take_along_axis(run_centres, frame[:, None], axis=1)[:, 0]
 
 
+def _runs_after(last_run: Array, num_runs: Array, slots: int) -> Array:
+  """[B, slots] bool: the run slots after `last_run` [B] and before `num_runs` [B]."""
+  idx = jnp.arange(slots, dtype=jnp.int32)[None, :]  # [1, R]
+  return (idx > last_run[:, None]) & (idx < num_runs[:, None])
+
+
 def align_to_runs(
   token: Array,
   own_time: Array,
@@ -160,9 +166,7 @@ def align_to_runs(
   nearest `own_time`, if one lies within `tolerance` seconds of it, and takes that run's time; a
   token with no such run keeps its own time and is placed after the last run that starts before
   it. The runs only move forward."""
-  r = run_tokens.shape[1]
-  idx = jnp.arange(r, dtype=jnp.int32)[None, :]  # [1, R]
-  valid = (idx > last_run[:, None]) & (idx < num_runs[:, None])  # [B, R]
+  valid = _runs_after(last_run, num_runs, run_tokens.shape[1])  # [B, R]
   gap = jnp.abs(run_times - own_time[:, None])  # [B, R]
   match = valid & (run_tokens == token[:, None]) & (gap <= tolerance)  # [B, R]
   best = jnp.argmin(jnp.where(match, gap, jnp.inf), axis=1).astype(jnp.int32)  # [B]
@@ -190,9 +194,7 @@ def run_token_mask(
   `last_run` within `tolerance` seconds of `own_time` (the tokens `align_to_runs` would place on a
   run); every token where no run is that near (the decoder's own choice, unconstrained). The
   caller adds what is always allowed (EOS)."""
-  r = run_tokens.shape[1]
-  idx = jnp.arange(r, dtype=jnp.int32)[None, :]  # [1, R]
-  valid = (idx > last_run[:, None]) & (idx < num_runs[:, None])  # [B, R]
+  valid = _runs_after(last_run, num_runs, run_tokens.shape[1])  # [B, R]
   near = valid & (jnp.abs(run_times - own_time[:, None]) <= tolerance)  # [B, R]
   codes = jnp.where(near, run_tokens, vocab_size)  # [B, R]; vocab_size = none
   allowed = jax.vmap(lambda c: jnp.zeros((vocab_size + 1,), bool).at[c].set(True))(codes)
