@@ -319,33 +319,17 @@ def test_choosing_from_runs_picks_only_codes_of_runs_it_can_be_placed_on(tiny):
   decode_fn = jax.jit(
     lambda v, h, r: decode.greedy_decode(model, v, h, max_len=L, eos_bias=bias, token_runs=r)
   )
+  choosing = decode.TokenRuns(**kwargs, choose_from_runs=True)
   free = _np(decode_fn(variables, hcond, decode.TokenRuns(**kwargs)))
-  out = _np(decode_fn(variables, hcond, decode.TokenRuns(**kwargs, choose_from_runs=True)))
+  out = _np(decode_fn(variables, hcond, choosing))
   assert (out.lengths == L).all()
   last, constrained = jnp.full((B,), -1, jnp.int32), 0
   for t in range(L):
-    allowed = np.asarray(
-      sequences.run_token_mask(
-        jnp.asarray(out.times[:, t]),
-        last,
-        run_tokens,
-        run_times,
-        run_lengths,
-        3 * fs,
-        model.cfg.vocab_size,
-      )
-    )  # [B, V]
+    time, token = jnp.asarray(out.times[:, t]), jnp.asarray(out.tokens[:, t])
+    allowed = np.asarray(choosing.allowed(time, last, model.cfg.vocab_size))  # [B, V]
     assert allowed[np.arange(B), out.tokens[:, t]].all(), t
     constrained += int((~allowed.all(axis=1)).sum())
-    _, last = sequences.align_to_runs(
-      jnp.asarray(out.tokens[:, t]),
-      jnp.asarray(out.times[:, t]),
-      last,
-      run_tokens,
-      run_times,
-      run_lengths,
-      3 * fs,
-    )
+    _, last = choosing.place(token, time, last)
   assert constrained > 0
   assert (
     np.isin(out.tokens[out.tokens < K], np.arange(4)).mean()
