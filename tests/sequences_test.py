@@ -435,11 +435,19 @@ def test_sequence_log_likelihood_masked_positions_never_matter(garbage):
   assert np.all(np.abs(g_clean[~masked]).sum(-1) > 0)  # scored positions do get gradient
 
 
+def _hand_made_runs():
+  """One row of runs (code, time): 3 @0.1, 5 @0.2, 3 @0.3, 7 @0.4, 9 @0.5, then EOS/PAD (codes 11
+  @0.6, 0.7, never runs): (run_tokens [1, 7], run_times [1, 7], num_runs [1])."""
+  return (
+    jnp.asarray([[3, 5, 3, 7, 9, 11, 11]], jnp.int32),
+    jnp.asarray([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], jnp.float32),
+    jnp.asarray([5], jnp.int32),
+  )
+
+
 def test_align_to_runs_places_a_token_on_the_nearest_later_run_of_its_code():
   """Runs (code, time): 3 @0.1, 5 @0.2, 3 @0.3, 7 @0.4, 9 @0.5, then EOS/PAD (never matched)."""
-  run_tokens = jnp.asarray([[3, 5, 3, 7, 9, 11, 11]], jnp.int32)
-  run_times = jnp.asarray([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], jnp.float32)
-  num_runs = jnp.asarray([5], jnp.int32)
+  run_tokens, run_times, num_runs = _hand_made_runs()
 
   def align(token, own_time, last_run, tolerance=0.15):
     time, run = sequences.align_to_runs(
@@ -466,9 +474,7 @@ def test_align_to_runs_places_a_token_on_the_nearest_later_run_of_its_code():
 
 def test_run_token_mask_allows_the_codes_of_the_runs_a_token_could_be_placed_on():
   """Runs (code, time): 3 @0.1, 5 @0.2, 3 @0.3, 7 @0.4, 9 @0.5, then EOS/PAD (never allowed)."""
-  run_tokens = jnp.asarray([[3, 5, 3, 7, 9, 11, 11]], jnp.int32)
-  run_times = jnp.asarray([[0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]], jnp.float32)
-  num_runs = jnp.asarray([5], jnp.int32)
+  run_tokens, run_times, num_runs = _hand_made_runs()
 
   def allowed(own_time, last_run, tolerance):
     mask = sequences.run_token_mask(
