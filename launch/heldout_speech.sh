@@ -17,6 +17,9 @@
 #                         with eval.align_frames=4; the same training as
 #                         small_frozenenc_readcodes_exacttimes below)
 #   small_groups24_s{0,1,2} small_corpus with 24 code groups instead of 16 (targets.code_groups)
+#   small_groupchoice_s{0,1,2} small_corpus with its 16 code groups chosen among 16 k-means
+#                         groupings by the view margin of all 576 training recordings
+#                         (targets.group_candidates=16, targets.group_choice_recordings=576)
 #   small_corpus_ft_s0    small_corpus started from the final parameters of ROOT/aug_only_s0
 #                         (config.init_from; its whole schedule; FT_FROM=aug_only_s1 starts from
 #                         that run instead)
@@ -136,6 +139,9 @@ for name in "${runs[@]}"; do
                              --config.seed="${name#aug_only_aligned_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
+    small_groupchoice_s*) run "$name" configs/small_corpus.py --config.targets.group_candidates=16 \
+                           --config.targets.group_choice_recordings=576 \
+                           --config.seed="${name#small_groupchoice_s}" ;;
     small_groups24_s*) run "$name" configs/small_corpus.py --config.targets.code_groups=24 \
                            --config.seed="${name#small_groups24_s}" ;;
     small_corpus_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_ft_s}" \

@@ -328,6 +328,36 @@ def validate_config(
     'needs config.vq.freeze_after_stage0=True (the groups are computed from the codebook, '
     'which must not change after stage 0)',
   )
+  candidates = config.targets.group_candidates
+  _require(
+    isinstance(candidates, int) and candidates >= 1,
+    'config.targets.group_candidates',
+    f'must be an integer >= 1, got {candidates!r}',
+  )
+  if candidates > 1:
+    _require(
+      groups > 0,
+      'config.targets.group_candidates',
+      f'> 1 chooses among code groupings: needs config.targets.code_groups > 0, got {groups}',
+    )
+    _require(
+      config.schedule.stage1_start > 0,
+      'config.targets.group_candidates',
+      '> 1 chooses the grouping of the codebook stage 0 trained: needs '
+      f'config.schedule.stage1_start > 0, got {config.schedule.stage1_start}',
+    )
+    recordings = config.targets.group_choice_recordings
+    _require(
+      isinstance(recordings, int) and recordings >= 2,
+      'config.targets.group_choice_recordings',
+      f'must be an integer >= 2 (a recording is told apart from the others), got {recordings!r}',
+    )
+    ratio = config.targets.group_choice_max_rate_ratio
+    _require(
+      0 < ratio <= 1,
+      'config.targets.group_choice_max_rate_ratio',
+      f"must be in (0, 1] (the groups' strings relative to the VQ strings), got {ratio!r}",
+    )
 
   # Length control.
   _require(config.length.target_rate > 0, 'config.length.target_rate', 'must be positive')

@@ -55,6 +55,7 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pairalign_jax import code_groups as code_groups_lib
 from pairalign_jax import config_lib
 from pairalign_jax import vocab as vocab_lib
 
@@ -110,6 +111,9 @@ class ModelConfig:
   dead_code_threshold: float
   vq_reseed: bool
   vq_diversity_temperature: float
+  # 'vq_stats' also holds the chosen code grouping ('code_groups', int32 [K], -1 until chosen;
+  # config.targets.group_candidates > 1, code_group_choice.py). The VQ only carries it.
+  stores_code_groups: bool
   # Location-aware cross-attention: > 0 adds a learned per-head bias over the offset (in encoder
   # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
   # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
@@ -220,6 +224,7 @@ class ModelConfig:
       dead_code_threshold=float(vq.dead_code_threshold),
       vq_reseed=bool(vq.reseed),
       vq_diversity_temperature=float(vq.diversity_temperature),
+      stores_code_groups=int(config.targets.group_candidates) > 1,
       time_bias_frames=int(m.time_bias_frames),
       time_bias_scale=float(m.time_bias_scale),
       adapter_layers=int(m.adapter_layers),
@@ -527,6 +532,12 @@ class VectorQuantizer(nn.Module):
       'embed_sum',
       nn.with_logical_partitioning(lambda: codebook.value * 1.0, ('codebook', 'code')),
     )
+    if cfg.stores_code_groups:  # carried, never read here (code_groups.groups_from_vq_stats)
+      self.variable(
+        'vq_stats',
+        code_groups_lib.CHOSEN,
+        nn.with_logical_partitioning(lambda: jnp.full((k,), -1, jnp.int32), (None,)),
+      )
 
     e = jax.lax.stop_gradient(codebook.value)  # [K,c]
     sim = jnp.einsum('btc,kc->btk', z, e, precision=jax.lax.Precision.HIGHEST)  # [B,T,K]

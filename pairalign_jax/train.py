@@ -34,6 +34,7 @@ replaces it is logged as a warning.)
 from __future__ import annotations
 
 import functools
+import json
 import math
 import os
 import time
@@ -49,6 +50,8 @@ import numpy as np
 import optax
 
 from pairalign_jax import checkpointing
+from pairalign_jax import code_group_choice
+from pairalign_jax import code_groups as code_groups_lib
 from pairalign_jax import config_lib
 from pairalign_jax import config_validation
 from pairalign_jax import frontend
@@ -61,6 +64,8 @@ from pairalign_jax import train_state as train_state_lib
 from pairalign_jax.data import pipeline
 
 TrainState = train_state_lib.TrainState
+# What the code-group choice measured (Trainer.choose_code_groups), next to the checkpoints.
+CODE_GROUPS_FILE = 'code_groups.json'
 
 # The modules that only the stage-0 terms train; `schedule.freeze_encoder` keeps them.
 STAGE0_MODULES = ('encoder', 'vq', 'mel_decoder', 'code_head')
@@ -440,9 +445,15 @@ class Trainer:
         return {**fresh.params, **params}
 
       teacher_params = loaded.get('teacher_params')
+      vq_stats = fresh.vq_stats
+      if 'vq_stats' in loaded:  # leaves the source lacks (a chosen grouping): fresh
+        vq_stats = {
+          module: {**fresh.vq_stats[module], **loaded['vq_stats'].get(module, {})}
+          for module in fresh.vq_stats
+        }
       return train_state_lib.new_train_state(
         with_added(loaded['params']),
-        loaded.get('vq_stats', fresh.vq_stats),
+        vq_stats,
         self.optimizer,
         fresh.rng,
         teacher_params=None if teacher_params is None else with_added(teacher_params),
@@ -501,6 +512,10 @@ class Trainer:
     for item in ('params', 'teacher_params'):
       if item in abstract:
         abstract[item] = {k: v for k, v in abstract[item].items() if k not in added}
+    if 'vq_stats' in abstract:  # a source without a chosen grouping: this run's starts unchosen
+      abstract['vq_stats'] = _without_unsaved_code_groups(
+        abstract['vq_stats'], metadata.get('vq_stats') or {}
+      )
     problems = _saved_shape_mismatches(metadata, abstract)
     if problems:
       raise ValueError(
@@ -522,6 +537,49 @@ class Trainer:
       '' if teacher else 'teacher = copy of the loaded student; ',
     )
     return state
+
+  def choose_code_groups(self, state: TrainState, workdir: str) -> TrainState:
+    """`state` with its chosen code grouping stored in 'vq_stats' (`code_group_choice.py`; at
+    the start of stage 1 when `config.targets.group_candidates > 1`); what the choice measured
+    is logged and written to `<workdir>/code_groups.json`."""
+    t0 = time.time()
+    variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
+    with jax.set_mesh(self.mesh):
+      groups, choice = code_group_choice.choose_code_groups(
+        self.model, variables, self.config, cache_dir=os.path.join(workdir, 'cache')
+      )
+    fits = int(choice.fits.sum())
+    if not fits:
+      logging.warning(
+        'code-group choice: no candidate is within %.2f x the VQ strings (%.1f tokens/s); kept '
+        'the shortest (%.1f tokens/s)',
+        float(self.config.targets.group_choice_max_rate_ratio),
+        choice.vq_rate,
+        choice.rates[choice.index],
+      )
+    logging.info(
+      'code-group choice: kept candidate %d of %d (view margin %.3f, %.1f tokens/s; the '
+      'farthest-point grouping: %.3f, %.1f tokens/s; %d within %.1f tokens/s) in %.1f s',
+      choice.index,
+      len(choice.margins),
+      choice.margins[choice.index],
+      choice.rates[choice.index],
+      choice.margins[0],
+      choice.rates[0],
+      fits,
+      choice.max_rate,
+      time.time() - t0,
+    )
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, CODE_GROUPS_FILE), 'w', encoding='utf-8') as f:
+        json.dump({'step': int(jax.device_get(state.step)), **choice.as_dict()}, f, indent=1)
+
+    def put(path, leaf):
+      if code_groups_lib.CHOSEN not in jax.tree_util.keystr(path):
+        return leaf
+      return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: groups[index])
+
+    return state.replace(vq_stats=jax.tree_util.tree_map_with_path(put, state.vq_stats))
 
   def step_fn(self, stage: int):
     if stage not in self._steps:
@@ -551,6 +609,25 @@ class Trainer:
   def device_batch(self, local_batch: dict[str, np.ndarray]) -> dict[str, jax.Array]:
     views = {k: local_batch[k] for k in ('view1', 'view2')}
     return sharding.global_batch(views, self.mesh)
+
+
+def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool:
+  """Whether the code grouping is chosen before step `step` runs: at the first stage-1 step when
+  `config.targets.group_candidates > 1` (a run resumed later has it in its checkpoint; one resumed
+  exactly there chooses again, the same way)."""
+  return int(config.targets.group_candidates) > 1 and step == int(config.schedule.stage1_start)
+
+
+def _without_unsaved_code_groups(abstract_vq_stats, saved_vq_stats):
+  """The abstract 'vq_stats' without a chosen-grouping leaf the saved one lacks."""
+  return {
+    module: {
+      name: leaf
+      for name, leaf in leaves.items()
+      if name != code_groups_lib.CHOSEN or name in (saved_vq_stats.get(module) or {})
+    }
+    for module, leaves in abstract_vq_stats.items()
+  }
 
 
 def _format_eta(seconds: float) -> str:
@@ -638,6 +715,8 @@ def train_and_evaluate(
   pending_nonfinite = None
   try:
     while step < config.num_train_steps:
+      if chooses_code_groups_at(step, config):
+        state = trainer.choose_code_groups(state, workdir)
       stage = stage_at(step, config)
       local_batch = next(data_iter)
       data_stats.update_from_batch(local_batch)
