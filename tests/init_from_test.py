@@ -261,6 +261,21 @@ def test_saved_shapes_are_checked_too(source, tmp_path):
     train.Trainer(config).init_from_checkpoint(folder)
 
 
+def test_init_from_a_source_without_a_chosen_grouping(source, tmp_path, monkeypatch):
+  """A run that chooses its code grouping (targets.group_candidates > 1) from a source that did
+  not: the source's VQ statistics are loaded, the chosen grouping starts unchosen (-1)."""
+  config = tiny_config()
+  config.init_from = source['workdir']
+  config.targets.group_candidates = 3
+  state, _ = _first_step_state(config, tmp_path / 'ft', monkeypatch)
+  got, want = state_arrays(state)['vq_stats'], source['state']['vq_stats']
+  chosen = "['vq']['code_groups']"
+  assert got.keys() == want.keys() | {chosen}
+  for key in want:
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  np.testing.assert_array_equal(got[chosen], np.full(config.model.codebook_size, -1))
+
+
 def _with_init_from(config, path):
   config.init_from = str(path)
   return config

@@ -1,0 +1,241 @@
+"""Choosing the code grouping at the start of stage 1 (pairalign_jax/code_group_choice.py,
+code_groups.candidate_groupings, the stored 'code_groups' of 'vq_stats',
+Trainer.choose_code_groups).
+"""
+
+import json
+import os
+import signal
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from train_test import tiny_config
+
+from pairalign_jax import checkpointing
+from pairalign_jax import code_group_choice
+from pairalign_jax import code_groups
+from pairalign_jax import config_validation
+from pairalign_jax import sequences
+from pairalign_jax import tokenizer as tokenizer_lib
+from pairalign_jax import train
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigterm():
+  old = signal.getsignal(signal.SIGTERM)
+  yield
+  signal.signal(signal.SIGTERM, old)
+
+
+# ------------------------------------------------------------------------- margin and choice
+def test_collapsed_strings_merges_repeats_per_row():
+  codes = np.array([[1, 1, 2, 2, 2, 1], [3, 3, 3, 3, 3, 3]])
+  assert code_group_choice.collapsed_strings(codes) == [[1, 2, 1], [3]]
+  with pytest.raises(ValueError, match=r'\[R, T\]'):
+    code_group_choice.collapsed_strings(np.zeros(4, int))
+
+
+def test_view_margin_on_hand_made_strings():
+  # Own views identical, the other recording entirely different: own 0, other 1.
+  assert code_group_choice.view_margin([[1, 2, 3], [4, 5, 6]], [[1, 2, 3], [4, 5, 6]]) == 1.0
+  # Recording 0: own distance 1/3 ([1,2,3] vs [1,2,9]), to recording 1's view ([4,5,6]) 1;
+  # recording 1: own 0, to [1,2,9] 1. Margin = mean(1 - 1/3, 1 - 0) = 5/6.
+  got = code_group_choice.view_margin([[1, 2, 3], [4, 5, 6]], [[1, 2, 9], [4, 5, 6]])
+  assert got == pytest.approx(5 / 6)
+  # Three recordings, all strings equal: no recording is told apart.
+  assert code_group_choice.view_margin([[7]] * 3, [[7]] * 3) == 0.0
+  with pytest.raises(ValueError, match='differ in number'):
+    code_group_choice.view_margin([[1]], [[1], [2]])
+  with pytest.raises(ValueError, match='at least 2'):
+    code_group_choice.view_margin([[1]], [[1]])
+
+
+def _views():
+  """Two recordings x two views of frame codes over 4 codes: recording 0 alternates codes 0/1 in
+  runs of 2, recording 1 codes 2/3; view B swaps 0<->1 (a 'speaker' difference)."""
+  a = np.array([[0, 0, 1, 1, 0, 0, 1, 1], [2, 2, 3, 3, 2, 2, 3, 3]])
+  b = np.array([[1, 1, 0, 0, 1, 1, 0, 0], [2, 2, 3, 3, 2, 2, 3, 3]])
+  return a, b
+
+
+def test_choose_grouping_keeps_the_largest_margin_within_the_rate_budget():
+  a, b = _views()
+  candidates = np.array(
+    [
+      [0, 0, 0, 0],  # everything one group: both recordings '0', margin 0
+      [0, 0, 1, 1],  # the speaker-invariant one: '0' vs '1', margin 1
+      # every code its own group: recording 0's views 0101 / 1010 are 2 edits apart (0.5),
+      # margin mean(1 - 0.5, 1 - 0) = 0.75
+      [0, 1, 2, 3],
+    ]
+  )
+  kwargs = dict(min_run_frames=1, segment_seconds=1.0)
+  choice = code_group_choice.choose_grouping(candidates, a, b, max_rate_ratio=1.0, **kwargs)
+  np.testing.assert_allclose(choice.margins, [0.0, 1.0, 0.75])
+  np.testing.assert_allclose(choice.rates, [1.0, 1.0, 4.0])
+  assert choice.vq_rate == 4.0 and choice.index == 1
+  assert choice.as_dict()['chosen'] == 1 and choice.as_dict()['within_budget'] == [True] * 3
+  # A budget of 1/8 of the VQ rate (0.5 tokens/s) fits nothing: the shortest (the first on ties).
+  choice = code_group_choice.choose_grouping(candidates, a, b, max_rate_ratio=0.125, **kwargs)
+  assert not choice.fits.any() and choice.index == 0
+  # Only the per-code grouping is too long at half the VQ rate: the same choice.
+  choice = code_group_choice.choose_grouping(candidates, a, b, max_rate_ratio=0.5, **kwargs)
+  assert choice.fits.tolist() == [True, True, False] and choice.index == 1
+  with pytest.raises(ValueError, match='both be'):
+    code_group_choice.choose_grouping(candidates, a, b[:1], max_rate_ratio=1.0, **kwargs)
+
+
+def test_choose_grouping_merges_short_runs_as_the_targets_do():
+  a = np.array([[0, 0, 0, 1, 0, 0, 0, 0], [2, 2, 2, 2, 3, 3, 3, 3]])  # a 1-frame flicker
+  candidates = np.array([[0, 1, 2, 3]])
+  choice = code_group_choice.choose_grouping(
+    candidates, a, a, min_run_frames=2, segment_seconds=1.0, max_rate_ratio=1.0
+  )
+  pruned = np.asarray(sequences.prune_short_runs(jnp.asarray(a), 2))
+  want = np.mean([len(s) for s in code_group_choice.collapsed_strings(pruned)])
+  assert choice.rates[0] == want == 1.5  # '0' and '2 3'
+
+
+# ------------------------------------------------------------------------- candidate groupings
+def test_candidate_groupings_start_with_the_farthest_point_one_and_are_reproducible():
+  rng = np.random.default_rng(0)
+  codebook = rng.normal(size=(32, 8))
+  codebook = jnp.asarray(codebook / np.linalg.norm(codebook, axis=1, keepdims=True), jnp.float32)
+  counts = jnp.asarray(rng.uniform(0, 5, 32) * (rng.uniform(size=32) > 0.3), jnp.float32)
+  key = jax.random.PRNGKey(3)
+  cands = code_groups.candidate_groupings(codebook, counts, key, num_groups=4, num_candidates=5)
+  assert cands.shape == (5, 32) and cands.dtype == jnp.int32
+  assert int(cands.min()) >= 0 and int(cands.max()) < 4
+  np.testing.assert_array_equal(
+    cands[0], code_groups.group_codebook(codebook, counts, num_groups=4)
+  )
+  again = code_groups.candidate_groupings(codebook, counts, key, num_groups=4, num_candidates=5)
+  np.testing.assert_array_equal(cands, again)
+  assert len({tuple(np.asarray(c)) for c in cands}) > 1  # random starts find other solutions
+  one = code_groups.candidate_groupings(codebook, counts, key, num_groups=4, num_candidates=1)
+  np.testing.assert_array_equal(one, cands[:1])
+
+
+def test_groups_from_vq_stats_returns_a_stored_grouping_once_chosen():
+  rng = np.random.default_rng(1)
+  codebook = rng.normal(size=(8, 4))
+  codebook = jnp.asarray(codebook / np.linalg.norm(codebook, axis=1, keepdims=True), jnp.float32)
+  stats = {'vq': {'codebook': codebook, 'cluster_size': jnp.ones(8)}}
+  kmeans = code_groups.group_codebook(codebook, jnp.ones(8), num_groups=3)
+  unchosen = {'vq': {**stats['vq'], 'code_groups': jnp.full((8,), -1, jnp.int32)}}
+  stored = jnp.asarray([2, 2, 1, 0, 1, 0, 2, 1], jnp.int32)
+  chosen = {'vq': {**stats['vq'], 'code_groups': stored}}
+  for fn in (
+    code_groups.groups_from_vq_stats,
+    jax.jit(code_groups.groups_from_vq_stats, static_argnums=1),
+  ):
+    np.testing.assert_array_equal(fn(stats, 3), kmeans)
+    np.testing.assert_array_equal(fn(unchosen, 3), kmeans)
+    np.testing.assert_array_equal(fn(chosen, 3), stored)
+
+
+# ------------------------------------------------------------------------- in training
+def _choice_config():
+  config = tiny_config()
+  config.targets.group_candidates = 3
+  config.targets.group_choice_recordings = 6
+  return config
+
+
+@pytest.fixture(scope='module')
+def trained(tmp_path_factory):
+  """A tiny run through stages 0-1 (steps 0-3) that chooses its grouping at stage1_start = 2."""
+  config = _choice_config()
+  config.num_train_steps = 4
+  workdir = str(tmp_path_factory.mktemp('choice'))
+  state = train.train_and_evaluate(config, workdir, run_evaluation=False)
+  return config, workdir, state
+
+
+def test_training_stores_the_chosen_grouping_at_the_start_of_stage_1(trained):
+  config, workdir, state = trained
+  with open(os.path.join(workdir, train.CODE_GROUPS_FILE)) as f:
+    report = json.load(f)
+  assert report['step'] == config.schedule.stage1_start == 2
+  assert len(report['view_margin']) == len(report['tokens_per_second']) == 3
+  stored = np.asarray(code_groups.vq_stats_leaf(state.vq_stats, 'code_groups'))
+  assert stored.shape == (config.model.codebook_size,) and stored.min() >= 0
+  assert stored.max() < config.targets.code_groups
+  # The targets (and every other reader of vq_stats) use it from then on.
+  np.testing.assert_array_equal(
+    code_groups.groups_from_vq_stats(state.vq_stats, config.targets.code_groups), stored
+  )
+  # It is the candidate the report names (the codebook is frozen after stage 0, so the final
+  # state's candidates are those of step 2).
+  key = jax.random.split(jax.random.fold_in(jax.random.PRNGKey(config.seed), 0x76746C), 3)[2]
+  cands = code_groups.candidate_groupings(
+    code_groups.vq_stats_leaf(state.vq_stats, 'codebook'),
+    code_groups.vq_stats_leaf(state.vq_stats, 'cluster_size'),
+    key,
+    num_groups=config.targets.code_groups,
+    num_candidates=3,
+  )
+  np.testing.assert_array_equal(cands[report['chosen']], stored)
+
+
+def test_the_choice_is_a_pure_function_of_config_and_variables(trained):
+  config, _, state = trained
+  variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
+  model = train.make_model(config)
+  groups, choice = code_group_choice.choose_code_groups(model, variables, config)
+  again, choice_again = code_group_choice.choose_code_groups(model, variables, config)
+  np.testing.assert_array_equal(groups, again)
+  np.testing.assert_array_equal(choice.margins, choice_again.margins)
+  assert choice.index == choice_again.index and groups.dtype == np.int32
+
+
+def test_a_loaded_tokenizer_uses_the_stored_grouping(trained):
+  config, workdir, state = trained
+  tok = tokenizer_lib.Tokenizer.from_checkpoint(workdir)
+  waves = np.random.default_rng(0).normal(0, 0.1, (2, 16_000)).astype(np.float32)
+  frames = tok.vq_group_frames(waves, 16_000)
+  codes = tok._frame_codes(tok._vq_codes, waves, 16_000)
+  stored = np.asarray(code_groups.vq_stats_leaf(state.vq_stats, 'code_groups'))
+  want = np.asarray(
+    sequences.prune_short_runs(jnp.asarray(stored[codes]), tok.config.targets.min_run_frames)
+  )
+  np.testing.assert_array_equal(frames, want)
+
+
+def test_resume_after_the_choice_keeps_it_and_one_at_the_choice_redoes_it(trained, tmp_path):
+  config, workdir, state = trained
+  assert train.chooses_code_groups_at(2, config)
+  assert not train.chooses_code_groups_at(1, config) and not train.chooses_code_groups_at(3, config)
+  config.targets.group_candidates = 1
+  assert not train.chooses_code_groups_at(2, config)
+  # The checkpoint of step 2 was saved before the choice (-1), that of step 4 after it.
+  config = _choice_config()
+  trainer = train.Trainer(config)
+  for step, chosen in ((2, False), (4, True)):
+    restored = checkpointing.restore_params(
+      checkpointing.step_dir(workdir, step),
+      abstract={'vq_stats': trainer.abstract_state.vq_stats},
+      items=('vq_stats',),
+    )
+    stored = np.asarray(code_groups.vq_stats_leaf(restored['vq_stats'], 'code_groups'))
+    assert (stored.min() >= 0) == chosen, step
+
+
+def test_config_validation_of_the_choice_keys():
+  def check(match, **targets):
+    config = _choice_config()
+    config.targets.update(targets)
+    with pytest.raises(config_validation.ConfigError, match=match):
+      config_validation.validate_config(config)
+
+  check('group_candidates: must be an integer >= 1', group_candidates=0)
+  check('needs config.targets.code_groups > 0', code_groups=0)
+  check('group_choice_recordings: must be an integer >= 2', group_choice_recordings=1)
+  check(r'group_choice_max_rate_ratio: must be in \(0, 1\]', group_choice_max_rate_ratio=0.0)
+  config = _choice_config()
+  config.schedule.update(stage1_start=0, stage2_start=4)
+  with pytest.raises(config_validation.ConfigError, match='needs config.schedule.stage1_start > 0'):
+    config_validation.validate_config(config)
+  config_validation.validate_config(_choice_config())
