@@ -14,15 +14,16 @@
 #                         times, eval.align_frames=4)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
-#                         with eval.align_frames=4, its code grouping chosen by the training
-#                         views' margin; the same training as small_groupchoice below; before
-#                         2026-12-06 the farthest-point grouping:
+#                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
+#                         chosen by the training views' margin; the same training as
+#                         small_groupchoice below; before 2026-12-06 the farthest-point grouping:
 #                         small_frozenenc_readcodes_exacttimes below)
 #   small_groups24_s{0,1,2} small_corpus with 24 code groups instead of 16 (targets.code_groups)
 #   small_groupchoice_s{0,1,2} small_corpus with its 16 code groups chosen among 16 k-means
 #                         groupings by the view margin of all 576 training recordings
 #                         (targets.group_candidates=16, targets.group_choice_recordings=576;
-#                         what configs/small_corpus.py does since 2026-12-06)
+#                         what configs/small_corpus.py does since 2026-12-06), decoded without
+#                         eval.end_at_last_run
 #   small_corpus_ft_s0    small_corpus started from the final parameters of ROOT/aug_only_s0
 #                         (config.init_from; its whole schedule; FT_FROM=aug_only_s1 starts from
 #                         that run instead)
@@ -107,11 +108,13 @@ mkdir -p "$root"
 run() {   # NAME CONFIG [overrides...]: train (validation report), then the test report
   local name=$1 config=$2
   shift 2
-  # configs/small_corpus.py chooses its code grouping (targets.group_candidates=16) since
-  # 2026-12-06; every small_* run from before keeps the farthest-point grouping it was trained with.
+  # configs/small_corpus.py chooses its code grouping (targets.group_candidates=16) and ends each
+  # string at the audio's last run (eval.end_at_last_run) since 2026-12-06; every small_* run from
+  # before keeps the farthest-point grouping it was trained with and its decoding.
   case "$name" in
-    small_corpus_s*|small_groupchoice_s*) ;;
-    small_*) set -- "$@" --config.targets.group_candidates=1 ;;
+    small_corpus_s*) ;;
+    small_groupchoice_s*) set -- "$@" --config.eval.end_at_last_run=False ;;
+    small_*) set -- "$@" --config.targets.group_candidates=1 --config.eval.end_at_last_run=False ;;
   esac
   local workdir="$root/$name"
   if [ -f "$workdir/test/report.json" ]; then

@@ -452,6 +452,15 @@ def validate_config(
     'config.eval.choose_from_runs',
     'chooses among the runs config.eval.align_frames places tokens on: set align_frames > 0',
   )
+  end = ev.get('end_at_last_run', False)
+  _require(
+    isinstance(end, bool), 'config.eval.end_at_last_run', f'must be True or False, got {end!r}'
+  )
+  _require(
+    not end or align > 0,
+    'config.eval.end_at_last_run',
+    'ends at the last run config.eval.align_frames places tokens on: set align_frames > 0',
+  )
 
   # Schedule.
   s = config.schedule

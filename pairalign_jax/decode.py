@@ -53,6 +53,13 @@ class TokenRuns:
   # choose each token among the codes of the runs it could be placed on (and EOS), where there
   # are any (`sequences.run_token_mask`); False: the decoder's own choice, only placed
   choose_from_runs: bool = flax.struct.field(pytree_node=False, default=False)
+  # end the string (EOS) once a token has been placed on the audio's last run: nothing is left to
+  # write (a decoder otherwise may repeat a token at the last frame until max_len)
+  end_after_last_run: bool = flax.struct.field(pytree_node=False, default=False)
+
+  def at_end(self, last_run: Array) -> Array:
+    """[B] bool: the previous token was placed on the last run (or the decoder's time passed it)."""
+    return last_run >= self.lengths - 1
 
   def place(self, token: Array, own_time: Array, last_run: Array) -> tuple[Array, Array]:
     """`sequences.align_to_runs` on these runs: (time fed back [B], run placed on [B])."""
@@ -142,7 +149,9 @@ def _cached_steps(
   seconds of the decoder's time), or the decoder's own time when there is none; again the
   returned times are the decoder's own. With `token_runs.choose_from_runs` the step's choice is
   also restricted to the codes of those runs (and EOS) where there are any: `next_token` sees
-  the other logits at -1e9; the returned logits are the raw ones.
+  the other logits at -1e9; the returned logits are the raw ones. With
+  `token_runs.end_after_last_run`, once the previous token was placed on the last run, EOS is the
+  only choice.
 
   With `early_exit` (default) the steps run in a `lax.while_loop` that stops once every row has
   emitted EOS: the remaining positions hold PAD, time 0 and logits 0 (the full-length `lax.scan`,
@@ -169,6 +178,9 @@ def _cached_steps(
     if token_runs is not None and token_runs.choose_from_runs:
       allowed = token_runs.allowed(time, last_run, cfg.vocab_size).at[:, vocab.eos].set(True)
       choice_logits = jnp.where(allowed, logits, -1e9)
+    if token_runs is not None and token_runs.end_after_last_run:
+      only_eos = jnp.full_like(choice_logits, -1e9).at[:, vocab.eos].set(0.0)
+      choice_logits = jnp.where(token_runs.at_end(last_run)[:, None], only_eos, choice_logits)
     nxt = next_token(choice_logits, done, t)  # [B]
     fed_time = time
     if run_centres is not None:

@@ -207,6 +207,7 @@ def evaluate_workdir(
     snap_times=bool(config.eval.get('snap_times', False)),
     align_frames=int(config.eval.get('align_frames', 0)),
     choose_from_runs=bool(config.eval.get('choose_from_runs', False)),
+    end_at_last_run=bool(config.eval.get('end_at_last_run', False)),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir
@@ -280,6 +281,7 @@ def evaluate_workdir(
     'snap_times': tok.snap_times,
     'align_frames': tok.align_frames,
     'choose_from_runs': tok.choose_from_runs,
+    'end_at_last_run': tok.end_at_last_run,
     'beam_length_penalty': tok.length_penalty,
     'eos_bias_to_rate': [list(x) for x in calibration],
   }

@@ -48,10 +48,11 @@ Guarantees (tested):
     code-group frames that each token's time falls in; `align_frames` N > 0 places each token on
     a run of its own group within N encoder frames of its time and feeds back that run's time
     (`decode.TokenRuns`; docs/METHOD.md §6); with `choose_from_runs` as well each token is chosen
-    among the codes of the runs it could be placed on (and EOS), where there are any. All are off
+    among the codes of the runs it could be placed on (and EOS), where there are any; with
+    `end_at_last_run` the string ends once a token is placed on the audio's last run. All are off
     by default in the constructor; `from_checkpoint` takes them from the saved config's
-    `eval.snap_times` / `eval.align_frames` / `eval.choose_from_runs` (the decoding the run was
-    evaluated with) unless passed, or unless a beam is asked for.
+    `eval.snap_times` / `eval.align_frames` / `eval.choose_from_runs` / `eval.end_at_last_run`
+    (the decoding the run was evaluated with) unless passed, or unless a beam is asked for.
   * Times: one per token, in seconds from the start of the (padded) segment; always within the
     segment and non-decreasing: `times` is the running maximum (`np.maximum.accumulate`) of the
     decoder's cross-attention times, which are only nearly ordered even for a trained model (a
@@ -115,6 +116,7 @@ class Tokenizer:
     snap_times: bool = False,
     align_frames: int = 0,
     choose_from_runs: bool = False,
+    end_at_last_run: bool = False,
   ):
     self.config = config
     self.model = models.PairAlign(models.ModelConfig.from_config(config))
@@ -152,6 +154,11 @@ class Tokenizer:
     self.choose_from_runs = bool(choose_from_runs)
     if self.choose_from_runs and not self.align_frames:
       raise ValueError('choose_from_runs chooses among the runs align_frames places on: set both')
+    if not isinstance(end_at_last_run, (bool, np.bool_)):
+      raise ValueError(f'end_at_last_run must be True or False, got {end_at_last_run!r}')
+    self.end_at_last_run = bool(end_at_last_run)
+    if self.end_at_last_run and not self.align_frames:
+      raise ValueError('end_at_last_run ends at the last run align_frames places on: set both')
     self._encode_decode = jax.jit(
       self._encode_decode_impl, static_argnames=('beam_size', 'length_penalty')
     )
@@ -176,6 +183,7 @@ class Tokenizer:
     snap_times: Optional[bool] = None,
     align_frames: Optional[int] = None,
     choose_from_runs: Optional[bool] = None,
+    end_at_last_run: Optional[bool] = None,
   ) -> 'Tokenizer':
     """Loads params (EMA teacher by default) onto the default device; no optimizer state needed.
 
@@ -186,11 +194,12 @@ class Tokenizer:
     explicit `step` (or step folder) raises `checkpointing.CheckpointReadError` (a ValueError),
     one line naming the step and the file (`checkpointing.load_for_analysis`).
     Model, front end and vocabulary come from the config saved with that checkpoint.
-    `beam_size` / `length_penalty` / `snap_times` / `align_frames` / `choose_from_runs`: the
-    default decoding (module docstring). `snap_times` / `align_frames` / `choose_from_runs` None:
-    the saved config's `eval.snap_times` / `eval.align_frames` / `eval.choose_from_runs` (what the
+    `beam_size` / `length_penalty` / `snap_times` / `align_frames` / `choose_from_runs` /
+    `end_at_last_run`: the default decoding (module docstring). `snap_times` / `align_frames` /
+    `choose_from_runs` / `end_at_last_run` None: the saved config's `eval.*` keys of those names
+    (what the
     run's own evaluation decoded with), except with `beam_size` > 1, which they do not allow (then
-    off, logged); `choose_from_runs` None is off where `align_frames` is 0.
+    off, logged); `choose_from_runs` / `end_at_last_run` None are off where `align_frames` is 0.
     """
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
@@ -212,6 +221,8 @@ class Tokenizer:
     align_frames = saved_align if align_frames is None else align_frames
     if choose_from_runs is None:
       choose_from_runs = bool(align_frames) and bool(config.eval.get('choose_from_runs', False))
+    if end_at_last_run is None:
+      end_at_last_run = bool(align_frames) and bool(config.eval.get('end_at_last_run', False))
     params = (
       restored['teacher_params']
       if use_teacher and restored.get('teacher_params') is not None
@@ -245,6 +256,7 @@ class Tokenizer:
       snap_times=snap_times,
       align_frames=align_frames,
       choose_from_runs=choose_from_runs,
+      end_at_last_run=end_at_last_run,
     )
 
   # ------------------------------------------------------------------ input handling
@@ -387,6 +399,7 @@ class Tokenizer:
       lengths=lengths,
       tolerance=self.align_frames * self.frame_seconds,
       choose_from_runs=self.choose_from_runs,
+      end_after_last_run=self.end_at_last_run,
     )
 
   def _encode_decode_impl(

@@ -172,6 +172,15 @@ def test_choose_from_runs_is_a_bool_that_needs_align_frames():
   cv.validate_config(config)
 
 
+def test_end_at_last_run_is_a_bool_that_needs_align_frames():
+  config = _mutate('eval.end_at_last_run', True)
+  config.targets.code_groups = 16
+  with pytest.raises(cv.ConfigError, match=r'config\.eval\.end_at_last_run.*align_frames'):
+    cv.validate_config(config)
+  config.eval.align_frames = 4
+  cv.validate_config(config)
+
+
 def test_time_anchor_is_checked_and_excludes_snapping_to_run_centres():
   config = _mutate('targets.time_anchor', 'end')
   cv.validate_config(config)

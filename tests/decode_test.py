@@ -338,6 +338,52 @@ def test_choosing_from_runs_picks_only_codes_of_runs_it_can_be_placed_on(tiny):
   assert not np.array_equal(out.tokens, free.tokens)
 
 
+def test_ending_at_the_last_run_stops_right_after_a_token_is_placed_there(tiny):
+  """TokenRuns.end_after_last_run: a row writes what it writes without the rule up to the step
+  whose token is placed on the audio's last run (replayed step by step with `place`), then EOS;
+  a row that never gets there is unchanged. Scoring a given string (forced_decode) ignores it."""
+  model, variables, hcond = tiny
+  fs = model.cfg.frame_seconds
+  bias = jnp.full((B,), NO_EOS)
+  decode_fn = jax.jit(
+    lambda v, h, r: decode.greedy_decode(model, v, h, max_len=L, eos_bias=bias, token_runs=r)
+  )
+  # Rows 0-1: one run, of the code the decoder writes first (its first step does not depend on
+  # the runs), so its first token is placed on the last run; rows 2-3: a run every frame or two.
+  first = np.asarray(decode_fn(variables, hcond, None).tokens[:, 0])
+  codes = np.random.default_rng(2).integers(0, 4, (B, T))
+  codes[:2] = first[:2, None]
+  run_tokens, run_lengths, run_times, _ = sequences.collapse_runs(
+    jnp.asarray(codes, jnp.int32), fs, max_len=T + 1, vocab=VOCAB
+  )
+  kwargs = dict(tokens=run_tokens, times=run_times, lengths=run_lengths, tolerance=T * fs)
+  free_runs = decode.TokenRuns(**kwargs)
+  ending_runs = decode.TokenRuns(**kwargs, end_after_last_run=True)
+  free = _np(decode_fn(variables, hcond, free_runs))
+  out = _np(decode_fn(variables, hcond, ending_runs))
+  assert (free.lengths == L).all()
+  last, end_step = jnp.full((B,), -1, jnp.int32), np.full(B, -1)
+  for t in range(L):
+    _, last = free_runs.place(jnp.asarray(free.tokens[:, t]), jnp.asarray(free.times[:, t]), last)
+    reached = np.asarray(ending_runs.at_end(last)) & (end_step < 0)
+    end_step[reached] = t
+  ends = (end_step >= 0) & (end_step < L - 1)
+  assert ends[:2].all() and (end_step[:2] == 0).all()
+  for b in range(B):
+    e = end_step[b]
+    if 0 <= e < L - 1:
+      np.testing.assert_array_equal(out.tokens[b, : e + 1], free.tokens[b, : e + 1])
+      assert out.tokens[b, e + 1] == VOCAB.eos and out.lengths[b] == e + 1 and out.terminated[b]
+    else:
+      np.testing.assert_array_equal(out.tokens[b], free.tokens[b])
+  given = jnp.asarray(np.where(free.tokens < K, free.tokens, 0))
+  scored = [
+    np.asarray(decode.forced_decode(model, variables, hcond, given, token_runs=r)[0])
+    for r in (free_runs, ending_runs)
+  ]
+  np.testing.assert_array_equal(scored[0], scored[1])
+
+
 @pytest.mark.parametrize('max_len,scan', [(5, True), (L, True), (L, False)])
 def test_recompute_oracle_gives_identical_tokens(tiny, tiny_unrolled, max_len, scan):
   model, variables, hcond = tiny if scan else tiny_unrolled

@@ -537,6 +537,33 @@ def test_choose_from_runs_comes_from_the_saved_config_and_needs_align_frames(
     Tokenizer.from_checkpoint(workdir, align_frames=2, choose_from_runs=1)
 
 
+def test_end_at_last_run_comes_from_the_saved_config_and_needs_align_frames(
+  workdir, waves, monkeypatch
+):
+  load = checkpointing.load_for_analysis
+
+  def saved_ending(path, step):
+    folder, config, restored = load(path, step)
+    config = config.copy_and_resolve_references()
+    config.eval.align_frames = 2
+    config.eval.end_at_last_run = True
+    return folder, config, restored
+
+  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_ending)
+  by_config = Tokenizer.from_checkpoint(workdir, batch_size=4)
+  assert by_config.end_at_last_run and by_config.align_frames == 2
+  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2).end_at_last_run
+  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, end_at_last_run=False).end_at_last_run
+  monkeypatch.undo()
+  explicit = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2, end_at_last_run=True)
+  _same_output(by_config.tokenize(waves), explicit.tokenize(waves))
+  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2).end_at_last_run
+  with pytest.raises(ValueError, match='end_at_last_run ends at the last run'):
+    Tokenizer.from_checkpoint(workdir, align_frames=0, end_at_last_run=True)
+  with pytest.raises(ValueError, match='end_at_last_run must be True or False'):
+    Tokenizer.from_checkpoint(workdir, align_frames=2, end_at_last_run=1)
+
+
 def test_score_validates_tokens(tok, waves):
   with pytest.raises(ValueError, match='codes'):
     tok.score([1, K], waves[0])  # BOS is not a code
