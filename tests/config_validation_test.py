@@ -163,19 +163,11 @@ def test_align_frames_needs_greedy_unsnapped_decoding_of_code_groups_by_a_locate
     cv.validate_config(config)
 
 
-def test_choose_from_runs_is_a_bool_that_needs_align_frames():
-  config = _mutate('eval.choose_from_runs', True)
+@pytest.mark.parametrize('option', ['choose_from_runs', 'end_at_last_run'])
+def test_aligned_decoding_options_need_align_frames(option):
+  config = _mutate(f'eval.{option}', True)
   config.targets.code_groups = 16
-  with pytest.raises(cv.ConfigError, match=r'config\.eval\.choose_from_runs.*align_frames'):
-    cv.validate_config(config)
-  config.eval.align_frames = 4
-  cv.validate_config(config)
-
-
-def test_end_at_last_run_is_a_bool_that_needs_align_frames():
-  config = _mutate('eval.end_at_last_run', True)
-  config.targets.code_groups = 16
-  with pytest.raises(cv.ConfigError, match=r'config\.eval\.end_at_last_run.*align_frames'):
+  with pytest.raises(cv.ConfigError, match=rf'config\.eval\.{option}.*align_frames'):
     cv.validate_config(config)
   config.eval.align_frames = 4
   cv.validate_config(config)

@@ -511,57 +511,39 @@ def test_from_checkpoint_decodes_as_the_saved_config_evaluates(workdir, waves, m
   assert not by_config.choose_from_runs  # saved: False
 
 
-def test_choose_from_runs_comes_from_the_saved_config_and_needs_align_frames(
-  workdir, waves, monkeypatch
+@pytest.mark.parametrize(
+  'option,needs',
+  [
+    ('choose_from_runs', 'choose_from_runs chooses among the runs'),
+    ('end_at_last_run', 'end_at_last_run ends at the last run'),
+  ],
+)
+def test_aligned_decoding_options_come_from_the_saved_config_and_need_align_frames(
+  workdir, waves, monkeypatch, option, needs
 ):
   load = checkpointing.load_for_analysis
 
-  def saved_choosing(path, step):
+  def saved_with_option(path, step):
     folder, config, restored = load(path, step)
     config = config.copy_and_resolve_references()
     config.eval.align_frames = 2
-    config.eval.choose_from_runs = True
+    config.eval[option] = True
     return folder, config, restored
 
-  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_choosing)
+  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_with_option)
   by_config = Tokenizer.from_checkpoint(workdir, batch_size=4)
-  assert by_config.choose_from_runs and by_config.align_frames == 2
+  assert getattr(by_config, option) and by_config.align_frames == 2
   beam = Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2)  # greedy-only: off
-  assert not beam.choose_from_runs and beam.align_frames == 0
+  assert not getattr(beam, option) and beam.align_frames == 0
+  assert not getattr(Tokenizer.from_checkpoint(workdir, batch_size=4, **{option: False}), option)
   monkeypatch.undo()
-  explicit = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2, choose_from_runs=True)
+  explicit = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2, **{option: True})
   _same_output(by_config.tokenize(waves), explicit.tokenize(waves))
-  with pytest.raises(ValueError, match='choose_from_runs chooses among the runs'):
-    Tokenizer.from_checkpoint(workdir, align_frames=0, choose_from_runs=True)
-  with pytest.raises(ValueError, match='choose_from_runs must be True or False'):
-    Tokenizer.from_checkpoint(workdir, align_frames=2, choose_from_runs=1)
-
-
-def test_end_at_last_run_comes_from_the_saved_config_and_needs_align_frames(
-  workdir, waves, monkeypatch
-):
-  load = checkpointing.load_for_analysis
-
-  def saved_ending(path, step):
-    folder, config, restored = load(path, step)
-    config = config.copy_and_resolve_references()
-    config.eval.align_frames = 2
-    config.eval.end_at_last_run = True
-    return folder, config, restored
-
-  monkeypatch.setattr(checkpointing, 'load_for_analysis', saved_ending)
-  by_config = Tokenizer.from_checkpoint(workdir, batch_size=4)
-  assert by_config.end_at_last_run and by_config.align_frames == 2
-  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, beam_size=2).end_at_last_run
-  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, end_at_last_run=False).end_at_last_run
-  monkeypatch.undo()
-  explicit = Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2, end_at_last_run=True)
-  _same_output(by_config.tokenize(waves), explicit.tokenize(waves))
-  assert not Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2).end_at_last_run
-  with pytest.raises(ValueError, match='end_at_last_run ends at the last run'):
-    Tokenizer.from_checkpoint(workdir, align_frames=0, end_at_last_run=True)
-  with pytest.raises(ValueError, match='end_at_last_run must be True or False'):
-    Tokenizer.from_checkpoint(workdir, align_frames=2, end_at_last_run=1)
+  assert not getattr(Tokenizer.from_checkpoint(workdir, batch_size=4, align_frames=2), option)
+  with pytest.raises(ValueError, match=needs):
+    Tokenizer.from_checkpoint(workdir, align_frames=0, **{option: True})
+  with pytest.raises(ValueError, match=f'{option} must be True or False'):
+    Tokenizer.from_checkpoint(workdir, align_frames=2, **{option: 1})
 
 
 def test_score_validates_tokens(tok, waves):
