@@ -37,15 +37,16 @@ from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
-from rapidfuzz import process
-from rapidfuzz.distance import Levenshtein
 
+from pairalign_jax import code_groups as code_groups_lib
 from pairalign_jax import frontend
 from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax import targets as targets_lib
+from pairalign_jax import token_strings
 from pairalign_jax.data import augment
 from pairalign_jax.data import pipeline
+from pairalign_jax.evaluation import retrieval
 
 # fold_in tags of the choice's random streams (the seed's key; distinct from training's).
 _CANDIDATE_STREAM = 0x67726F
@@ -79,9 +80,7 @@ def collapsed_strings(frame_codes: np.ndarray) -> list[list[int]]:
   codes = np.asarray(frame_codes)
   if codes.ndim != 2:
     raise ValueError(f'frame codes must be [R, T], got shape {codes.shape}')
-  keep = np.ones(codes.shape, bool)
-  keep[:, 1:] = codes[:, 1:] != codes[:, :-1]
-  return [row[k].tolist() for row, k in zip(codes, keep)]
+  return [token_strings.collapse_repeats(row)[0].tolist() for row in codes]
 
 
 def view_margin(strings_a: Sequence[Sequence[int]], strings_b: Sequence[Sequence[int]]) -> float:
@@ -93,12 +92,7 @@ def view_margin(strings_a: Sequence[Sequence[int]], strings_b: Sequence[Sequence
   n = len(strings_a)
   if n < 2:
     raise ValueError(f'view_margin needs at least 2 recordings, got {n}')
-  dist = process.cdist(
-    [list(s) for s in strings_a],
-    [list(s) for s in strings_b],
-    scorer=Levenshtein.normalized_distance,
-    dtype=np.float64,
-  )  # [n, n]
+  dist = retrieval.distance_matrix(strings_a, strings_b).astype(np.float64)  # [n, n]
   own = np.diag(dist)
   others = (dist.sum(axis=1) - own) / (n - 1)
   return float(np.mean(others - own))
@@ -180,10 +174,7 @@ def training_view_waves(
 def _frame_codes_fn(model: models.PairAlign, fcfg: frontend.FrontendConfig):
   @jax.jit
   def codes(variables, waves, alpha):  # [B, S], [B] -> [B, T]
-    power = frontend.power_spectrogram(waves, fcfg)
-    if fcfg.vtlp:
-      power = frontend.vtlp_warp(power, alpha)
-    mel = frontend.normalize(frontend.log_mel_from_power(power, fcfg))
+    mel = frontend.normalize(frontend.warped_log_mel(waves, fcfg, alpha if fcfg.vtlp else None))
     h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)
     return model.apply(variables, h, train=False, method=models.PairAlign.quantize).codes
 
@@ -225,8 +216,6 @@ def choose_code_groups(
 ) -> tuple[np.ndarray, GroupChoice]:
   """The grouping a run keeps (int32 [K]) and what the choice measured, for the model's
   `variables` ({'params': the EMA teacher, 'vq_stats'}) at the end of stage 0."""
-  from pairalign_jax import code_groups as code_groups_lib
-
   settings = targets_lib.TargetSettings.from_config(config)
   waves_a, waves_b, stats = training_view_waves(
     config, int(config.targets.group_choice_recordings), cache_dir=cache_dir

@@ -186,6 +186,16 @@ def sample_vtlp_alpha(rng: jax.Array, batch: int, cfg: FrontendConfig) -> jax.Ar
   return jnp.exp(jax.random.uniform(rng, (batch,), minval=lo, maxval=hi))
 
 
+def warped_log_mel(waveform: jax.Array, cfg: FrontendConfig, alpha=None) -> jax.Array:
+  """Waveforms [B, S] -> log-mel [B, F, n_mels], each row's spectrum first warped by its own
+  vocal-tract-length factor `alpha` [B] (`vtlp_warp`) unless `alpha` is None: how a training
+  view is seen."""
+  power = power_spectrogram(waveform, cfg)  # [B, F, n_freq]
+  if alpha is not None:
+    power = vtlp_warp(power, alpha)
+  return log_mel_from_power(power, cfg)
+
+
 def log_mel_from_power(power: jax.Array, cfg: FrontendConfig) -> jax.Array:
   """Power spectra [B, F, n_freq] -> log-mel float32 [B, F, n_mels]."""
   mel = jnp.matmul(

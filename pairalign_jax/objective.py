@@ -270,11 +270,11 @@ def view_features(waves, fcfg, rng, *, train: bool, specaugment: bool):
   everything downstream (the teacher's targets included) sees the warped view. "clean" means
   without SpecAugment.
   """
-  power = frontend.power_spectrogram(waves, fcfg)  # [N, F, n_freq]
+  alpha = None
   if train and fcfg.vtlp:
     rng, warp_rng = jax.random.split(rng)
-    power = frontend.vtlp_warp(power, frontend.sample_vtlp_alpha(warp_rng, waves.shape[0], fcfg))
-  raw = frontend.log_mel_from_power(power, fcfg)  # [N, F, M]
+    alpha = frontend.sample_vtlp_alpha(warp_rng, waves.shape[0], fcfg)  # [N]
+  raw = frontend.warped_log_mel(waves, fcfg, alpha)  # [N, F, M]
   clean = frontend.normalize(raw)  # [N, F, M]
   energy = jnp.mean(raw, axis=-1)  # [N, F] log-mel energy
   mel_in = clean

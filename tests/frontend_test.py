@@ -154,6 +154,19 @@ def test_vtlp_warp_moves_a_tone_by_alpha_and_is_identity_at_one():
   assert (np.diff(src, axis=1) >= 0).all()
 
 
+def test_warped_log_mel_is_log_mel_of_the_warped_power():
+  cfg = _cfg()
+  waves = jnp.asarray(np.random.default_rng(0).normal(0, 0.1, (2, 8000)), jnp.float32)
+  np.testing.assert_array_equal(frontend.warped_log_mel(waves, cfg), frontend.log_mel(waves, cfg))
+  alpha = jnp.asarray([0.9, 1.1])
+  want = frontend.log_mel_from_power(
+    frontend.vtlp_warp(frontend.power_spectrogram(waves, cfg), alpha), cfg
+  )
+  got = frontend.warped_log_mel(waves, cfg, alpha)
+  np.testing.assert_array_equal(got, want)
+  assert not np.allclose(got, frontend.log_mel(waves, cfg))
+
+
 def test_vtlp_config_off_by_default_and_validated():
   config = default_config.get_config()
   assert not frontend.FrontendConfig.from_config(config).vtlp
