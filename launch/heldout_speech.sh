@@ -24,6 +24,8 @@
 #                         (targets.group_candidates=16, targets.group_choice_recordings=576;
 #                         what configs/small_corpus.py does since 2026-12-06), decoded without
 #                         eval.end_at_last_run
+#   small_corpus_ft_aligned_s{0,1,2} configs/small_corpus.py as it is now started from the final
+#                         parameters of ROOT/aug_only_aligned_s{0,1,2}, the same seed (setting (d))
 #   small_corpus_ft_s0    small_corpus started from the final parameters of ROOT/aug_only_s0
 #                         (config.init_from; its whole schedule; FT_FROM=aug_only_s1 starts from
 #                         that run instead)
@@ -112,7 +114,7 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   # string at the audio's last run (eval.end_at_last_run) since 2026-12-06; every small_* run from
   # before keeps the farthest-point grouping it was trained with and its decoding.
   case "$name" in
-    small_corpus_s*) ;;
+    small_corpus_s* | small_corpus_ft_aligned_s*) ;;
     small_groupchoice_s*) set -- "$@" --config.eval.end_at_last_run=False ;;
     small_*) set -- "$@" --config.targets.group_candidates=1 --config.eval.end_at_last_run=False ;;
   esac
@@ -156,6 +158,9 @@ for name in "${runs[@]}"; do
                            --config.seed="${name#small_groupchoice_s}" ;;
     small_groups24_s*) run "$name" configs/small_corpus.py --config.targets.code_groups=24 \
                            --config.seed="${name#small_groups24_s}" ;;
+    small_corpus_ft_aligned_s*) run "$name" configs/small_corpus.py \
+                                    --config.seed="${name#small_corpus_ft_aligned_s}" \
+                                    --config.init_from="$root/aug_only_aligned_s${name#small_corpus_ft_aligned_s}" ;;
     small_corpus_ft_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_ft_s}" \
                             --config.init_from="$root/${FT_FROM:-aug_only_s0}" ;;
     small_nolenctl_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" --config.seed="${name#small_nolenctl_s}" ;;
