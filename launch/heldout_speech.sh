@@ -8,10 +8,10 @@
 # RUN names (default: the runs of the settings chosen so far, in this order: small_corpus_s0-2,
 # small_corpus_ft_s0, aug_only_s0-2, synthetic_s0):
 #   aug_only_s{0,1,2}     configs/synthetic.py with augmentation-only views (no parallel readings)
-#   aug_only_aligned_s{0,1,2} aug_only with configs/small_corpus.py's training and decoding
-#                         settings (sequence terms off the encoder, no length controller, the
-#                         encoder frozen from stage 1, a decoder that reads its codes, exact input
-#                         times, eval.align_frames=4)
+#   aug_only_aligned_s{0,1,2} configs/synthetic_aug_only.py: aug_only with configs/small_corpus.py's
+#                         training and decoding settings (sequence terms off the encoder, no length
+#                         controller, the encoder frozen from stage 1, a decoder that reads its
+#                         codes, exact input times, eval.align_frames=4)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
 #                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
@@ -134,10 +134,6 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
 }
 
 aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
-aligned=(--config.loss.sequence_losses_train_encoder=False --config.length.controller_gain=0
-         --config.schedule.freeze_encoder=stage1 --config.model.decoder_reads_codes=True
-         --config.loss.time_jitter_seconds=0 --config.loss.own_time_prob=0
-         --config.eval.align_frames=4)
 # Every small_* run below but small_corpus restores the configs/small_corpus.py it was trained
 # with, so that its figures reproduce: nolenctl = the config before the frozen encoder and the
 # codes-reading, aligned decoder; first_small and length_ctl = before the two settings chosen
@@ -149,7 +145,7 @@ length_ctl=(--config.length.controller_gain=0.05)
 first_small=(--config.loss.sequence_losses_train_encoder=True "${length_ctl[@]}")
 for name in "${runs[@]}"; do
   case "$name" in
-    aug_only_aligned_s*) run "$name" configs/synthetic.py "${aug_only[@]}" "${aligned[@]}" \
+    aug_only_aligned_s*) run "$name" configs/synthetic_aug_only.py \
                              --config.seed="${name#aug_only_aligned_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;

@@ -8,13 +8,47 @@ from configs import demo
 from configs import librispeech
 from configs import small_corpus
 from configs import synthetic
+from configs import synthetic_aug_only
 from configs import timit
 from pairalign_jax import config_validation as cv
 
 
-@pytest.mark.parametrize('module', [default, demo, small_corpus, synthetic])
+@pytest.mark.parametrize('module', [default, demo, small_corpus, synthetic, synthetic_aug_only])
 def test_shipped_configs_validate(module):
   cv.validate_config(module.get_config(), device_count=8)
+
+
+def _flat(config):
+  out = {}
+
+  def walk(d, prefix):
+    for key, value in d.items():
+      if isinstance(value, dict):
+        walk(value, prefix + key + '.')
+      else:
+        out[prefix + key] = value
+
+  walk(config.to_dict(), '')
+  return out
+
+
+def test_synthetic_aug_only_is_synthetic_with_the_aligned_runs_overrides():
+  """configs/synthetic_aug_only.py is the `aug_only_aligned` runs of launch/heldout_speech.sh:
+  configs/synthetic.py with exactly their flags, nothing else."""
+  base, aug_only = _flat(synthetic.get_config()), _flat(synthetic_aug_only.get_config())
+  assert base.keys() == aug_only.keys()
+  changed = {k: aug_only[k] for k in base if base[k] != aug_only[k]}
+  assert changed == {
+    'data.cross_speaker_views': 0.0,
+    'data.augment.pitch_prob': 0.3,
+    'loss.sequence_losses_train_encoder': False,
+    'length.controller_gain': 0.0,
+    'schedule.freeze_encoder': 'stage1',
+    'model.decoder_reads_codes': True,
+    'loss.time_jitter_seconds': 0.0,
+    'loss.own_time_prob': 0.0,
+    'eval.align_frames': 4,
+  }
 
 
 @pytest.mark.parametrize('module', [librispeech, timit])
