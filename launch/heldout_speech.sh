@@ -15,6 +15,9 @@
 #   aug_only_groupchoice_s{0,1,2} configs/synthetic_aug_only.py with the code grouping chosen (16
 #                         candidates, 576 recordings) and strings ending at the audio's last run,
 #                         as configs/small_corpus.py does
+#   aug_only_recallchoice_s{0,1,2} aug_only_groupchoice with the 16 candidates ranked by their
+#                         strings' recall@1 on the validation split
+#                         (targets.group_choice=validation_recall) instead of the view margin
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
 #                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
@@ -155,6 +158,11 @@ for name in "${runs[@]}"; do
                                  --config.targets.group_choice_recordings=576 \
                                  --config.eval.end_at_last_run=True \
                                  --config.seed="${name#aug_only_groupchoice_s}" ;;
+    aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py \
+                                  --config.targets.group_candidates=16 \
+                                  --config.targets.group_choice=validation_recall \
+                                  --config.eval.end_at_last_run=True \
+                                  --config.seed="${name#aug_only_recallchoice_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
     small_groupchoice_s*) run "$name" configs/small_corpus.py --config.targets.group_candidates=16 \

@@ -346,6 +346,12 @@ def validate_config(
       '> 1 chooses the grouping of the codebook stage 0 trained: needs '
       f'config.schedule.stage1_start > 0, got {config.schedule.stage1_start}',
     )
+    measure = config.targets.get('group_choice', 'view_margin')
+    _require(
+      measure in ('view_margin', 'validation_recall'),
+      'config.targets.group_choice',
+      f"must be 'view_margin' or 'validation_recall', got {measure!r}",
+    )
     recordings = config.targets.group_choice_recordings
     _require(
       isinstance(recordings, int) and recordings >= 2,

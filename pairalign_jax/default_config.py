@@ -150,7 +150,12 @@ def get_config() -> ml_collections.ConfigDict:
   # distance to the other recordings and to its own other view), among those at most
   # `group_choice_max_rate_ratio` times as long as the VQ stage's strings of the same views.
   # 1 = the farthest-point grouping, nothing chosen. Needs vq.freeze_after_stage0 and a stage 0.
+  # `group_choice` = 'validation_recall' ranks the candidates instead by the recall@1 of their
+  # strings on the validation split (its evaluation set, built as the reports build it): a choice
+  # made on validation data, so the run's validation figures are no longer unbiased (report the
+  # test split).
   config.targets.group_candidates = 1
+  config.targets.group_choice = 'view_margin'
   config.targets.group_choice_recordings = 256
   config.targets.group_choice_max_rate_ratio = 0.45
   config.targets.min_run_frames = 2

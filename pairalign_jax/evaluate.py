@@ -97,6 +97,31 @@ def check_evaluation_source(config: ml_collections.ConfigDict) -> None:
   logging.info('evaluation split %r: %d records', split, len(source))
 
 
+def build_split_eval_set(
+  config: ml_collections.ConfigDict,
+  *,
+  split: Optional[str] = None,
+  sweep_items: Optional[int] = None,
+) -> runner.EvalSet:
+  """The evaluation set of `split` (default `config.eval.split`) as every report builds it
+  (`config.eval`: items, queries, rotations; augmented queries where the split has no parallel
+  readings); `sweep_items` overrides `config.eval.sweep_items`."""
+  split = pipeline.canonical_split(config.eval.split if split is None else split)
+  source = pipeline.make_source(config, split)
+  return runner.build_eval_set(
+    source,
+    num_items=config.eval.num_items,
+    queries_per_item=config.eval.queries_per_item,
+    seed=config.seed,
+    sample_rate=config.audio.sample_rate,
+    segment_seconds=config.audio.segment_seconds,
+    sweep_items=config.eval.sweep_items if sweep_items is None else sweep_items,
+    sweep_shifts_ms=config.eval.sweep_shifts_ms,
+    archive_rotations=int(config.eval.get('archive_rotations', 1)),
+    augment_fn=query_augmentation(config, source),
+  )
+
+
 def training_segments(config: ml_collections.ConfigDict) -> list[np.ndarray]:
   """Batches `[<= 64, S]` of the first `config.eval.kmeans_train_segments` training-split
   segments (centre crops): what the k-means baselines are fitted on (deterministic)."""
@@ -214,20 +239,8 @@ def evaluate_workdir(
   feats = features_fn(ckpt_config)
 
   split = pipeline.canonical_split(config.eval.split)
-  source = pipeline.make_source(config, split)
   logging.info('evaluating step %d on the %r split', step, split)
-  eval_set = runner.build_eval_set(
-    source,
-    num_items=config.eval.num_items,
-    queries_per_item=config.eval.queries_per_item,
-    seed=config.seed,
-    sample_rate=config.audio.sample_rate,
-    segment_seconds=config.audio.segment_seconds,
-    sweep_items=config.eval.sweep_items,
-    sweep_shifts_ms=config.eval.sweep_shifts_ms,
-    archive_rotations=int(config.eval.get('archive_rotations', 1)),
-    augment_fn=query_augmentation(config, source),
-  )
+  eval_set = build_split_eval_set(config)
 
   eos_bias = tok.default_eos_bias + float(config.eval.eos_bias)
   k = config.model.codebook_size

@@ -558,13 +558,14 @@ class Trainer:
         choice.rates[choice.index],
       )
     logging.info(
-      'code-group choice: kept candidate %d of %d (view margin %.3f, %.1f tokens/s; the '
+      'code-group choice: kept candidate %d of %d (%s %.3f, %.1f tokens/s; the '
       'farthest-point grouping: %.3f, %.1f tokens/s; %d within %.1f tokens/s) in %.1f s',
       choice.index,
-      len(choice.margins),
-      choice.margins[choice.index],
+      len(choice.scores),
+      choice.measure.replace('_', ' '),
+      choice.scores[choice.index],
       choice.rates[choice.index],
-      choice.margins[0],
+      choice.scores[0],
       choice.rates[0],
       fits,
       choice.max_rate,

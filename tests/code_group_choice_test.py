@@ -17,9 +17,11 @@ from pairalign_jax import checkpointing
 from pairalign_jax import code_group_choice
 from pairalign_jax import code_groups
 from pairalign_jax import config_validation
+from pairalign_jax import evaluate
 from pairalign_jax import sequences
 from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax import train
+from pairalign_jax.evaluation import runner
 
 
 @pytest.fixture(autouse=True)
@@ -73,7 +75,8 @@ def test_choose_grouping_keeps_the_largest_margin_within_the_rate_budget():
   )
   kwargs = dict(min_run_frames=1, segment_seconds=1.0)
   choice = code_group_choice.choose_grouping(candidates, a, b, max_rate_ratio=1.0, **kwargs)
-  np.testing.assert_allclose(choice.margins, [0.0, 1.0, 0.75])
+  np.testing.assert_allclose(choice.scores, [0.0, 1.0, 0.75])
+  assert choice.measure == 'view_margin' and choice.as_dict()['view_margin'] == [0.0, 1.0, 0.75]
   np.testing.assert_allclose(choice.rates, [1.0, 1.0, 4.0])
   assert choice.vq_rate == 4.0 and choice.index == 1
   assert choice.as_dict()['chosen'] == 1 and choice.as_dict()['within_budget'] == [True] * 3
@@ -85,6 +88,41 @@ def test_choose_grouping_keeps_the_largest_margin_within_the_rate_budget():
   assert choice.fits.tolist() == [True, True, False] and choice.index == 1
   with pytest.raises(ValueError, match='both be'):
     code_group_choice.choose_grouping(candidates, a, b[:1], max_rate_ratio=1.0, **kwargs)
+
+
+def test_choose_grouping_by_recall_keeps_the_grouping_whose_strings_retrieve_best():
+  # Two sentences read by two speakers, each reading its own codes: sentence 0 is codes 0 / 1,
+  # sentence 1 codes 2 / 3 (speaker A / B). Rows: A0, A1, B0, B1; each speaker is the archive once.
+  codes = np.repeat(np.array([[0], [2], [1], [3]]), 4, axis=1)  # [4 segments, 4 frames]
+  rotations = [
+    runner.Rotation(np.array([0, 1]), np.array([2, 3]), np.array([0, 1])),
+    runner.Rotation(np.array([2, 3]), np.array([0, 1]), np.array([0, 1])),
+  ]
+  candidates = np.array(
+    [
+      [0, 0, 0, 0],  # one string for everything: every query ties between two items, 1/2
+      [0, 0, 1, 1],  # the speaker-invariant grouping: every query finds its sentence
+      [0, 1, 2, 3],  # every code its own group: all strings 1 apart, 1/2 again
+      [0, 1, 1, 0],  # speaker A's sentence 0 reads as speaker B's sentence 1: every query misses
+    ]
+  )
+  kwargs = dict(min_run_frames=1, segment_seconds=1.0)
+  choice = code_group_choice.choose_grouping_by_recall(
+    candidates, codes, rotations, max_rate_ratio=1.0, **kwargs
+  )
+  np.testing.assert_allclose(choice.scores, [0.5, 1.0, 0.5, 0.0])
+  np.testing.assert_allclose(choice.rates, 1.0)
+  assert choice.index == 1 and choice.measure == 'validation_recall' and choice.vq_rate == 1.0
+  assert choice.as_dict()['validation_recall'] == [0.5, 1.0, 0.5, 0.0]
+  # Ties: the lower index (here the farthest-point slot, 0) among equal recalls.
+  choice = code_group_choice.choose_grouping_by_recall(
+    candidates[[0, 2]], codes, rotations, max_rate_ratio=1.0, **kwargs
+  )
+  assert choice.index == 0
+  with pytest.raises(ValueError, match=r'\[S, T\]'):
+    code_group_choice.choose_grouping_by_recall(
+      candidates, codes[0], rotations, max_rate_ratio=1.0, **kwargs
+    )
 
 
 def test_choose_grouping_merges_short_runs_as_the_targets_do():
@@ -187,8 +225,43 @@ def test_the_choice_is_a_pure_function_of_config_and_variables(trained):
   groups, choice = code_group_choice.choose_code_groups(model, variables, config)
   again, choice_again = code_group_choice.choose_code_groups(model, variables, config)
   np.testing.assert_array_equal(groups, again)
-  np.testing.assert_array_equal(choice.margins, choice_again.margins)
+  np.testing.assert_array_equal(choice.scores, choice_again.scores)
   assert choice.index == choice_again.index and groups.dtype == np.int32
+
+
+def test_the_choice_by_validation_recall_measures_what_the_report_would(trained):
+  config, _, state = trained
+  config = _choice_config()
+  config.targets.group_choice = 'validation_recall'
+  variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
+  model = train.make_model(config)
+  groups, choice = code_group_choice.choose_code_groups(model, variables, config)
+  again, choice_again = code_group_choice.choose_code_groups(model, variables, config)
+  np.testing.assert_array_equal(groups, again)
+  np.testing.assert_array_equal(choice.scores, choice_again.scores)
+  assert choice.measure == 'validation_recall' and len(choice.scores) == 3
+  assert choice.as_dict()['measure'] == 'validation_recall'
+
+  # The kept grouping's recall@1 is the one the report gives its targets (`vq_groups`) on the
+  # validation split, through the tokenizer and the evaluation runner.
+  def put(path, leaf):
+    if code_groups.CHOSEN not in jax.tree_util.keystr(path):
+      return leaf
+    return jnp.asarray(groups, leaf.dtype)
+
+  tok = tokenizer_lib.Tokenizer(
+    config,
+    {
+      'params': state.teacher_params,
+      'vq_stats': jax.tree_util.tree_map_with_path(put, state.vq_stats),
+    },
+  )
+  eval_set = evaluate.build_split_eval_set(config, split='validation', sweep_items=1)
+  report, _ = runner.evaluate_tokenizer(
+    tok.vq_group_tokenize, eval_set, codebook_size=config.targets.code_groups
+  )
+  assert choice.scores[choice.index] == pytest.approx(report['recall_at_1'])
+  assert choice.rates[choice.index] == pytest.approx(report['tokens_per_second'])
 
 
 def test_a_loaded_tokenizer_uses_the_stored_grouping(trained):
@@ -234,6 +307,7 @@ def test_config_validation_of_the_choice_keys():
   check('needs config.targets.code_groups > 0', code_groups=0)
   check('group_choice_recordings: must be an integer >= 2', group_choice_recordings=1)
   check(r'group_choice_max_rate_ratio: must be in \(0, 1\]', group_choice_max_rate_ratio=0.0)
+  check("group_choice: must be 'view_margin' or 'validation_recall'", group_choice='recall')
   config = _choice_config()
   config.schedule.update(stage1_start=0, stage2_start=4)
   with pytest.raises(config_validation.ConfigError, match='needs config.schedule.stage1_start > 0'):

@@ -291,3 +291,33 @@ def test_rotations_pool_queries_and_keep_per_item_counts():
   assert lo <= h['recall_at_1_difference'] <= hi <= 0.0
   assert set(h['comparisons']) == {'vq'}
   assert rep['eval_set']['num_rotations'] == 3
+
+
+def test_pooled_recall_at_1_equals_the_reports_recall_and_counts_ties_at_their_expected_value():
+  es = _eval_set(archive_rotations=-1, queries_per_item=2, num_items=-1)
+
+  # Speaker 1's readings of sentences 0 and 1 are one string: their queries tie in two archives.
+  def half_confused(waves, sample_rate):
+    out = tone_tokenizer(waves, sample_rate)
+    return token_strings.TokenizerOutput(
+      tokens=[
+        [0, 1] if es.speakers[i] == 'spk1' and es.content_ids[i] in ('s0', 's1') else t
+        for i, t in enumerate(out.tokens)
+      ]
+    )
+
+  report, out = runner.evaluate_tokenizer(half_confused, es, codebook_size=8, archive_sizes=(2,))
+  recall = runner.pooled_recall_at_1(out.tokens, es.rotations)
+  assert recall == pytest.approx(report['recall_at_1'])
+  assert 0.5 < recall < 1.0
+  for r, rotation in enumerate(es.rotations):  # and each rotation's
+    assert runner.pooled_recall_at_1(out.tokens, [rotation]) == pytest.approx(
+      report['rotations']['recall_at_1'][r]
+    )
+  # Speaker 1's two sentences tie with each other: ties count as misses when pessimistic, as
+  # hits when optimistic, and at their expected value (the report's convention) in between.
+  pessimistic = runner.pooled_recall_at_1(out.tokens, es.rotations, 'pessimistic')
+  optimistic = runner.pooled_recall_at_1(out.tokens, es.rotations, 'optimistic')
+  assert pessimistic < recall < optimistic
+  with pytest.raises(ValueError, match='at least one rotation'):
+    runner.pooled_recall_at_1(out.tokens, [])
