@@ -131,6 +131,11 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   fi
   echo "$name: training ($(date -u +%H:%M))"
   python -m pairalign_jax.main --config="$config" --workdir="$workdir" "$@" >"$root/$name.log" 2>&1
+  # Stopped early (SIGTERM: a preemption checkpoint; main exits 0): no test-split evaluation.
+  if [ ! -f "$workdir/report.json" ] || grep -q 'Preemption requested' "$root/$name.log"; then
+    echo "$name: stopped before its final report; run again to resume"
+    return
+  fi
   if [ "${VALIDATION_ONLY:-0}" = 1 ]; then
     return
   fi
