@@ -18,6 +18,7 @@
 #   aug_only_recallchoice_s{0,1,2} aug_only_groupchoice with the 16 candidates ranked by their
 #                         strings' recall@1 on the validation split
 #                         (targets.group_choice=validation_recall) instead of the view margin
+#   aug_only_recallchoice24_s{0,1,2} the same with 24 code groups (targets.code_groups=24)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
 #                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
@@ -163,6 +164,12 @@ for name in "${runs[@]}"; do
                                  --config.targets.group_choice_recordings=576 \
                                  --config.eval.end_at_last_run=True \
                                  --config.seed="${name#aug_only_groupchoice_s}" ;;
+    aug_only_recallchoice24_s*) run "$name" configs/synthetic_aug_only.py \
+                                    --config.targets.group_candidates=16 \
+                                    --config.targets.group_choice=validation_recall \
+                                    --config.targets.code_groups=24 \
+                                    --config.eval.end_at_last_run=True \
+                                    --config.seed="${name#aug_only_recallchoice24_s}" ;;
     aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py \
                                   --config.targets.group_candidates=16 \
                                   --config.targets.group_choice=validation_recall \
