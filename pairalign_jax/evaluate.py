@@ -82,11 +82,11 @@ def query_augmentation(config: ml_collections.ConfigDict, source) -> Optional[ru
   return lambda wave, rng: augment.augment_view(wave, rng, aug_cfg, sr, time_warp=True)
 
 
-def check_evaluation_source(config: ml_collections.ConfigDict) -> None:
-  """Raises ValueError, naming the settings, when the evaluation split cannot give an eval set
-  (at least two records: with parallel readings two content items, else augmented queries).
-  Training calls it before the first step."""
-  split = pipeline.canonical_split(config.eval.split)
+def check_evaluation_source(config: ml_collections.ConfigDict, split: Optional[str] = None) -> None:
+  """Raises ValueError, naming the settings, when the evaluation split (or `split`) cannot give
+  an eval set (at least two records: with parallel readings two content items, else augmented
+  queries). Training calls it before the first step."""
+  split = pipeline.canonical_split(config.eval.split if split is None else split)
   source = pipeline.make_source(config, split)
   if len(source) < 2:
     raise ValueError(

@@ -612,6 +612,15 @@ class Trainer:
     return sharding.global_batch(views, self.mesh)
 
 
+def chooses_on_validation(config: ml_collections.ConfigDict) -> bool:
+  """Whether the code grouping is chosen on the validation split's evaluation set
+  (`targets.group_choice = 'validation_recall'`, code_group_choice.py)."""
+  return (
+    int(config.targets.group_candidates) > 1
+    and config.targets.get('group_choice', 'view_margin') == 'validation_recall'
+  )
+
+
 def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool:
   """Whether the code grouping is chosen before step `step` runs: at the first stage-1 step when
   `config.targets.group_candidates > 1` (a run resumed later has it in its checkpoint; one resumed
@@ -662,6 +671,10 @@ def train_and_evaluate(
     from pairalign_jax import evaluate
 
     evaluate.check_evaluation_source(config)
+  if chooses_on_validation(config):  # the same for the grouping choice at stage 1's start
+    from pairalign_jax import evaluate
+
+    evaluate.check_evaluation_source(config, split='validation')
   os.makedirs(workdir, exist_ok=True)
   logging.info(
     'devices: %d (%s), processes: %d',

@@ -21,6 +21,7 @@ from pairalign_jax import evaluate
 from pairalign_jax import sequences
 from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax import train
+from pairalign_jax.data import pipeline
 from pairalign_jax.evaluation import runner
 
 
@@ -261,6 +262,21 @@ def test_the_choice_by_validation_recall_measures_what_the_report_would(trained)
   )
   assert choice.scores[choice.index] == pytest.approx(report['recall_at_1'])
   assert choice.rates[choice.index] == pytest.approx(report['tokens_per_second'])
+
+
+def test_a_validation_split_too_small_for_the_choice_fails_before_training(tmp_path, monkeypatch):
+  config = _choice_config()
+  config.targets.group_choice = 'validation_recall'
+  config.eval.split = 'test'  # the report's split has records; the choice's has none
+  make_source = pipeline.make_source
+  monkeypatch.setattr(
+    pipeline,
+    'make_source',
+    lambda cfg, split, **kw: [] if split == 'validation' else make_source(cfg, split, **kw),
+  )
+  with pytest.raises(ValueError, match="the 'validation' split .* has 0 record"):
+    train.train_and_evaluate(config, str(tmp_path), run_evaluation=True)
+  assert not os.path.exists(os.path.join(tmp_path, 'checkpoints'))
 
 
 def test_a_loaded_tokenizer_uses_the_stored_grouping(trained):
