@@ -146,6 +146,9 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
 }
 
 aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
+# The code grouping chosen among 16 by the validation split's recall@1, strings ending at the last run.
+recall_choice=(--config.targets.group_candidates=16 --config.targets.group_choice=validation_recall
+               --config.eval.end_at_last_run=True)
 # Every small_* run below but small_corpus restores the configs/small_corpus.py it was trained
 # with, so that its figures reproduce: nolenctl = the config before the frozen encoder and the
 # codes-reading, aligned decoder; first_small and length_ctl = before the two settings chosen
@@ -164,16 +167,10 @@ for name in "${runs[@]}"; do
                                  --config.targets.group_choice_recordings=576 \
                                  --config.eval.end_at_last_run=True \
                                  --config.seed="${name#aug_only_groupchoice_s}" ;;
-    aug_only_recallchoice24_s*) run "$name" configs/synthetic_aug_only.py \
-                                    --config.targets.group_candidates=16 \
-                                    --config.targets.group_choice=validation_recall \
+    aug_only_recallchoice24_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                     --config.targets.code_groups=24 \
-                                    --config.eval.end_at_last_run=True \
                                     --config.seed="${name#aug_only_recallchoice24_s}" ;;
-    aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py \
-                                  --config.targets.group_candidates=16 \
-                                  --config.targets.group_choice=validation_recall \
-                                  --config.eval.end_at_last_run=True \
+    aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                   --config.seed="${name#aug_only_recallchoice_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
