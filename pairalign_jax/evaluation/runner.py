@@ -391,14 +391,7 @@ def pooled_recall_at_1(
   rotations' queries whose own item's archive string is nearest (normalized edit distance, ties
   as in `evaluate_tokenizer`). The same figure as its `recall_at_1`, without the rest."""
   seqs = [list(s) for s in seqs]
-  hits = []
-  for rot in rotations:
-    archive = [seqs[i] for i in rot.archive_rows]
-    queries = [seqs[i] for i in rot.query_rows]
-    n_less, n_tie = retrieval.tie_counts(
-      retrieval.distance_matrix(queries, archive), rot.query_targets
-    )
-    hits.append(retrieval.per_query_scores(n_less, n_tie, (1,), ties)[0][1])
+  hits = [_rotation_scores(seqs, rot, ties)['hit1'] for rot in rotations]
   if not hits or not sum(len(h) for h in hits):
     raise ValueError('pooled_recall_at_1 needs at least one rotation with queries')
   return float(np.concatenate(hits).mean())
