@@ -19,6 +19,11 @@
 #                         strings' recall@1 on the validation split
 #                         (targets.group_choice=validation_recall) instead of the view margin
 #   aug_only_recallchoice24_s{0,1,2} the same with 24 code groups (targets.code_groups=24)
+#   espeak_s{0,1,2}       configs/espeak_small_corpus.py: configs/small_corpus.py on the eSpeak NG
+#                         corpus (speech it was not developed on; ESPEAK_DIR, default data/espeak,
+#                         built first if missing)
+#   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
+#                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
 #                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
@@ -146,6 +151,14 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
 }
 
 aug_only=(--config.data.cross_speaker_views=0 --config.data.augment.pitch_prob=0.3)
+# The eSpeak NG corpus (pairalign_jax/data/espeak_corpus.py), built on first use.
+espeak_dir=${ESPEAK_DIR:-$PWD/data/espeak}
+espeak_data=(--config.data.path="$espeak_dir/train.tsv" --config.data.eval_path="$espeak_dir/heldout.tsv")
+espeak_corpus() {
+  if [ ! -f "$espeak_dir/heldout.tsv" ]; then
+    python -m pairalign_jax.data.espeak_corpus --out="$espeak_dir"
+  fi
+}
 # The code grouping chosen among 16 by the validation split's recall@1, strings ending at the last run.
 recall_choice=(--config.targets.group_candidates=16 --config.targets.group_choice=validation_recall
                --config.eval.end_at_last_run=True)
@@ -173,6 +186,12 @@ for name in "${runs[@]}"; do
     aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                   --config.seed="${name#aug_only_recallchoice_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
+    espeak_ft_s*) espeak_corpus
+                  run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
+                      --config.seed="${name#espeak_ft_s}" \
+                      --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_s}}" ;;
+    espeak_s*) espeak_corpus
+               run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" --config.seed="${name#espeak_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
     small_groupchoice_s*) run "$name" configs/small_corpus.py --config.targets.group_candidates=16 \
                            --config.targets.group_choice_recordings=576 \

@@ -195,6 +195,12 @@ def _half_hash_fraction(s: str) -> float:
   return int(hashlib.sha1(f'validation-test\0{s}'.encode('utf-8')).hexdigest()[:8], 16) / 2**32
 
 
+def heldout_half(speaker: str) -> str:
+  """'test' or 'validation': the half of the held-out part a speaker goes to by step 2 of the split
+  rule (the speaker hash; it decides whenever the held-out part has speakers on both sides)."""
+  return 'test' if _half_hash_fraction(speaker) < 0.5 else 'validation'
+
+
 def _pick(
   entries: Sequence[dict[str, Any]], fraction: float, hash_fraction: Callable[[str], float]
 ) -> list[bool] | None:
