@@ -136,9 +136,12 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
     return
   fi
   echo "$name: training ($(date -u +%H:%M))"
-  python -m pairalign_jax.main --config="$config" --workdir="$workdir" "$@" >"$root/$name.log" 2>&1
+  # Appended: a resumed run keeps the log of its earlier part.
+  local log="$root/$name.log" before=0
+  [ -f "$log" ] && before=$(wc -l <"$log")
+  python -m pairalign_jax.main --config="$config" --workdir="$workdir" "$@" >>"$log" 2>&1
   # Stopped early (SIGTERM: a preemption checkpoint; main exits 0): no test-split evaluation.
-  if [ ! -f "$workdir/report.json" ] || grep -q 'Preemption requested' "$root/$name.log"; then
+  if [ ! -f "$workdir/report.json" ] || tail -n +$((before + 1)) "$log" | grep -q 'Preemption requested'; then
     echo "$name: stopped before its final report; run again to resume"
     return
   fi
