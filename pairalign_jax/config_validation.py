@@ -177,6 +177,11 @@ def validate_config(
     f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fe.fmin}, fmax={fe.fmax}',
   )
   _require(fe.log_floor > 0, 'config.frontend.log_floor', 'must be positive')
+  _require(
+    0 <= int(fe.cepstral_coeffs) <= fe.n_mels,
+    'config.frontend.cepstral_coeffs',
+    f'must be in [0, config.frontend.n_mels={fe.n_mels}] (0 = off), got {fe.cepstral_coeffs}',
+  )
 
   # Model.
   m = config.model

@@ -55,6 +55,11 @@ def get_config() -> ml_collections.ConfigDict:
   config.frontend.fmax = 8_000.0
   config.frontend.log_floor = 1e-5  # log(max(mel_power, floor))
   config.frontend.normalize = True  # per-utterance mean/variance over time, per band
+  # Cepstral smoothing of each log-mel frame (frontend.cepstral_projection): 0 = off; K > 0 keeps
+  # its first K DCT-II coefficients over the 80 bands, i.e. the spectral envelope (13, as an MFCC
+  # keeps of 40 bands) without the pitch harmonics the bands resolve below about 1 kHz. The model
+  # input, the reconstruction target and the log-mel k-means baseline all read the smoothed frames.
+  config.frontend.cepstral_coeffs = 0
   config.frontend.specaugment = ml_collections.ConfigDict()
   config.frontend.specaugment.enabled = True  # train only
   config.frontend.specaugment.freq_masks = 2

@@ -21,6 +21,7 @@ import jax.numpy as jnp
 import librosa
 import ml_collections
 import numpy as np
+import scipy.fft
 
 
 @dataclasses.dataclass(frozen=True)
@@ -43,6 +44,10 @@ class FrontendConfig:
   time_width: int
   # Vocal-tract-length perturbation (training only): range of the warp factor alpha; (1, 1) = off.
   vtlp_alpha: tuple[float, float]
+  # Cepstral smoothing of every log-mel frame: 0 = off; K > 0 keeps the frame's first K DCT-II
+  # coefficients over the mel bands (`cepstral_projection`): its spectral envelope, as MFCCs keep
+  # it, without the pitch harmonics that the mel bands resolve at low frequencies.
+  cepstral_coeffs: int
 
   def __post_init__(self):
     if self.win_length > self.n_fft:
@@ -56,6 +61,11 @@ class FrontendConfig:
       )
     if self.log_floor <= 0:
       raise ValueError(f'log_floor must be positive, got {self.log_floor}')
+    if not 0 <= self.cepstral_coeffs <= self.n_mels:
+      raise ValueError(
+        f'cepstral_coeffs must be in [0, n_mels={self.n_mels}] (0 = off), got '
+        f'{self.cepstral_coeffs}'
+      )
     lo, hi = self.vtlp_alpha
     if not 0.5 <= lo <= hi <= 2.0:
       raise ValueError(
@@ -87,6 +97,7 @@ class FrontendConfig:
       time_masks=int(sa.time_masks),
       time_width=int(sa.time_width),
       vtlp_alpha=vtlp_alpha,
+      cepstral_coeffs=int(fe.get('cepstral_coeffs', 0)),  # configs saved before it: off
     )
 
   @property
@@ -196,12 +207,26 @@ def warped_log_mel(waveform: jax.Array, cfg: FrontendConfig, alpha=None) -> jax.
   return log_mel_from_power(power, cfg)
 
 
+@functools.lru_cache(maxsize=16)
+def cepstral_projection(n_mels: int, coeffs: int) -> np.ndarray:
+  """float32 [n_mels, n_mels] P: a log-mel frame x [n_mels] times P is x with only its first
+  `coeffs` orthonormal DCT-II coefficients kept (x -> idct(dct(x)[:coeffs], zero-padded)).
+  Symmetric; coefficient 0 is the frame's mean, so the mean over the bands is kept."""
+  basis = scipy.fft.dct(np.eye(n_mels), type=2, norm='ortho', axis=0)[:coeffs]  # [K, M]
+  return (basis.T @ basis).astype(np.float32)  # [M, M]
+
+
 def log_mel_from_power(power: jax.Array, cfg: FrontendConfig) -> jax.Array:
-  """Power spectra [B, F, n_freq] -> log-mel float32 [B, F, n_mels]."""
+  """Power spectra [B, F, n_freq] -> log-mel float32 [B, F, n_mels] (cepstrally smoothed when
+  `cfg.cepstral_coeffs` > 0)."""
   mel = jnp.matmul(
     power, jnp.asarray(mel_filterbank(cfg)), precision=jax.lax.Precision.HIGHEST
   )  # [B, F, n_mels]
-  return jnp.log(jnp.maximum(mel, cfg.log_floor))
+  out = jnp.log(jnp.maximum(mel, cfg.log_floor))  # [B, F, n_mels]
+  if cfg.cepstral_coeffs:
+    projection = cepstral_projection(cfg.n_mels, cfg.cepstral_coeffs)  # [n_mels, n_mels]
+    out = jnp.matmul(out, jnp.asarray(projection), precision=jax.lax.Precision.HIGHEST)
+  return out
 
 
 def normalize(mel: jax.Array, eps: float = 1e-5) -> jax.Array:

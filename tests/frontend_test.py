@@ -8,8 +8,10 @@ import jax.numpy as jnp
 import librosa
 import numpy as np
 import pytest
+import scipy.fft
 
 from configs import default as default_config
+from pairalign_jax import config_validation
 from pairalign_jax import frontend
 
 
@@ -177,3 +179,51 @@ def test_vtlp_config_off_by_default_and_validated():
   assert alpha.min() >= cfg.vtlp_alpha[0] - 1e-6 and alpha.max() <= cfg.vtlp_alpha[1] + 1e-6
   with pytest.raises(ValueError, match='vtlp_alpha'):
     dataclasses.replace(cfg, vtlp_alpha=(1.2, 1.1))
+
+
+def test_cepstral_smoothing_keeps_the_first_coefficients_of_each_frame():
+  waves = jnp.asarray(np.stack([_speechlike(8000, 16_000, seed) for seed in (0, 1)]))
+  raw = np.asarray(frontend.log_mel(waves, _cfg()))  # [2, F, 80]
+  got = np.asarray(frontend.log_mel(waves, _cfg(cepstral_coeffs=13)))
+  coeffs = scipy.fft.dct(raw, type=2, norm='ortho', axis=-1)
+  coeffs[..., 13:] = 0.0
+  want = scipy.fft.idct(coeffs, type=2, norm='ortho', axis=-1)
+  np.testing.assert_allclose(got, want, atol=2e-4)
+  np.testing.assert_allclose(got.mean(-1), raw.mean(-1), atol=2e-4)  # the frame's mean is kept
+  assert np.abs(got - raw).max() > 0.5
+  np.testing.assert_allclose(frontend.log_mel(waves, _cfg(cepstral_coeffs=80)), raw, atol=2e-4)
+
+
+def _vowel(f0, seconds=0.5, sr=16_000):
+  """Harmonics of f0 under one fixed formant envelope (peaks at 700 and 1 200 Hz)."""
+  t = np.arange(int(seconds * sr)) / sr
+
+  def envelope(f):
+    return np.exp(-(((f - 700) / 150) ** 2)) + 0.7 * np.exp(-(((f - 1200) / 200) ** 2)) + 0.02
+
+  y = sum(envelope(k * f0) * np.sin(2 * np.pi * k * f0 * t) for k in range(1, int(7000 / f0)))
+  return (0.3 * y / np.max(np.abs(y))).astype(np.float32)
+
+
+def test_cepstral_smoothing_brings_two_pitches_of_one_vowel_together():
+  waves = jnp.asarray(np.stack([_vowel(110.0), _vowel(220.0)]))
+
+  def distance(cfg):  # between the two spectra's shapes (each frame's mean level taken out)
+    mel = np.asarray(frontend.log_mel(waves, cfg))[:, 10:-10].mean(1)  # [2, 80]
+    shape = mel - mel.mean(-1, keepdims=True)
+    return float(np.mean(np.abs(shape[0] - shape[1])))
+
+  assert distance(_cfg(cepstral_coeffs=13)) < 0.5 * distance(_cfg())
+
+
+def test_cepstral_coeffs_off_by_default_and_validated():
+  config = default_config.get_config()
+  assert frontend.FrontendConfig.from_config(config).cepstral_coeffs == 0
+  del config.frontend.cepstral_coeffs  # a config saved before the key: off
+  assert frontend.FrontendConfig.from_config(config).cepstral_coeffs == 0
+  with pytest.raises(ValueError, match='cepstral_coeffs'):
+    _cfg(cepstral_coeffs=81)
+  config = default_config.get_config()
+  config.frontend.cepstral_coeffs = -1
+  with pytest.raises(config_validation.ConfigError, match='cepstral_coeffs'):
+    config_validation.validate_config(config)
