@@ -22,6 +22,8 @@
 #   espeak_s{0,1,2}       configs/espeak_small_corpus.py: configs/small_corpus.py on the eSpeak NG
 #                         corpus (speech it was not developed on; ESPEAK_DIR, default data/espeak,
 #                         built first if missing)
+#   espeak_cep13_s{0,1,2} espeak with each log-mel frame smoothed to 13 cepstral coefficients
+#                         (frontend.cepstral_coeffs: the envelope an MFCC keeps, no pitch harmonics)
 #   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
 #                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
@@ -193,6 +195,9 @@ for name in "${runs[@]}"; do
                   run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                       --config.seed="${name#espeak_ft_s}" \
                       --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_s}}" ;;
+    espeak_cep13_s*) espeak_corpus
+                     run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
+                         --config.frontend.cepstral_coeffs=13 --config.seed="${name#espeak_cep13_s}" ;;
     espeak_s*) espeak_corpus
                run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" --config.seed="${name#espeak_s}" ;;
     small_corpus_s*) run "$name" configs/small_corpus.py --config.seed="${name#small_corpus_s}" ;;
