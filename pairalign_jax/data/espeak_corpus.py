@@ -117,13 +117,14 @@ class Voice:
 
 
 def check_espeak() -> str:
-  """The espeak-ng executable's path, or a RuntimeError saying how to install it."""
+  """espeak-ng's version line (`--version`), or a RuntimeError saying how to install it."""
   path = shutil.which(ESPEAK)
   if path is None:
     raise RuntimeError(
       'espeak-ng is not installed (needed to build this corpus): apt-get install espeak-ng'
     )
-  return path
+  proc = subprocess.run([path, '--version'], capture_output=True, check=False, text=True)
+  return proc.stdout.strip()
 
 
 def draw_voice(rng: np.random.Generator, variant: str) -> Voice:
@@ -248,8 +249,9 @@ def build_corpus(
 ) -> dict[str, int]:
   """Writes the corpus (module docstring) under `out_dir`; returns the recordings per split.
 
-  Deterministic: the same arguments and eSpeak NG version give the same audio."""
-  check_espeak()
+  Deterministic: the same arguments and eSpeak NG version (in `voices.json`) give the same
+  audio."""
+  version = check_espeak()
   rng = np.random.default_rng(seed)
   taken: set[str] = set()
   train = []
@@ -287,7 +289,9 @@ def build_corpus(
   for split in ('validation', 'test'):
     voices += [{'split': split, **dataclasses.asdict(v), 'speaker': v.speaker} for v in held[split]]
   with open(os.path.join(out_dir, 'voices.json'), 'w', encoding='utf-8') as f:
-    json.dump({'seed': seed, 'max_seconds': max_seconds, 'voices': voices}, f, indent=1)
+    json.dump(
+      {'seed': seed, 'max_seconds': max_seconds, 'espeak': version, 'voices': voices}, f, indent=1
+    )
   logging.info('espeak corpus in %s: %s recordings', out_dir, counts)
   return counts
 
