@@ -221,6 +221,8 @@ def test_split_by_speaker_is_speaker_disjoint():
   assert folder.split_entries(entries, 'heldout', 0.2) == parts[2]
   with pytest.raises(ValueError, match='split'):
     folder.split_entries(entries, 'dev', 0.2)
+  for split, part in zip(('validation', 'test'), parts[1:]):  # the half each speaker goes to
+    assert {folder.heldout_half(e['speaker']) for e in part} == {split}
 
 
 def test_folder_without_audio_is_an_error(tmp_path):
