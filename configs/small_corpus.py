@@ -26,7 +26,7 @@ What differs from `synthetic.py` and why (docs/results.md, "Held-out speech"):
   and a raised bias ends some strings early: validation recall@1 at bias 0 against the trained
   bias, seed 1 (trained +1.91) 0.905 against 0.852, seed 0 (trained -0.26) 0.876 against 0.883.
   With `schedule.max_alpha = 0` the controller's decodes feed nothing else, so stage 2 skips them
-  and trains the same parameters (tests/train_test.py) without them.
+  and trains the same parameters (tests/train_stages_test.py) without them.
 * The encoder, VQ and stage-0 heads frozen from stage 1 on (`schedule.freeze_encoder =
   'stage1'`): the decoder's targets (the stage-0 VQ codes in 16 groups) are then the codes of the
   encoder it reads, and they stay where stage 0 left them (0.95-0.97 recall@1 on validation).
