@@ -261,13 +261,13 @@ def build_corpus(
     if voice.speaker not in taken:
       taken.add(voice.speaker)
       train.append(voice)
-  held = heldout_voices(rng, heldout_voices_per_split, taken)
+  by_split = {'train': train, **heldout_voices(rng, heldout_voices_per_split, taken)}
 
   used: set[str] = set()
   rows: dict[str, list[dict[str, str]]] = {'train': [], 'heldout': []}
   counts = {'train': 0, 'validation': 0, 'test': 0}
   jobs = [('train', [voice], train_sentences) for voice in train]
-  jobs += [(split, held[split], heldout_sentences) for split in ('validation', 'test')]
+  jobs += [(split, by_split[split], heldout_sentences) for split in ('validation', 'test')]
   sentence_no = 0
   for split, voices, count in tqdm.tqdm(jobs, desc='espeak corpus', unit='voice set'):
     for text, readings in _fitting_sentences(rng, voices, count, used, max_seconds):
@@ -285,9 +285,11 @@ def build_corpus(
     with open(os.path.join(out_dir, f'{name}.tsv'), 'w', encoding='utf-8') as f:
       f.write('path\tspeaker\ttext\n')
       f.writelines(f'{r["path"]}\t{r["speaker"]}\t{r["text"]}\n' for r in manifest_rows)
-  voices = [{'split': 'train', **dataclasses.asdict(v), 'speaker': v.speaker} for v in train]
-  for split in ('validation', 'test'):
-    voices += [{'split': split, **dataclasses.asdict(v), 'speaker': v.speaker} for v in held[split]]
+  voices = [
+    {'split': split, **dataclasses.asdict(v), 'speaker': v.speaker}
+    for split, split_voices in by_split.items()
+    for v in split_voices
+  ]
   with open(os.path.join(out_dir, 'voices.json'), 'w', encoding='utf-8') as f:
     json.dump(
       {'seed': seed, 'max_seconds': max_seconds, 'espeak': version, 'voices': voices}, f, indent=1
