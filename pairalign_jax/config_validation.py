@@ -276,6 +276,34 @@ def validate_config(
       0.0 <= value < 1.0, f'config.loss.{name}', f'must be a fraction in [0, 1), got {value}'
     )
   _require(
+    config.loss.code_pred_targets in ('vq', 'units'),
+    'config.loss.code_pred_targets',
+    f"must be 'vq' or 'units', got {config.loss.code_pred_targets!r}",
+  )
+  if config.loss.code_pred_targets == 'units':
+    _require(
+      2 <= config.loss.unit_clusters <= config.model.codebook_size,
+      'config.loss.unit_clusters',
+      f'must be in [2, config.model.codebook_size={config.model.codebook_size}] (the code head '
+      f'predicts the unit ids), got {config.loss.unit_clusters}',
+    )
+    _require(
+      1 <= config.loss.unit_coeffs <= config.frontend.n_mels,
+      'config.loss.unit_coeffs',
+      f'must be in [1, config.frontend.n_mels={config.frontend.n_mels}], got '
+      f'{config.loss.unit_coeffs}',
+    )
+    _require(
+      config.loss.unit_fit_recordings >= 2,
+      'config.loss.unit_fit_recordings',
+      f'must be >= 2, got {config.loss.unit_fit_recordings}',
+    )
+    _require(
+      config.loss.code_pred_weight > 0,
+      'config.loss.code_pred_targets',
+      "is 'units' while config.loss.code_pred_weight is 0: nothing would read the units",
+    )
+  _require(
     config.loss.contrast_temperature > 0, 'config.loss.contrast_temperature', 'must be positive'
   )
   _require(config.loss.contrast_negatives >= 0, 'config.loss.contrast_negatives', 'must be >= 0')

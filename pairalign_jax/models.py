@@ -57,6 +57,7 @@ import numpy as np
 
 from pairalign_jax import code_groups as code_groups_lib
 from pairalign_jax import config_lib
+from pairalign_jax import units as units_lib
 from pairalign_jax import vocab as vocab_lib
 
 Array = jax.Array
@@ -114,6 +115,10 @@ class ModelConfig:
   # 'vq_stats' also holds the chosen code grouping ('code_groups', int32 [K], -1 until chosen;
   # config.targets.group_candidates > 1, code_group_choice.py). The VQ only carries it.
   stores_code_groups: bool
+  # 'vq_stats' also holds the acoustic-unit centroids [unit_clusters, unit_dim] of
+  # `loss.code_pred_targets = 'units'` (pairalign_jax/units.py; zeros until fitted). 0 = none.
+  unit_clusters: int
+  unit_dim: int
   # Location-aware cross-attention: > 0 adds a learned per-head bias over the offset (in encoder
   # frames, clipped to +-time_bias_frames) between each frame and the time of the *input* token
   # (the previous token's time), so the decoder knows where it is in the audio. 0 = off.
@@ -225,6 +230,8 @@ class ModelConfig:
       vq_reseed=bool(vq.reseed),
       vq_diversity_temperature=float(vq.diversity_temperature),
       stores_code_groups=int(config.targets.group_candidates) > 1,
+      unit_clusters=int(config.loss.unit_clusters) if _predicts_units(config) else 0,
+      unit_dim=2 * int(config.loss.unit_coeffs) if _predicts_units(config) else 0,
       time_bias_frames=int(m.time_bias_frames),
       time_bias_scale=float(m.time_bias_scale),
       adapter_layers=int(m.adapter_layers),
@@ -244,6 +251,10 @@ class ModelConfig:
   @property
   def activation_dtype(self):
     return jnp.bfloat16 if self.dtype == 'bfloat16' else jnp.float32
+
+
+def _predicts_units(config: ml_collections.ConfigDict) -> bool:
+  return config.loss.get('code_pred_targets', 'vq') == 'units'
 
 
 @flax.struct.dataclass
@@ -537,6 +548,15 @@ class VectorQuantizer(nn.Module):
         'vq_stats',
         code_groups_lib.CHOSEN,
         nn.with_logical_partitioning(lambda: jnp.full((k,), -1, jnp.int32), (None,)),
+      )
+
+    if cfg.unit_clusters > 0:  # carried, never read here (objective.compute_terms)
+      self.variable(
+        'vq_stats',
+        units_lib.UNIT_CENTROIDS,
+        nn.with_logical_partitioning(
+          lambda: jnp.zeros((cfg.unit_clusters, cfg.unit_dim), jnp.float32), (None, None)
+        ),
       )
 
     e = jax.lax.stop_gradient(codebook.value)  # [K,c]

@@ -32,6 +32,7 @@ import jax
 import jax.numpy as jnp
 import ml_collections
 
+from pairalign_jax import code_groups as code_groups_lib
 from pairalign_jax import config_lib
 from pairalign_jax import decode
 from pairalign_jax import frontend
@@ -39,6 +40,7 @@ from pairalign_jax import losses
 from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax import targets as targets_lib
+from pairalign_jax import units as units_lib
 from pairalign_jax import vocab as vocab_lib
 
 # Names of every logged term, in a stable order (weights are config.loss.<name>_weight).
@@ -105,6 +107,9 @@ class ObjectiveSettings:
   # keeps learning from the stage-0 terms alone, so the VQ codes (the targets) stay what they were.
   sequence_losses_train_encoder: bool
   code_pred_after_stage0: bool  # False: the code prediction is a stage-0 term only
+  # 'vq' (the other view's VQ codes) or 'units' (its acoustic units, pairalign_jax/units.py)
+  code_pred_targets: str
+  unit_coeffs: int
   # From this stage on the stage-0 terms are off (train.py also keeps the encoder's parameters);
   # 3 (no such stage): never (`schedule.freeze_encoder`).
   freeze_encoder_from_stage: int
@@ -148,6 +153,8 @@ class ObjectiveSettings:
       own_time_passes=int(config.loss.own_time_passes),
       sequence_losses_train_encoder=bool(config.loss.sequence_losses_train_encoder),
       code_pred_after_stage0=bool(config.loss.code_pred_after_stage0),
+      code_pred_targets=str(config.loss.get('code_pred_targets', 'vq')),
+      unit_coeffs=int(config.loss.get('unit_coeffs', 13)),
       freeze_encoder_from_stage=FREEZE_ENCODER_FROM_STAGE[config.schedule.freeze_encoder],
       segment_seconds=float(config.audio.segment_seconds),
       length_target_tokens=float(config.length.target_rate * config.audio.segment_seconds),
@@ -613,9 +620,14 @@ def compute_terms(
     terms['diversity'] = vq_out.diversity_loss
   if weights['code_pred'] > 0:
     logits = model.apply(variables, h, method=models.PairAlign.predict_codes)  # [2B, T, K]
-    swapped = jnp.concatenate(
-      [vq_out.codes[b:], vq_out.codes[:b]], axis=0
-    )  # view v predicts the other's codes
+    labels = vq_out.codes  # [2B, T]
+    if settings.code_pred_targets == 'units':  # unit ids < K: the first logits predict them
+      centroids = code_groups_lib.vq_stats_leaf(vq_stats, units_lib.UNIT_CENTROIDS)  # [C, D]
+      feats = units_lib.unit_features(
+        batch_mels['mel_clean'], mel_in.shape[1] // h.shape[1], settings.unit_coeffs
+      )  # [2B, T', D]
+      labels = units_lib.assign_units(feats[:, : h.shape[1]], centroids)
+    swapped = jnp.concatenate([labels[b:], labels[:b]], axis=0)  # view v predicts the other's
     terms['code_pred'] = losses.code_prediction_loss(logits, jax.lax.stop_gradient(swapped))
   if stage == 0:
     return terms, aux

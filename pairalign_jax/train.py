@@ -61,6 +61,7 @@ from pairalign_jax import models
 from pairalign_jax import objective
 from pairalign_jax import sharding
 from pairalign_jax import train_state as train_state_lib
+from pairalign_jax import units as units_lib
 from pairalign_jax.data import pipeline
 
 TrainState = train_state_lib.TrainState
@@ -582,6 +583,29 @@ class Trainer:
 
     return state.replace(vq_stats=jax.tree_util.tree_map_with_path(put, state.vq_stats))
 
+  def fit_units(self, state: TrainState, workdir: str) -> TrainState:
+    """`state` with the acoustic-unit centroids of `loss.code_pred_targets = 'units'` fitted on
+    training audio (`units.fit_from_training_audio`) and stored in 'vq_stats'."""
+    t0 = time.time()
+    centroids = units_lib.fit_from_training_audio(
+      self.config, cache_dir=os.path.join(workdir, 'cache')
+    )
+    logging.info(
+      'acoustic units: %d centroids of %d-dim cepstral frames fitted on %d training recordings '
+      'in %.1f s',
+      centroids.shape[0],
+      centroids.shape[1],
+      int(self.config.loss.unit_fit_recordings),
+      time.time() - t0,
+    )
+
+    def put(path, leaf):
+      if units_lib.UNIT_CENTROIDS not in jax.tree_util.keystr(path):
+        return leaf
+      return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: centroids[index])
+
+    return state.replace(vq_stats=jax.tree_util.tree_map_with_path(put, state.vq_stats))
+
   def step_fn(self, stage: int):
     if stage not in self._steps:
       fn = functools.partial(
@@ -628,13 +652,18 @@ def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool
   return int(config.targets.group_candidates) > 1 and step == int(config.schedule.stage1_start)
 
 
+# 'vq_stats' leaves that only some models carry (a source saved without one starts it fresh).
+_OPTIONAL_VQ_STATS = (code_groups_lib.CHOSEN, units_lib.UNIT_CENTROIDS)
+
+
 def _without_unsaved_code_groups(abstract_vq_stats, saved_vq_stats):
-  """The abstract 'vq_stats' without a chosen-grouping leaf the saved one lacks."""
+  """The abstract 'vq_stats' without the optional leaves (a chosen grouping, unit centroids)
+  the saved one lacks."""
   return {
     module: {
       name: leaf
       for name, leaf in leaves.items()
-      if name != code_groups_lib.CHOSEN or name in (saved_vq_stats.get(module) or {})
+      if name not in _OPTIONAL_VQ_STATS or name in (saved_vq_stats.get(module) or {})
     }
     for module, leaves in abstract_vq_stats.items()
   }
@@ -717,6 +746,8 @@ def train_and_evaluate(
     start_step = 0
     logging.info('Starting from scratch.')
   start_step = int(jax.device_get(state.step))
+  if restored is None and trainer.model.cfg.unit_clusters > 0:  # every run that does not resume
+    state = trainer.fit_units(state, workdir)
   n_params = models.count_params(state.params)
   logging.info('model parameters: %.2fM', n_params / 1e6)
 
