@@ -5,7 +5,6 @@ Trainer.choose_code_groups).
 
 import json
 import os
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -23,13 +22,6 @@ from pairalign_jax import tokenizer as tokenizer_lib
 from pairalign_jax import train
 from pairalign_jax.data import pipeline
 from pairalign_jax.evaluation import runner
-
-
-@pytest.fixture(autouse=True)
-def _restore_sigterm():
-  old = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, old)
 
 
 # ------------------------------------------------------------------------- margin and choice

@@ -26,6 +26,7 @@ jax.config.update('jax_compilation_cache_dir', _CACHE)
 jax.config.update('jax_persistent_cache_min_compile_time_secs', 0.5)
 
 import gc  # noqa: E402
+import signal  # noqa: E402
 
 import pytest  # noqa: E402
 
@@ -40,3 +41,12 @@ def _release_compiled_programs():
   yield
   jax.clear_caches()
   gc.collect()
+
+
+@pytest.fixture(autouse=True)
+def _restore_sigterm():
+  """Puts back the SIGTERM handler after each test: `train_and_evaluate` installs a preemption
+  handler that only its checkpointer's close() removes, and runs stopped early skip that."""
+  old = signal.getsignal(signal.SIGTERM)
+  yield
+  signal.signal(signal.SIGTERM, old)

@@ -9,7 +9,6 @@ runs stop at their first train step (the state is captured there), except the st
 import logging as py_logging
 import os
 import re
-import signal
 
 import jax
 import jax.numpy as jnp
@@ -31,14 +30,6 @@ SOURCE_EOS_BIAS = 1.25
 
 class _Stop(Exception):
   """Raised by the patched train step: the state it was given has been captured."""
-
-
-@pytest.fixture(autouse=True)
-def _restore_sigterm():
-  # train_and_evaluate installs a SIGTERM handler that only close() removes; the _Stop runs skip it.
-  old = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, old)
 
 
 def _perturbed(tree, seed):

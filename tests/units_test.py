@@ -1,8 +1,6 @@
 """Acoustic units (`loss.code_pred_targets = 'units'`): features, assignment, the fit, and a
 training run that fits them at its start, predicts them, and keeps them on resume."""
 
-import signal
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -19,13 +17,6 @@ from pairalign_jax import models
 from pairalign_jax import objective
 from pairalign_jax import train
 from pairalign_jax import units
-
-
-@pytest.fixture(autouse=True)
-def _restore_sigterm():
-  old = signal.getsignal(signal.SIGTERM)
-  yield
-  signal.signal(signal.SIGTERM, old)
 
 
 def test_unit_features_are_standardized_cepstra_and_deltas_at_the_encoder_rate():
