@@ -17,6 +17,7 @@ import ml_collections
 from pairalign_jax import default_config as default_config_lib
 from pairalign_jax import models
 from pairalign_jax import sequences
+from pairalign_jax import units as units_lib
 from pairalign_jax.data import splits as splits_lib
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -276,9 +277,9 @@ def validate_config(
       0.0 <= value < 1.0, f'config.loss.{name}', f'must be a fraction in [0, 1), got {value}'
     )
   _require(
-    config.loss.code_pred_targets in ('vq', 'units'),
+    config.loss.code_pred_targets in units_lib.TARGETS,
     'config.loss.code_pred_targets',
-    f"must be 'vq' or 'units', got {config.loss.code_pred_targets!r}",
+    f'must be one of {units_lib.TARGETS}, got {config.loss.code_pred_targets!r}',
   )
   if config.loss.code_pred_targets == 'units':
     _require(

@@ -208,11 +208,17 @@ def warped_log_mel(waveform: jax.Array, cfg: FrontendConfig, alpha=None) -> jax.
 
 
 @functools.lru_cache(maxsize=16)
+def dct_basis(n_mels: int, coeffs: int) -> np.ndarray:
+  """float64 [coeffs, n_mels]: the first `coeffs` orthonormal DCT-II rows (a log-mel frame x
+  [n_mels] -> its cepstral coefficients basis @ x)."""
+  return scipy.fft.dct(np.eye(n_mels), type=2, norm='ortho', axis=0)[:coeffs]
+
+
 def cepstral_projection(n_mels: int, coeffs: int) -> np.ndarray:
   """float32 [n_mels, n_mels] P: a log-mel frame x [n_mels] times P is x with only its first
   `coeffs` orthonormal DCT-II coefficients kept (x -> idct(dct(x)[:coeffs], zero-padded)).
   Symmetric; coefficient 0 is the frame's mean, so the mean over the bands is kept."""
-  basis = scipy.fft.dct(np.eye(n_mels), type=2, norm='ortho', axis=0)[:coeffs]  # [K, M]
+  basis = dct_basis(n_mels, coeffs)  # [K, M]
   return (basis.T @ basis).astype(np.float32)  # [M, M]
 
 

@@ -575,13 +575,9 @@ class Trainer:
     if jax.process_index() == 0:
       with open(os.path.join(workdir, CODE_GROUPS_FILE), 'w', encoding='utf-8') as f:
         json.dump({'step': int(jax.device_get(state.step)), **choice.as_dict()}, f, indent=1)
-
-    def put(path, leaf):
-      if code_groups_lib.CHOSEN not in jax.tree_util.keystr(path):
-        return leaf
-      return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: groups[index])
-
-    return state.replace(vq_stats=jax.tree_util.tree_map_with_path(put, state.vq_stats))
+    return state.replace(
+      vq_stats=_with_vq_stats_leaf(state.vq_stats, code_groups_lib.CHOSEN, groups)
+    )
 
   def fit_units(self, state: TrainState, workdir: str) -> TrainState:
     """`state` with the acoustic-unit centroids of `loss.code_pred_targets = 'units'` fitted on
@@ -598,13 +594,9 @@ class Trainer:
       int(self.config.loss.unit_fit_recordings),
       time.time() - t0,
     )
-
-    def put(path, leaf):
-      if units_lib.UNIT_CENTROIDS not in jax.tree_util.keystr(path):
-        return leaf
-      return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: centroids[index])
-
-    return state.replace(vq_stats=jax.tree_util.tree_map_with_path(put, state.vq_stats))
+    return state.replace(
+      vq_stats=_with_vq_stats_leaf(state.vq_stats, units_lib.UNIT_CENTROIDS, centroids)
+    )
 
   def step_fn(self, stage: int):
     if stage not in self._steps:
@@ -650,6 +642,18 @@ def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool
   `config.targets.group_candidates > 1` (a run resumed later has it in its checkpoint; one resumed
   exactly there chooses again, the same way)."""
   return int(config.targets.group_candidates) > 1 and step == int(config.schedule.stage1_start)
+
+
+def _with_vq_stats_leaf(vq_stats, name: str, value: np.ndarray):
+  """`vq_stats` with its leaf `name` replaced by the host array `value` (same shape), placed
+  with the leaf's own sharding."""
+
+  def put(path, leaf):
+    if f"['{name}']" not in jax.tree_util.keystr(path):
+      return leaf
+    return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
+
+  return jax.tree_util.tree_map_with_path(put, vq_stats)
 
 
 # 'vq_stats' leaves that only some models carry (a source saved without one starts it fresh).

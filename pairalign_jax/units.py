@@ -9,8 +9,9 @@ as HuBERT's first iteration does: k-means clusters of cepstral frames (the first
 DCT-II coefficients of the normalized log-mel frame and their deltas, standardized per utterance,
 averaged to the encoder's frame rate), fitted once at the start of training on training audio.
 
-Pure functions here; the fit reads training recordings (`fit_centroids`), and the centroids live
-in the model's 'vq_stats' (`UNIT_CENTROIDS`), so a resumed run reads the same units.
+Pure functions here except `fit_from_training_audio`, which reads training recordings; the
+centroids live in the model's 'vq_stats' (`UNIT_CENTROIDS`), so a resumed run reads the same
+units.
 """
 
 from __future__ import annotations
@@ -23,19 +24,12 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pairalign_jax import frontend
+
 # The 'vq_stats' entry of the VQ module holding the unit centroids [C, 2 * num_coeffs]
 # (all zeros: not fitted yet).
 UNIT_CENTROIDS = 'unit_centroids'
 TARGETS = ('vq', 'units')
-
-
-def dct_basis(num_bands: int, num_coeffs: int) -> np.ndarray:
-  """Orthonormal DCT-II rows [num_coeffs, num_bands] (as scipy.fft.dct(norm='ortho'))."""
-  n = np.arange(num_bands)
-  k = np.arange(num_coeffs)[:, None]
-  basis = np.cos(np.pi / num_bands * (n[None, :] + 0.5) * k) * np.sqrt(2.0 / num_bands)
-  basis[0] /= np.sqrt(2.0)
-  return basis.astype(np.float32)
 
 
 def unit_features(mel: jax.Array, subsample: int, num_coeffs: int) -> jax.Array:
@@ -47,7 +41,7 @@ def unit_features(mel: jax.Array, subsample: int, num_coeffs: int) -> jax.Array:
   drops them)."""
   if mel.ndim != 3:
     raise ValueError(f'mel must be [batch, frames, bands], got shape {mel.shape}')
-  basis = jnp.asarray(dct_basis(mel.shape[-1], num_coeffs))  # [K, M]
+  basis = jnp.asarray(frontend.dct_basis(mel.shape[-1], num_coeffs), jnp.float32)  # [K, M]
   ceps = jnp.einsum('nfm,km->nfk', mel.astype(jnp.float32), basis)  # [N, F, K]
   padded = jnp.pad(ceps, ((0, 0), (1, 1), (0, 0)), mode='edge')
   deltas = 0.5 * (padded[:, 2:] - padded[:, :-2])  # [N, F, K]
@@ -88,7 +82,6 @@ def fit_from_training_audio(
   (`code_group_choice.training_view_waves`), through the run's front end; a pure function of
   the config and the training data."""
   from pairalign_jax import code_group_choice  # the training-audio reader the group choice uses
-  from pairalign_jax import frontend
 
   waves, _, stats = code_group_choice.training_view_waves(
     config, int(config.loss.unit_fit_recordings), cache_dir=cache_dir
