@@ -24,6 +24,9 @@
 #                         built first if missing)
 #   espeak_cep13_s{0,1,2} espeak with each log-mel frame smoothed to 13 cepstral coefficients
 #                         (frontend.cepstral_coeffs: the envelope an MFCC keeps, no pitch harmonics)
+#   espeak_unitsrefit_s{0,1,2} espeak with acoustic-unit targets for the stage-0 code prediction
+#                         (loss.code_pred_targets=units) and the VQ refitted to the encoder at the
+#                         start of stage 1 (vq.refit=pca_kmeans)
 #   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
 #                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
@@ -195,6 +198,10 @@ for name in "${runs[@]}"; do
                   run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                       --config.seed="${name#espeak_ft_s}" \
                       --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_s}}" ;;
+    espeak_unitsrefit_s*) espeak_corpus
+                          run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
+                              --config.loss.code_pred_targets=units --config.vq.refit=pca_kmeans \
+                              --config.seed="${name#espeak_unitsrefit_s}" ;;
     espeak_cep13_s*) espeak_corpus
                      run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                          --config.frontend.cepstral_coeffs=13 --config.seed="${name#espeak_cep13_s}" ;;

@@ -18,6 +18,7 @@ from pairalign_jax import default_config as default_config_lib
 from pairalign_jax import models
 from pairalign_jax import sequences
 from pairalign_jax import units as units_lib
+from pairalign_jax import vq_refit as vq_refit_lib
 from pairalign_jax.data import splits as splits_lib
 
 MESH_AXES = ('data', 'fsdp', 'tensor')
@@ -349,6 +350,39 @@ def validate_config(
     'config.targets.time_anchor',
     f'must be one of {sequences.TIME_ANCHORS}, got {config.targets.get("time_anchor")!r}',
   )
+  refit = config.vq.get('refit', 'none')
+  _require(
+    refit in vq_refit_lib.REFITS,
+    'config.vq.refit',
+    f'must be one of {vq_refit_lib.REFITS}, got {refit!r}',
+  )
+  if refit != 'none':
+    _require(
+      config.schedule.freeze_encoder == 'stage1' and config.vq.freeze_after_stage0,
+      'config.vq.refit',
+      f"is {refit!r}, which needs config.schedule.freeze_encoder='stage1' and "
+      'config.vq.freeze_after_stage0=True (the refitted quantizer must stay as fitted), got '
+      f'{config.schedule.freeze_encoder!r} and {config.vq.freeze_after_stage0}',
+    )
+    _require(
+      0 < config.schedule.stage1_start < config.num_train_steps,
+      'config.vq.refit',
+      f'is {refit!r}: the refit runs at the start of stage 1 on a stage-0 encoder, so '
+      f'config.schedule.stage1_start must be in (0, num_train_steps={config.num_train_steps}), '
+      f'got {config.schedule.stage1_start}',
+    )
+    _require(
+      config.model.code_dim <= config.model.d_model,
+      'config.vq.refit',
+      f'projects the {config.model.d_model}-dim encoder frames onto their top principal '
+      f'directions: config.model.code_dim must be <= config.model.d_model, got '
+      f'{config.model.code_dim}',
+    )
+    _require(
+      config.vq.refit_recordings >= 2,
+      'config.vq.refit_recordings',
+      f'must be >= 2, got {config.vq.refit_recordings}',
+    )
   groups = config.targets.code_groups
   _require(
     groups == 0 or 2 <= groups <= config.model.codebook_size,

@@ -136,6 +136,13 @@ def get_config() -> ml_collections.ConfigDict:
   # and codes that keep changing identity are targets it cannot learn.
   config.vq.freeze_after_stage0 = True
   config.vq.diversity_temperature = 0.02  # soft assignment softmax(z.e / T) of the diversity term
+  # 'pca_kmeans': at the start of stage 1 the VQ's projection becomes the top code_dim principal
+  # directions of the encoder's frames and its codebook a k-means of the projected frames, fitted on
+  # `refit_recordings` training recordings (pairalign_jax/vq_refit.py; needs
+  # schedule.freeze_encoder='stage1'). For an encoder trained with loss.code_pred_targets='units',
+  # whose frames a k-means reads far better than the VQ trained beside them (docs/results.md).
+  config.vq.refit = 'none'
+  config.vq.refit_recordings = 576
 
   # ---------------------------------------------------------------- targets (stage 1)
   config.targets = ml_collections.ConfigDict()

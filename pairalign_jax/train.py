@@ -62,11 +62,14 @@ from pairalign_jax import objective
 from pairalign_jax import sharding
 from pairalign_jax import train_state as train_state_lib
 from pairalign_jax import units as units_lib
+from pairalign_jax import vq_refit as vq_refit_lib
 from pairalign_jax.data import pipeline
 
 TrainState = train_state_lib.TrainState
 # What the code-group choice measured (Trainer.choose_code_groups), next to the checkpoints.
 CODE_GROUPS_FILE = 'code_groups.json'
+# What the VQ refit measured (Trainer.refit_vq).
+VQ_REFIT_FILE = 'vq_refit.json'
 
 # The modules that only the stage-0 terms train; `schedule.freeze_encoder` keeps them.
 STAGE0_MODULES = ('encoder', 'vq', 'mel_decoder', 'code_head')
@@ -579,6 +582,46 @@ class Trainer:
       vq_stats=_with_vq_stats_leaf(state.vq_stats, code_groups_lib.CHOSEN, groups)
     )
 
+  def refit_vq(self, state: TrainState, workdir: str) -> TrainState:
+    """`state` with its VQ projection and codebook refitted to the encoder (`vq_refit.py`; at
+    the start of stage 1 when `config.vq.refit != 'none'`), in the student and the teacher;
+    what the fit measured is logged and written to `<workdir>/vq_refit.json`."""
+    t0 = time.time()
+    variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
+    with jax.set_mesh(self.mesh):
+      refit, bad = vq_refit_lib.refit_from_training_audio(
+        self.model, variables, self.config, cache_dir=os.path.join(workdir, 'cache')
+      )
+    if sum(bad.values()):
+      logging.warning('VQ refit: %d bad training recordings skipped (%s)', sum(bad.values()), bad)
+    summary = {'step': int(jax.device_get(state.step)), **refit.as_dict()}
+    logging.info(
+      'VQ refit: projection onto the top %d principal directions of %d encoder frames (%.1f%% of '
+      'their variance), codebook of %d codes by k-means (%d take frames) in %.1f s',
+      summary['code_dim'],
+      summary['num_frames'],
+      100 * summary['explained_variance'],
+      summary['codebook_size'],
+      summary['codes_used'],
+      time.time() - t0,
+    )
+    if jax.process_index() == 0:
+      with open(os.path.join(workdir, VQ_REFIT_FILE), 'w', encoding='utf-8') as f:
+        json.dump(summary, f, indent=1)
+    projection = {"['vq']['proj']['kernel']": refit.kernel, "['vq']['proj']['bias']": refit.bias}
+    return state.replace(
+      params=_with_leaves(state.params, projection),
+      teacher_params=_with_leaves(state.teacher_params, projection),
+      vq_stats=_with_leaves(
+        state.vq_stats,
+        {
+          "['vq']['codebook']": refit.codebook,
+          "['vq']['cluster_size']": refit.cluster_size,
+          "['vq']['embed_sum']": refit.embed_sum,
+        },
+      ),
+    )
+
   def fit_units(self, state: TrainState, workdir: str) -> TrainState:
     """`state` with the acoustic-unit centroids of `loss.code_pred_targets = 'units'` fitted on
     training audio (`units.fit_from_training_audio`) and stored in 'vq_stats'."""
@@ -644,16 +687,35 @@ def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool
   return int(config.targets.group_candidates) > 1 and step == int(config.schedule.stage1_start)
 
 
+def refits_vq_at(step: int, config: ml_collections.ConfigDict) -> bool:
+  """Whether the VQ stage is refitted to the encoder before step `step` runs: at the first
+  stage-1 step when `config.vq.refit != 'none'` (before the code grouping is chosen; a run
+  resumed exactly there refits again, the same way)."""
+  return config.vq.get('refit', 'none') != 'none' and step == int(config.schedule.stage1_start)
+
+
+def _with_leaves(tree, values: dict[str, np.ndarray]):
+  """`tree` with each leaf whose key path ends with a key of `values` (e.g. "['proj']['kernel']")
+  replaced by that host array (same shape), placed with the leaf's own sharding."""
+
+  def put(path, leaf):
+    keys = jax.tree_util.keystr(path)
+    for suffix, value in values.items():
+      if keys.endswith(suffix):
+        if tuple(leaf.shape) != tuple(value.shape):
+          raise ValueError(f'{keys}: shape {leaf.shape}, replacement {value.shape}')
+        return jax.make_array_from_callback(
+          leaf.shape, leaf.sharding, lambda index, value=value: np.asarray(value, leaf.dtype)[index]
+        )
+    return leaf
+
+  return jax.tree_util.tree_map_with_path(put, tree)
+
+
 def _with_vq_stats_leaf(vq_stats, name: str, value: np.ndarray):
   """`vq_stats` with its leaf `name` replaced by the host array `value` (same shape), placed
   with the leaf's own sharding."""
-
-  def put(path, leaf):
-    if f"['{name}']" not in jax.tree_util.keystr(path):
-      return leaf
-    return jax.make_array_from_callback(leaf.shape, leaf.sharding, lambda index: value[index])
-
-  return jax.tree_util.tree_map_with_path(put, vq_stats)
+  return _with_leaves(vq_stats, {f"['{name}']": value})
 
 
 # 'vq_stats' leaves that only some models carry (a source saved without one starts it fresh).
@@ -764,6 +826,8 @@ def train_and_evaluate(
   pending_nonfinite = None
   try:
     while step < config.num_train_steps:
+      if refits_vq_at(step, config):
+        state = trainer.refit_vq(state, workdir)
       if chooses_code_groups_at(step, config):
         state = trainer.choose_code_groups(state, workdir)
       stage = stage_at(step, config)
