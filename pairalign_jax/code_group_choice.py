@@ -258,16 +258,28 @@ def view_frame_codes(
     alpha = np.ones(waves.shape[0], np.float32)
   else:
     alpha = np.asarray(frontend.sample_vtlp_alpha(key, waves.shape[0], fcfg))  # [R]
-  rows = []
-  for start in range(0, waves.shape[0], batch_size):
-    batch = waves[start : start + batch_size]
-    n = batch.shape[0]
-    if n < batch_size:  # one compiled shape
-      batch = np.concatenate([batch, np.zeros((batch_size - n, batch.shape[1]), batch.dtype)])
-    a = np.concatenate([alpha[start : start + n], np.ones(batch_size - n, alpha.dtype)])
-    out = codes_fn(variables, jnp.asarray(batch), jnp.asarray(a))
-    rows.append(np.asarray(multihost_utils.process_allgather(out, tiled=True))[:n])
-  return np.concatenate(rows)
+  return map_row_batches(
+    lambda w, a: codes_fn(variables, w, a), waves, alpha, batch_size=batch_size
+  )
+
+
+def map_row_batches(fn, *rows: np.ndarray, batch_size: int = 64) -> np.ndarray:
+  """`fn` applied to `rows` (arrays [R, ...] of one leading size) in batches of `batch_size`
+  rows, the last padded (zeros; ones where a row array is 1-D, e.g. a warp factor) so that one
+  shape is compiled; the outputs gathered across processes and concatenated, [R, ...]."""
+  outs = []
+  for start in range(0, rows[0].shape[0], batch_size):
+    chunk = [r[start : start + batch_size] for r in rows]
+    n = chunk[0].shape[0]
+    if n < batch_size:
+      fill = [np.ones if r.ndim == 1 else np.zeros for r in chunk]
+      chunk = [
+        np.concatenate([r, f((batch_size - n,) + r.shape[1:], r.dtype)])
+        for r, f in zip(chunk, fill)
+      ]
+    out = fn(*[jnp.asarray(r) for r in chunk])
+    outs.append(np.asarray(multihost_utils.process_allgather(out, tiled=True))[:n])
+  return np.concatenate(outs)
 
 
 def choose_code_groups(

@@ -32,11 +32,11 @@ import dataclasses
 from typing import Optional
 
 import jax
-from jax.experimental import multihost_utils
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 
+from pairalign_jax import code_group_choice
 from pairalign_jax import frontend
 from pairalign_jax import models
 from pairalign_jax import units as units_lib
@@ -119,15 +119,9 @@ def encoder_frames(
     h = model.apply(variables, mel, train=False, method=models.PairAlign.encode)
     return h.astype(jnp.float32)
 
-  rows = []
-  for start in range(0, waves.shape[0], batch_size):
-    batch = waves[start : start + batch_size]
-    n = batch.shape[0]
-    if n < batch_size:  # one compiled shape
-      batch = np.concatenate([batch, np.zeros((batch_size - n, batch.shape[1]), batch.dtype)])
-    out = encode(variables, jnp.asarray(batch))
-    rows.append(np.asarray(multihost_utils.process_allgather(out, tiled=True))[:n])
-  return np.concatenate(rows)
+  return code_group_choice.map_row_batches(
+    lambda w: encode(variables, w), waves, batch_size=batch_size
+  )
 
 
 def refit_from_training_audio(
@@ -140,8 +134,6 @@ def refit_from_training_audio(
   """The refitted quantizer of a run's stage-0 model `variables` ({'params', 'vq_stats'}) and the
   bad-input counts of the recordings read; a pure function of the config, the variables and the
   training data."""
-  from pairalign_jax import code_group_choice  # the training-audio reader the group choice uses
-
   waves, _, stats = code_group_choice.training_view_waves(
     config, int(config.vq.refit_recordings), cache_dir=cache_dir
   )
