@@ -27,6 +27,9 @@
 #   espeak_unitsrefit_s{0,1,2} espeak with acoustic-unit targets for the stage-0 code prediction
 #                         (loss.code_pred_targets=units) and the VQ refitted to the encoder at the
 #                         start of stage 1 (vq.refit=pca_kmeans)
+#   espeak_ft_unitsrefit_s{0,1,2} espeak_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
+#                         (FT_FROM=RUN starts from ROOT/RUN instead)
+#   small_unitsrefit_s{0,1,2} configs/small_corpus.py (synthetic) with the same two options
 #   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
 #                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
@@ -131,7 +134,7 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   # string at the audio's last run (eval.end_at_last_run) since 2026-12-06; every small_* run from
   # before keeps the farthest-point grouping it was trained with and its decoding.
   case "$name" in
-    small_corpus_s* | small_corpus_ft_aligned_s*) ;;
+    small_corpus_s* | small_corpus_ft_aligned_s* | small_unitsrefit_s*) ;;
     small_groupchoice_s*) set -- "$@" --config.eval.end_at_last_run=False ;;
     small_*) set -- "$@" --config.targets.group_candidates=1 --config.eval.end_at_last_run=False ;;
   esac
@@ -177,6 +180,8 @@ recall_choice=(--config.targets.group_candidates=16 --config.targets.group_choic
 nolenctl=(--config.schedule.freeze_encoder=never --config.model.decoder_reads_codes=False
           --config.loss.time_jitter_seconds=0.04 --config.loss.own_time_prob=0.5
           --config.eval.align_frames=0)
+# Acoustic-unit targets for the stage-0 code prediction, the VQ refitted to the encoder at stage 1.
+units_refit=(--config.loss.code_pred_targets=units --config.vq.refit=pca_kmeans)
 length_ctl=(--config.length.controller_gain=0.05)
 first_small=(--config.loss.sequence_losses_train_encoder=True "${length_ctl[@]}")
 for name in "${runs[@]}"; do
@@ -198,10 +203,15 @@ for name in "${runs[@]}"; do
                   run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                       --config.seed="${name#espeak_ft_s}" \
                       --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_s}}" ;;
+    espeak_ft_unitsrefit_s*) espeak_corpus
+                             run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
+                                 "${units_refit[@]}" --config.seed="${name#espeak_ft_unitsrefit_s}" \
+                                 --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_unitsrefit_s}}" ;;
+    small_unitsrefit_s*) run "$name" configs/small_corpus.py "${units_refit[@]}" \
+                             --config.seed="${name#small_unitsrefit_s}" ;;
     espeak_unitsrefit_s*) espeak_corpus
                           run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
-                              --config.loss.code_pred_targets=units --config.vq.refit=pca_kmeans \
-                              --config.seed="${name#espeak_unitsrefit_s}" ;;
+                              "${units_refit[@]}" --config.seed="${name#espeak_unitsrefit_s}" ;;
     espeak_cep13_s*) espeak_corpus
                      run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                          --config.frontend.cepstral_coeffs=13 --config.seed="${name#espeak_cep13_s}" ;;
