@@ -156,6 +156,44 @@ def test_decode(tiny_run):
   assert 0.0 <= t['terminated_fraction'] <= 1.0
   assert 0.0 <= t['host_overhead_fraction'] <= 1.0
   assert 0.0 <= t['decode_fraction'] <= 1.0
+  _check_tokenize_flops(dec['tokenize_flops'], t['peak_flops_per_s'], t['audio_seconds'])
+  # Random weights never write EOS: every row decodes max_len steps.
+  assert dec['tokenize_flops']['decode_steps'] == t['model']['max_len']
+  trained = dec['trained']
+  _check_tokenize_flops(
+    trained['tokenize_flops'], trained['peak_flops_per_s'], trained['audio_seconds']
+  )
+  assert 1 <= trained['tokenize_flops']['decode_steps'] <= trained['max_len']
+
+
+def _check_tokenize_flops(f, peak, audio_s):
+  for key in ('encode_flops', 'decode_step_flops', 'flops', 'share_of_peak'):
+    assert _positive(f[key]), key
+  assert f['flops'] == f['encode_flops'] + f['decode_steps'] * f['decode_step_flops']
+  assert math.isclose(f['flops_per_audio_second'], f['flops'] / audio_s, rel_tol=1e-9)
+  assert math.isclose(f['realtime_factor_at_peak'], peak / f['flops_per_audio_second'])
+  assert math.isclose(f['share_of_peak'], f['achieved_flops_per_s'] / peak)
+
+
+def test_tokenize_flops_grow_by_one_decode_step_per_step():
+  """The tokenizer's FLOP count is the encoder's plus one cached decoder step per step run, the
+  same for scanned and unrolled layers (the count is taken on unrolled ones)."""
+  import train_test
+
+  from pairalign_jax.bench import decode as bench_decode
+  from pairalign_jax.bench import train_step as bench_train_step
+
+  config = train_test.tiny_config()
+  one = bench_decode.tokenize_flops(config, 4, 1)
+  three = bench_decode.tokenize_flops(config, 4, 3)
+  assert three['encode_flops'] == one['encode_flops'] > 0
+  assert three['flops'] - one['flops'] == 2 * one['decode_step_flops']
+  config.model.scan_layers = not config.model.scan_layers
+  assert bench_decode.tokenize_flops(config, 4, 3)['flops'] == three['flops']
+  unrolled = bench_train_step.FLOPS_LOWERING
+  assert one['decode_step_flops'] == bench_train_step.decode_step_flops(
+    bench_decode.common.config_overrides(config, unrolled), 4
+  )
 
 
 def test_input(tiny_run):

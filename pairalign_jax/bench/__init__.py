@@ -30,6 +30,11 @@ shared and noisy (absolute seconds are reported too, for reference). Sections, e
   the `--config` model as configured: `tokenize_realtime_factor` = seconds of audio per second of
   wall time. A randomly initialized model never emits EOS, so every row decodes `max_len` tokens:
   the worst case (the decode loop always runs `max_len` steps; only host work depends on length).
+  `tokenize_flops` (here and for `--checkpoint`'s trained tokenizer): the call's model FLOPs, XLA
+  `cost_analysis()` of the front end + encoder + decoder condition (layers unrolled) plus one
+  cached decoder step per decode step run (until every row has written EOS, else `max_len`); per
+  second of audio, the share of the same run's matmul peak reached, and the real-time factor
+  that peak would give at a share of 1 (the physical limit).
 * `input`: examples/s of the two-view Grain pipeline (`data.pipeline.make_train_dataset`, all
   augmentations on, `align_views_in_stage0=False`) on the synthetic source and on a folder of FLAC
   files written to a temp dir, with `worker_count` 0 and 2 (steady state: the batches the

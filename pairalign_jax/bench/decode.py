@@ -13,6 +13,58 @@ from pairalign_jax.bench import common
 IDLE_PEAK_FLOPS = 450e9  # float32 2048^3 matmul on 2 idle cores of this machine kind
 
 
+def tokenize_flops(config, batch: int, decode_steps: int) -> dict[str, Any]:
+  """Model FLOPs of one `Tokenizer.tokenize` call on `batch` segments whose greedy decode runs
+  `decode_steps` cached steps: XLA cost analysis (no compile) of the front end + encoder + the
+  decoder's condition (layers unrolled, `train_step.FLOPS_LOWERING`) plus `decode_steps` x one
+  cached decoder step (`train_step.decode_step_flops`)."""
+  import flax.linen as nn
+  import jax
+  import jax.numpy as jnp
+
+  from pairalign_jax import frontend
+  from pairalign_jax import models
+  from pairalign_jax import train
+  from pairalign_jax.bench import train_step
+
+  c = common.config_overrides(config, train_step.FLOPS_LOWERING)
+  model = train.make_model(c)
+  fcfg = frontend.FrontendConfig.from_config(c)
+  variables = jax.eval_shape(
+    lambda r: nn.meta.unbox(train.init_variables(model, c, r)), jax.random.PRNGKey(0)
+  )
+  waves = jax.ShapeDtypeStruct((batch, config_lib.segment_samples(c)), jnp.float32)
+
+  def encode_and_condition(v, w):
+    mel = frontend.normalize(frontend.log_mel(w, fcfg))  # [B, F, M]
+    h = model.apply(v, mel, method=models.PairAlign.encode)  # [B, T, d]
+    return model.apply(v, h, method=models.PairAlign.condition)
+
+  encode = common.cost_flops(jax.jit(encode_and_condition).lower(variables, waves).cost_analysis())
+  step = train_step.decode_step_flops(c, batch)
+  return {
+    'encode_flops': encode,
+    'decode_step_flops': step,
+    'decode_steps': int(decode_steps),
+    'flops': encode + decode_steps * step,
+    'flops_method': 'XLA Lowered.cost_analysis() of the front end, encoder and decoder condition '
+    '(layers unrolled) + decode_steps x one cached decoder step',
+  }
+
+
+def _flops_summary(flops: dict[str, Any], audio_s: float, tok_s: float, peak: float) -> dict:
+  """FLOPs per second of audio, the share of this run's matmul peak the tokenizer reached, and the
+  physical limit of its real-time factor at that peak (peak / FLOPs per audio second)."""
+  per_audio_s = flops['flops'] / audio_s
+  return {
+    **flops,
+    'flops_per_audio_second': per_audio_s,
+    'achieved_flops_per_s': flops['flops'] / tok_s,
+    'share_of_peak': flops['flops'] / tok_s / peak,
+    'realtime_factor_at_peak': peak / per_audio_s,
+  }
+
+
 def section_decode(
   config,
   reps: int,
@@ -106,6 +158,7 @@ def section_decode(
   audio_s = tokenize_batch * n / config.audio.sample_rate
   tok_s = common.median(tok_times)
   lengths = [len(t) for t in out.tokens]
+  flops = tokenize_flops(config, tokenize_batch, _decode_steps(out, tok.max_len))
   return {
     'device': common.device_info(),
     'greedy': {
@@ -139,6 +192,7 @@ def section_decode(
       'peak_method': f'float32 jnp.matmul {peak.n}^3, median of 3 calls after each tokenize call '
       '(how much of the machine this run had)',
     },
+    'tokenize_flops': _flops_summary(flops, audio_s, tok_s, common.median(peaks)),
     'tokenize_realtime_factor': audio_s / tok_s,
     # The same rate on an idle machine: x IDLE_PEAK_FLOPS / this run's matmul peak.
     'tokenize_realtime_factor_normalized': audio_s / tok_s * IDLE_PEAK_FLOPS / common.median(peaks),
@@ -195,6 +249,7 @@ def section_trained_tokenizer(
     peaks.append(peak.measure())
   audio_s = waves.shape[0] * waves.shape[1] / sr
   rtf = audio_s / common.median(times['tokenize'])
+  flops = tokenize_flops(config, waves.shape[0], _decode_steps(out, tok.max_len))
   return {
     'checkpoint': os.path.abspath(path),
     'segments': int(waves.shape[0]),
@@ -208,6 +263,17 @@ def section_trained_tokenizer(
     'early_exit_speedup': common.median(times[False]) / common.median(times[True]),
     'early_exit_tokens_equal': bool(np.array_equal(tokens[True], tokens[False])),
     'peak_flops_per_s': common.median(peaks),
+    'tokenize_flops': _flops_summary(
+      flops, audio_s, common.median(times['tokenize']), common.median(peaks)
+    ),
     'tokenize_realtime_factor_trained': rtf,
     'tokenize_realtime_factor_trained_normalized': rtf * IDLE_PEAK_FLOPS / common.median(peaks),
   }
+
+
+def _decode_steps(out, max_len: int) -> int:
+  """Cached decoder steps a greedy decode of `out` (a `TokenizerOutput`) ran: until every row has
+  written EOS (its tokens + 1), `max_len` when a row never did."""
+  if not all(out.terminated):
+    return int(max_len)
+  return int(min(max_len, max(len(t) for t in out.tokens) + 1))

@@ -120,6 +120,14 @@ def format_table(results: dict[str, Any]) -> str:
       f'tokenize {t["batch"]} x {config_seconds(t)} s: {t["tokenize_s"]:.3f} s '
       f'(jitted encode+decode {t["encode_decode_jit_s"]:.3f} s)'
     )
+    for label, part in (('random weights', dec), ('trained', dec.get('trained') or {})):
+      f = part.get('tokenize_flops')
+      if f:
+        lines.append(
+          f'tokenizer FLOPs ({label}): {f["flops_per_audio_second"] / 1e9:.2f} GFLOP per second '
+          f'of audio ({f["decode_steps"]} decode steps), {f["share_of_peak"]:.3f} of the '
+          f'matmul peak; at the peak {f["realtime_factor_at_peak"]:.0f}x real time'
+        )
     tr = dec.get('trained')
     if tr:
       lines.append(
