@@ -10,8 +10,8 @@ exact input times, and aligned decoding (`eval.align_frames = 4`). Its 16 code g
 farthest-point grouping (`targets.group_candidates = 1`) and strings end at `max_len` or EOS, as
 the runs of docs/results.md were trained (`aug_only_aligned`, setting (b); test split, seeds
 0 / 1 / 2: PairAlign recall@1 0.943 / 0.957 / 0.863 at 0.39x its VQ stage's archive). Fine-tuned
-from it with `configs/small_corpus.py`, the small corpus reaches 0.977 / 0.982 / 0.979 (setting
-(d), docs/results.md).
+from it with `configs/small_corpus.py` as it was on 2026-12-06 (VQ-code targets, no VQ refit), the
+small corpus reached 0.977 / 0.982 / 0.979 (setting (d), docs/results.md).
 
 Then, on your audio (README, "Train on your own audio"):
 

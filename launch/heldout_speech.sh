@@ -5,8 +5,8 @@
 #
 #   launch/heldout_speech.sh ROOT [RUN ...]
 #
-# RUN names (default: the runs of the settings chosen so far, in this order: small_corpus_s0-2,
-# small_corpus_ft_s0, aug_only_s0-2, synthetic_s0):
+# RUN names (default: the runs of the settings chosen so far, in this order: small_unitsrefit_s0-2,
+# small_ft_unitsrefit_s0, aug_only_s0-2, synthetic_s0):
 #   aug_only_s{0,1,2}     configs/synthetic.py with augmentation-only views (no parallel readings)
 #   aug_only_aligned_s{0,1,2} configs/synthetic_aug_only.py: aug_only with configs/small_corpus.py's
 #                         training and decoding settings (sequence terms off the encoder, no length
@@ -19,6 +19,8 @@
 #                         strings' recall@1 on the validation split
 #                         (targets.group_choice=validation_recall) instead of the view margin
 #   aug_only_recallchoice24_s{0,1,2} the same with 24 code groups (targets.code_groups=24)
+#   aug_only_unitsrefit_s{0,1,2} configs/synthetic_aug_only.py with acoustic-unit targets and the
+#                         VQ refit (loss.code_pred_targets=units, vq.refit=pca_kmeans)
 #   espeak_s{0,1,2}       configs/espeak_small_corpus.py: configs/small_corpus.py on the eSpeak NG
 #                         corpus (speech it was not developed on; ESPEAK_DIR, default data/espeak,
 #                         built first if missing)
@@ -30,6 +32,8 @@
 #   espeak_ft_unitsrefit_s{0,1,2} espeak_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
 #                         (FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_unitsrefit_s{0,1,2} configs/small_corpus.py (synthetic) with the same two options
+#   small_ft_unitsrefit_s{0,1,2} small_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
+#                         (setting (d); FT_FROM=RUN starts from ROOT/RUN instead)
 #   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
 #                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
@@ -121,8 +125,8 @@ root=${1:?usage: launch/heldout_speech.sh ROOT [RUN ...]}
 shift
 runs=("$@")
 if [ ${#runs[@]} -eq 0 ]; then
-  runs=(small_corpus_s0 small_corpus_s1 small_corpus_s2 small_corpus_ft_s0 aug_only_s0 aug_only_s1
-        aug_only_s2 synthetic_s0)
+  runs=(small_unitsrefit_s0 small_unitsrefit_s1 small_unitsrefit_s2 small_ft_unitsrefit_s0
+        aug_only_s0 aug_only_s1 aug_only_s2 synthetic_s0)
 fi
 cd "$(dirname "$0")/.."
 mkdir -p "$root"
@@ -134,9 +138,16 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   # string at the audio's last run (eval.end_at_last_run) since 2026-12-06; every small_* run from
   # before keeps the farthest-point grouping it was trained with and its decoding.
   case "$name" in
-    small_corpus_s* | small_corpus_ft_aligned_s* | small_unitsrefit_s*) ;;
+    small_corpus_s* | small_corpus_ft_aligned_s* | small_unitsrefit_s* | small_ft_unitsrefit_s*) ;;
     small_groupchoice_s*) set -- "$@" --config.eval.end_at_last_run=False ;;
     small_*) set -- "$@" --config.targets.group_candidates=1 --config.eval.end_at_last_run=False ;;
+  esac
+  # Since 2026-12-07 configs/small_corpus.py (and so espeak_small_corpus.py) trains stage 0 on
+  # acoustic-unit targets and refits the VQ stage at stage 1; every run from before keeps the
+  # VQ-code targets and the stage-0 VQ it was trained with.
+  case "$name" in
+    small_unitsrefit_s* | small_ft_unitsrefit_s* | espeak_unitsrefit_s* | espeak_ft_unitsrefit_s*) ;;
+    small_* | espeak_*) set -- "$@" --config.loss.code_pred_targets=vq --config.vq.refit=none ;;
   esac
   local workdir="$root/$name"
   if [ -f "$workdir/test/report.json" ]; then
@@ -196,6 +207,8 @@ for name in "${runs[@]}"; do
     aug_only_recallchoice24_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                     --config.targets.code_groups=24 \
                                     --config.seed="${name#aug_only_recallchoice24_s}" ;;
+    aug_only_unitsrefit_s*) run "$name" configs/synthetic_aug_only.py "${units_refit[@]}" \
+                                --config.seed="${name#aug_only_unitsrefit_s}" ;;
     aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                   --config.seed="${name#aug_only_recallchoice_s}" ;;
     aug_only_s*) run "$name" configs/synthetic.py "${aug_only[@]}" --config.seed="${name#aug_only_s}" ;;
@@ -209,6 +222,9 @@ for name in "${runs[@]}"; do
                                  --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#espeak_ft_unitsrefit_s}}" ;;
     small_unitsrefit_s*) run "$name" configs/small_corpus.py "${units_refit[@]}" \
                              --config.seed="${name#small_unitsrefit_s}" ;;
+    small_ft_unitsrefit_s*) run "$name" configs/small_corpus.py "${units_refit[@]}" \
+                                --config.seed="${name#small_ft_unitsrefit_s}" \
+                                --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#small_ft_unitsrefit_s}}" ;;
     espeak_unitsrefit_s*) espeak_corpus
                           run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                               "${units_refit[@]}" --config.seed="${name#espeak_unitsrefit_s}" ;;
