@@ -29,6 +29,8 @@
 #   espeak_unitsrefit_s{0,1,2} espeak with acoustic-unit targets for the stage-0 code prediction
 #                         (loss.code_pred_targets=units) and the VQ refitted to the encoder at the
 #                         start of stage 1 (vq.refit=pca_kmeans)
+#   espeak_groups24_s{0,1,2} espeak_small_corpus.py as it is now (unit targets, the VQ refit) with 24
+#                         code groups instead of 16 (targets.code_groups=24)
 #   espeak_ft_unitsrefit_s{0,1,2} espeak_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
 #                         (FT_FROM=RUN starts from ROOT/RUN instead)
 #   small_unitsrefit_s{0,1,2} configs/small_corpus.py (synthetic) with the same two options
@@ -146,7 +148,8 @@ run() {   # NAME CONFIG [overrides...]: train (validation report), then the test
   # acoustic-unit targets and refits the VQ stage at stage 1; every run from before keeps the
   # VQ-code targets and the stage-0 VQ it was trained with.
   case "$name" in
-    small_unitsrefit_s* | small_ft_unitsrefit_s* | espeak_unitsrefit_s* | espeak_ft_unitsrefit_s*) ;;
+    small_unitsrefit_s* | small_ft_unitsrefit_s* | espeak_unitsrefit_s* | espeak_ft_unitsrefit_s* | \
+      espeak_groups24_s*) ;;
     small_* | espeak_*) set -- "$@" --config.loss.code_pred_targets=vq --config.vq.refit=none ;;
   esac
   local workdir="$root/$name"
@@ -225,6 +228,9 @@ for name in "${runs[@]}"; do
     small_ft_unitsrefit_s*) run "$name" configs/small_corpus.py "${units_refit[@]}" \
                                 --config.seed="${name#small_ft_unitsrefit_s}" \
                                 --config.init_from="$root/${FT_FROM:-aug_only_recallchoice_s${name#small_ft_unitsrefit_s}}" ;;
+    espeak_groups24_s*) espeak_corpus
+                        run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
+                            --config.targets.code_groups=24 --config.seed="${name#espeak_groups24_s}" ;;
     espeak_unitsrefit_s*) espeak_corpus
                           run "$name" configs/espeak_small_corpus.py "${espeak_data[@]}" \
                               "${units_refit[@]}" --config.seed="${name#espeak_unitsrefit_s}" ;;
