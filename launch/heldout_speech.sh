@@ -33,12 +33,14 @@
 #                         code groups instead of 16 (targets.code_groups=24)
 #   espeak_ft_unitsrefit_s{0,1,2} espeak_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
 #                         (FT_FROM=RUN starts from ROOT/RUN instead)
-#   small_unitsrefit_s{0,1,2} configs/small_corpus.py (synthetic) with the same two options
+#   small_unitsrefit_s{0,1,2} configs/small_corpus.py (synthetic) with the same two options (its
+#                         defaults since 2026-12-07: configs/small_corpus.py as it is now)
 #   small_ft_unitsrefit_s{0,1,2} small_unitsrefit started from ROOT/aug_only_recallchoice_s{0,1,2}
 #                         (setting (d); FT_FROM=RUN starts from ROOT/RUN instead)
 #   espeak_ft_s{0,1,2}    the same started from ROOT/aug_only_recallchoice_s{0,1,2} (setting (d)
 #                         on eSpeak NG speech; FT_FROM=RUN starts from ROOT/RUN instead)
-#   small_corpus_s{0,1,2} configs/small_corpus.py as it is now (the encoder frozen from stage 1, a
+#   small_corpus_s{0,1,2} configs/small_corpus.py as it was on 2026-12-06 (VQ-code targets, the
+#                         stage-0 VQ; the encoder frozen from stage 1, a
 #                         decoder that reads its codes, trained on exact input times and decoded
 #                         with eval.align_frames=4 and eval.end_at_last_run, its code grouping
 #                         chosen by the training views' margin; the same training as
@@ -50,7 +52,7 @@
 #                         (targets.group_candidates=16, targets.group_choice_recordings=576;
 #                         what configs/small_corpus.py does since 2026-12-06), decoded without
 #                         eval.end_at_last_run
-#   small_corpus_ft_aligned_s{0,1,2} configs/small_corpus.py as it is now started from the final
+#   small_corpus_ft_aligned_s{0,1,2} configs/small_corpus.py of 2026-12-06 started from the final
 #                         parameters of ROOT/aug_only_aligned_s{0,1,2}, the same seed (setting (d))
 #   small_corpus_ft_s0    small_corpus started from the final parameters of ROOT/aug_only_s0
 #                         (config.init_from; its whole schedule; FT_FROM=aug_only_s1 starts from

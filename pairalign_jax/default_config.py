@@ -203,7 +203,8 @@ def get_config() -> ml_collections.ConfigDict:
   # Measured (eSpeak NG corpus, validation, 400 stage-0 steps, seed 0): a 64-cluster k-means of
   # the encoder's frames reads recall@1 0.98 with 'units' against 0.75 with 'vq' (docs/results.md).
   # With vq.refit='pca_kmeans' too (the full schedule, seeds 0-2, test): PairAlign 0.966 against
-  # 0.880-0.914 without the two options. Off here until measured on the synthetic small corpus.
+  # 0.880-0.914 without the two options. Off here; on in configs/small_corpus.py (and so
+  # configs/espeak_small_corpus.py) since it was measured on the synthetic small corpus too.
   config.loss.code_pred_targets = 'vq'
   config.loss.unit_clusters = 64  # <= model.codebook_size (the code head predicts the unit ids)
   config.loss.unit_coeffs = 13
