@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import shared_runs
 from train_test import tiny_config
 
 from pairalign_jax import checkpointing
@@ -177,12 +178,9 @@ def _choice_config():
 
 @pytest.fixture(scope='module')
 def trained(tmp_path_factory):
-  """A tiny run through stages 0-1 (steps 0-3) that chooses its grouping at stage1_start = 2."""
-  config = _choice_config()
-  config.num_train_steps = 4
-  workdir = str(tmp_path_factory.mktemp('choice'))
-  state = train.train_and_evaluate(config, workdir, run_evaluation=False)
-  return config, workdir, state
+  """The session's tiny run through stages 0-1 (steps 0-3; tests/shared_runs.py) that chooses its
+  grouping among 3 candidates at stage1_start = 2, after refitting its VQ stage there."""
+  return shared_runs.stage1_run(tmp_path_factory)
 
 
 def test_training_stores_the_chosen_grouping_at_the_start_of_stage_1(trained):
@@ -211,10 +209,17 @@ def test_training_stores_the_chosen_grouping_at_the_start_of_stage_1(trained):
   np.testing.assert_array_equal(cands[report['chosen']], stored)
 
 
-@pytest.mark.parametrize('measure', code_group_choice.MEASURES)
+# 'validation_recall' (slow): the test below runs that choice too, against the report's recall.
+@pytest.mark.parametrize(
+  'measure',
+  [
+    pytest.param(m, marks=pytest.mark.slow) if m == 'validation_recall' else m
+    for m in code_group_choice.MEASURES
+  ],
+)
 def test_the_choice_is_a_pure_function_of_config_and_variables(trained, measure):
   _, _, state = trained
-  config = _choice_config()
+  config = shared_runs.stage1_config()
   config.targets.group_choice = measure
   variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
   model = train.make_model(config)
@@ -229,7 +234,7 @@ def test_the_choice_is_a_pure_function_of_config_and_variables(trained, measure)
 
 def test_the_choice_by_validation_recall_measures_what_the_report_would(trained):
   _, _, state = trained
-  config = _choice_config()
+  config = shared_runs.stage1_config()
   config.targets.group_choice = 'validation_recall'
   variables = {'params': state.teacher_params, 'vq_stats': state.vq_stats}
   groups, choice = code_group_choice.choose_code_groups(train.make_model(config), variables, config)
@@ -291,7 +296,7 @@ def test_resume_after_the_choice_keeps_it_and_one_at_the_choice_redoes_it(traine
   config.targets.group_candidates = 1
   assert not train.chooses_code_groups_at(2, config)
   # The checkpoint of step 2 was saved before the choice (-1), that of step 4 after it.
-  config = _choice_config()
+  config = shared_runs.stage1_config()
   trainer = train.Trainer(config)
   for step, chosen in ((2, False), (4, True)):
     restored = checkpointing.restore_params(

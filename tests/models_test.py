@@ -357,7 +357,11 @@ def test_gather_condition_equals_conditioning_gathered_rows(tiny):
   )
 
 
-@pytest.mark.parametrize('scan,remat', [(False, False), (False, True), (True, False)])
+# (False, False) is configs/synthetic.py's model; (True, False) compares gradients too; (False,
+# True) (slow) adds remat to the unrolled layers.
+@pytest.mark.parametrize(
+  'scan,remat', [(False, False), pytest.param(False, True, marks=pytest.mark.slow), (True, False)]
+)
 def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
   model, _, v = tiny  # scan_layers=True, remat=True
   other = models.PairAlign(dataclasses.replace(model.cfg, scan_layers=scan, remat=remat))

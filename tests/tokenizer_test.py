@@ -18,6 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import shared_runs
 import soxr
 
 from configs import default as default_config
@@ -120,10 +121,8 @@ def tiny_workdir(tmp_path_factory) -> str:
 
   Treat it as read-only: copy it (`shutil.copytree`) before writing calibration.json or reports.
   """
-  if 'workdir' not in _SHARED:
-    workdir = str(tmp_path_factory.mktemp('tiny_run'))
-    build_checkpoint(workdir)
-    _SHARED['workdir'] = workdir
+  if 'workdir' not in _SHARED:  # one build for all test workers (tests/shared_runs.py)
+    _SHARED['workdir'] = shared_runs.shared_workdir(tmp_path_factory, 'tiny_run', build_checkpoint)
   return _SHARED['workdir']
 
 

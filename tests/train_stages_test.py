@@ -58,9 +58,15 @@ def _after_stage0(**schedule):
   return trainer, state
 
 
-# 'never' (slow): 'stage2' already shows the encoder moving through the stage-1 steps before it.
+# 'stage1' is what configs/small_corpus.py and synthetic_aug_only.py use; 'stage2' (slow) also shows
+# the encoder moving through the stage-1 steps before it, 'never' (slow) through all four.
 @pytest.mark.parametrize(
-  'freeze', [pytest.param('never', marks=pytest.mark.slow), 'stage1', 'stage2']
+  'freeze',
+  [
+    pytest.param('never', marks=pytest.mark.slow),
+    'stage1',
+    pytest.param('stage2', marks=pytest.mark.slow),
+  ],
 )
 def test_freeze_encoder_keeps_stage0_modules(freeze):
   """schedule.freeze_encoder: from the chosen stage on, steps leave the encoder, VQ and stage-0
@@ -99,7 +105,10 @@ def test_freeze_encoder_needs_sequence_terms_off_the_encoder():
     config_validation.validate_config(config)
 
 
-@pytest.mark.parametrize('stage1_teacher', ['frozen', 'student'])
+# 'student' (slow): no shipped config uses it.
+@pytest.mark.parametrize(
+  'stage1_teacher', ['frozen', pytest.param('student', marks=pytest.mark.slow)]
+)
 def test_stage1_teacher_is_frozen_or_follows_the_student(stage1_teacher):
   """schedule.stage1_teacher: 'frozen' keeps the teacher at the end of stage 0 through stage 1;
   'student' makes it a copy of the student after every stage-1 update (targets read the current
@@ -156,8 +165,10 @@ def test_length_controller_off_changes_only_the_eos_bias():
       np.testing.assert_allclose(off[group][key], on[group][key], rtol=1e-5, atol=1e-6, err_msg=key)
 
 
-# One global norm (the control, slow): the same two runs then train different encoders.
-@pytest.mark.parametrize('apart', [True, pytest.param(False, marks=pytest.mark.slow)])
+# Slow: clip_stage0_apart is off by default and in every shipped config. apart=False is the
+# control: one global norm, and the same two runs then train different encoders.
+@pytest.mark.slow
+@pytest.mark.parametrize('apart', [True, False])
 def test_clipping_the_stage0_modules_apart_keeps_the_encoder_free_of_the_decoder(apart):
   """optim.clip_stage0_apart with loss.sequence_losses_train_encoder=False: two runs whose decoder
   terms differ (self teacher forcing weighted 1 or 3) train the same encoder, VQ and stage-0 heads

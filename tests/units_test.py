@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 import scipy.fft
+import shared_runs
 from train_test import tiny_config
 
 from pairalign_jax import checkpointing
@@ -91,14 +92,8 @@ def test_the_model_carries_centroids_only_when_it_predicts_units():
 
 @pytest.fixture(scope='module')
 def unit_run(tmp_path_factory):
-  """Two stage-0 steps with units: (config, workdir, final state)."""
-  config = units_config()
-  config.num_train_steps = 2
-  config.schedule.update(stage1_start=2, stage2_start=2)
-  config.checkpoint_every_steps = 1
-  workdir = str(tmp_path_factory.mktemp('units'))
-  state = train.train_and_evaluate(config, workdir, run_evaluation=False)
-  return config, workdir, state
+  """The session's tiny run with units (tests/shared_runs.py): (config, workdir, final state)."""
+  return shared_runs.stage1_run(tmp_path_factory)
 
 
 def test_training_fits_the_units_at_its_start_and_keeps_them(unit_run):

@@ -7,6 +7,7 @@ import os
 import jax
 import numpy as np
 import pytest
+import shared_runs
 from sklearn import decomposition
 from train_test import tiny_config
 
@@ -97,15 +98,9 @@ def test_config_validation_names_the_refit_keys():
 
 @pytest.fixture(scope='module')
 def refit_run(tmp_path_factory):
-  """Two stage-0 steps, then two stage-1 steps after the refit: (config, workdir, final state)."""
-  config = refit_config()
-  config.num_train_steps = 4
-  config.schedule.update(stage1_start=2, stage2_start=4)
-  config.checkpoint_every_steps = 1
-  config.checkpoint.keep_period = 1
-  workdir = str(tmp_path_factory.mktemp('refit'))
-  state = train.train_and_evaluate(config, workdir, run_evaluation=False)
-  return config, workdir, state
+  """The session's tiny run that refits at stage1_start = 2 (tests/shared_runs.py: two stage-0
+  steps, then two stage-1 steps after the refit): (config, workdir, final state)."""
+  return shared_runs.stage1_run(tmp_path_factory)
 
 
 def _leaf(tree, suffix):
