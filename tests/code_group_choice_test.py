@@ -170,10 +170,7 @@ def test_groups_from_vq_stats_returns_a_stored_grouping_once_chosen():
 
 # ------------------------------------------------------------------------- in training
 def _choice_config():
-  config = tiny_config()
-  config.targets.group_candidates = 3
-  config.targets.group_choice_recordings = 6
-  return config
+  return shared_runs.with_grouping_choice(tiny_config())
 
 
 @pytest.fixture(scope='module')

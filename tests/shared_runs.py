@@ -46,24 +46,42 @@ def shared_workdir(tmp_path_factory, name: str, build: Callable[[str], None]) ->
   return str(workdir)
 
 
-def stage1_config():
-  """tiny_config with the start of stage 1 of configs/small_corpus.py: acoustic-unit targets in
-  stage 0, the VQ refitted to the frozen encoder and then the code grouping chosen (3 candidates)
-  at stage1_start = 2; four steps, a checkpoint after every one (all kept)."""
-  c = tiny_config()
-  c.num_train_steps = 4
-  c.schedule.update(stage1_start=2, stage2_start=4, freeze_encoder='stage1')
-  c.checkpoint_every_steps = 1
-  c.checkpoint.keep_period = 1
-  c.loss.sequence_losses_train_encoder = False
+def with_units(c):
+  """`c` with small acoustic-unit targets for the stage-0 code prediction (units_test.py)."""
   c.loss.code_pred_targets = 'units'
   c.loss.unit_clusters = 8
   c.loss.unit_coeffs = 4
   c.loss.unit_fit_recordings = 8
+  return c
+
+
+def with_vq_refit(c):
+  """`c` with the VQ stage refitted at the start of stage 1 and what that needs: the encoder
+  frozen from there and the sequence terms off it (vq_refit_test.py)."""
   c.vq.refit = 'pca_kmeans'
   c.vq.refit_recordings = 8
+  c.schedule.freeze_encoder = 'stage1'
+  c.loss.sequence_losses_train_encoder = False
+  return c
+
+
+def with_grouping_choice(c):
+  """`c` choosing its code grouping among 3 candidates at the start of stage 1
+  (code_group_choice_test.py)."""
   c.targets.group_candidates = 3
   c.targets.group_choice_recordings = 6
+  return c
+
+
+def stage1_config():
+  """tiny_config with the start of stage 1 of configs/small_corpus.py: acoustic-unit targets in
+  stage 0, the VQ refitted to the frozen encoder and then the code grouping chosen (3 candidates)
+  at stage1_start = 2; four steps, a checkpoint after every one (all kept)."""
+  c = with_grouping_choice(with_vq_refit(with_units(tiny_config())))
+  c.num_train_steps = 4
+  c.schedule.update(stage1_start=2, stage2_start=4)
+  c.checkpoint_every_steps = 1
+  c.checkpoint.keep_period = 1
   return c
 
 

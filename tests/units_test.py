@@ -56,12 +56,7 @@ def test_fit_centroids_finds_separated_clusters_and_is_a_function_of_the_seed():
 
 
 def units_config():
-  c = tiny_config()
-  c.loss.code_pred_targets = 'units'
-  c.loss.unit_clusters = 8
-  c.loss.unit_coeffs = 4
-  c.loss.unit_fit_recordings = 8
-  return c
+  return shared_runs.with_units(tiny_config())
 
 
 def test_config_validation_names_the_unit_keys():

@@ -69,12 +69,7 @@ def test_fit_quantizer_is_a_function_of_its_seed_and_checks_its_shapes():
 
 
 def refit_config():
-  c = tiny_config()
-  c.vq.refit = 'pca_kmeans'
-  c.vq.refit_recordings = 8
-  c.schedule.freeze_encoder = 'stage1'
-  c.loss.sequence_losses_train_encoder = False
-  return c
+  return shared_runs.with_vq_refit(tiny_config())
 
 
 def test_config_validation_names_the_refit_keys():
