@@ -248,6 +248,15 @@ def test_lever_names_pick_the_levers_and_refuse_unknown_ones():
   every = [name for name, _, _ in levers_lib.lever_variants(config)]
   assert set(every) <= set(levers_lib.LEVER_NAMES)
   assert {'remat_off', 'remat_weight_matmuls', 'remat_matmuls'} <= set(every)
+  assert set(every) == set(levers_lib.LEVER_NAMES) - {'remat_on'}
+  unrolled = levers_lib.lever_variants(config, ['unrolled_layers_remat_weight_matmuls'])
+  assert unrolled == [
+    (
+      'unrolled_layers_remat_weight_matmuls',
+      {'model.scan_layers': False, 'model.remat': True, 'model.remat_policy': 'weight_matmuls'},
+      '',
+    )
+  ]
   picked = levers_lib.lever_variants(config, ['remat_weight_matmuls', 'batch_x2'])
   assert picked == [
     ('remat_weight_matmuls', {'model.remat_policy': 'weight_matmuls'}, ''),
