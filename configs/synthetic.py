@@ -56,8 +56,8 @@ def get_config():
   config.loss.prefix_corruption = 0.3
 
   # The corpus has parallel readings: from stage 1, half of the pairs are two speakers reading
-  # the same sentence (see configs/default.py data.cross_speaker_views). Speakers already differ
-  # in f0, so the (costly) pitch-shift augmentation is left out.
+  # the same sentence (see data.cross_speaker_views in pairalign_jax/default_config.py). Speakers
+  # already differ in f0, so the (costly) pitch-shift augmentation is left out.
   config.data.cross_speaker_views = 0.5
   config.data.augment.pitch_prob = 0.0
   config.data.synthetic.num_train_speakers = 32

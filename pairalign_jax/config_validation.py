@@ -365,11 +365,13 @@ def validate_config(
       f'{config.schedule.freeze_encoder!r} and {config.vq.freeze_after_stage0}',
     )
     _require(
-      0 < config.schedule.stage1_start < config.num_train_steps,
+      0 < config.schedule.stage1_start < config.num_train_steps
+      or (config.schedule.stage1_start == 0 and config.init_from),
       'config.vq.refit',
       f'is {refit!r}: the refit runs at the start of stage 1 on a stage-0 encoder, so '
       f'config.schedule.stage1_start must be in (0, num_train_steps={config.num_train_steps}), '
-      f'got {config.schedule.stage1_start}',
+      f"got {config.schedule.stage1_start} (0 only with config.init_from: the source's "
+      'quantizer is then kept)',
     )
     _require(
       config.model.code_dim <= config.model.d_model,
@@ -409,10 +411,11 @@ def validate_config(
       f'> 1 chooses among code groupings: needs config.targets.code_groups > 0, got {groups}',
     )
     _require(
-      config.schedule.stage1_start > 0,
+      config.schedule.stage1_start > 0 or config.init_from,
       'config.targets.group_candidates',
       '> 1 chooses the grouping of the codebook stage 0 trained: needs '
-      f'config.schedule.stage1_start > 0, got {config.schedule.stage1_start}',
+      f'config.schedule.stage1_start > 0, got {config.schedule.stage1_start} (0 only with '
+      "config.init_from: the source's grouping is then kept)",
     )
     measure = config.targets.get('group_choice', 'view_margin')
     _require(

@@ -153,17 +153,14 @@ def get_config() -> ml_collections.ConfigDict:
   # content, docs/METHOD.md §11). Measured on the synthetic corpus (targets scored as a tokenizer):
   # 16 groups + min_run_frames 2 -> 12.6 tokens/s at recall@1 0.97 (raw codes: 29 tokens/s, 0.95).
   config.targets.code_groups = 16
-  # Runs of a repeated code (group) shorter than this many encoder frames are merged into a
-  # neighbour. -1 = derive from config.length.target_rate (sequences.min_run_frames_for_rate; 3 at
-  # 12.7 tokens/s and 20 ms frames, which was measured to be too much pruning once codes are
-  # grouped).
   # How many k-means groupings of the frozen codebook to make at the start of stage 1 (one from
   # farthest-point initial centres, the rest from random ones; pairalign_jax/code_group_choice.py):
   # the run keeps the one whose collapsed strings best tell its training recordings apart (two
   # augmentations of each of `group_choice_recordings` recordings; the margin between a view's
   # distance to the other recordings and to its own other view), among those at most
   # `group_choice_max_rate_ratio` times as long as the VQ stage's strings of the same views.
-  # 1 = the farthest-point grouping, nothing chosen. Needs vq.freeze_after_stage0 and a stage 0.
+  # 1 = the farthest-point grouping, nothing chosen. Needs vq.freeze_after_stage0 and a stage 0
+  # (a run without one, only with init_from, keeps its source's grouping).
   # `group_choice` = 'validation_recall' ranks the candidates instead by the recall@1 of their
   # strings on the validation split (its evaluation set, built as the reports build it): a choice
   # made on validation data, so the run's validation figures are no longer unbiased (report the
@@ -172,6 +169,10 @@ def get_config() -> ml_collections.ConfigDict:
   config.targets.group_choice = 'view_margin'
   config.targets.group_choice_recordings = 256
   config.targets.group_choice_max_rate_ratio = 0.45
+  # Runs of a repeated code (group) shorter than this many encoder frames are merged into a
+  # neighbour. -1 = derive from config.length.target_rate (sequences.min_run_frames_for_rate; 3 at
+  # 12.7 tokens/s and 20 ms frames, which was measured to be too much pruning once codes are
+  # grouped).
   config.targets.min_run_frames = 2
   # The time each target token carries (the location-aware decoder's input time for the next
   # token, and what its timing loss trains its own token times toward): 'centre' of the token's

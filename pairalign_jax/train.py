@@ -28,7 +28,8 @@ run's config file, so that the model keys match)::
 
 (stage 2 from step 0; with `ema_warmup_steps=0` the loaded teacher goes on as a slow EMA. In stage
 0 the teacher copies the student, so a loaded teacher only lasts from stage 1 on; a schedule that
-replaces it is logged as a warning.)
+replaces it is logged as a warning. A run without a stage 0, `runs_stage0`, keeps the source's
+acoustic units, refitted VQ and chosen code grouping: nothing is fitted, refitted or chosen.)
 """
 
 from __future__ import annotations
@@ -191,6 +192,7 @@ INIT_FROM_MATCH_KEYS = {
   'enc_positions': 'config.model.enc_positions',
   'adapter_layers': 'config.model.adapter_layers',
   'decoder_reads_codes': 'config.model.decoder_reads_codes',
+  'time_head': 'config.model.time_head',
   'n_mels': 'config.frontend.n_mels',
 }
 
@@ -671,6 +673,36 @@ class Trainer:
     return sharding.global_batch(views, self.mesh)
 
 
+def _log_kept_from_source(config: ml_collections.ConfigDict) -> None:
+  """Says which stage-0 fits a run without a stage 0 takes from its `init_from` source."""
+  kept = [
+    what
+    for what, on in (
+      ('acoustic units (loss.code_pred_targets=units)', _predicts_units(config)),
+      (f'VQ refit (vq.refit={config.vq.get("refit", "none")})', _refits(config)),
+      (
+        f'code grouping (targets.group_candidates={config.targets.group_candidates})',
+        int(config.targets.group_candidates) > 1,
+      ),
+    )
+    if on
+  ]
+  if kept:
+    logging.info(
+      "config.init_from with schedule.stage1_start=0 (no stage 0 in this run): the source's %s "
+      'kept as loaded, nothing fitted or chosen.',
+      ', '.join(kept),
+    )
+
+
+def _predicts_units(config: ml_collections.ConfigDict) -> bool:
+  return config.loss.get('code_pred_targets', 'vq') == 'units'
+
+
+def _refits(config: ml_collections.ConfigDict) -> bool:
+  return config.vq.get('refit', 'none') != 'none'
+
+
 def chooses_on_validation(config: ml_collections.ConfigDict) -> bool:
   """Whether the code grouping is chosen on the validation split's evaluation set
   (`targets.group_choice = 'validation_recall'`, code_group_choice.py)."""
@@ -680,18 +712,29 @@ def chooses_on_validation(config: ml_collections.ConfigDict) -> bool:
   )
 
 
+def runs_stage0(config: ml_collections.ConfigDict) -> bool:
+  """Whether the run trains a stage 0 of its own (`schedule.stage1_start > 0`). A run without one
+  (only with `config.init_from`) starts from the source's encoder, quantizer, code grouping and
+  acoustic units and keeps them: nothing is fitted, refitted or chosen."""
+  return int(config.schedule.stage1_start) > 0
+
+
 def chooses_code_groups_at(step: int, config: ml_collections.ConfigDict) -> bool:
   """Whether the code grouping is chosen before step `step` runs: at the first stage-1 step when
-  `config.targets.group_candidates > 1` (a run resumed later has it in its checkpoint; one resumed
-  exactly there chooses again, the same way)."""
-  return int(config.targets.group_candidates) > 1 and step == int(config.schedule.stage1_start)
+  `config.targets.group_candidates > 1` and the run has a stage 0 (a run resumed later has it in
+  its checkpoint; one resumed exactly there chooses again, the same way)."""
+  return (
+    int(config.targets.group_candidates) > 1
+    and runs_stage0(config)
+    and step == int(config.schedule.stage1_start)
+  )
 
 
 def refits_vq_at(step: int, config: ml_collections.ConfigDict) -> bool:
   """Whether the VQ stage is refitted to the encoder before step `step` runs: at the first
-  stage-1 step when `config.vq.refit != 'none'` (before the code grouping is chosen; a run
-  resumed exactly there refits again, the same way)."""
-  return config.vq.get('refit', 'none') != 'none' and step == int(config.schedule.stage1_start)
+  stage-1 step when `config.vq.refit != 'none'` and the run has a stage 0 (before the code
+  grouping is chosen; a run resumed exactly there refits again, the same way)."""
+  return _refits(config) and runs_stage0(config) and step == int(config.schedule.stage1_start)
 
 
 def _with_leaves(tree, values: dict[str, np.ndarray]):
@@ -812,8 +855,10 @@ def train_and_evaluate(
     start_step = 0
     logging.info('Starting from scratch.')
   start_step = int(jax.device_get(state.step))
-  if restored is None and trainer.model.cfg.unit_clusters > 0:  # every run that does not resume
-    state = trainer.fit_units(state, workdir)
+  if restored is None and trainer.model.cfg.unit_clusters > 0 and runs_stage0(config):
+    state = trainer.fit_units(state, workdir)  # every run with a stage 0 that does not resume
+  if restored is None and init_from is not None and not runs_stage0(config):
+    _log_kept_from_source(config)
   n_params = models.count_params(state.params)
   logging.info('model parameters: %.2fM', n_params / 1e6)
 

@@ -6,9 +6,13 @@ import glob
 import importlib.util
 import os
 import re
+import shlex
 
+from absl import flags
+from ml_collections import config_flags
 import pytest
 
+from pairalign_jax import config_validation
 from pairalign_jax import default_config
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -69,3 +73,60 @@ def test_unknown_names_on_hand_made_commands():
     ['small_corpse'],
     ['loss.contrast_weights'],
   )
+
+
+def _main_commands(text):
+  """The `python -m pairalign_jax.main` commands of `text`'s code blocks, as argument lists
+  (lines joined at a trailing backslash, comments dropped)."""
+  commands = []
+  for block in re.findall(r'```(?:bash|sh)?\n(.*?)```', text, flags=re.S):
+    for line in re.sub(r'\\\n\s*', ' ', block).splitlines():
+      line = line.split(' #')[0].strip()
+      if 'python -m pairalign_jax.main ' in line:
+        commands.append(shlex.split(line.split('python -m pairalign_jax.main ', 1)[1]))
+  return commands
+
+
+def _config_of(argv):
+  """The config `main` would run with for `argv` (its --config and --config.KEY overrides)."""
+  config_args = ['main'] + [a for a in argv if a.startswith(('--config=', '--config.'))]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file(
+    'config', None, 'the config', flag_values=flag_values, sys_argv=config_args
+  )
+  cwd = os.getcwd()
+  os.chdir(ROOT)  # the docs' config paths are relative to the repository
+  try:
+    flag_values(config_args)
+  finally:
+    os.chdir(cwd)
+  return flag_values.config
+
+
+def test_main_commands_are_found():
+  commands = _main_commands(_text('README.md'))
+  assert len(commands) >= 5
+  assert any('--config=configs/small_corpus.py' in c for c in commands)
+
+
+@pytest.mark.parametrize('doc', DOCS)
+def test_doc_main_commands_pass_the_start_checks(doc):
+  """Every documented training command passes the checks `main` runs at start
+  (config_validation), so a user who copies it does not stop at a ConfigError."""
+  for argv in _main_commands(_text(doc)):
+    config = _config_of(argv)
+    try:
+      config_validation.validate_config(config)
+    except config_validation.ConfigError as e:
+      pytest.fail(f'{doc}: {" ".join(argv)}: {e}')
+
+
+def test_a_documented_command_that_fails_its_start_checks_is_caught():
+  text = (
+    '```bash\npython -m pairalign_jax.main --config=configs/small_corpus.py --workdir=w \\\n'
+    '    --config.schedule.stage1_start=0 --config.schedule.stage2_start=0  # a comment\n```\n'
+  )
+  (argv,) = _main_commands(text)
+  assert argv[-1] == '--config.schedule.stage2_start=0'
+  with pytest.raises(config_validation.ConfigError, match='stage1_start'):
+    config_validation.validate_config(_config_of(argv))

@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import shared_runs
 from train_test import _record_device_batches
 from train_test import flat
 from train_test import state_arrays
@@ -227,6 +228,11 @@ def test_model_mismatch_raises_naming_the_keys(source, tmp_path, monkeypatch):
   assert 'config.model.codebook_size=32 (source: 16)' in message
   assert 'dropout_rate' not in message and 'mlp_dim' not in message
   assert not workdir.exists()  # failed before anything was made
+  pointer = tiny_config()  # the time head's own parameters
+  pointer.model.update(time_head='pointer', scan_layers=False)
+  match = "time_head='pointer' .source: 'centroid'"
+  with pytest.raises(config_validation.ConfigError, match=match):
+    train.check_init_from_config(pointer, tiny_config(), 'runs/source')
 
 
 def test_saved_shapes_are_checked_too(source, tmp_path):
@@ -336,3 +342,36 @@ def test_config_validation_of_the_init_from_keys():
   config_validation.validate_config(config)
   config.update(init_from_vq_stats=False, init_from='')  # not fine-tuning: a fresh run's business
   config_validation.validate_config(config)
+
+
+def test_a_run_without_stage_0_keeps_the_sources_units_vq_refit_and_grouping(
+  tmp_path_factory, tmp_path, caplog
+):
+  """configs/small_corpus.py's stage-0 fits (acoustic units, the VQ refit, the chosen grouping)
+  with `init_from` and stage 1 from step 0 (the README's fine-tuning that keeps the teacher): the
+  source's units, refitted codebook and chosen grouping stay as loaded; nothing is fitted again
+  (no report files of a refit or a choice)."""
+  caplog.set_level(py_logging.INFO)
+  source_config, source_workdir, source_state = shared_runs.stage1_run(tmp_path_factory)
+  config = shared_runs.stage1_config()  # the source's stage-1 step: its compiled program
+  config.init_from = source_workdir
+  config.num_train_steps = 1
+  config.schedule.update(stage1_start=0, ema_warmup_steps=0)
+  config_validation.validate_config(config)
+  workdir = tmp_path / 'ft'
+  state = train.train_and_evaluate(config, str(workdir), run_evaluation=False)
+  got, want = state_arrays(state)['vq_stats'], state_arrays(source_state)['vq_stats']
+  assert got.keys() == want.keys()
+  assert any('unit_centroids' in k for k in got) and any('code_groups' in k for k in got)
+  for key in want:  # the quantizer is frozen after stage 0: the step leaves it as loaded
+    np.testing.assert_array_equal(got[key], want[key], err_msg=key)
+  assert np.all(got["['vq']['code_groups']"] >= 0)
+  assert not (workdir / train.VQ_REFIT_FILE).exists()
+  assert not (workdir / train.CODE_GROUPS_FILE).exists()
+  assert 'kept as loaded, nothing fitted or chosen' in _messages(caplog)
+  config.init_from = ''  # from scratch there is no stage-0 encoder to refit or group
+  with pytest.raises(config_validation.ConfigError, match='config.vq.refit'):
+    config_validation.validate_config(config)
+  config.vq.refit = 'none'
+  with pytest.raises(config_validation.ConfigError, match='config.targets.group_candidates'):
+    config_validation.validate_config(config)
