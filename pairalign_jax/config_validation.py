@@ -461,8 +461,31 @@ def validate_config(
     f'row), got {rows} with max_alpha={config.schedule.max_alpha}',
   )
 
-  # Evaluation.
+  # Evaluation (keys the final evaluation reads only after training: checked here).
+  from pairalign_jax.evaluation import baselines as baselines_lib
+  from pairalign_jax.evaluation import retrieval as retrieval_lib
+
   ev = config.eval
+  for key, allowed in (
+    ('kmeans_pool', baselines_lib.POOLS),
+    ('retrieval_ties', retrieval_lib.TIES),
+  ):
+    _require(
+      ev.get(key, allowed[0]) in allowed,
+      f'config.eval.{key}',
+      f'must be one of {allowed}, got {ev.get(key)!r}',
+    )
+  for key in ('kmeans_train_segments', 'kmeans_max_frames'):
+    if key in ev:
+      _require(
+        int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}'
+      )
+  shifts = [float(x) for x in ev.sweep_shifts_ms]
+  _require(
+    bool(shifts) and shifts[0] == 0.0 and min(shifts) >= 0.0,
+    'config.eval.sweep_shifts_ms',
+    f'must start with 0 (the reference) and have no negative shift, got {tuple(shifts)}',
+  )
   for key in ('queries_per_item', 'batch_size', 'sweep_items'):
     _require(int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}')
   for key, low in (('num_items', 2), ('archive_rotations', 1)):

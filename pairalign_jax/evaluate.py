@@ -94,6 +94,14 @@ def check_evaluation_source(config: ml_collections.ConfigDict, split: Optional[s
       f'{len(source)} record(s); the evaluation needs at least 2 (set '
       'config.data.eval_path, or raise config.data.heldout_fraction)'
     )
+  cids = runner.listed_content_ids(source)  # None: known only by reading every record
+  if cids is not None and len(runner.eligible_items(cids, 2)) < 2 and len(set(cids)) < 2:
+    raise ValueError(
+      f'the {split!r} split of config.data.source={config.data.source!r} has {len(source)} '
+      f'records of {len(set(cids))} content item (content_id, or text, shared by all): the '
+      'evaluation needs two items (with augmented queries) or two items read twice; give the '
+      'records their own content_id'
+    )
   logging.info('evaluation split %r: %d records', split, len(source))
 
 

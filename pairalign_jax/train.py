@@ -673,6 +673,21 @@ class Trainer:
     return sharding.global_batch(views, self.mesh)
 
 
+def _check_refit_has_enough_frames(config: ml_collections.ConfigDict) -> None:
+  """Raises ConfigError when the VQ refit at the start of stage 1 would cluster fewer encoder
+  frames than `model.codebook_size` (`vq_refit.fit_quantizer`): at most `vq.refit_recordings`
+  training recordings of `ModelConfig.enc_max_frames` frames each."""
+  recordings = min(int(config.vq.refit_recordings), len(pipeline.make_source(config, 'train')))
+  frames = recordings * models.ModelConfig.from_config(config).enc_max_frames
+  if frames < int(config.model.codebook_size):
+    raise config_validation.ConfigError(
+      f'config.vq.refit: the refit at the start of stage 1 clusters the encoder frames of '
+      f'{recordings} training recordings ({frames} frames), fewer than '
+      f'config.model.codebook_size={config.model.codebook_size}; raise config.vq.refit_recordings '
+      'or use a smaller codebook'
+    )
+
+
 def _log_kept_from_source(config: ml_collections.ConfigDict) -> None:
   """Says which stage-0 fits a run without a stage 0 takes from its `init_from` source."""
   kept = [
@@ -800,6 +815,14 @@ def train_and_evaluate(
   config: ml_collections.ConfigDict, workdir: str, *, run_evaluation: bool = True
 ) -> TrainState:
   """Trains (resuming from the newest checkpoint in `workdir`) and writes the evaluation report."""
+  if '://' in str(workdir):
+    # Checkpoints would go there (Orbax reads URLs), but the metrics, the stage-1 fit reports and
+    # the evaluation report are written with local file calls: refused now, not after training.
+    raise ValueError(
+      f'workdir={workdir!r}: a URL workdir is not supported; use a path that every host sees '
+      '(on a Cloud TPU VM: the bucket mounted with gcsfuse at the same path on every worker, '
+      'launch/tpu_vm.sh mount)'
+    )
   sharding.maybe_initialize_distributed()
   config_validation.validate_config(config, device_count=jax.device_count())
   init_from = resolve_init_from(
@@ -813,6 +836,8 @@ def train_and_evaluate(
     from pairalign_jax import evaluate
 
     evaluate.check_evaluation_source(config, split='validation')
+  if _refits(config) and runs_stage0(config):  # and for the VQ refit at stage 1's start
+    _check_refit_has_enough_frames(config)
   os.makedirs(workdir, exist_ok=True)
   logging.info(
     'devices: %d (%s), processes: %d',
@@ -912,19 +937,24 @@ def train_and_evaluate(
         _check_nonfinite(step, metrics['nonfinite_steps'], config.max_nonfinite_steps)
         pending_nonfinite = None
 
-      if step % config.checkpoint_every_steps == 0 or step == config.num_train_steps:
+      # A periodic evaluation reads the checkpoint of its own step: saved then whatever
+      # checkpoint_every_steps says.
+      evaluates_now = bool(
+        config.eval_every_steps
+        and step % config.eval_every_steps == 0
+        and step < config.num_train_steps
+        and run_evaluation
+      )
+      if (
+        step % config.checkpoint_every_steps == 0 or step == config.num_train_steps or evaluates_now
+      ):
         ckpt.save(step, state, data_iter, meta=_checkpoint_meta(data_stats))
       if ckpt.should_stop(step):
         logging.warning('Preemption requested: saving step %d and exiting.', step)
         ckpt.save(step, state, data_iter, force=True, meta=_checkpoint_meta(data_stats))
         stop_early = True
         break
-      if (
-        config.eval_every_steps
-        and step % config.eval_every_steps == 0
-        and step < config.num_train_steps
-        and run_evaluation
-      ):
+      if evaluates_now:
         ckpt.wait_until_finished()
         _evaluate(config, workdir, step)
   finally:

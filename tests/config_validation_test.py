@@ -136,6 +136,13 @@ class _null:
     ('eval.queries_per_item', 0, r'config\.eval\.queries_per_item'),
     ('eval.sweep_items', 0, r'config\.eval\.sweep_items'),
     ('eval.split', 'dev', r"config\.eval\.split.*'validation'.*'test'.*'train'"),
+    ('eval.kmeans_pool', 'max', r"config\.eval\.kmeans_pool.*'mean', 'stack'"),
+    ('eval.retrieval_ties', 'expect', r'config\.eval\.retrieval_ties.*pessimistic'),
+    ('eval.kmeans_train_segments', 0, r'config\.eval\.kmeans_train_segments'),
+    ('eval.kmeans_max_frames', 0, r'config\.eval\.kmeans_max_frames'),
+    ('eval.sweep_shifts_ms', (), r'config\.eval\.sweep_shifts_ms'),
+    ('eval.sweep_shifts_ms', (10, 20), r'config\.eval\.sweep_shifts_ms.*start with 0'),
+    ('eval.sweep_shifts_ms', (0, -10), r'config\.eval\.sweep_shifts_ms'),
   ],
 )
 def test_impossible_values_name_the_key(dotted, value, pattern):

@@ -354,6 +354,26 @@ def test_training_stops_at_start_when_the_evaluation_split_is_too_small(tmp_path
   assert not workdir.exists()  # nothing trained, nothing written
 
 
+def test_an_evaluation_split_of_one_shared_text_is_refused_at_start(tmp_path):
+  """A manifest whose evaluation rows all carry one text (one content item): no archive of two
+  items can be built, which the start-up check says before any training."""
+  soundfile = pytest.importorskip('soundfile')
+  rows = ['path\tspeaker\ttext']
+  for i in range(4):
+    path = tmp_path / f'{i}.wav'
+    soundfile.write(str(path), 0.1 * np.sin(np.arange(8000) * (0.1 + 0.01 * i)), 16000)
+    rows.append(f'{path}\tspk{i}\tthe same sentence')
+  manifest = tmp_path / 'eval.tsv'
+  manifest.write_text('\n'.join(rows) + '\n')
+  config = tokenizer_test.tiny_config()
+  config.data.source = 'manifest'
+  config.data.eval_path = str(manifest)
+  with pytest.raises(ValueError, match='1 content item'):
+    evaluate.check_evaluation_source(config, 'test')
+  manifest.write_text(manifest.read_text().replace('the same sentence\n', 'a sentence\n', 2))
+  evaluate.check_evaluation_source(config, 'test')  # two items, each read twice
+
+
 def test_train_split_evaluates_the_training_recordings(run, tmp_path):
   # The fit diagnostic: the archive and queries are training recordings (a speaker x sentence
   # grid), every speaker the archive once, as on the held-out splits.

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from pairalign_jax import token_strings
+from pairalign_jax.data import bad_input
 from pairalign_jax.evaluation import runner
 
 SR = 8000
@@ -118,6 +119,53 @@ def test_build_eval_set_structure_and_determinism():
   np.testing.assert_array_equal(again.source_indices, es.source_indices)
   other = _eval_set(seed=1)
   assert other.source_indices.tolist() != es.source_indices.tolist()
+
+
+class SourceWithBadRecords(FakeSource):
+  """FakeSource whose record `silent` is all zeros, `nan` non-finite and `unreadable` raises the
+  data sources' BadAudioError on read."""
+
+  def __init__(self, silent, nan, unreadable):
+    self.silent, self.nan, self.unreadable = silent, nan, unreadable
+
+  def __getitem__(self, index):
+    if index == self.unreadable:
+      raise bad_input.BadAudioError(f'/corpus/{index}.wav', 'unreadable', 'not a sound file')
+    record = super().__getitem__(index)
+    if index == self.silent:
+      record['audio'] = np.zeros_like(record['audio'])
+    if index == self.nan:
+      record['audio'][10] = np.nan
+    return record
+
+
+def test_bad_records_are_logged_and_left_out_of_the_eval_set(caplog):
+  """A user's evaluation split with a silent, a non-finite and an unreadable file: each is logged
+  with its reason and left out (never a crash at the end of training, never a zero row); the set
+  is the one drawn from the good records only, the same on every call."""
+  good = _eval_set(archive_rotations=-1)
+  used = sorted(set(good.source_indices.tolist()))
+  silent, nan, unreadable = used[0], used[4], used[-1]  # an archive and two other rows
+  args = dict(num_items=4, queries_per_item=2, seed=0, sample_rate=SR)
+  args.update(segment_seconds=SEGMENT_SECONDS, sweep_items=3, sweep_shifts_ms=(0.0, 10.0, 20.0))
+  args['archive_rotations'] = -1
+  with caplog.at_level('WARNING'):
+    es = runner.build_eval_set(SourceWithBadRecords(silent, nan, unreadable), **args)
+  bad = {silent, nan, unreadable}
+  assert not bad & set(es.source_indices.tolist())
+  assert np.isfinite(es.waves).all() and (np.abs(es.waves).max(axis=1) > 0).all()
+  log = caplog.text
+  assert 'silent' in log and 'nonfinite' in log and '/corpus/' in log
+  assert '3 bad record(s) left out' in log
+  for q, t in enumerate(es.rotations[0].query_targets):  # queries still read their own item
+    assert es.content_ids[es.rotations[0].query_rows[q]] == es.content_ids[t]
+  again = runner.build_eval_set(SourceWithBadRecords(silent, nan, unreadable), **args)
+  np.testing.assert_array_equal(again.source_indices, es.source_indices)
+  np.testing.assert_array_equal(again.waves, es.waves)
+  # Two items read twice each and 14 single readings: a bad one leaves too few items.
+  ids = ['a', 'a', 'b', 'b'] + [f'u{i}' for i in range(4, len(FakeSource()))]
+  with pytest.raises(ValueError, match=r'1 content items .*\(1 bad records left out\)'):
+    runner.build_eval_set(SourceWithBadRecords(*range(3)), **{**args, 'content_ids': ids})
 
 
 def test_build_eval_set_content_ids_and_augment():

@@ -280,6 +280,31 @@ def test_train_and_evaluate_raises_after_max_nonfinite_steps(tmp_path, monkeypat
   assert not os.path.isdir(ckpt) or not [d for d in os.listdir(ckpt) if d.isdigit()]
 
 
+def test_a_url_workdir_is_refused_at_start(monkeypatch):
+  """gs://... is refused before anything runs (the metrics and reports are written with local
+  file calls, which would fail or write a local 'gs:' folder after training)."""
+  monkeypatch.setattr(train.Trainer, '__init__', lambda *a, **k: pytest.fail('built a trainer'))
+  with pytest.raises(ValueError, match='gcsfuse'):
+    train.train_and_evaluate(tiny_config(), 'gs://bucket/runs/x')
+  assert not os.path.exists('gs:')
+
+
+def test_a_periodic_evaluation_reads_a_checkpoint_of_its_own_step(tmp_path, monkeypatch):
+  """`eval_every_steps` that is no multiple of `checkpoint_every_steps`: the evaluation still
+  finds a checkpoint of its step (saved for it), and the final one the last step's."""
+  config = tiny_config()
+  config.update(num_train_steps=3, eval_every_steps=2, checkpoint_every_steps=5)
+  evaluated = []
+
+  def record(config, workdir, step):
+    latest = checkpointing.committed_steps(os.path.join(workdir, 'checkpoints'))[-1]
+    evaluated.append((step, latest))
+
+  monkeypatch.setattr(train, '_evaluate', record)
+  train.train_and_evaluate(config, str(tmp_path))
+  assert evaluated == [(2, 2), (3, 3)]
+
+
 # ------------------------------------------------------------------------------ meshes
 
 MESH_STEPS = 3

@@ -72,6 +72,20 @@ def refit_config():
   return shared_runs.with_vq_refit(tiny_config())
 
 
+def test_a_refit_with_fewer_frames_than_codes_stops_at_start(tmp_path):
+  """The refit clusters at most `vq.refit_recordings` recordings' encoder frames: fewer frames
+  than codes is refused before the first step, not at the start of stage 1."""
+  config = refit_config()
+  config.vq.refit_recordings = 2
+  frames = models.ModelConfig.from_config(config).enc_max_frames
+  config.model.codebook_size = 2 * frames + 1
+  config_validation.validate_config(config)
+  workdir = tmp_path / 'run'
+  with pytest.raises(config_validation.ConfigError, match=rf'\({2 * frames} frames\), fewer than'):
+    train.train_and_evaluate(config, str(workdir), run_evaluation=False)
+  assert not workdir.exists()
+
+
 def test_config_validation_names_the_refit_keys():
   for key, value, match in (
     ('vq.refit', 'kmeans', 'one of'),

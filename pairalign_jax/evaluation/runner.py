@@ -60,6 +60,7 @@ from absl import logging
 import numpy as np
 
 from pairalign_jax.data import audio_io
+from pairalign_jax.data import bad_input
 from pairalign_jax.evaluation import bootstrap
 from pairalign_jax.evaluation import metrics
 from pairalign_jax.evaluation import retrieval
@@ -123,21 +124,42 @@ class EvalSet:
     return self.segment_samples / self.sample_rate
 
 
-def _content_ids(source, content_ids) -> list[Hashable]:
+def listed_content_ids(source) -> Optional[list[Hashable]]:
+  """The content id of every record of `source` where it is known without reading audio (the
+  grid layout of a synthetic grid split, or `source.entries` of a file source), else None."""
   n = len(source)
-  if content_ids is not None:
-    ids = [content_ids(i) for i in range(n)] if callable(content_ids) else list(content_ids)
-    if len(ids) != n:
-      raise ValueError(f'content_ids has {len(ids)} entries for a source of {n} records')
-    return ids
   if getattr(source, 'is_grid', False) and hasattr(source, 'sentences'):
     # data.synthetic.SyntheticSpeechSource grid splits: index = speaker * num_sentences + sentence.
     return [source.sentences[i % source.num_sentences].content_id for i in range(n)]
   entries = getattr(source, 'entries', None)
   if entries is not None and len(entries) == n and all('content_id' in e for e in entries):
     return [e['content_id'] for e in entries]
+  return None
+
+
+def _content_ids(source, content_ids, on_bad=None) -> list[Hashable]:
+  """The content id of every record of `source` (module docstring). Where the records must be
+  read for it, an unreadable one gets an id of its own and is passed to `on_bad(index, error)`."""
+  n = len(source)
+  if content_ids is not None:
+    ids = [content_ids(i) for i in range(n)] if callable(content_ids) else list(content_ids)
+    if len(ids) != n:
+      raise ValueError(f'content_ids has {len(ids)} entries for a source of {n} records')
+    return ids
+  listed = listed_content_ids(source)
+  if listed is not None:
+    return listed
   logging.info('build_eval_set: reading %d records to find their content ids', n)
-  return [source[i]['content_id'] for i in range(n)]
+  ids = []
+  for i in range(n):
+    try:
+      ids.append(source[i]['content_id'])
+    except bad_input.BadAudioError as e:
+      if on_bad is None:
+        raise
+      on_bad(i, e)
+      ids.append(('unreadable record', i))
+  return ids
 
 
 def _segment(record: Mapping[str, Any], sample_rate: int, length: int) -> np.ndarray:
@@ -164,6 +186,47 @@ def parallel_item_count(source, content_ids=None) -> int:
   return len(eligible_items(_content_ids(source, content_ids), 2))
 
 
+class _BadRecord(Exception):
+  """A record of the eval set turned out unreadable or unusable (`bad_input.BadAudioError`)."""
+
+  def __init__(self, index: int, error: bad_input.BadAudioError):
+    super().__init__(index, error)
+    self.index, self.error = index, error
+
+
+class _RecordReader:
+  """Reads each record of `source` the eval set uses once, and checks it
+  (`bad_input.validate_audio`): its `segment_samples` segment and metadata are kept, a bad record
+  raises `_BadRecord` naming its index. The shift probe's longer segments are read on demand."""
+
+  def __init__(self, source, sample_rate: int, segment_samples: int, sweep_samples: int):
+    self.source = source
+    self.sample_rate, self.segment_samples = sample_rate, segment_samples
+    self.sweep_samples = sweep_samples
+    self._kept: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+
+  def _record(self, index: int) -> Mapping[str, Any]:
+    try:
+      record = self.source[index]
+      bad_input.validate_audio(
+        audio_io.to_mono(record['audio']), str(record.get('id', f'index {index}'))
+      )
+    except bad_input.BadAudioError as e:
+      raise _BadRecord(index, e) from e
+    return record
+
+  def read(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """(segment float32 [segment_samples], the metadata the eval set keeps) of record `index`."""
+    if index not in self._kept:
+      record = self._record(index)
+      meta = {k: record[k] for k in ('speaker', 'id', 'phones', 'phone_times') if k in record}
+      self._kept[index] = (_segment(record, self.sample_rate, self.segment_samples), meta)
+    return self._kept[index]
+
+  def sweep(self, index: int) -> np.ndarray:
+    return _segment(self._record(index), self.sample_rate, self.sweep_samples)
+
+
 def build_eval_set(
   source,
   *,
@@ -185,6 +248,10 @@ def build_eval_set(
   speaker x sentence grid that is speaker r) and the queries are up to `queries_per_item` of its
   other realizations; -1 = as many rotations as the most realized item has realizations. With
   `augment_fn` (queries are augmented copies) there is one rotation.
+
+  A record that cannot be read or has unusable audio (empty, non-finite, silent:
+  `bad_input.validate_audio`) is logged with its path and reason and left out, and the set is
+  drawn again without it (the same seed: the result depends only on which records are bad).
   """
   if num_items < 2 and num_items != -1:
     raise ValueError(
@@ -196,13 +263,70 @@ def build_eval_set(
     raise ValueError(f'sweep_items must be >= 1 (the shift probe), got {sweep_items}')
   if archive_rotations < 1 and archive_rotations != -1:
     raise ValueError(f'archive_rotations must be >= 1 or -1 (all), got {archive_rotations}')
-  cids = _content_ids(source, content_ids)
+  shifts = tuple(float(s) for s in sweep_shifts_ms)
+  if not shifts:
+    raise ValueError('sweep_shifts_ms must name at least one shift (0 first)')
+  bad_records = bad_input.BadInputStats()
+  left_out: set[int] = set()
+
+  def leave_out(index, error):
+    bad_records.record_bad(error)  # logged with its path and reason
+    left_out.add(index)
+
+  cids = _content_ids(source, content_ids, on_bad=leave_out)
+  segment_samples = int(round(segment_seconds * sample_rate))
+  sweep_samples = segment_samples + max(sweep_lib.shift_samples(shifts, sample_rate))
+  reader = _RecordReader(source, sample_rate, segment_samples, sweep_samples)
+  while True:
+    try:
+      eval_set = _draw_eval_set(
+        reader,
+        cids,
+        left_out,
+        num_items=num_items,
+        queries_per_item=queries_per_item,
+        seed=seed,
+        augment_fn=augment_fn,
+        sweep_items=sweep_items,
+        shifts=shifts,
+        archive_rotations=archive_rotations,
+      )
+      break
+    except _BadRecord as e:
+      leave_out(e.index, e.error)
+  if left_out:
+    logging.warning(
+      'build_eval_set: %d bad record(s) left out of the eval set (%s)',
+      len(left_out),
+      dict(bad_records.bad),
+    )
+  return eval_set
+
+
+def _draw_eval_set(
+  reader: _RecordReader,
+  cids: Sequence[Hashable],
+  left_out: set[int],
+  *,
+  num_items: int,
+  queries_per_item: int,
+  seed: int,
+  augment_fn: Optional[AugmentFn],
+  sweep_items: int,
+  shifts: tuple[float, ...],
+  archive_rotations: int,
+) -> EvalSet:
+  """`build_eval_set` over the records not in `left_out`; raises `_BadRecord` at the first bad
+  record it reads."""
   min_size = 1 if augment_fn is not None else 2
-  eligible = eligible_items(cids, min_size)
+  kept = ([i for i in group if i not in left_out] for group in eligible_items(cids, 1))
+  eligible = [group for group in kept if len(group) >= min_size]
   if len(eligible) < 2:
     raise ValueError(
       f'build_eval_set: {len(eligible)} content items with >= {min_size} '
-      f'realizations in a source of {len(cids)} records; need at least 2'
+      f'realizations in a source of {len(cids)} records'
+      + (f' ({len(left_out)} bad records left out)' if left_out else '')
+      + '; need at least 2'
     )
   rng = np.random.default_rng(seed)
   if num_items == -1:
@@ -220,24 +344,18 @@ def build_eval_set(
     if augment_fn is not None
     else (most if archive_rotations == -1 else min(archive_rotations, most))
   )
-
-  segment_samples = int(round(segment_seconds * sample_rate))
-  shifts = tuple(float(s) for s in sweep_shifts_ms)
-  sweep_len = segment_samples + max(sweep_lib.shift_samples(shifts, sample_rate))
+  segment_samples = reader.segment_samples
   n_sweep = min(sweep_items, len(items))
-
-  def meta(rec):  # what the eval set keeps of a record (not its audio)
-    return {k: rec[k] for k in ('speaker', 'id', 'phones', 'phone_times') if k in rec}
 
   rows: list[dict[str, Any]] = []
   row_of_index: dict[int, int] = {}
 
-  def add_row(index, rec=None, wave=None, labelled=True):
+  def add_row(index, wave=None, labelled=True):
     if wave is None and index in row_of_index:
       return row_of_index[index]
-    rec = source[index] if rec is None else rec
-    wave = _segment(rec, sample_rate, segment_samples) if wave is None else wave
-    rows.append(dict(wave=wave, record=meta(rec), index=index, labelled=labelled))
+    segment, meta = reader.read(index)
+    rows.append(dict(wave=segment if wave is None else wave, record=meta, index=index))
+    rows[-1]['labelled'] = labelled
     if labelled:
       row_of_index[index] = len(rows) - 1
     return len(rows) - 1
@@ -245,10 +363,9 @@ def build_eval_set(
   sweep_waves = []
   archive0 = []
   for a, group in enumerate(items):  # rotation 0's archive first: rows [0, A)
-    rec = source[group[0]]
-    archive0.append(add_row(group[0], rec))
+    archive0.append(add_row(group[0]))
     if a < n_sweep:
-      sweep_waves.append(_segment(rec, sample_rate, sweep_len))
+      sweep_waves.append(reader.sweep(group[0]))
   rotations = []
   for r in range(num_rotations):
     archive_rows, query_rows, targets = [], [], []
@@ -260,18 +377,17 @@ def build_eval_set(
         picks = sorted(
           rng.choice(len(others), size=min(queries_per_item, len(others)), replace=False)
         )
-        sources = [(others[p], None) for p in picks]
+        sources = [others[p] for p in picks]
       else:  # only with augment_fn: augmented copies of the archive realization
-        sources = [(own, source[own])] * queries_per_item
-      for idx, rec in sources:
+        sources = [own] * queries_per_item
+      for idx in sources:
         if augment_fn is None:
           query_rows.append(add_row(idx))
         else:  # every query augmented; seeded per query
-          rec = source[idx] if rec is None else rec
           q_rng = np.random.default_rng([seed, len(query_rows)])
-          wave = augment_fn(_segment(rec, sample_rate, segment_samples), q_rng)
+          wave = augment_fn(reader.read(idx)[0], q_rng)
           wave = audio_io.fit_segment(np.asarray(wave, np.float32), segment_samples, crop='start')
-          query_rows.append(add_row(idx, rec, wave=wave, labelled=False))
+          query_rows.append(add_row(idx, wave=wave, labelled=False))
         targets.append(a)
     rotations.append(
       Rotation(
@@ -302,7 +418,7 @@ def build_eval_set(
     phone_times=[label(r, 'phone_times') for r in rows],
     sweep_waves=np.stack(sweep_waves).astype(np.float32),
     sweep_shifts_ms=shifts,
-    sample_rate=sample_rate,
+    sample_rate=reader.sample_rate,
     segment_samples=segment_samples,
     rotations=rotations,
   )
