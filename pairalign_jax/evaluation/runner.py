@@ -29,7 +29,9 @@ need no offset; augmented queries carry no phone labels (augmentation may move t
 waveforms are the first `sweep_items` archive records of rotation 0, `segment + max shift`
 samples long. Content ids come from `content_ids=` (a sequence or a callable of the index), else
 from the grid layout of a synthetic grid split (`SyntheticSpeechSource.is_grid`, no synthesis
-needed), else from `source.entries` (file sources), else by reading each record.
+needed), else from `source.entries` (file sources), else by reading each record. A record that
+cannot be read or whose audio is unusable (`bad_input.validate_audio`) is logged with its path and
+reason and left out; the set is then drawn from the good records only.
 
 **Metrics** (`evaluate_tokenizers`, definitions in `metrics.py`, `retrieval.py`, `sweep.py`), for
 each tokenizer on the same segments:
