@@ -785,6 +785,9 @@ def test_decoder_layer_and_cross_kv_equal_the_old_layout_reference():
   np.testing.assert_allclose(np.asarray(out['head_times']), w @ centres, atol=1e-5)
 
 
+# The pointer time head is an option no shipped config uses: its decode test
+# (decode_test.py) stays in the default run, this one and the chunked scoring's are slow.
+@pytest.mark.slow
 def test_pointer_time_head_is_a_distribution_over_frames_read_as_its_mode_or_mean():
   """model.time_head='pointer': score_with_time_nll's cross entropy is -log of a distribution
   over the encoder frames (summing exp(-nll) over a target time in every frame gives 1); outside

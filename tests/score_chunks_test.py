@@ -126,6 +126,7 @@ def test_chunked_scoring_gives_the_unchunked_terms_and_gradients(setup, negative
   assert max(float(np.abs(g).max()) for g in jax.tree.leaves(whole_grads['decoder'])) > 1e-3
 
 
+@pytest.mark.slow  # an option no shipped config uses (models_test.py says which tests run)
 def test_pointer_time_head_chunked_scoring_gives_the_unchunked_terms_and_gradients():
   """model.time_head='pointer': the timing term (the pointer's cross entropy on the self rows) and
   every other term and gradient are the same with the rows scored in chunks."""
