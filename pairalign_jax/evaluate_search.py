@@ -37,6 +37,7 @@ from absl import logging
 import ml_collections
 from ml_collections import config_flags
 
+from pairalign_jax import tokenize as tokenize_cli
 from pairalign_jax.archive import build
 from pairalign_jax.archive import index_store
 from pairalign_jax.archive import std_corpus
@@ -125,6 +126,8 @@ def evaluate_search(
     raise ValueError(f'--tokenizers: unknown {sorted(unknown)}; choose from {TOKENIZERS}')
   t_start = time.time()
   path, step, cfg = _checkpoint_config(checkpoint, config)
+  outdir = outdir or checkpointing.workdir_of(path) or path
+  tokenize_cli.check_output_folder(outdir)  # the report is written last: checked first
   corpus = _corpus(
     cfg,
     split,
@@ -204,7 +207,6 @@ def evaluate_search(
   }
   report['goals'] = std_eval.goals(report)
   report['eval_seconds'] = time.time() - t_start
-  outdir = outdir or checkpointing.workdir_of(path) or path
   std_report.write_report(report, outdir, corpus, per_term=per_term)
   logging.info('search report written to %s', os.path.join(outdir, 'search_report.md'))
   return report

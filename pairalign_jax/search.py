@@ -28,6 +28,7 @@ from absl import app
 from absl import flags
 from absl import logging
 
+from pairalign_jax import tokenize as tokenize_cli
 from pairalign_jax.archive import index_store
 from pairalign_jax.archive import tokenizers as tokenizers_lib
 from pairalign_jax.data import audio_io
@@ -69,6 +70,8 @@ def run(
     raise ValueError(f'--top_k must be >= 1, got {top_k}')
   if start is not None and end is not None and not end > start:
     raise ValueError(f'--end ({end}) must be after --start ({start})')
+  if output:
+    tokenize_cli.check_output(output)  # before the model is loaded, not after the search
   index = index_store.Index.open(index_dir)
   if checkpoint:
     index.manifest['tokenizer']['checkpoint'] = os.path.abspath(checkpoint)

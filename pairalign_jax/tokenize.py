@@ -200,16 +200,29 @@ def run(
   return summary
 
 
-def check_output(output: str) -> None:
-  """ValueError naming `--output` when it is a folder or lies under an existing file."""
+def _nearest_existing(path: str) -> str:
+  while not os.path.exists(path):
+    path = os.path.dirname(path)
+  return path
+
+
+def check_output(output: str, flag: str = '--output') -> None:
+  """ValueError naming `flag` when the file `output` is a folder, lies under an existing file or
+  in a folder that cannot be written: checked before any work, not after it."""
   path = os.path.abspath(output)
   if os.path.isdir(path):
-    raise ValueError(f'--output {output!r} is a folder; give the path of the JSONL file to write')
-  parent = os.path.dirname(path)
-  while not os.path.exists(parent):
-    parent = os.path.dirname(parent)
-  if not os.path.isdir(parent):
-    raise ValueError(f'--output {output!r} cannot be created: {parent!r} is a file, not a folder')
+    raise ValueError(f'{flag} {output!r} is a folder; give the path of the file to write')
+  check_output_folder(os.path.dirname(path), flag, shown=output)
+
+
+def check_output_folder(folder: str, flag: str = '--outdir', shown: Optional[str] = None) -> None:
+  """ValueError naming `flag` when `folder` is a file, lies under one, or cannot be written."""
+  shown = folder if shown is None else shown
+  existing = _nearest_existing(os.path.abspath(folder))
+  if not os.path.isdir(existing):
+    raise ValueError(f'{flag} {shown!r} cannot be created: {existing!r} is a file, not a folder')
+  if not os.access(existing, os.W_OK | os.X_OK):
+    raise ValueError(f'{flag} {shown!r} cannot be written: no write permission in {existing!r}')
 
 
 def main(argv):

@@ -86,6 +86,13 @@ from pairalign_jax.token_strings import TokenizerOutput  # noqa: F401  (the publ
 
 CALIBRATION_FILE = 'calibration.json'
 MAX_CHANNELS = 8  # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
+# Integer PCM sample types -> (offset, scale) onto [-1, 1]; other integer types are refused (a
+# list of Python ints is int64, whose full-scale division would make any audio silent).
+INTEGER_PCM = {
+  np.dtype(np.int16): (0.0, 32768.0),
+  np.dtype(np.int32): (0.0, 2147483648.0),
+  np.dtype(np.uint8): (128.0, 128.0),
+}
 Waveforms = Union[np.ndarray, Sequence[np.ndarray]]
 
 
@@ -130,6 +137,8 @@ class Tokenizer:
     self.default_eos_bias = float(eos_bias)
     self.calibration = sorted(calibration) if calibration else None
     self._clamp_logged = False  # a target_rate outside the calibration is logged once
+    if not (isinstance(batch_size, (int, np.integer)) and batch_size >= 1):
+      raise ValueError(f'batch_size must be a positive integer, got {batch_size!r}')
     self.batch_size = int(batch_size)
     self.beam_size, self.length_penalty = decode.check_beam_settings(
       beam_size, length_penalty, self.vocab.codebook_size
@@ -287,6 +296,8 @@ class Tokenizer:
       return [waveforms]
     if waveforms.ndim == 2:
       n, c = waveforms.shape
+      if n == 0 or c == 0:  # e.g. an empty stereo file as soundfile reads it: [0, 2]
+        raise ValueError(f'waveforms: empty audio (an array of shape {waveforms.shape})')
       if c <= MAX_CHANNELS and n > c:
         logging.info(
           'waveforms: the [%d, %d] array is taken as one %d-channel clip of %d samples '
@@ -319,9 +330,9 @@ class Tokenizer:
         wave = soxr.resample(wave, sample_rate, self.sample_rate).astype(np.float32)
       if wave.shape[0] > self.segment_samples:
         raise ValueError(
-          f'waveform {i}: {wave.shape[0] / self.sample_rate:.2f} s is longer than the '
-          f'{self.segment_samples / self.sample_rate:.2f} s segment; use tokenize_long() for '
-          'long audio'
+          f'waveform {i}: {wave.shape[0]} samples ({wave.shape[0] / self.sample_rate:.3f} s at '
+          f'{self.sample_rate} Hz) is longer than the {self.segment_samples}-sample segment; use '
+          'tokenize_long() for long audio'
         )
       out[i - first, : wave.shape[0]] = wave
     return out
@@ -333,11 +344,20 @@ class Tokenizer:
     A 2-D waveform is one multi-channel clip: its channels are the shorter axis
     (`[samples, channels]` as soundfile reads it, or `[channels, samples]`), averaged."""
     wave = np.asarray(wave)
-    if np.issubdtype(wave.dtype, np.integer):
-      wave = wave.astype(np.float32) / np.float32(np.iinfo(wave.dtype).max)
+    if wave.dtype in INTEGER_PCM:  # PCM samples: scaled to [-1, 1] (8-bit PCM is unsigned)
+      offset, scale = INTEGER_PCM[wave.dtype]
+      wave = (wave.astype(np.float32) - np.float32(offset)) / np.float32(scale)
+    elif np.issubdtype(wave.dtype, np.integer) or wave.dtype == np.bool_:
+      raise ValueError(
+        f'{name}: integer samples of dtype {wave.dtype} are not PCM audio (int16, int32 or '
+        'uint8 PCM, or floats in [-1, 1]; a list of Python ints becomes int64: pass '
+        'np.asarray(samples, np.int16) or floats)'
+      )
     elif not np.issubdtype(wave.dtype, np.floating):
       raise ValueError(f'{name}: expected numeric audio samples, got dtype {wave.dtype}')
     wave = np.asarray(wave, np.float32)
+    if wave.size == 0:
+      raise ValueError(f'{name}: empty waveform (no samples; shape {wave.shape})')
     if wave.ndim == 2:
       wave = wave.mean(axis=1 if wave.shape[1] <= wave.shape[0] else 0, dtype=np.float32)
     if wave.ndim != 1:
@@ -576,11 +596,14 @@ class Tokenizer:
     self, waveforms: Waveforms, sample_rate: Optional[int] = None
   ) -> TokenizerOutput:
     """The stage-1 targets as a tokenizer: frame codes mapped to their code group
-    (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed.
+    (`targets.code_groups`), runs shorter than `targets.min_run_frames` merged, repeats collapsed,
+    each token at its run's centre or end (`targets.time_anchor`, as the targets carry it).
     Shows how much the decoder adds to (or loses from) what it was first trained to write."""
     if int(self.config.targets.code_groups) <= 0:
       raise ValueError('vq_group_tokenize needs targets.code_groups > 0 in the model config')
-    return self._collapsed_frame_codes(self._group_codes, waveforms, sample_rate)
+    codes = self._frame_codes(self._group_codes, waveforms, sample_rate)
+    anchor = str(self.config.targets.get('time_anchor', 'centre'))  # the targets' token times
+    return token_strings.strings_from_frame_codes(codes, self.frame_seconds, time_anchor=anchor)
 
   def vq_group_frames(self, waveforms: Waveforms, sample_rate: Optional[int] = None) -> np.ndarray:
     """The frame labels `vq_group_tokenize` collapses: [N, T] int32 code-group ids, one per

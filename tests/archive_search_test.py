@@ -78,6 +78,21 @@ def test_vectorized_rows_equal_one_by_one():
     assert (int(ends.distance[i]), int(starts[i]), int(ends.end[i])) == subsequence.align(q, s)
 
 
+def test_query_ids_absent_from_the_archive_match_nothing_whatever_their_size():
+  """An id outside the archive's (a vocabulary mix-up, 10^9) is a token no text has: the same
+  distances and spans as any other absent id, without a table sized by the id."""
+  rng = np.random.default_rng(3)
+  strings = [rng.integers(0, 6, int(rng.integers(1, 15))).tolist() for _ in range(20)]
+  texts, lengths = subsequence.pad_strings(strings, pad=6)
+  for absent in (7, 10**9):
+    q = [1, absent, 3]
+    ends = subsequence.best_ends(q, texts, lengths)
+    starts = subsequence.best_starts(q, texts, ends.end, ends.distance)
+    for i, s in enumerate(strings):
+      got = (int(ends.distance[i]), int(starts[i]), int(ends.end[i]))
+      assert got == subsequence.align([1, 7, 3], s), (absent, i)
+
+
 @pytest.mark.parametrize('query', [[], [[1, 2]], [1.5, 2.0], [-1, 2]])
 def test_bad_queries_are_named(query):
   with pytest.raises(ValueError, match='query'):
@@ -283,3 +298,32 @@ def test_index_items_incremental_and_bad_files(tmp_path):
   assert len(final.manifest['shards']) == 2
   with pytest.raises(ValueError, match='hop_seconds'):
     index_store.Index.open_or_create(d, _toy_tokenizer(hop=0.5))
+
+
+def test_an_index_keeps_the_files_done_before_a_hard_failure(tmp_path):
+  """A failure that is no bad file (here the tokenizer raising, as an out-of-memory or Ctrl-C
+  would) still writes the files indexed before it; a rerun goes on from there."""
+  audio = tmp_path / 'audio'
+  os.makedirs(audio)
+  for i, name in enumerate(('a.wav', 'b.wav', 'c.wav')):
+    sf.write(audio / name, _tone(2.0, i), SR)
+  from pairalign_jax import tokenize as tokenize_cli
+
+  st = _toy_tokenizer()
+  good_windows, calls = st.windows, []
+
+  def failing_windows(wave, sr):
+    calls.append(1)
+    if len(calls) == 3:
+      raise RuntimeError('out of memory')
+    return good_windows(wave, sr)
+
+  st.windows = failing_windows
+  d = str(tmp_path / 'index')
+  items = tokenize_cli.list_inputs(str(audio))
+  with pytest.raises(RuntimeError, match='out of memory'):
+    build.index_items(index_store.Index.open_or_create(d, st), st, items, progress=False)
+  assert len(index_store.Index.open(d).files) == 2
+  st.windows = good_windows
+  again = build.index_items(index_store.Index.open_or_create(d, st), st, items, progress=False)
+  assert again['indexed'] == 1 and again['already_indexed'] == 2

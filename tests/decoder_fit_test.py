@@ -9,6 +9,7 @@ import pytest
 import tokenizer_test
 
 from pairalign_jax import checkpointing
+from pairalign_jax import token_strings
 from pairalign_jax import vocab as vocab_lib
 from pairalign_jax.evaluation import decoder_fit
 from pairalign_jax.tokenizer import Tokenizer
@@ -134,6 +135,16 @@ def test_decoder_fit_on_a_checkpoint(tok):
     [int(g) for i, g in enumerate(row) if i == 0 or g != row[i - 1]] for row in frames
   ]
   assert own['reference_tokens'] == got['greedy']['target_tokens']
+  # The targets' times: run centres, or run ends for a run trained with targets.time_anchor='end'.
+  for anchor in ('centre', 'end'):
+    config = tok.config.copy_and_resolve_references()
+    config.targets.time_anchor = anchor
+    strings = Tokenizer(config, tok.variables, batch_size=4).vq_group_tokenize(
+      waves, tokenizer_test.SR
+    )
+    want = token_strings.strings_from_frame_codes(frames, tok.frame_seconds, time_anchor=anchor)
+    for got_times, want_times in zip(strings.times, want.times):
+      np.testing.assert_allclose(got_times, want_times)
   # The own-times reading of one segment is Tokenizer.score's per-token log-likelihood.
   rows = decoder_fit.target_arrays(targets.tokens[:1], targets.times[:1], tok.max_len, tok.vocab)
   logits, times = decoder_fit.teacher_forced_logits(

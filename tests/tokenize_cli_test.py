@@ -202,6 +202,25 @@ def test_output_under_a_file_or_a_folder_is_a_clear_error(workdir, audio_dir, tm
     cli.run(workdir, audio_dir, str(tmp_path), progress=False)
 
 
+def test_report_folders_and_search_outputs_are_checked_before_any_work(tmp_path):
+  """`--outdir` of evaluate_search and `--output` of search are written last: a file in the way
+  or a folder without write permission is named first (nothing is loaded: the index here does
+  not even exist)."""
+  from pairalign_jax import search
+
+  (tmp_path / 'file.txt').write_text('x')
+  with pytest.raises(ValueError, match=r"--outdir .* cannot be created: .*file\.txt' is a file"):
+    cli.check_output_folder(str(tmp_path / 'file.txt' / 'report'))
+  locked = tmp_path / 'locked'
+  locked.mkdir(mode=0o500)
+  if not os.access(locked, os.W_OK):  # (root may write anywhere)
+    with pytest.raises(ValueError, match='--outdir .* no write permission'):
+      cli.check_output_folder(str(locked / 'report'))
+  cli.check_output_folder(str(tmp_path / 'new' / 'report'))  # created when written
+  with pytest.raises(ValueError, match='--output .* is a folder'):
+    search.run(str(tmp_path / 'no_index'), 'q.wav', output=str(tmp_path))
+
+
 def test_summary_counts_terminated_windows(workdir, audio_dir, tmp_path, caplog):
   b = os.path.join(audio_dir, 'sub', 'b.flac')
   for bias, share in ((100.0, 1.0), (-100.0, 0.0)):

@@ -275,8 +275,12 @@ def test_input_forms_are_equivalent(tok, waves):
   assert tok.tokenize([stereo]).tokens == ref.tokens[:1]
   pcm = np.round(np.clip(waves[1], -1, 1) * 32767).astype(np.int16)  # int16 PCM is scaled
   np.testing.assert_allclose(tok.prepare([pcm])[0], np.clip(waves[1], -1, 1), atol=1e-4)
+  u8 = np.array([0, 64, 128, 192, 255], np.uint8)  # 8-bit PCM is unsigned, centred at 128
+  np.testing.assert_allclose(tok.prepare([u8])[0, :5], [-1, -0.5, 0, 0.5, 127 / 128])
   empty = tok.tokenize([])
   assert empty.tokens == [] and empty.times == [] and empty.terminated.shape == (0,)
+  with pytest.raises(ValueError, match='empty audio'):  # [0, 2]: not a batch of no clips
+    tok.tokenize(np.zeros((0, 2), np.float32))
 
 
 @pytest.mark.parametrize('rate', [8_000, 44_100])
@@ -308,6 +312,8 @@ def test_longer_input_raises_and_points_to_tokenize_long(tok, waves):
     (np.full(SEG, np.nan, np.float32), 'NaN'),
     (np.concatenate([np.zeros(100, np.float32), [np.inf]]), 'NaN or inf'),
     (np.zeros(0, np.float32), 'empty'),
+    (np.zeros((0, 2), np.float32), 'empty'),  # an empty stereo file as soundfile reads it
+    (np.arange(100), 'int64 are not PCM'),  # a list of Python ints: not full-scale int64 PCM
     (np.zeros((2, 3, 100), np.float32), '1-D'),
     (np.array(['a', 'b']), 'numeric'),
   ],
@@ -319,7 +325,9 @@ def test_bad_input_is_a_clear_error(tok, waves, bad, match):
     tok.tokenize_long(bad)
 
 
-def test_bad_array_shapes_and_rates(tok):
+def test_bad_array_shapes_and_rates(tok, workdir):
+  with pytest.raises(ValueError, match='batch_size must be a positive integer'):
+    Tokenizer.from_checkpoint(workdir, batch_size=0)
   with pytest.raises(ValueError, match='shape'):
     tok.tokenize(np.float32(0.5))
   with pytest.raises(ValueError, match='shape'):

@@ -92,35 +92,37 @@ def index_items(
     disable=not progress,
     file=sys.stderr,
   )
-  for item in todo:
-    key = item['path'] if 'error' in item else item_key(item)
-    expected = expected_seconds(item)
-    try:
-      if 'error' in item:  # a malformed manifest line (tokenize.list_inputs)
-        raise BadAudioError(item['path'], item['error'], item.get('detail', ''))
-      wave, sr = read(item['path'], item.get('start'), item.get('end'))
-    except BadAudioError as e:
-      summary['skipped'][e.reason] += 1
-      if len(summary['skipped_files']) < MAX_LISTED_SKIPS:
-        summary['skipped_files'].append(
-          {'path': item['path'], 'error': e.reason, 'detail': e.detail}
-        )
-      logging.warning('skipped %s: %s (%s)', item['path'], e.reason, e.detail)
-      index.add_bad(key, item['path'], e.reason, e.detail)
+  try:  # what is buffered holds whole files only: written even when a file fails hard
+    for item in todo:
+      key = item['path'] if 'error' in item else item_key(item)
+      expected = expected_seconds(item)
+      try:
+        if 'error' in item:  # a malformed manifest line (tokenize.list_inputs)
+          raise BadAudioError(item['path'], item['error'], item.get('detail', ''))
+        wave, sr = read(item['path'], item.get('start'), item.get('end'))
+      except BadAudioError as e:
+        summary['skipped'][e.reason] += 1
+        if len(summary['skipped_files']) < MAX_LISTED_SKIPS:
+          summary['skipped_files'].append(
+            {'path': item['path'], 'error': e.reason, 'detail': e.detail}
+          )
+        logging.warning('skipped %s: %s (%s)', item['path'], e.reason, e.detail)
+        index.add_bad(key, item['path'], e.reason, e.detail)
+        bar.update(round(expected, 1))
+        continue
+      windows = tokenizer.windows(wave, sr)
+      duration = wave.shape[0] / sr
+      index.add_file(
+        key, item['path'], windows, duration=duration, offset=float(item.get('start') or 0.0)
+      )
+      summary['indexed'] += 1
+      summary['windows'] += len(windows)
+      summary['tokens'] += sum(len(w['tokens']) for w in windows)
+      summary['audio_seconds'] += duration
       bar.update(round(expected, 1))
-      continue
-    windows = tokenizer.windows(wave, sr)
-    duration = wave.shape[0] / sr
-    index.add_file(
-      key, item['path'], windows, duration=duration, offset=float(item.get('start') or 0.0)
-    )
-    summary['indexed'] += 1
-    summary['windows'] += len(windows)
-    summary['tokens'] += sum(len(w['tokens']) for w in windows)
-    summary['audio_seconds'] += duration
-    bar.update(round(expected, 1))
-  bar.close()
-  index.flush()
+  finally:
+    bar.close()
+    index.flush()
   wall = time.perf_counter() - t0
   summary['skipped'] = dict(summary['skipped'])
   summary['wall_seconds'] = wall

@@ -121,7 +121,9 @@ def best_ends(query, texts: np.ndarray, lengths: np.ndarray) -> Ends:
   if texts.ndim != 2 or lengths.shape != (texts.shape[0],):
     raise ValueError(f'texts must be [W, L] with lengths [W], got {texts.shape}, {lengths.shape}')
   m = q.shape[0]
-  vocab = int(max(texts.max(initial=0), q.max())) + 1
+  # The match table spans the ids of `texts` only: a query id outside them matches nothing
+  # (whatever its size: an id of 10^9 must not size the table).
+  vocab = int(texts.max(initial=0)) + 1
   best = np.full(texts.shape[0], m, np.int32)
   end = np.full(texts.shape[0], -1, np.int64)
   for j, score in _scan(peq_table(q, vocab), texts, lengths, m, anchored=False):
@@ -145,7 +147,7 @@ def best_starts(query, texts: np.ndarray, ends: np.ndarray, distances: np.ndarra
   if rows.size == 0:
     return starts
   width = int(ends[rows].max()) + 1
-  pad = int(max(texts.max(initial=0), q.max())) + 1
+  pad = int(texts.max(initial=0)) + 1  # query ids >= pad match nothing (`peq_table`)
   k = np.arange(width)
   src = ends[rows, None] - k[None, :]  # [R, width]: column e - k of the row
   rev = np.where(src >= 0, texts[rows[:, None], np.maximum(src, 0)], pad).astype(np.int32)
