@@ -62,6 +62,7 @@ Guarantees (tested):
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from typing import Optional, Sequence, Union
@@ -269,6 +270,19 @@ class Tokenizer:
     )
 
   # ------------------------------------------------------------------ input handling
+  def fingerprint(self) -> str:
+    """A short hash of the variables this tokenizer decodes with (parameters and VQ state, by
+    path): two tokenizers with the same fingerprint write the same strings for the same settings.
+    An archive index records it, so a search with another model is refused."""
+    if getattr(self, '_fingerprint', None) is None:
+      digest = hashlib.sha256()
+      leaves = jax.tree_util.tree_leaves_with_path(self.variables)
+      for path, leaf in sorted(leaves, key=lambda kv: jax.tree_util.keystr(kv[0])):
+        digest.update(jax.tree_util.keystr(path).encode())
+        digest.update(np.ascontiguousarray(jax.device_get(leaf)).tobytes())
+      self._fingerprint = digest.hexdigest()[:16]
+    return self._fingerprint
+
   def _check_rate(self, sample_rate) -> int:
     """`sample_rate` as passed -> int Hz (None = the model's rate); ValueError naming the value."""
     if sample_rate is None:

@@ -6,6 +6,8 @@ import logging
 import os
 
 from absl import flags
+import jax
+import jax.numpy as jnp
 import pytest
 import soundfile as sf
 import tokenizer_test
@@ -13,6 +15,8 @@ import tokenizer_test
 from pairalign_jax import index as index_cli
 from pairalign_jax import search as search_cli
 from pairalign_jax.archive import index_store
+from pairalign_jax.archive import tokenizers as tokenizers_lib
+from pairalign_jax.tokenizer import Tokenizer
 
 SR = tokenizer_test.SR
 
@@ -65,6 +69,15 @@ def test_index_then_search(workdir, tmp_path):
     index.search(wave, 2, sample_rate=SR)
   with pytest.raises(ValueError, match='--end'):
     search_cli.run(d, str(audio / 'b.wav'), start=2.0, end=1.0)
+  # Only the model that wrote the index searches it (its fingerprint is in the manifest).
+  tok = Tokenizer.from_checkpoint(workdir, batch_size=4)
+  index_store.Index.open(d, tokenizer=tokenizers_lib.from_tokenizer(tok))
+  retrained = jax.tree.map(
+    lambda x: x * 1.001 if jnp.issubdtype(x.dtype, jnp.floating) else x, tok.variables
+  )
+  other = tokenizers_lib.from_tokenizer(Tokenizer(tok.config, retrained, batch_size=4))
+  with pytest.raises(ValueError, match='written by another model'):
+    index_store.Index.open(d, tokenizer=other)
 
 
 def test_a_short_clip_without_context_warns_once(workdir, tmp_path, caplog, monkeypatch):

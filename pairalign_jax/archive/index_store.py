@@ -6,7 +6,8 @@
 
 **Layout** (one choice: numpy `.npy` arrays, no other dependency). `DIR/manifest.json` holds the
 format and version, the tokenizer that wrote the strings (`tokenizer`: kind, checkpoint, step,
-EOS bias, ...; a re-run must use the same), `window_seconds`, `hop_seconds`, the indexed files
+EOS bias, the model's fingerprint (`Tokenizer.fingerprint`), ...; a re-run and a search must use
+the same model), `window_seconds`, `hop_seconds`, the indexed files
 (`files`: id, key, path, region offset, duration, windows, tokens, shard) and the files that
 could not be read (`bad_files`, with the reason). Each run that adds files writes one or more
 **shards** `DIR/shards/NNNNN/` of five arrays over its windows:
@@ -242,6 +243,8 @@ class Index:
     index = cls(
       directory, manifest, _Arrays.concat(parts), tokenizer=tokenizer, shard_tokens=shard_tokens
     )
+    if tokenizer is not None:
+      index.check_same_model(tokenizer)
     logging.info(
       'opened index %s: %d files, %d windows, %d tokens, %.2f h of audio',
       directory,
@@ -267,6 +270,19 @@ class Index:
     index = cls.open(directory, tokenizer=tokenizer, shard_tokens=shard_tokens)
     index.check_compatible(tokenizer)
     return index
+
+  def check_same_model(self, tokenizer: tokenizers_lib.StringTokenizer) -> None:
+    """ValueError when `tokenizer`'s model is not the one that wrote the index (both record a
+    `model_fingerprint`; an index written before fingerprints were recorded is not checked)."""
+    written = self.manifest['tokenizer'].get('model_fingerprint')
+    given = tokenizer.info.get('model_fingerprint')
+    if written and given and written != given:
+      raise ValueError(
+        f'index {self.directory!r} was written by another model (fingerprint {written}) than '
+        f'the one given for searching it ({given}, checkpoint '
+        f'{tokenizer.info.get("checkpoint")!r}); its strings would be compared with another '
+        'vocabulary'
+      )
 
   def check_compatible(self, tokenizer: tokenizers_lib.StringTokenizer) -> None:
     """ValueError naming the setting when `tokenizer` differs from the one that wrote the index."""
@@ -460,13 +476,16 @@ class Index:
       from pairalign_jax.tokenizer import Tokenizer
 
       tok = Tokenizer.from_checkpoint(info['checkpoint'], step=info.get('step'))
-      self.tokenizer = tokenizers_lib.from_tokenizer(
+      recorded = {k: v for k, v in info.items() if k != 'model_fingerprint'}
+      tokenizer = tokenizers_lib.from_tokenizer(
         tok,
         kind=info['kind'],
         hop_seconds=self.manifest['hop_seconds'],
         eos_bias=info.get('eos_bias'),
-        info=info,
+        info=recorded,
       )
+      self.check_same_model(tokenizer)  # e.g. `search --checkpoint=` naming another run
+      self.tokenizer = tokenizer
     return self.tokenizer
 
   def search(

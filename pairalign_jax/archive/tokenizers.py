@@ -219,7 +219,11 @@ def from_tokenizer(
     return keep_inside(out.tokens[0], out.times[0], wave.shape[0] / tok.sample_rate)
 
   recorded = dict(info or {})
-  recorded.update(kind=kind, eos_bias=None if eos_bias is None else float(eos_bias))
+  recorded.update(
+    kind=kind,
+    eos_bias=None if eos_bias is None else float(eos_bias),
+    model_fingerprint=tok.fingerprint(),  # the index refuses a search with another model
+  )
   return StringTokenizer(
     name=kind,
     windows=windows,
