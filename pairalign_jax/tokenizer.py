@@ -87,6 +87,7 @@ from pairalign_jax.token_strings import TokenizerOutput  # noqa: F401  (the publ
 
 CALIBRATION_FILE = 'calibration.json'
 MAX_CHANNELS = 8  # a 2-D array [n, c] with c <= this and n > c is one multi-channel clip
+MIN_SAMPLE_RATE = 1_000  # Hz: a lower rate is a rate given in kHz
 # Integer PCM sample types -> (offset, scale) onto [-1, 1]; other integer types are refused (a
 # list of Python ints is int64, whose full-scale division would make any audio silent).
 INTEGER_PCM = {
@@ -106,6 +107,11 @@ def _check_fed_times_option(config: ml_collections.ConfigDict, option: str) -> N
       f'groups (targets.code_groups > 0); got time_bias_frames={config.model.time_bias_frames}, '
       f'code_groups={config.targets.code_groups}'
     )
+
+
+def _is_scalar(x) -> bool:
+  """Whether `x` is one number (a ragged nesting such as a (waveform, rate) pair is not)."""
+  return isinstance(x, (int, float, np.number)) or (isinstance(x, np.ndarray) and x.ndim == 0)
 
 
 class Tokenizer:
@@ -295,6 +301,11 @@ class Tokenizer:
       raise ValueError(
         f'sample_rate must be a positive whole number of samples per second, got {sample_rate!r}'
       )
+    if rate < MIN_SAMPLE_RATE:
+      raise ValueError(
+        f'sample_rate={sample_rate!r} Hz is below {MIN_SAMPLE_RATE} Hz: give it in samples per '
+        'second (16000, not 16)'
+      )
     return int(rate)
 
   def _as_list(self, waveforms: Waveforms) -> Sequence:
@@ -302,8 +313,13 @@ class Tokenizer:
     module docstring). A 2-D array is a batch only when it is `[batch, samples]` with
     batch < samples; `[n, c]` with c <= MAX_CHANNELS and c < n is one c-channel clip (logged)."""
     if isinstance(waveforms, (list, tuple)):
-      if waveforms and all(np.ndim(x) == 0 for x in waveforms):
+      if waveforms and all(_is_scalar(x) for x in waveforms):
         return [np.asarray(waveforms)]  # a plain list of samples: one clip
+      if len(waveforms) == 2 and not _is_scalar(waveforms[0]) and _is_scalar(waveforms[1]):
+        raise ValueError(
+          'waveforms: got a (waveform, sample_rate) pair, as librosa.load and soundfile.read '
+          'return them: pass the waveform, and the rate as sample_rate='
+        )
       return waveforms
     waveforms = np.asarray(waveforms)
     if waveforms.ndim == 1:
@@ -323,6 +339,14 @@ class Tokenizer:
         )
         return [waveforms]
       if n < c:
+        if n <= MAX_CHANNELS:
+          logging.info(
+            'waveforms: the [%d, %d] array is taken as a batch of %d clips (a [channels, '
+            'samples] clip is read as [samples, channels], or pass it in a list)',
+            n,
+            c,
+            n,
+          )
         return waveforms  # [batch, samples]: rows are clips
     raise ValueError(
       'waveforms: expected one 1-D waveform, a [batch, samples] array (batch < samples), one '
@@ -357,6 +381,11 @@ class Tokenizer:
 
     A 2-D waveform is one multi-channel clip: its channels are the shorter axis
     (`[samples, channels]` as soundfile reads it, or `[channels, samples]`), averaged."""
+    if isinstance(wave, tuple) and len(wave) == 2 and np.ndim(wave[1]) == 0:
+      raise ValueError(
+        f'{name}: got a (waveform, sample_rate) pair, as librosa.load and soundfile.read return '
+        'them: pass the waveform, and the rate as sample_rate='
+      )
     wave = np.asarray(wave)
     if wave.dtype in INTEGER_PCM:  # PCM samples: scaled to [-1, 1] (8-bit PCM is unsigned)
       offset, scale = INTEGER_PCM[wave.dtype]

@@ -334,6 +334,12 @@ def test_bad_array_shapes_and_rates(tok, workdir):
     tok.tokenize(np.zeros((2, 2, SEG), np.float32))
   with pytest.raises(ValueError, match='sample_rate'):
     tok.tokenize([np.zeros(100, np.float32)], sample_rate=0)
+  with pytest.raises(ValueError, match=r'below 1000 Hz.*16000, not 16'):  # kHz given
+    tok.tokenize([np.zeros(100, np.float32)], sample_rate=16)
+  pair = (np.full(SR, 0.1, np.float32), SR)  # what librosa.load / soundfile.read return
+  for call in (tok.tokenize, tok.tokenize_long, lambda w: tok.score([3], w)):
+    with pytest.raises(ValueError, match=r'\(waveform, sample_rate\) pair'):
+      call(pair)
 
 
 # ------------------------------------------------------------------------- decoder agreement
