@@ -114,6 +114,16 @@ def _is_scalar(x) -> bool:
   return isinstance(x, (int, float, np.number)) or (isinstance(x, np.ndarray) and x.ndim == 0)
 
 
+def _refuse_wave_rate_pair(x, name: str) -> None:
+  """ValueError naming `name` when `x` is a (waveform, sample_rate) pair, as librosa.load and
+  soundfile.read return them."""
+  if isinstance(x, (list, tuple)) and len(x) == 2 and not _is_scalar(x[0]) and _is_scalar(x[1]):
+    raise ValueError(
+      f'{name}: got a (waveform, sample_rate) pair, as librosa.load and soundfile.read return '
+      'them: pass the waveform, and the rate as sample_rate='
+    )
+
+
 class Tokenizer:
   """A trained PairAlign tokenizer (parameters + the config it was trained with)."""
 
@@ -315,11 +325,7 @@ class Tokenizer:
     if isinstance(waveforms, (list, tuple)):
       if waveforms and all(_is_scalar(x) for x in waveforms):
         return [np.asarray(waveforms)]  # a plain list of samples: one clip
-      if len(waveforms) == 2 and not _is_scalar(waveforms[0]) and _is_scalar(waveforms[1]):
-        raise ValueError(
-          'waveforms: got a (waveform, sample_rate) pair, as librosa.load and soundfile.read '
-          'return them: pass the waveform, and the rate as sample_rate='
-        )
+      _refuse_wave_rate_pair(waveforms, 'waveforms')
       return waveforms
     waveforms = np.asarray(waveforms)
     if waveforms.ndim == 1:
@@ -381,11 +387,7 @@ class Tokenizer:
 
     A 2-D waveform is one multi-channel clip: its channels are the shorter axis
     (`[samples, channels]` as soundfile reads it, or `[channels, samples]`), averaged."""
-    if isinstance(wave, tuple) and len(wave) == 2 and np.ndim(wave[1]) == 0:
-      raise ValueError(
-        f'{name}: got a (waveform, sample_rate) pair, as librosa.load and soundfile.read return '
-        'them: pass the waveform, and the rate as sample_rate='
-      )
+    _refuse_wave_rate_pair(wave, name)
     wave = np.asarray(wave)
     if wave.dtype in INTEGER_PCM:  # PCM samples: scaled to [-1, 1] (8-bit PCM is unsigned)
       offset, scale = INTEGER_PCM[wave.dtype]

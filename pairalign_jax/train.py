@@ -688,16 +688,16 @@ def _check_refit_has_enough_frames(config: ml_collections.ConfigDict) -> None:
     )
 
 
-def _log_kept_from_source(config: ml_collections.ConfigDict) -> None:
+def _log_kept_from_source(config: ml_collections.ConfigDict, model_cfg: models.ModelConfig) -> None:
   """Says which stage-0 fits a run without a stage 0 takes from its `init_from` source."""
   kept = [
     what
     for what, on in (
-      ('acoustic units (loss.code_pred_targets=units)', _predicts_units(config)),
+      ('acoustic units (loss.code_pred_targets=units)', model_cfg.unit_clusters > 0),
       (f'VQ refit (vq.refit={config.vq.get("refit", "none")})', _refits(config)),
       (
         f'code grouping (targets.group_candidates={config.targets.group_candidates})',
-        int(config.targets.group_candidates) > 1,
+        model_cfg.stores_code_groups,
       ),
     )
     if on
@@ -708,10 +708,6 @@ def _log_kept_from_source(config: ml_collections.ConfigDict) -> None:
       'kept as loaded, nothing fitted or chosen.',
       ', '.join(kept),
     )
-
-
-def _predicts_units(config: ml_collections.ConfigDict) -> bool:
-  return config.loss.get('code_pred_targets', 'vq') == 'units'
 
 
 def _refits(config: ml_collections.ConfigDict) -> bool:
@@ -883,7 +879,7 @@ def train_and_evaluate(
   if restored is None and trainer.model.cfg.unit_clusters > 0 and runs_stage0(config):
     state = trainer.fit_units(state, workdir)  # every run with a stage 0 that does not resume
   if restored is None and init_from is not None and not runs_stage0(config):
-    _log_kept_from_source(config)
+    _log_kept_from_source(config, trainer.model.cfg)
   n_params = models.count_params(state.params)
   logging.info('model parameters: %.2fM', n_params / 1e6)
 

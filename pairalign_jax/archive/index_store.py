@@ -476,13 +476,12 @@ class Index:
       from pairalign_jax.tokenizer import Tokenizer
 
       tok = Tokenizer.from_checkpoint(info['checkpoint'], step=info.get('step'))
-      recorded = {k: v for k, v in info.items() if k != 'model_fingerprint'}
       tokenizer = tokenizers_lib.from_tokenizer(
         tok,
         kind=info['kind'],
         hop_seconds=self.manifest['hop_seconds'],
         eos_bias=info.get('eos_bias'),
-        info=recorded,
+        info=info,  # its model_fingerprint replaced by the loaded model's
       )
       self.check_same_model(tokenizer)  # e.g. `search --checkpoint=` naming another run
       self.tokenizer = tokenizer

@@ -199,15 +199,19 @@ class _BadRecord(Exception):
 class _RecordReader:
   """Reads each record of `source` the eval set uses once, and checks it
   (`bad_input.validate_audio`): its `segment_samples` segment and metadata are kept, a bad record
-  raises `_BadRecord` naming its index. The shift probe's longer segments are read on demand."""
+  raises `_BadRecord` naming its index. The shift probe's longer segment of an archive record is
+  cut from the record just read for its row (the archive rows are read right before it)."""
 
   def __init__(self, source, sample_rate: int, segment_samples: int, sweep_samples: int):
     self.source = source
     self.sample_rate, self.segment_samples = sample_rate, segment_samples
     self.sweep_samples = sweep_samples
     self._kept: dict[int, tuple[np.ndarray, dict[str, Any]]] = {}
+    self._last: tuple[int, Mapping[str, Any]] = (-1, {})  # the record read last, for `sweep`
 
   def _record(self, index: int) -> Mapping[str, Any]:
+    if self._last[0] == index:
+      return self._last[1]
     try:
       record = self.source[index]
       bad_input.validate_audio(
@@ -215,6 +219,7 @@ class _RecordReader:
       )
     except bad_input.BadAudioError as e:
       raise _BadRecord(index, e) from e
+    self._last = (index, record)
     return record
 
   def read(self, index: int) -> tuple[np.ndarray, dict[str, Any]]:
@@ -356,8 +361,8 @@ def _draw_eval_set(
     if wave is None and index in row_of_index:
       return row_of_index[index]
     segment, meta = reader.read(index)
-    rows.append(dict(wave=segment if wave is None else wave, record=meta, index=index))
-    rows[-1]['labelled'] = labelled
+    wave = segment if wave is None else wave
+    rows.append(dict(wave=wave, record=meta, index=index, labelled=labelled))
     if labelled:
       row_of_index[index] = len(rows) - 1
     return len(rows) - 1
