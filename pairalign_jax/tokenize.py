@@ -15,7 +15,8 @@ cut at the model's length limit `max_len` instead of ending with EOS). Files tha
 never stops for one bad file or line. The summary at the end (printed as one JSON line, and
 logged as one sentence) counts windows, the share of them terminated by EOS, files and skips by
 reason, and names the skipped files (the first 100; every one is logged). `--vq` windows the
-same way. `--output` must be a file path whose folder exists or can be created.
+same way (with `--eos_bias`, `--target_rate` or `--beam_size`, which it has no use for: an
+error). `--output` must be a file path whose folder exists or can be created.
 """
 
 from __future__ import annotations
@@ -147,6 +148,11 @@ def run(
 
   if not (math.isfinite(hop_seconds) and hop_seconds > 0):
     raise ValueError(f'--hop_seconds must be a finite number of seconds > 0, got {hop_seconds}')
+  if use_vq and (eos_bias is not None or target_rate is not None or beam_size != 1):
+    raise ValueError(
+      '--vq writes the collapsed VQ codes: --eos_bias, --target_rate and --beam_size set how the '
+      'decoder writes its strings and do not apply to it'
+    )
   check_output(output)
   items = list_inputs(input_path)
   tokenizer = Tokenizer.from_checkpoint(checkpoint, batch_size=batch_size, beam_size=beam_size)

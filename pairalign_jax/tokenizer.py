@@ -729,7 +729,8 @@ class Tokenizer:
     `times` are absolute (window start + the token's time in the window), rounded to 0.1 ms and
     clipped to `[start, end]` (a short recording's zero padding is not part of the recording);
     `terminated`: EOS before the length limit (always True for `vq`). Each window is `tokenize`d
-    (with `eos_bias` / `target_rate`), or with `vq=True` gets `vq_tokenize`'s collapsed VQ string.
+    (with `eos_bias` / `target_rate`), or with `vq=True` gets `vq_tokenize`'s collapsed VQ string
+    (`eos_bias` / `target_rate` with `vq=True`: ValueError, they do not apply).
     `hop_seconds` must be finite, > 0 and at most the window (`check_hop_seconds`).
 
     Memory: windows are views of the (resampled) waveform, tokenized `batch_size` at a time, so
@@ -739,6 +740,11 @@ class Tokenizer:
     check_hop_seconds(hop_seconds, self.segment_samples / self.sample_rate)
     if eos_bias is not None and target_rate is not None:
       raise ValueError('pass eos_bias or target_rate, not both')
+    if vq and (eos_bias is not None or target_rate is not None):
+      raise ValueError(
+        "eos_bias and target_rate set the length of the decoder's strings; vq=True gives the "
+        'collapsed VQ codes, whose length no EOS bias changes: pass one or the other'
+      )
     if target_rate is not None:
       eos_bias, target_rate = self.eos_bias_for_rate(target_rate), None
     wave = self._mono(waveform, 'waveform')

@@ -169,6 +169,9 @@ def test_eos_bias_and_target_rate_are_checked(tok, waves, caplog):
     cal.tokenize_long(np.concatenate(waves), target_rate=0.01)
   clamped = [r for r in caplog.records if 'outside the calibrated range' in r.getMessage()]
   assert len(clamped) == 1 and '[1, 5]' in clamped[0].getMessage()
+  for option in ({'eos_bias': 0.5}, {'target_rate': 3.0}):  # no length to set on VQ codes
+    with pytest.raises(ValueError, match='vq=True gives the collapsed VQ codes'):
+      cal.tokenize_long(np.concatenate(waves), vq=True, **option)
 
 
 # ------------------------------------------------------------------ 6. monotone times

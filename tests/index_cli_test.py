@@ -78,6 +78,8 @@ def test_index_then_search(workdir, tmp_path):
   other = tokenizers_lib.from_tokenizer(Tokenizer(tok.config, retrained, batch_size=4))
   with pytest.raises(ValueError, match='written by another model'):
     index_store.Index.open(d, tokenizer=other)
+  with pytest.raises(ValueError, match="kind='vq' has none to set"):
+    tokenizers_lib.from_tokenizer(tok, kind='vq', eos_bias=0.5)
 
 
 def test_a_short_clip_without_context_warns_once(workdir, tmp_path, caplog, monkeypatch):

@@ -194,6 +194,20 @@ def test_missing_input_and_bad_hop_are_clear_errors(workdir, tmp_path):
       cli.run(workdir, str(tmp_path), str(tmp_path / 'o.jsonl'), hop_seconds=hop, progress=False)
 
 
+@pytest.mark.parametrize(
+  'option',
+  [{'eos_bias': 0.5}, {'target_rate': 10.0}, {'beam_size': 4}],
+  ids=lambda o: next(iter(o)),
+)
+def test_vq_with_a_decoding_option_is_refused_before_any_work(workdir, audio_dir, tmp_path, option):
+  out = tmp_path / 'o.jsonl'
+  with pytest.raises(
+    ValueError, match=f'--vq writes the collapsed VQ codes: .*--{next(iter(option))}'
+  ):
+    cli.run(workdir, audio_dir, str(out), use_vq=True, progress=False, **option)
+  assert not out.exists()
+
+
 def test_output_under_a_file_or_a_folder_is_a_clear_error(workdir, audio_dir, tmp_path):
   (tmp_path / 'file.txt').write_text('x')
   with pytest.raises(ValueError, match=r"--output .* cannot be created: .*file\.txt' is a file"):

@@ -196,6 +196,8 @@ def from_tokenizer(
   if kind not in KINDS:
     raise ValueError(f'kind must be one of {KINDS}, got {kind!r}')
   vq = kind == 'vq'
+  if vq and eos_bias is not None:
+    raise ValueError("eos_bias sets the length of PairAlign's strings; kind='vq' has none to set")
   window_seconds = tok.segment_samples / tok.sample_rate
   from pairalign_jax.tokenizer import check_hop_seconds
 
