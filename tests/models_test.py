@@ -39,7 +39,8 @@ def init(cfg, seed=0):
   mel = jnp.zeros((1, F, M))
   tokens = jnp.zeros((1, cfg.max_len), jnp.int32)
   rngs = dict(zip(('params', 'dropout', 'vq'), jax.random.split(jax.random.PRNGKey(seed), 3)))
-  boxed = model.init(rngs, mel, tokens, train=False)
+  # Jitted: one compiled program instead of hundreds of op-by-op dispatches (the same values).
+  boxed = jax.jit(functools.partial(model.init, train=False))(rngs, mel, tokens)
   return model, boxed, nn.meta.unbox(boxed)
 
 
@@ -371,18 +372,18 @@ def test_scan_and_remat_give_same_outputs(tiny, scan, remat):
   v2 = {'params': params, 'vq_stats': v['vq_stats']}
   tokens = _tokens(7, B, [3, 6, 1])
 
+  @functools.partial(jax.jit, static_argnums=0)
   def run(m, var):
     h = m.apply(var, _mel(), method=models.PairAlign.encode)
     cond = m.apply(var, h, method=models.PairAlign.condition)
     return h, m.apply(var, cond, _shift_right(tokens), False, method=models.PairAlign.score)
 
+  @functools.partial(jax.jit, static_argnums=0)
+  def grads(m, p):
+    return jax.grad(lambda q: _loss(m, q, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(p)
+
   chex.assert_trees_all_close(run(model, v), run(other, v2), atol=1e-5)
-  g1 = jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(
-    v['params']
-  )
-  g2 = jax.grad(lambda p: _loss(other, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))(
-    params
-  )
+  g1, g2 = grads(model, v['params']), grads(other, params)
   if scan:  # same rng splitting: identical gradients (remat only changes what is stored)
     chex.assert_trees_all_close(g1, g2, atol=1e-5)
 
@@ -477,26 +478,24 @@ def test_bfloat16_path_runs_finite():
   cfg = tiny_cfg(dtype='bfloat16')
   model, _, v = init(cfg)
   assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(v['params']))
-  h = model.apply(v, _mel(), method=models.PairAlign.encode)
+  tokens = _tokens(1, B, [2, 3, 4])
+
+  @jax.jit
+  def forward(v):
+    h = model.apply(v, _mel(), method=models.PairAlign.encode)
+    vq = model.apply(v, h, method=models.PairAlign.quantize)
+    cond = model.apply(v, h, method=models.PairAlign.condition)
+    logits, times = model.apply(v, cond, _shift_right(tokens), False, method=models.PairAlign.score)
+    recon = model.apply(v, vq.quantized, method=models.PairAlign.reconstruct)
+    return h, vq, logits, times, recon
+
+  h, vq, logits, times, recon = forward(v)
   assert h.dtype == jnp.bfloat16
-  vq = model.apply(v, h, method=models.PairAlign.quantize)
-  cond = model.apply(v, h, method=models.PairAlign.condition)
-  logits, times = model.apply(
-    v, cond, _shift_right(_tokens(1, B, [2, 3, 4])), False, method=models.PairAlign.score
-  )
   assert logits.dtype == jnp.float32
-  for x in (
-    vq.quantized,
-    vq.commit_loss,
-    logits,
-    times,
-    model.apply(v, vq.quantized, method=models.PairAlign.reconstruct),
-  ):
+  for x in (vq.quantized, vq.commit_loss, logits, times, recon):
     assert np.all(np.isfinite(np.asarray(x, np.float32)))
-  grads = jax.grad(
-    lambda p: _loss(
-      model, p, v['vq_stats'], _mel(), _tokens(1, B, [2, 3, 4]), jax.random.PRNGKey(0)
-    )
+  grads = jax.jit(
+    jax.grad(lambda p: _loss(model, p, v['vq_stats'], _mel(), tokens, jax.random.PRNGKey(0)))
   )(v['params'])
   assert all(np.all(np.isfinite(g)) for g in jax.tree.leaves(grads))
 
