@@ -351,7 +351,8 @@ for name in "${runs[@]}"; do
                      --config.init_from="$root/${FT_FROM:-aug_only_s0}" --config.num_train_steps=600 \
                      --config.schedule.stage1_start=0 --config.schedule.stage2_start=0 \
                      --config.schedule.ema_warmup_steps=0 --config.optim.learning_rate=3e-4 ;;
-    small_s*) run "$name" configs/small_corpus.py "${first_small[@]}" --config.seed="${name#small_s}" ;;
+    small_s*) run "$name" configs/small_corpus.py "${nolenctl[@]}" "${first_small[@]}" \
+                  --config.seed="${name#small_s}" ;;
     synthetic_s*) run "$name" configs/synthetic.py --config.seed="${name#synthetic_s}" ;;
     *) echo "unknown run $name" >&2; exit 2 ;;
   esac

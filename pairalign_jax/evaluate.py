@@ -4,7 +4,10 @@
         [--config=configs/demo.py --config.eval.num_items=50] [--tokenizers=pairalign,vq_groups]
 
 Writes report.json, report.md and PNG plots into the workdir (or --outdir), and
-calibration.json into the workdir (always: `Tokenizer.from_checkpoint` reads it there).
+calibration.json into the workdir (with the EMA teacher's parameters, the default; not with
+`--params=student`: `Tokenizer.from_checkpoint` reads it there). With `config.eval.beam_size` > 1
+the greedy-only decoding options (`eval.snap_times`, `eval.align_frames`, ...) are not used
+(logged).
 Model and front-end settings always come from the checkpoint; `--config` (optional) supplies the
 evaluation and data settings (`config.eval.*`, `config.data.*`, `config.seed`), else the
 checkpoint's own config is used. Training runs call `evaluate_workdir` at the end (and every
@@ -199,6 +202,26 @@ def calibrate_length(
   return table
 
 
+def _decoding_options(eval_config) -> dict:
+  """The greedy-only decoding options of `eval_config` (snap_times, align_frames and the two that
+  need align_frames); all off, logged, when it asks for a beam (`eval.beam_size` > 1), as
+  `Tokenizer.from_checkpoint` and the tokenize CLI do with a saved config's."""
+  options = {
+    'snap_times': bool(eval_config.get('snap_times', False)),
+    'align_frames': int(eval_config.get('align_frames', 0)),
+    'choose_from_runs': bool(eval_config.get('choose_from_runs', False)),
+    'end_at_last_run': bool(eval_config.get('end_at_last_run', False)),
+  }
+  if int(eval_config.beam_size) != 1 and any(options.values()):
+    logging.info(
+      'eval.beam_size=%s: the greedy-only decoding options %s are not used',
+      eval_config.beam_size,
+      {k: v for k, v in options.items() if v},
+    )
+    options = {k: type(v)() for k, v in options.items()}
+  return options
+
+
 def evaluate_workdir(
   path: str,
   *,
@@ -237,10 +260,7 @@ def evaluate_workdir(
     batch_size=int(config.eval.batch_size),
     beam_size=int(config.eval.beam_size),
     length_penalty=float(config.eval.beam_length_penalty),
-    snap_times=bool(config.eval.get('snap_times', False)),
-    align_frames=int(config.eval.get('align_frames', 0)),
-    choose_from_runs=bool(config.eval.get('choose_from_runs', False)),
-    end_at_last_run=bool(config.eval.get('end_at_last_run', False)),
+    **_decoding_options(config.eval),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir

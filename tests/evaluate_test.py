@@ -3,6 +3,7 @@ the documented report.json keys with finite numbers, the calibration the tokeniz
 the checkpoint's model/front end winning over the caller's config."""
 
 import json
+import logging
 import math
 import os
 import shutil
@@ -321,6 +322,27 @@ def test_a_subset_of_tokenizers_fits_no_baseline_and_scores_as_the_full_report(
   assert aligned['length_control']['align_frames'] == 2
   with pytest.raises(ValueError, match='tokenizers must be a non-empty subset'):
     evaluate.evaluate_workdir(workdir, config=user, tokenizers=['mfcc'])
+
+
+def test_a_beam_drops_the_greedy_only_decoding_options(caplog):
+  ev = default_config.get_config().eval
+  ev.update(align_frames=4, choose_from_runs=True, end_at_last_run=True)
+  assert evaluate._decoding_options(ev) == {
+    'snap_times': False,
+    'align_frames': 4,
+    'choose_from_runs': True,
+    'end_at_last_run': True,
+  }
+  ev.beam_size = 4  # e.g. configs/small_corpus.py with --config.eval.beam_size=4
+  with caplog.at_level(logging.INFO):
+    options = evaluate._decoding_options(ev)
+  assert options == {
+    'snap_times': False,
+    'align_frames': 0,
+    'choose_from_runs': False,
+    'end_at_last_run': False,
+  }
+  assert any('greedy-only decoding options' in r.getMessage() for r in caplog.records)
 
 
 def test_eval_config_keeps_the_checkpoint_model():

@@ -2,7 +2,7 @@
 
   python -m pairalign_jax.evaluation.decoder_fit --checkpoint=RUN/checkpoints/STEP \
       [--params=student] [--targets=teacher] [--split=validation] [--num_segments=256] \
-      [--out=fit.json]
+      [--passes=0,1,2,3,4,8,16] [--out=fit.json]
 
 The targets of a segment are the code-group string of `--targets`' parameters
 (`Tokenizer.vq_group_tokenize`: what stage 1 trains the decoder on, when `--targets=teacher`
@@ -31,9 +31,10 @@ place. Four readings:
   second figure with a low first says the encoder *renamed* its groups rather than re-cut them.
 
 The gap between the first two is what the decoder's own token times cost it; between the second
-and the third, what its own earlier mistakes cost it. `--passes` adds the same teacher-forced
-reading after k parallel own-time passes (what training's own-time rows feed the decoder with
-`loss.own_time_passes = k`), to compare with the whole string's drift in the second. Nothing
+and the third, what its own earlier mistakes cost it. `--passes` (default 0,1,2,3,4,8,16; empty:
+none) adds the same teacher-forced reading after k parallel own-time passes (what training's
+own-time rows feed the decoder with `loss.own_time_passes = k`), to compare with the whole
+string's drift in the second. Nothing
 here trains or needs the training code: a checkpoint and the split's audio.
 """
 
