@@ -160,6 +160,11 @@ def validate_config(
     'config.eval_every_steps',
     'must be >= 0 (0 = only at the end)',
   )
+  _require(
+    isinstance(config.seed, int) and config.seed >= 0,
+    'config.seed',
+    f'must be an integer >= 0 (the data pipeline refuses negative seeds), got {config.seed!r}',
+  )
 
   # Audio and front end.
   fe = config.frontend
@@ -179,6 +184,27 @@ def validate_config(
     f'need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fe.fmin}, fmax={fe.fmax}',
   )
   _require(fe.log_floor > 0, 'config.frontend.log_floor', 'must be positive')
+  _require(int(fe.n_mels) >= 1, 'config.frontend.n_mels', f'must be >= 1, got {fe.n_mels!r}')
+  mel_frames = int(config.audio.sample_rate * config.audio.segment_seconds) // fe.hop_length
+  spec = fe.specaugment
+  for key in ('freq_masks', 'time_masks'):
+    _require(
+      int(spec[key]) >= 0,
+      f'config.frontend.specaugment.{key}',
+      f'must be a count >= 0, got {spec[key]!r}',
+    )
+  _require(
+    0 <= int(spec.freq_width) < fe.n_mels,
+    'config.frontend.specaugment.freq_width',
+    f'must be in [0, config.frontend.n_mels={fe.n_mels}) mel bands (a wider mask hides the '
+    f'whole spectrum), got {spec.freq_width!r}',
+  )
+  _require(
+    0 <= int(spec.time_width) < mel_frames,
+    'config.frontend.specaugment.time_width',
+    f'must be in [0, {mel_frames}) frames (a wider mask hides the whole segment), '
+    f'got {spec.time_width!r}',
+  )
   _require(
     0 <= int(fe.cepstral_coeffs) <= fe.n_mels,
     'config.frontend.cepstral_coeffs',
@@ -214,6 +240,16 @@ def validate_config(
     f"must be 'float32' or 'bfloat16', got {m.dtype!r}",
   )
   _require(0.0 <= m.dropout_rate < 1.0, 'config.model.dropout_rate', 'must be in [0, 1)')
+  _require(
+    0.0 <= m.attention_dropout_rate < 1.0,
+    'config.model.attention_dropout_rate',
+    f'must be in [0, 1) (1 zeroes every attention weight), got {m.attention_dropout_rate!r}',
+  )
+  _require(
+    int(m.recon_channels) >= 1,
+    'config.model.recon_channels',
+    f'must be >= 1, got {m.recon_channels!r}',
+  )
   _require(
     m.get('time_bias_scale', 1.0) > 0,
     'config.model.time_bias_scale',
@@ -480,6 +516,38 @@ def validate_config(
       _require(
         int(ev[key]) > 0, f'config.eval.{key}', f'must be a positive integer, got {ev[key]!r}'
       )
+  _require(
+    int(ev.kmeans_clusters) == -1 or int(ev.kmeans_clusters) >= 2,
+    'config.eval.kmeans_clusters',
+    f'must be -1 (model.codebook_size) or >= 2, got {ev.kmeans_clusters!r}',
+  )
+  _require(
+    int(ev.kmeans_subsample) == -1 or 1 <= int(ev.kmeans_subsample) <= mel_frames,
+    'config.eval.kmeans_subsample',
+    f'must be -1 (model.subsample) or in [1, {mel_frames}] (the mel frames of a segment), '
+    f'got {ev.kmeans_subsample!r}',
+  )
+  kmeans_k = int(ev.kmeans_clusters) if int(ev.kmeans_clusters) > 0 else int(m.codebook_size)
+  kmeans_sub = int(ev.kmeans_subsample) if int(ev.kmeans_subsample) > 0 else int(m.subsample)
+  # The MFCC k-means baselines fit 64 clusters (evaluation/baselines.py).
+  needed_frames = max(kmeans_k, 64)
+  _require(
+    int(ev.kmeans_max_frames) >= needed_frames,
+    'config.eval.kmeans_max_frames',
+    f'must be >= {needed_frames} (the k-means baselines fit {kmeans_k} and 64 clusters), got '
+    f'{ev.kmeans_max_frames!r}',
+  )
+  _require(
+    int(ev.kmeans_train_segments) * (mel_frames // kmeans_sub) >= kmeans_k,
+    'config.eval.kmeans_train_segments',
+    f'{ev.kmeans_train_segments} segments of {mel_frames // kmeans_sub} pooled frames are fewer '
+    f'frames than the {kmeans_k} clusters of the k-means baseline',
+  )
+  _require(
+    math.isfinite(float(ev.eos_bias)),
+    'config.eval.eos_bias',
+    f'must be a finite number, got {ev.eos_bias!r}',
+  )
   shifts = [float(x) for x in ev.sweep_shifts_ms]
   _require(
     bool(shifts) and shifts[0] == 0.0 and min(shifts) >= 0.0,
@@ -610,12 +678,22 @@ def validate_config(
   )
   _require(o.grad_clip >= 0, 'config.optim.grad_clip', 'must be >= 0 (0 = off)')
   _require(o.weight_decay >= 0, 'config.optim.weight_decay', 'must be >= 0')
+  for key in ('b1', 'b2'):
+    _require(0 <= o[key] < 1, f'config.optim.{key}', f'must be in [0, 1), got {o[key]!r}')
 
   # Data.
   d = config.data
   _require(d.source in SOURCES, 'config.data.source', f'must be one of {SOURCES}, got {d.source!r}')
   if d.source != 'synthetic':
     _require(bool(d.path), 'config.data.path', f'is required for config.data.source={d.source!r}')
+  else:
+    for key in ('path', 'eval_path'):
+      _require(
+        not d[key],
+        f'config.data.{key}',
+        f"is set ({d[key]!r}) while config.data.source='synthetic', which reads no files: set "
+        "config.data.source ('folder', 'manifest', 'librispeech' or 'timit') for your audio",
+      )
   _require(d.worker_count >= 0, 'config.data.worker_count', 'must be >= 0')
   _require(0.0 <= d.max_bad_fraction <= 1.0, 'config.data.max_bad_fraction', 'must be in [0, 1]')
   for name, value in d.augment.items():
@@ -629,6 +707,32 @@ def validate_config(
         f'config.data.augment.{name}',
         f'must be a (low, high) range, got {value}',
       )
+
+  aug = d.augment
+  _require(
+    aug.speed[0] > 0,
+    'config.data.augment.speed',
+    f'speed factors must be > 0, got the range {tuple(aug.speed)}',
+  )
+  _require(
+    0 <= aug.max_shift_ms <= 500 * config.audio.segment_seconds,
+    'config.data.augment.max_shift_ms',
+    f'must be in [0, {500 * config.audio.segment_seconds:g}] ms (half the segment), got '
+    f'{aug.max_shift_ms!r}',
+  )
+  _require(
+    aug.reverb_rt60[0] > 0,
+    'config.data.augment.reverb_rt60',
+    f'reverberation times must be > 0 s, got the range {tuple(aug.reverb_rt60)}',
+  )
+  eq_top = min(aug.eq_high_hz[0], 0.95 * config.audio.sample_rate / 2)
+  _require(
+    aug.eq_low_hz[1] < eq_top,
+    'config.data.augment.eq_low_hz',
+    f'every low edge must lie below every high edge (and 0.95 x Nyquist): the highest low edge '
+    f'{aug.eq_low_hz[1]} Hz is not below {eq_top:g} Hz (config.data.augment.eq_high_hz='
+    f'{tuple(aug.eq_high_hz)})',
+  )
 
   # Fine-tuning (config.init_from; the source's model is checked against this one in train.py).
   _require(
@@ -654,6 +758,14 @@ def validate_config(
   # Checkpoints.
   _require(config.checkpoint.max_to_keep >= 1, 'config.checkpoint.max_to_keep', 'must be >= 1')
   _require(config.checkpoint.keep_period >= 0, 'config.checkpoint.keep_period', 'must be >= 0')
+  period, every = int(config.checkpoint.keep_period), int(config.checkpoint_every_steps)
+  _require(
+    period == 0 or period % every == 0 or every % period == 0,
+    'config.checkpoint.keep_period',
+    f'must be a multiple of config.checkpoint_every_steps ({every}) or divide it: it keeps the '
+    f'saved steps that are multiples of it, so {period} would keep only every '
+    f'{math.lcm(period, every) if period > 0 else 0}th step',
+  )
 
   # Mesh.
   shape = tuple(int(x) for x in config.mesh.shape)
