@@ -769,6 +769,8 @@ def compute_terms(
     jnp.float32
   )  # codes only
   aux['mean_target_length'] = jnp.mean(targets.lengths.astype(jnp.float32))
+  # Targets that fill all L - 1 code slots: collapse_runs cuts a longer string there.
+  aux['target_at_max_len'] = jnp.mean((targets.lengths >= settings.max_len - 1).astype(jnp.float32))
   if weights['timing'] > 0 and pointer:
     # The pointer time head: cross entropy of each code token's frame (nats per token).
     terms['timing'] = jnp.sum(timing_rows(time_nll) * code_mask) / jnp.maximum(

@@ -412,7 +412,30 @@ def train_step(
   )
   if 'targets' in aux:
     metrics['targets/tokens_per_second'] = aux['mean_target_length'] / config.audio.segment_seconds
+    metrics['targets/at_max_len'] = aux['target_at_max_len']
   return new_state, metrics
+
+
+# Share of a step's targets filling all model.max_len - 1 code slots above which the run warns.
+CUT_TARGETS_WARNING = 0.01
+
+
+def _warn_if_targets_are_cut(metrics, config, warned: bool) -> bool:
+  """Warns (once a run) when more than CUT_TARGETS_WARNING of a logged step's targets fill all
+  `model.max_len - 1` code slots: longer strings are cut there, silently, and the decoder learns
+  to stop at the limit. Returns whether the run has warned."""
+  share = float(metrics.get('targets/at_max_len', 0.0))
+  if warned or share <= CUT_TARGETS_WARNING:
+    return warned
+  logging.warning(
+    '%.1f%% of the targets fill all %d code slots of model.max_len=%d: strings longer than that '
+    'are cut (metric targets/at_max_len); raise model.max_len or lower the target rate '
+    '(targets.code_groups, targets.min_run_frames)',
+    100 * share,
+    config.model.max_len - 1,
+    config.model.max_len,
+  )
+  return True
 
 
 def _cluster_size(vq_stats) -> Optional[jax.Array]:
@@ -885,6 +908,7 @@ def train_and_evaluate(
 
   stop_early = False
   last_log_time, last_log_step = time.time(), start_step
+  warned_cut_targets = False
   train_start = time.time()
   step = start_step
   # The non-finite counter of the previous step, read after the next step is dispatched: no
@@ -932,6 +956,7 @@ def train_and_evaluate(
         )
         _check_nonfinite(step, metrics['nonfinite_steps'], config.max_nonfinite_steps)
         pending_nonfinite = None
+        warned_cut_targets = _warn_if_targets_are_cut(metrics, config, warned_cut_targets)
 
       # A periodic evaluation reads the checkpoint of its own step: saved then whatever
       # checkpoint_every_steps says.

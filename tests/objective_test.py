@@ -409,6 +409,8 @@ def test_targets_override_is_what_gets_scored(setup):
   assert set(terms) == expected_terms(settings, 2)
   assert all(np.isfinite(v) for v in terms.values())
   assert float(aux['mean_target_length']) == pytest.approx(np.mean(lengths))
+  assert float(aux['target_at_max_len']) == pytest.approx(np.mean(lengths >= L - 1))
+  assert 0 < float(aux['target_at_max_len']) < 1  # the 7-code string fills its L - 1 slots
 
 
 @pytest.mark.parametrize('after_stage0', [True, False])

@@ -6,6 +6,7 @@ synthetic speech, batch 8) and the same 8-device mesh unless it says otherwise, 
 steps are shared through the persistent compilation cache (tests/conftest.py).
 """
 
+import logging
 import os
 import signal
 import subprocess
@@ -203,6 +204,17 @@ def test_stage_schedule_helpers():
 
 
 # ------------------------------------------------------------------------------ non-finite updates
+
+
+def test_cut_targets_warn_once_a_run(caplog):
+  config = tiny_config()
+  with caplog.at_level(logging.WARNING):
+    assert not train._warn_if_targets_are_cut({'targets/at_max_len': 0.01}, config, False)
+    assert train._warn_if_targets_are_cut({}, config, False) is False  # stage 0: no targets
+    assert train._warn_if_targets_are_cut({'targets/at_max_len': 0.25}, config, False)
+    assert train._warn_if_targets_are_cut({'targets/at_max_len': 0.5}, config, True)
+  (record,) = [r for r in caplog.records if 'code slots' in r.getMessage()]
+  assert '25.0% of the targets fill all 11 code slots of model.max_len=12' in record.getMessage()
 
 
 def _toy_state(optimizer):
