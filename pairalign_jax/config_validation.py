@@ -301,6 +301,15 @@ def validate_config(
     config.vq.diversity_temperature > 0, 'config.vq.diversity_temperature', 'must be positive'
   )
   _require(config.vq.dead_code_threshold >= 0, 'config.vq.dead_code_threshold', 'must be >= 0')
+  # Each code's EMA count averages at least batch x encoder frames / K frames a step (one view).
+  mean_count = config.batch_size * (mel_frames // m.subsample) / m.codebook_size
+  _require(
+    config.vq.dead_code_threshold < mean_count,
+    'config.vq.dead_code_threshold',
+    f'is {config.vq.dead_code_threshold}, not below the {mean_count:.3g} frames a code gets on '
+    f'average per step (batch_size={config.batch_size}, codebook_size={m.codebook_size}): most '
+    'codes would be re-seeded every step and the codebook would never settle',
+  )
 
   # Loss weights and their parameters.
   for name, value in config.loss.items():

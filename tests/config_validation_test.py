@@ -167,6 +167,7 @@ class _null:
     ('optim.b1', -0.1, r'config\.optim\.b1'),
     ('checkpoint.keep_period', 500, r'config\.checkpoint\.keep_period.*every 3000th'),
     ('seed', -1, r'config\.seed'),
+    ('vq.dead_code_threshold', 20.0, r'config\.vq\.dead_code_threshold.*re-seeded'),
   ],
 )
 def test_impossible_values_name_the_key(dotted, value, pattern):
