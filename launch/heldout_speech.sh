@@ -21,6 +21,8 @@
 #   aug_only_recallchoice24_s{0,1,2} the same with 24 code groups (targets.code_groups=24)
 #   aug_only_unitsrefit_s{0,1,2} configs/synthetic_aug_only.py with acoustic-unit targets and the
 #                         VQ refit (loss.code_pred_targets=units, vq.refit=pca_kmeans)
+#   aug_only_unitsrefit_endatlastrun_s{0,1,2} the same, its strings ending at the audio's last
+#                         code-group run (eval.end_at_last_run=True; the training is the same)
 #   espeak_s{0,1,2}       configs/espeak_small_corpus.py: configs/small_corpus.py on the eSpeak NG
 #                         corpus (speech it was not developed on; ESPEAK_DIR, default data/espeak,
 #                         built first if missing)
@@ -212,6 +214,9 @@ for name in "${runs[@]}"; do
     aug_only_recallchoice24_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
                                     --config.targets.code_groups=24 \
                                     --config.seed="${name#aug_only_recallchoice24_s}" ;;
+    aug_only_unitsrefit_endatlastrun_s*) run "$name" configs/synthetic_aug_only.py "${units_refit[@]}" \
+                                            --config.eval.end_at_last_run=True \
+                                            --config.seed="${name#aug_only_unitsrefit_endatlastrun_s}" ;;
     aug_only_unitsrefit_s*) run "$name" configs/synthetic_aug_only.py "${units_refit[@]}" \
                                 --config.seed="${name#aug_only_unitsrefit_s}" ;;
     aug_only_recallchoice_s*) run "$name" configs/synthetic_aug_only.py "${recall_choice[@]}" \
