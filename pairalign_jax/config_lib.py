@@ -71,6 +71,16 @@ def mel_frames_per_segment(config: ml_collections.ConfigDict) -> int:
   return segment_samples(config) // int(config.frontend.hop_length)
 
 
+def kmeans_baseline_size(config: ml_collections.ConfigDict) -> tuple[int, int]:
+  """(clusters, frames pooled per k-means frame) of the log-mel k-means baseline: `eval.kmeans_*`,
+  -1 resolved to `model.codebook_size` / `model.subsample`."""
+  k, sub = int(config.eval.kmeans_clusters), int(config.eval.kmeans_subsample)
+  return (
+    k if k > 0 else int(config.model.codebook_size),
+    sub if sub > 0 else int(config.model.subsample),
+  )
+
+
 def _missing_leaves(
   reference: ml_collections.ConfigDict, config: ml_collections.ConfigDict, prefix: str = ''
 ) -> list[str]:

@@ -14,6 +14,7 @@ from typing import Any, Iterable, Optional
 
 import ml_collections
 
+from pairalign_jax import config_lib
 from pairalign_jax import default_config as default_config_lib
 from pairalign_jax import models
 from pairalign_jax import sequences
@@ -185,7 +186,7 @@ def validate_config(
   )
   _require(fe.log_floor > 0, 'config.frontend.log_floor', 'must be positive')
   _require(int(fe.n_mels) >= 1, 'config.frontend.n_mels', f'must be >= 1, got {fe.n_mels!r}')
-  mel_frames = int(config.audio.sample_rate * config.audio.segment_seconds) // fe.hop_length
+  mel_frames = config_lib.mel_frames_per_segment(config)
   spec = fe.specaugment
   for key in ('freq_masks', 'time_masks'):
     _require(
@@ -536,8 +537,7 @@ def validate_config(
     f'must be -1 (model.subsample) or in [1, {mel_frames}] (the mel frames of a segment), '
     f'got {ev.kmeans_subsample!r}',
   )
-  kmeans_k = int(ev.kmeans_clusters) if int(ev.kmeans_clusters) > 0 else int(m.codebook_size)
-  kmeans_sub = int(ev.kmeans_subsample) if int(ev.kmeans_subsample) > 0 else int(m.subsample)
+  kmeans_k, kmeans_sub = config_lib.kmeans_baseline_size(config)
   # The MFCC k-means baselines fit 64 clusters (evaluation/baselines.py).
   needed_frames = max(kmeans_k, 64)
   _require(

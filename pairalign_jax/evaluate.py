@@ -155,16 +155,15 @@ def fit_kmeans_baseline(
 ) -> baselines.KMeansTokenizer:
   """k-means on log-mel frames of training-split segments."""
   batches = training_segments(config) if train_batches is None else train_batches
-  k = config.eval.kmeans_clusters if config.eval.kmeans_clusters > 0 else config.model.codebook_size
-  sub = config.eval.kmeans_subsample if config.eval.kmeans_subsample > 0 else config.model.subsample
+  k, sub = config_lib.kmeans_baseline_size(config)
   logging.info(
     'fitting log-mel k-means (K=%d) on %d training segments', k, sum(len(b) for b in batches)
   )
   return baselines.fit_kmeans(
     feats,
     batches,
-    n_clusters=int(k),
-    subsample=int(sub),
+    n_clusters=k,
+    subsample=sub,
     pool=config.eval.kmeans_pool,
     seed=config.seed,
     max_frames=int(config.eval.kmeans_max_frames),
@@ -200,26 +199,6 @@ def calibrate_length(
     out = tok.tokenize(waves, tok.sample_rate, eos_bias=base_bias + off)
     table.append((base_bias + off, float(np.mean([len(t) for t in out.tokens]) / seconds)))
   return table
-
-
-def _decoding_options(eval_config) -> dict:
-  """The greedy-only decoding options of `eval_config` (snap_times, align_frames and the two that
-  need align_frames); all off, logged, when it asks for a beam (`eval.beam_size` > 1), as
-  `Tokenizer.from_checkpoint` and the tokenize CLI do with a saved config's."""
-  options = {
-    'snap_times': bool(eval_config.get('snap_times', False)),
-    'align_frames': int(eval_config.get('align_frames', 0)),
-    'choose_from_runs': bool(eval_config.get('choose_from_runs', False)),
-    'end_at_last_run': bool(eval_config.get('end_at_last_run', False)),
-  }
-  if int(eval_config.beam_size) != 1 and any(options.values()):
-    logging.info(
-      'eval.beam_size=%s: the greedy-only decoding options %s are not used',
-      eval_config.beam_size,
-      {k: v for k, v in options.items() if v},
-    )
-    options = {k: type(v)() for k, v in options.items()}
-  return options
 
 
 def evaluate_workdir(
@@ -260,7 +239,7 @@ def evaluate_workdir(
     batch_size=int(config.eval.batch_size),
     beam_size=int(config.eval.beam_size),
     length_penalty=float(config.eval.beam_length_penalty),
-    **_decoding_options(config.eval),
+    **tokenizer_lib.decoding_options(config.eval, int(config.eval.beam_size)),
   )
   workdir = checkpointing.workdir_of(path) or path
   outdir = outdir or workdir

@@ -124,6 +124,26 @@ def _refuse_wave_rate_pair(x, name: str) -> None:
     )
 
 
+def decoding_options(eval_config, beam_size: int) -> dict:
+  """The greedy-only decoding options `eval_config` asks for (`eval.snap_times`,
+  `eval.align_frames` and the two that need align_frames), as Tokenizer keyword arguments; all
+  off, logged, with a beam (`beam_size` > 1), which they do not allow."""
+  options = {
+    'snap_times': bool(eval_config.get('snap_times', False)),
+    'align_frames': int(eval_config.get('align_frames', 0)),
+    'choose_from_runs': bool(eval_config.get('choose_from_runs', False)),
+    'end_at_last_run': bool(eval_config.get('end_at_last_run', False)),
+  }
+  if int(beam_size) != 1 and any(options.values()):
+    logging.info(
+      'beam_size=%s: the greedy-only decoding options %s are not used',
+      beam_size,
+      {k: v for k, v in options.items() if v},
+    )
+    options = {k: type(v)() for k, v in options.items()}
+  return options
+
+
 class Tokenizer:
   """A trained PairAlign tokenizer (parameters + the config it was trained with)."""
 
@@ -230,25 +250,13 @@ class Tokenizer:
     # Orbax reads a relative step folder's metadata as missing: always pass an absolute path.
     path = os.path.abspath(os.fspath(path))
     folder, config, restored = checkpointing.load_for_analysis(path, step)
-    saved_snap = bool(config.eval.get('snap_times', False))
-    saved_align = int(config.eval.get('align_frames', 0))
-    if beam_size != 1 and (
-      snap_times is None and saved_snap or align_frames is None and saved_align
-    ):
-      logging.info(
-        "beam_size=%s: the saved config's greedy-only decoding (eval.snap_times=%s, "
-        'eval.align_frames=%s) is not used',
-        beam_size,
-        saved_snap,
-        saved_align,
-      )
-      saved_snap, saved_align = False, 0
-    snap_times = saved_snap if snap_times is None else snap_times
-    align_frames = saved_align if align_frames is None else align_frames
+    saved = decoding_options(config.eval, beam_size)
+    snap_times = saved['snap_times'] if snap_times is None else snap_times
+    align_frames = saved['align_frames'] if align_frames is None else align_frames
     if choose_from_runs is None:
-      choose_from_runs = bool(align_frames) and bool(config.eval.get('choose_from_runs', False))
+      choose_from_runs = bool(align_frames) and saved['choose_from_runs']
     if end_at_last_run is None:
-      end_at_last_run = bool(align_frames) and bool(config.eval.get('end_at_last_run', False))
+      end_at_last_run = bool(align_frames) and saved['end_at_last_run']
     params = (
       restored['teacher_params']
       if use_teacher and restored.get('teacher_params') is not None

@@ -15,6 +15,7 @@ import tokenizer_test
 from configs import default as default_config
 from pairalign_jax import evaluate
 from pairalign_jax.evaluation import report as report_lib
+from pairalign_jax.tokenizer import decoding_options
 from pairalign_jax.tokenizer import Tokenizer
 
 # vq_groups: the tiny config has targets.code_groups > 0
@@ -327,7 +328,7 @@ def test_a_subset_of_tokenizers_fits_no_baseline_and_scores_as_the_full_report(
 def test_a_beam_drops_the_greedy_only_decoding_options(caplog):
   ev = default_config.get_config().eval
   ev.update(align_frames=4, choose_from_runs=True, end_at_last_run=True)
-  assert evaluate._decoding_options(ev) == {
+  assert decoding_options(ev, ev.beam_size) == {
     'snap_times': False,
     'align_frames': 4,
     'choose_from_runs': True,
@@ -335,7 +336,7 @@ def test_a_beam_drops_the_greedy_only_decoding_options(caplog):
   }
   ev.beam_size = 4  # e.g. configs/small_corpus.py with --config.eval.beam_size=4
   with caplog.at_level(logging.INFO):
-    options = evaluate._decoding_options(ev)
+    options = decoding_options(ev, ev.beam_size)
   assert options == {
     'snap_times': False,
     'align_frames': 0,
